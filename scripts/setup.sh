@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Sets up everything fleetguard needs on a fresh Debian-like machine: Debian packages
+# (when root), a virtual environment in .venv, and the locked Python dependencies.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEBIAN_PACKAGES=(python3-venv openssl ca-certificates mosquitto softhsm2 opensc)
+
+missing=()
+if command -v dpkg >/dev/null 2>&1; then
+  for pkg in "${DEBIAN_PACKAGES[@]}"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "setup: missing Debian packages (not root, not installing): ${missing[*]}" >&2
+  fi
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade "pip>=24"
+.venv/bin/python -m pip install -q --disable-pip-version-check \
+  -c requirements.lock -e ".[server,agent,dev]"
+echo "setup: ready (.venv)"

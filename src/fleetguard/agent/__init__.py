@@ -1,0 +1,1 @@
+"""The device agent: depends on fleetguard.core and fleetguard.protocol only."""

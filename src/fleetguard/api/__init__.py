@@ -1,0 +1,1 @@
+"""The HTTP layer: routers per domain, one authorization dependency, one error handler."""

@@ -1,0 +1,59 @@
+"""Authorization in one place.
+
+Every route declares the permission it needs with ``Depends(requires(Permission.X))``.
+The caller is found from a bearer API token or a session cookie (with a CSRF token for
+unsafe methods); no credentials -> 401, credentials without the permission -> 403.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from fleetguard.api.context import AppContext, client_address, get_context
+from fleetguard.core.errors import AuthenticationError, PermissionDeniedError
+from fleetguard.operators import Permission, Principal
+from fleetguard.operators import service as operators
+
+SESSION_COOKIE = "__Host-fg_session"
+CSRF_COOKIE = "__Host-fg_csrf"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def resolve_principal(request: Request, ctx: AppContext) -> Principal:
+    header = request.headers.get("authorization")
+    with ctx.db.session() as session:
+        if header:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise AuthenticationError("use 'Authorization: Bearer <token>'")
+            return operators.authenticate_api_token(
+                session, token=token.strip(), source=client_address(request)
+            )
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie:
+            return operators.authenticate_session(
+                session, session_token=cookie,
+                csrf_token=request.headers.get(CSRF_HEADER),
+                needs_csrf=request.method not in SAFE_METHODS,
+            )
+    raise AuthenticationError("authentication required")
+
+
+def requires(permission: Permission) -> Callable[..., Principal]:
+    def dependency(
+        request: Request, ctx: Annotated[AppContext, Depends(get_context)]
+    ) -> Principal:
+        principal = resolve_principal(request, ctx)
+        if not principal.can(permission):
+            raise PermissionDeniedError(
+                f"role {principal.role.value} lacks permission {permission.value}"
+            )
+        request.state.principal = principal
+        return principal
+
+    dependency.permission = permission  # type: ignore[attr-defined]  # read by route listings
+    return dependency

@@ -1,0 +1,105 @@
+"""Login, second factor, MFA enrollment and logout. Only these and /healthz are public."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from fleetguard.api.authz import CSRF_COOKIE, SESSION_COOKIE, requires
+from fleetguard.api.context import AppContext, client_address, get_context
+from fleetguard.api.schemas import (
+    ChallengeRequest,
+    LoginRequest,
+    LoginResponse,
+    MfaCodeRequest,
+    MfaEnrollmentResponse,
+    OperatorOut,
+)
+from fleetguard.operators import LoginResult, LoginStep, Permission, Principal
+from fleetguard.operators import service as operators
+from fleetguard.operators.service import SESSION_ABSOLUTE
+
+router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+Ctx = Annotated[AppContext, Depends(get_context)]
+
+
+def _respond(result: LoginResult, response: Response, ctx: AppContext) -> LoginResponse:
+    if result.step is LoginStep.DONE:
+        assert result.session_token and result.csrf_token
+        max_age = int(SESSION_ABSOLUTE.total_seconds())
+        response.set_cookie(
+            SESSION_COOKIE, result.session_token, max_age=max_age, path="/",
+            secure=ctx.secure_cookies, httponly=True, samesite="strict",
+        )
+        # Readable by the page's script, which echoes it in X-CSRF-Token.
+        response.set_cookie(
+            CSRF_COOKIE, result.csrf_token, max_age=max_age, path="/",
+            secure=ctx.secure_cookies, httponly=False, samesite="strict",
+        )
+    return LoginResponse(
+        step=result.step.value, challenge=result.challenge,
+        operator=OperatorOut.of(result.operator) if result.step is LoginStep.DONE else None,
+        csrf_token=result.csrf_token, session_expires_at=result.session_expires_at,
+    )
+
+
+@router.post("/login")
+def login(body: LoginRequest, request: Request, response: Response, ctx: Ctx) -> LoginResponse:
+    """Password step. Answers the same for an unknown user and a wrong password."""
+    with ctx.db.session() as session:
+        result = operators.login_with_password(
+            session, username=body.username, password=body.password,
+            source=client_address(request),
+        )
+    return _respond(result, response, ctx)
+
+
+@router.post("/mfa")
+def mfa(body: MfaCodeRequest, request: Request, response: Response, ctx: Ctx) -> LoginResponse:
+    """Second step: a TOTP code (each accepted once) or a single-use recovery code."""
+    with ctx.db.session() as session:
+        result = operators.complete_mfa_login(
+            session, ctx.master_key, challenge=body.challenge, code=body.code,
+            source=client_address(request),
+        )
+    return _respond(result, response, ctx)
+
+
+@router.post("/mfa/enroll")
+def mfa_enroll(body: ChallengeRequest, ctx: Ctx) -> MfaEnrollmentResponse:
+    """Start MFA enrollment: a new TOTP secret as otpauth URI and QR code."""
+    with ctx.db.session() as session:
+        enrollment = operators.begin_mfa_enrollment(
+            session, ctx.master_key, challenge=body.challenge
+        )
+    return MfaEnrollmentResponse(
+        secret=enrollment.secret_base32, otpauth_uri=enrollment.otpauth_uri,
+        qr_svg=enrollment.qr_svg,
+    )
+
+
+@router.post("/mfa/enroll/confirm")
+def mfa_enroll_confirm(
+    body: MfaCodeRequest, request: Request, response: Response, ctx: Ctx
+) -> LoginResponse:
+    """Finish enrollment with a code from the authenticator; returns recovery codes once."""
+    with ctx.db.session() as session:
+        result, codes = operators.confirm_mfa_enrollment(
+            session, ctx.master_key, challenge=body.challenge, code=body.code,
+            source=client_address(request),
+        )
+    out = _respond(result, response, ctx)
+    out.recovery_codes = codes
+    return out
+
+
+@router.post("/logout", status_code=204)
+def logout(
+    response: Response, ctx: Ctx,
+    principal: Annotated[Principal, Depends(requires(Permission.SELF))],
+) -> None:
+    with ctx.db.session() as session:
+        operators.end_session(session, principal)
+    response.delete_cookie(SESSION_COOKIE, path="/", secure=ctx.secure_cookies, httponly=True)
+    response.delete_cookie(CSRF_COOKIE, path="/", secure=ctx.secure_cookies)

@@ -1,0 +1,40 @@
+"""Health (public), metrics and the OpenAPI document (authenticated)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from fleetguard.api.authz import requires
+from fleetguard.api.context import AppContext, get_context
+from fleetguard.operators import Permission, Principal
+
+router = APIRouter(tags=["system"])
+Ctx = Annotated[AppContext, Depends(get_context)]
+
+
+@router.get("/healthz")
+def healthz(ctx: Ctx) -> dict[str, str]:
+    """Liveness and database reachability; says nothing else about the installation."""
+    from sqlalchemy import text
+
+    with ctx.db.session() as session:
+        session.execute(text("SELECT 1"))
+    return {"status": "ok"}
+
+
+@router.get("/metrics", response_class=Response)
+def metrics(
+    ctx: Ctx, _: Annotated[Principal, Depends(requires(Permission.METRICS_READ))]
+) -> Response:
+    """Prometheus text format."""
+    return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+@router.get("/api/v1/openapi.json", include_in_schema=False)
+def openapi_document(
+    request: Request, _: Annotated[Principal, Depends(requires(Permission.SELF))]
+) -> dict[str, Any]:
+    schema: dict[str, Any] = request.app.openapi()
+    return schema

@@ -1,0 +1,56 @@
+"""API tokens: your own, or everyone's for an admin."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from fleetguard.api.authz import requires
+from fleetguard.api.context import AppContext, get_context
+from fleetguard.api.schemas import TokenCreate, TokenIssued, TokenOut
+from fleetguard.operators import Permission, Principal
+from fleetguard.operators import service as operators
+
+router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"])
+Ctx = Annotated[AppContext, Depends(get_context)]
+
+
+@router.get("")
+def list_tokens(
+    ctx: Ctx, principal: Annotated[Principal, Depends(requires(Permission.TOKENS_READ_OWN))]
+) -> list[TokenOut]:
+    """Your tokens; an admin sees every operator's."""
+    owner = None if principal.can(Permission.TOKENS_ADMIN) else principal.username
+    with ctx.db.session() as session:
+        return [TokenOut.of(t) for t in operators.list_api_tokens(session, username=owner)]
+
+
+@router.post("", status_code=201)
+def create_token(
+    body: TokenCreate, ctx: Ctx,
+    principal: Annotated[Principal, Depends(requires(Permission.TOKENS_WRITE_OWN))],
+) -> TokenIssued:
+    """A token for yourself, with your role or a lesser one. The secret is shown only here."""
+    with ctx.db.session() as session:
+        issued = operators.create_api_token(
+            session, username=principal.username, name=body.name,
+            role=body.role or principal.role, ttl=timedelta(days=body.ttl_days),
+            actor=principal.actor,
+        )
+    return TokenIssued(token=issued.token, info=TokenOut.of(issued.info))
+
+
+@router.delete("/{token_id}")
+def revoke_token(
+    token_id: str, ctx: Ctx,
+    principal: Annotated[Principal, Depends(requires(Permission.TOKENS_WRITE_OWN))],
+) -> TokenOut:
+    owner = None if principal.can(Permission.TOKENS_ADMIN) else principal.username
+    with ctx.db.session() as session:
+        return TokenOut.of(
+            operators.revoke_api_token(
+                session, token_id=token_id, actor=principal.actor, only_owner=owner
+            )
+        )

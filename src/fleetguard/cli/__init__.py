@@ -1,0 +1,1 @@
+"""The command layer: parse, call a service, print."""

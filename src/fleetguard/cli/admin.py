@@ -1,0 +1,227 @@
+"""Local administration over the data dir: operators, tokens and the audit log.
+
+Whoever can read the data dir (master key, database) already holds every secret, so
+these commands act directly on the database; each change is audited as ``cli:<user>``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from sqlalchemy.orm import Session
+
+from fleetguard.cli.common import DataDirOption, console, err_console, handles_errors, settings_from
+from fleetguard.core.errors import ValidationFailedError
+from fleetguard.operators import Role
+
+operator_app = typer.Typer(help="Operators: add, list, disable, reset MFA.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens: create, list, revoke.", no_args_is_help=True)
+audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+
+
+def cli_actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
+
+
+@contextmanager
+def db_session(data_dir: Path | None) -> Iterator[Session]:
+    from fleetguard.install import open_installation_database
+
+    db = open_installation_database(settings_from(data_dir))
+    try:
+        with db.session() as session:
+            yield session
+    finally:
+        db.dispose()
+
+
+def _read_password(password_file: Path | None) -> str:
+    if password_file is not None:
+        return password_file.read_text().strip()
+    if not sys.stdin.isatty():
+        line = sys.stdin.readline().strip()
+        if not line:
+            raise ValidationFailedError("no password given on standard input", field="password")
+        return line
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise ValidationFailedError("the two passwords differ", field="password")
+    return first
+
+
+@operator_app.command("add")
+@handles_errors
+def operator_add(
+    username: str,
+    role: Annotated[Role, typer.Option(help="admin, operator or auditor")],
+    password_file: Annotated[
+        Path | None, typer.Option(help="Read the password from this file (else prompt/stdin).")
+    ] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Add an operator (the password must pass the policy)."""
+    from fleetguard.operators import service
+
+    password = _read_password(password_file)
+    with db_session(data_dir) as session:
+        op = service.create_operator(
+            session, username=username, password=password, role=role, actor=cli_actor()
+        )
+    console.print(f"added {op.username} ({op.role.value})")
+
+
+@operator_app.command("list")
+@handles_errors
+def operator_list(data_dir: DataDirOption = None) -> None:
+    """List operators with role, MFA and state."""
+    from fleetguard.operators import service
+
+    with db_session(data_dir) as session:
+        ops = service.list_operators(session)
+    table = Table("username", "role", "mfa", "state", "created")
+    for op in ops:
+        table.add_row(
+            op.username, op.role.value, "yes" if op.mfa_enabled else "no",
+            "disabled" if op.disabled else "active", op.created_at.isoformat(timespec="seconds"),
+        )
+    console.print(table)
+
+
+@operator_app.command("disable")
+@handles_errors
+def operator_disable(username: str, data_dir: DataDirOption = None) -> None:
+    """Disable an operator and end their sessions; their tokens stop working."""
+    from fleetguard.operators import service
+
+    with db_session(data_dir) as session:
+        service.set_operator_disabled(
+            session, username=username, disabled=True, actor=cli_actor()
+        )
+    console.print(f"disabled {username}")
+
+
+@operator_app.command("reset-mfa")
+@handles_errors
+def operator_reset_mfa(username: str, data_dir: DataDirOption = None) -> None:
+    """Remove an operator's second factor; they enroll again at the next login."""
+    from fleetguard.operators import service
+
+    with db_session(data_dir) as session:
+        service.reset_mfa(session, username=username, actor=cli_actor())
+    console.print(f"MFA reset for {username}")
+
+
+@token_app.command("create")
+@handles_errors
+def token_create(
+    username: Annotated[str, typer.Option("--operator", help="Operator the token acts for.")],
+    name: Annotated[str, typer.Option(help="What the token is for.")],
+    role: Annotated[Role | None, typer.Option(help="At most the operator's role.")] = None,
+    days: Annotated[int, typer.Option(min=1, max=365, help="Lifetime in days.")] = 90,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Create an API token; the secret is printed once."""
+    from fleetguard.operators import service
+
+    with db_session(data_dir) as session:
+        issued = service.create_api_token(
+            session, username=username, name=name, role=role, ttl=timedelta(days=days),
+            actor=cli_actor(),
+        )
+    err_console.print(
+        f"token {issued.info.token_id} for {issued.info.operator} "
+        f"({issued.info.role.value}), expires {issued.info.expires_at:%Y-%m-%d}"
+    )
+    print(issued.token, flush=True)
+
+
+@token_app.command("list")
+@handles_errors
+def token_list(
+    username: Annotated[str | None, typer.Option("--operator")] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """List tokens (never their secrets)."""
+    from fleetguard.operators import service
+
+    with db_session(data_dir) as session:
+        tokens = service.list_api_tokens(session, username=username)
+    table = Table("id", "operator", "name", "role", "expires", "state", "last used")
+    for t in tokens:
+        state = "revoked" if t.revoked_at else "active"
+        last = t.last_used_at.isoformat(timespec="seconds") if t.last_used_at else "never"
+        table.add_row(t.token_id, t.operator, t.name, t.role.value,
+                      t.expires_at.isoformat(timespec="seconds"), state, last)
+    console.print(table)
+
+
+@token_app.command("revoke")
+@handles_errors
+def token_revoke(token_id: str, data_dir: DataDirOption = None) -> None:
+    """Revoke a token at once."""
+    from fleetguard.operators import service
+
+    with db_session(data_dir) as session:
+        service.revoke_api_token(session, token_id=token_id, actor=cli_actor())
+    console.print(f"revoked {token_id}")
+
+
+@audit_app.command("verify")
+@handles_errors
+def audit_verify(
+    expect_head: Annotated[
+        str | None,
+        typer.Option(help="A head recorded earlier as SEQ:HASH; verify it is still in the chain."),
+    ] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Walk the hash chain; exit 1 and name the first bad entry if anything was changed."""
+    from fleetguard.auditlog import ChainHead, verify_chain
+
+    anchored = None
+    if expect_head:
+        seq, _, digest = expect_head.partition(":")
+        if not seq.isdigit() or len(digest) != 64:
+            raise ValidationFailedError("--expect-head is SEQ:SHA256HEX", field="expect-head")
+        anchored = ChainHead(int(seq), digest)
+    with db_session(data_dir) as session:
+        result = verify_chain(session, anchored)
+    if result.ok:
+        console.print(
+            f"audit log intact: {result.entries_checked} entries, head "
+            f"{result.head.seq}:{result.head.entry_hash}", highlight=False,
+        )
+        return
+    err_console.print(f"[red]audit log TAMPERED[/red]: first bad entry {result.first_bad_seq}")
+    for problem in result.problems:
+        err_console.print(f"  {problem}")
+    raise typer.Exit(1)
+
+
+@audit_app.command("head")
+@handles_errors
+def audit_head(
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Print the head (SEQ:SHA256) to keep somewhere outside the platform."""
+    from fleetguard.auditlog import chain_head
+
+    with db_session(data_dir) as session:
+        head = chain_head(session)
+    if as_json:
+        print(json.dumps({"seq": head.seq, "entry_hash": head.entry_hash}))
+    else:
+        print(f"{head.seq}:{head.entry_hash}")

@@ -1,0 +1,129 @@
+"""`fleetguard init`, `serve`, `db upgrade` and `keys rotate-master`."""
+
+from __future__ import annotations
+
+import base64
+import ssl
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fleetguard.cli.common import DataDirOption, console, handles_errors, settings_from
+from fleetguard.core.errors import ValidationFailedError
+
+db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
+keys_app = typer.Typer(help="The master key that encrypts secrets at rest.", no_args_is_help=True)
+
+
+def _read_secret_file(path: Path) -> str:
+    text = path.read_text().strip()
+    if not text:
+        raise ValidationFailedError(f"{path} is empty", field="admin-password-file")
+    return text
+
+
+@handles_errors
+def init_command(
+    data_dir: DataDirOption = None,
+    admin_username: Annotated[str, typer.Option(help="Name of the first admin.")] = "admin",
+    admin_password_file: Annotated[
+        Path | None,
+        typer.Option(help="Read the first admin's password from this file (default: generate)."),
+    ] = None,
+    hostname: Annotated[
+        list[str] | None, typer.Option(help="DNS name for the server certificate (repeatable).")
+    ] = None,
+    address: Annotated[
+        list[str] | None, typer.Option(help="IP address for the server certificate (repeatable).")
+    ] = None,
+) -> None:
+    """Create the data dir, database, master key, server TLS identity and the first admin."""
+    from fleetguard.install import init_installation
+
+    settings = settings_from(data_dir)
+    password = _read_secret_file(admin_password_file) if admin_password_file else None
+    result = init_installation(
+        settings, admin_username=admin_username, admin_password=password,
+        hostnames=hostname, addresses=address,
+    )
+    console.print(f"initialized {result.data_dir}")
+    console.print(f"master key: {result.master_key_source}")
+    console.print(f"server certificate: {result.server_certificate}")
+    console.print(f"admin username: {result.admin_username}")
+    if result.admin_password is not None:
+        # Printed exactly once; it is stored only as an argon2id hash.
+        print(f"admin password: {result.admin_password}", flush=True)
+    console.print("The admin must enroll a TOTP authenticator at first login.")
+
+
+@handles_errors
+def serve_command(
+    data_dir: DataDirOption = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8443,
+    insecure_http: Annotated[
+        bool, typer.Option("--insecure-http", help="Plain HTTP, only behind a TLS proxy.")
+    ] = False,
+    log_format: Annotated[str, typer.Option(help="text or json")] = "text",
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+) -> None:
+    """Run the HTTPS API server (applies migrations first)."""
+    import uvicorn
+
+    from fleetguard.api.app import create_app
+    from fleetguard.core.logging import configure_logging
+    from fleetguard.install import open_installation_database
+
+    if log_format not in ("text", "json"):
+        raise ValidationFailedError("--log-format must be text or json", field="log-format")
+    configure_logging(log_format, log_level)
+    settings = settings_from(data_dir)
+    db = open_installation_database(settings)
+    app = create_app(settings, db=db, tls=not insecure_http)
+    kwargs: dict[str, object] = {}
+    if not insecure_http:
+        kwargs = {
+            "ssl_certfile": str(settings.server_cert_file),
+            "ssl_keyfile": str(settings.server_key_file),
+            "ssl_ciphers": "ECDHE+AESGCM:ECDHE+CHACHA20",
+        }
+    config = uvicorn.Config(
+        app, host=host, port=port, log_config=None, access_log=False,
+        server_header=False, proxy_headers=False, **kwargs,  # type: ignore[arg-type]
+    )
+    config.load()
+    if config.ssl is not None:
+        config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
+    scheme = "http" if insecure_http else "https"
+    console.print(f"fleetguard serving on {scheme}://{host}:{port}", highlight=False)
+    uvicorn.Server(config).run()
+
+
+@db_app.command("upgrade")
+@handles_errors
+def db_upgrade(data_dir: DataDirOption = None) -> None:
+    """Apply every pending migration."""
+    from fleetguard.install import open_installation_database
+    from fleetguard.store import current_revision
+
+    settings = settings_from(data_dir)
+    db = open_installation_database(settings)
+    console.print(f"database at revision {current_revision(db)}")
+    db.dispose()
+
+
+@keys_app.command("rotate-master")
+@handles_errors
+def rotate_master(data_dir: DataDirOption = None) -> None:
+    """Re-encrypt every secret at rest under a new master key."""
+    from fleetguard.install import open_installation_database, rotate_master_key
+
+    settings = settings_from(data_dir)
+    db = open_installation_database(settings)
+    new, count = rotate_master_key(settings, db)
+    db.dispose()
+    console.print(f"re-encrypted {count} secrets under master key {new.key_id.hex()}")
+    if settings.master_key_b64:
+        console.print("FLEETGUARD_MASTER_KEY is set: store this new value in its place:")
+        print(base64.b64encode(new.material).decode(), flush=True)

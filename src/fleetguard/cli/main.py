@@ -1,0 +1,50 @@
+"""The `fleetguard` command."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from fleetguard import __version__
+from fleetguard.cli.admin import audit_app, operator_app, token_app
+from fleetguard.cli.installation import db_app, init_command, keys_app, serve_command
+
+app = typer.Typer(
+    name="fleetguard",
+    help="Harden and watch a fleet of connected devices.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+app.command("init", help="Create data dir, database, master key, TLS identity and first admin.")(
+    init_command
+)
+app.command("serve", help="Run the HTTPS API server.")(serve_command)
+app.add_typer(db_app, name="db", help="Database schema migrations.")
+app.add_typer(keys_app, name="keys", help="The master key that encrypts secrets at rest.")
+app.add_typer(operator_app, name="operator", help="Operators: add, list, disable, reset MFA.")
+app.add_typer(token_app, name="token", help="API tokens: create, list, revoke.")
+app.add_typer(audit_app, name="audit-log", help="Verify the audit log or print its head.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Harden and watch a fleet of connected devices."""
+    # Everything fleetguard writes (database, keys, reports) is for its owner alone.
+    os.umask(0o077)
+
+
+def run() -> None:
+    app()

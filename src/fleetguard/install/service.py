@@ -1,0 +1,161 @@
+"""`fleetguard init` and `fleetguard keys rotate-master` as plain functions."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import inspect, select
+
+from fleetguard.auditlog import append_audit_entry
+from fleetguard.core.config import Settings
+from fleetguard.core.errors import ConflictError
+from fleetguard.keys import (
+    MasterKey,
+    create_master_key_file,
+    load_master_key,
+    write_master_key_file,
+)
+from fleetguard.keys.rotation import rewrap_stored_secrets
+from fleetguard.keys.tls import create_self_signed_server_certificate
+from fleetguard.operators import Role
+from fleetguard.operators import service as operators
+from fleetguard.operators.errors import WeakPasswordError
+from fleetguard.operators.passwords import check_password_policy
+from fleetguard.store import Database, open_database, upgrade_database
+from fleetguard.store.tables import OperatorRow
+
+
+class AlreadyInitializedError(ConflictError):
+    code = "already_initialized"
+
+
+@dataclass(frozen=True, slots=True)
+class InitResult:
+    data_dir: Path
+    admin_username: str
+    admin_password: str | None  # only when generated: shown once, then forgotten
+    master_key_source: str
+    server_certificate: Path
+
+
+def generate_admin_password() -> str:
+    # 144 random bits, URL-safe; long enough to pass the policy on its own merits.
+    while True:
+        candidate = secrets.token_urlsafe(18)
+        try:
+            check_password_policy(candidate, "admin")
+        except WeakPasswordError:  # e.g. a draw that happens to contain "admin"
+            continue
+        return candidate
+
+
+def _has_operators(db: Database) -> bool:
+    if not inspect(db.engine).has_table(OperatorRow.__tablename__):
+        return False
+    with db.session() as session:
+        return session.execute(select(OperatorRow.id).limit(1)).first() is not None
+
+
+def _existing_artifacts(settings: Settings) -> list[Path]:
+    candidates = [settings.master_key_file, settings.server_cert_file, settings.server_key_file]
+    if settings.uses_sqlite:
+        candidates.append(settings.data_dir / "fleetguard.db")
+    return [p for p in candidates if p.exists()]
+
+
+def open_installation_database(settings: Settings, *, migrate: bool = True) -> Database:
+    db = open_database(settings.database_url)
+    if migrate:
+        upgrade_database(db)
+    return db
+
+
+def init_installation(
+    settings: Settings,
+    *,
+    admin_username: str = "admin",
+    admin_password: str | None = None,
+    hostnames: list[str] | None = None,
+    addresses: list[str] | None = None,
+) -> InitResult:
+    """Create everything once. Checks first, so a second run refuses and changes nothing."""
+    found = _existing_artifacts(settings)
+    if found:
+        raise AlreadyInitializedError(
+            f"already initialized: {', '.join(str(p) for p in found)} exist(s); nothing changed"
+        )
+    if admin_password is not None:
+        check_password_policy(admin_password, admin_username)
+    if not settings.uses_sqlite:
+        probe = open_database(settings.database_url)
+        try:
+            if _has_operators(probe):
+                raise AlreadyInitializedError(
+                    "already initialized: the database already has operators; nothing changed"
+                )
+        finally:
+            probe.dispose()
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(settings.data_dir, 0o700)
+    settings.tls_dir.mkdir(mode=0o700, exist_ok=True)
+    if settings.master_key_b64:
+        master = load_master_key(settings)
+        source = "FLEETGUARD_MASTER_KEY"
+    else:
+        master = create_master_key_file(settings.master_key_file)
+        source = str(settings.master_key_file)
+
+    create_self_signed_server_certificate(
+        settings.server_cert_file, settings.server_key_file,
+        hostnames=hostnames or ["localhost"], addresses=addresses or ["127.0.0.1", "::1"],
+    )
+    db = open_installation_database(settings)
+    generated = admin_password is None
+    password = admin_password or generate_admin_password()
+    try:
+        with db.session() as session:
+            append_audit_entry(
+                session, actor="system", action="installation.init",
+                target=f"installation:{settings.data_dir}",
+                details={"master_key_id": master.key_id.hex(), "database": db.dialect},
+            )
+            operators.create_operator(
+                session, username=admin_username, password=password, role=Role.ADMIN,
+                actor="system",
+            )
+    finally:
+        db.dispose()
+    return InitResult(
+        data_dir=settings.data_dir, admin_username=admin_username,
+        admin_password=password if generated else None, master_key_source=source,
+        server_certificate=settings.server_cert_file,
+    )
+
+
+def rotate_master_key(
+    settings: Settings, db: Database, new_key: MasterKey | None = None
+) -> tuple[MasterKey, int]:
+    """Rewrap every stored secret under a new key, then replace the key file.
+
+    The database changes commit before the file is replaced; the new key is first
+    written beside the old one so that a crash in between loses neither.
+    """
+    old = load_master_key(settings)
+    new = new_key or MasterKey(os.urandom(32))
+    pending = settings.master_key_file.with_name("master.key.new")
+    if not settings.master_key_b64:
+        write_master_key_file(pending, new)
+    with db.session() as session:
+        count = rewrap_stored_secrets(session, old, new)
+        append_audit_entry(
+            session, actor="system", action="keys.rotate_master", target="master-key",
+            details={"old_key_id": old.key_id.hex(), "new_key_id": new.key_id.hex(),
+                     "secrets": count},
+        )
+    if not settings.master_key_b64:
+        os.replace(pending, settings.master_key_file)
+    return new, count

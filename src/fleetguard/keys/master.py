@@ -1,0 +1,54 @@
+"""Loading and writing the master key: a 0600 file in the data dir, or the environment."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from pathlib import Path
+
+from fleetguard.core.config import Settings
+from fleetguard.keys.envelope import MasterKey
+from fleetguard.keys.errors import MasterKeyMissingError
+
+
+def _decode(text: str, source: str) -> MasterKey:
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+        return MasterKey(raw)
+    except (binascii.Error, ValueError) as exc:
+        raise MasterKeyMissingError(
+            f"the master key in {source} is not 32 bytes of base64"
+        ) from exc
+
+
+def load_master_key(settings: Settings) -> MasterKey:
+    if settings.master_key_b64:
+        return _decode(settings.master_key_b64, "FLEETGUARD_MASTER_KEY")
+    path = settings.master_key_file
+    try:
+        text = path.read_text()
+    except FileNotFoundError as exc:
+        raise MasterKeyMissingError(
+            f"no master key: {path} is missing and FLEETGUARD_MASTER_KEY is not set "
+            "(run `fleetguard init`)"
+        ) from exc
+    return _decode(text, str(path))
+
+
+def write_master_key_file(path: Path, key: MasterKey) -> None:
+    """Write atomically with mode 0600 from the first byte."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, base64.b64encode(key.material) + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def create_master_key_file(path: Path) -> MasterKey:
+    key = MasterKey(os.urandom(32))
+    write_master_key_file(path, key)
+    return key

@@ -1,0 +1,555 @@
+"""Operators, logins with a second factor, browser sessions and API tokens.
+
+Authentication failures are committed before the error is raised (so a failed attempt
+always counts towards lockout even though the caller's unit of work rolls back).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from fleetguard.auditlog import append_audit_entry
+from fleetguard.core.clock import utcnow
+from fleetguard.core.errors import PermissionDeniedError, ValidationFailedError
+from fleetguard.keys import MasterKey, open_secret, seal_secret
+from fleetguard.operators import passwords, throttle, totp
+from fleetguard.operators.errors import (
+    InvalidCredentialError,
+    LoginFailedError,
+    MfaFailedError,
+    OperatorExistsError,
+    OperatorNotFoundError,
+)
+from fleetguard.operators.models import (
+    MFA_REQUIRED_ROLES,
+    ROLE_RANK,
+    ApiToken,
+    IssuedToken,
+    LoginResult,
+    LoginStep,
+    MfaEnrollment,
+    Operator,
+    Principal,
+    Role,
+)
+from fleetguard.store.tables import (
+    ApiTokenRow,
+    LoginChallengeRow,
+    OperatorRow,
+    RecoveryCodeRow,
+    SecretRow,
+    WebSessionRow,
+)
+
+SESSION_IDLE = timedelta(minutes=30)
+SESSION_ABSOLUTE = timedelta(hours=12)
+CHALLENGE_TTL = timedelta(minutes=5)
+CHALLENGE_MAX_ATTEMPTS = 5
+RECOVERY_CODE_COUNT = 10
+TOKEN_PREFIX = "fgt"  # noqa: S105 - a public marker, not a secret
+TOKEN_DEFAULT_TTL = timedelta(days=90)
+TOKEN_MAX_TTL = timedelta(days=365)
+USERNAME_ALPHABET = set("abcdefghijklmnopqrstuvwxyz0123456789._-")
+SYSTEM_ACTOR = "system"
+
+
+def _sha256(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _to_operator(row: OperatorRow) -> Operator:
+    return Operator(
+        id=row.id, username=row.username, role=Role(row.role), disabled=row.disabled,
+        mfa_enabled=row.mfa_enabled, created_at=row.created_at,
+    )
+
+
+def validate_username(username: str) -> str:
+    name = username.strip().lower()
+    if not 2 <= len(name) <= 64 or not set(name) <= USERNAME_ALPHABET:
+        raise ValidationFailedError(
+            "username must be 2-64 characters of a-z, 0-9, '.', '_' or '-'", field="username"
+        )
+    return name
+
+
+def _get_row(session: Session, username: str) -> OperatorRow:
+    row = session.execute(
+        select(OperatorRow).where(OperatorRow.username == username.strip().lower())
+    ).scalar_one_or_none()
+    if row is None:
+        raise OperatorNotFoundError(f"no operator named {username!r}")
+    return row
+
+
+# --- operators -------------------------------------------------------------------------
+
+
+def create_operator(
+    session: Session, *, username: str, password: str, role: Role, actor: str
+) -> Operator:
+    name = validate_username(username)
+    passwords.check_password_policy(password, name)
+    exists = session.execute(
+        select(OperatorRow.id).where(OperatorRow.username == name)
+    ).scalar_one_or_none()
+    if exists is not None:
+        raise OperatorExistsError(f"an operator named {name!r} already exists")
+    now = utcnow()
+    row = OperatorRow(
+        username=name, role=role.value, password_hash=passwords.hash_password(password),
+        disabled=False, mfa_enabled=False, last_totp_step=0, created_at=now, updated_at=now,
+    )
+    session.add(row)
+    session.flush()
+    append_audit_entry(
+        session, actor=actor, action="operator.create", target=f"operator:{name}",
+        details={"role": role.value},
+    )
+    return _to_operator(row)
+
+
+def count_operators(session: Session) -> int:
+    return len(session.execute(select(OperatorRow.id)).all())
+
+
+def list_operators(session: Session) -> list[Operator]:
+    rows = session.execute(select(OperatorRow).order_by(OperatorRow.username)).scalars()
+    return [_to_operator(r) for r in rows]
+
+
+def get_operator(session: Session, username: str) -> Operator:
+    return _to_operator(_get_row(session, username))
+
+
+def set_operator_disabled(
+    session: Session, *, username: str, disabled: bool, actor: str
+) -> Operator:
+    row = _get_row(session, username)
+    row.disabled = disabled
+    row.updated_at = utcnow()
+    if disabled:
+        _end_all_sessions(session, row.id)
+    append_audit_entry(
+        session, actor=actor, action="operator.disable" if disabled else "operator.enable",
+        target=f"operator:{row.username}",
+    )
+    return _to_operator(row)
+
+
+def change_password(
+    session: Session, *, username: str, new_password: str, actor: str
+) -> None:
+    row = _get_row(session, username)
+    passwords.check_password_policy(new_password, row.username)
+    row.password_hash = passwords.hash_password(new_password)
+    row.updated_at = utcnow()
+    _end_all_sessions(session, row.id)
+    append_audit_entry(
+        session, actor=actor, action="operator.password_change",
+        target=f"operator:{row.username}",
+    )
+
+
+def reset_mfa(session: Session, *, username: str, actor: str) -> Operator:
+    """Remove the second factor; the operator enrolls again at the next login."""
+    row = _get_row(session, username)
+    if row.totp_secret_id is not None:
+        secret = session.get(SecretRow, row.totp_secret_id)
+        row.totp_secret_id = None
+        if secret is not None:
+            session.delete(secret)
+    row.mfa_enabled = False
+    row.last_totp_step = 0
+    row.updated_at = utcnow()
+    for code in session.execute(
+        select(RecoveryCodeRow).where(RecoveryCodeRow.operator_id == row.id)
+    ).scalars():
+        session.delete(code)
+    _end_all_sessions(session, row.id)
+    append_audit_entry(
+        session, actor=actor, action="operator.mfa_reset", target=f"operator:{row.username}"
+    )
+    return _to_operator(row)
+
+
+# --- login -----------------------------------------------------------------------------
+
+
+def _fail_login(session: Session, keys: list[str], error: Exception) -> Exception:
+    throttle.record_failure(session, keys)
+    session.commit()
+    return error
+
+
+def login_with_password(
+    session: Session, *, username: str, password: str, source: str
+) -> LoginResult:
+    """First step of a login. The same error for unknown user, wrong password or disabled."""
+    keys = [throttle.account_key(username), throttle.address_key(source)]
+    throttle.ensure_not_locked(session, keys)
+    row = session.execute(
+        select(OperatorRow).where(OperatorRow.username == username.strip().lower())
+    ).scalar_one_or_none()
+    ok = passwords.verify_password(row.password_hash if row else None, password)
+    if row is None or not ok or row.disabled:
+        raise _fail_login(session, keys, LoginFailedError("invalid username or password"))
+    if passwords.needs_rehash(row.password_hash):
+        row.password_hash = passwords.hash_password(password)
+    operator = _to_operator(row)
+    if row.mfa_enabled:
+        return LoginResult(
+            LoginStep.MFA_REQUIRED, operator, challenge=_new_challenge(session, row, "mfa", source)
+        )
+    if Role(row.role) in MFA_REQUIRED_ROLES:
+        return LoginResult(
+            LoginStep.MFA_ENROLLMENT_REQUIRED, operator,
+            challenge=_new_challenge(session, row, "enroll", source),
+        )
+    throttle.clear_failures(session, throttle.account_key(row.username))
+    return _start_session(session, row, source)
+
+
+def _new_challenge(session: Session, row: OperatorRow, purpose: str, source: str) -> str:
+    token = secrets.token_urlsafe(32)
+    now = utcnow()
+    session.add(
+        LoginChallengeRow(
+            challenge_hash=_sha256(token), operator_id=row.id, purpose=purpose, source=source,
+            attempts=0, created_at=now, expires_at=now + CHALLENGE_TTL,
+        )
+    )
+    session.flush()
+    return token
+
+
+def _open_challenge(session: Session, challenge: str, purpose: str) -> LoginChallengeRow:
+    row = session.execute(
+        select(LoginChallengeRow).where(LoginChallengeRow.challenge_hash == _sha256(challenge))
+    ).scalar_one_or_none()
+    now = utcnow()
+    if (
+        row is None or row.purpose != purpose or row.used_at is not None
+        or row.expires_at <= now or row.attempts >= CHALLENGE_MAX_ATTEMPTS
+    ):
+        raise MfaFailedError("the login step has expired or is unknown; log in again")
+    return row
+
+
+def _consume_recovery_code(session: Session, operator_id: int, code: str) -> bool:
+    normalized = code.strip().replace("-", "").replace(" ", "").upper()
+    if len(normalized) != 16:
+        return False
+    wanted = _sha256(normalized)
+    for row in session.execute(
+        select(RecoveryCodeRow).where(
+            RecoveryCodeRow.operator_id == operator_id, RecoveryCodeRow.used_at.is_(None)
+        )
+    ).scalars():
+        if hmac.compare_digest(row.code_hash, wanted):
+            row.used_at = utcnow()
+            return True
+    return False
+
+
+def complete_mfa_login(
+    session: Session, master: MasterKey, *, challenge: str, code: str, source: str
+) -> LoginResult:
+    """Second step: a TOTP code (never accepted twice) or a single-use recovery code."""
+    chal = _open_challenge(session, challenge, "mfa")
+    row = session.get(OperatorRow, chal.operator_id)
+    assert row is not None
+    keys = [throttle.account_key(row.username), throttle.address_key(source)]
+    throttle.ensure_not_locked(session, keys)
+    if row.disabled or not row.mfa_enabled or row.totp_secret_id is None:
+        raise MfaFailedError("the login step has expired or is unknown; log in again")
+    secret = _open_totp_secret(session, master, row)
+    step = totp.matching_step(secret, code, last_used_step=row.last_totp_step)
+    if step is not None:
+        row.last_totp_step = step
+    elif not _consume_recovery_code(session, row.id, code):
+        chal.attempts += 1
+        raise _fail_login(session, keys, MfaFailedError("invalid or already used code"))
+    else:
+        append_audit_entry(
+            session, actor=f"operator:{row.username}", action="operator.recovery_code_used",
+            target=f"operator:{row.username}",
+        )
+    chal.used_at = utcnow()
+    throttle.clear_failures(session, throttle.account_key(row.username))
+    return _start_session(session, row, source)
+
+
+def _secret_aad(operator_id: int) -> bytes:
+    return f"totp:{operator_id}".encode()
+
+
+def _open_totp_secret(session: Session, master: MasterKey, row: OperatorRow) -> str:
+    assert row.totp_secret_id is not None
+    secret_row = session.get(SecretRow, row.totp_secret_id)
+    if secret_row is None:
+        raise MfaFailedError("second factor is not set up; ask an admin to reset it")
+    return open_secret(master, secret_row.sealed, _secret_aad(row.id)).decode()
+
+
+def begin_mfa_enrollment(
+    session: Session, master: MasterKey, *, challenge: str
+) -> MfaEnrollment:
+    """Make a new TOTP secret for the operator behind an enrollment challenge."""
+    chal = _open_challenge(session, challenge, "enroll")
+    row = session.get(OperatorRow, chal.operator_id)
+    assert row is not None
+    secret = totp.new_secret()
+    sealed = SecretRow(
+        purpose="totp-pending", context=_secret_aad(row.id).decode(),
+        sealed=seal_secret(master, secret.encode(), _secret_aad(row.id)), created_at=utcnow(),
+    )
+    session.add(sealed)
+    session.flush()
+    if chal.pending_secret_id is not None:
+        old = session.get(SecretRow, chal.pending_secret_id)
+        if old is not None:
+            session.delete(old)
+    chal.pending_secret_id = sealed.id
+    uri = totp.provisioning_uri(secret, row.username)
+    return MfaEnrollment(secret_base32=secret, otpauth_uri=uri, qr_svg=totp.qr_svg(uri))
+
+
+def confirm_mfa_enrollment(
+    session: Session, master: MasterKey, *, challenge: str, code: str, source: str
+) -> tuple[LoginResult, list[str]]:
+    """Enable MFA once the operator proves the authenticator works; returns recovery codes."""
+    chal = _open_challenge(session, challenge, "enroll")
+    row = session.get(OperatorRow, chal.operator_id)
+    assert row is not None
+    keys = [throttle.account_key(row.username), throttle.address_key(source)]
+    throttle.ensure_not_locked(session, keys)
+    if chal.pending_secret_id is None:
+        raise MfaFailedError("start the enrollment first")
+    pending = session.get(SecretRow, chal.pending_secret_id)
+    assert pending is not None
+    secret = open_secret(master, pending.sealed, _secret_aad(row.id)).decode()
+    step = totp.matching_step(secret, code, last_used_step=0)
+    if step is None:
+        chal.attempts += 1
+        raise _fail_login(session, keys, MfaFailedError("invalid code"))
+    pending.purpose = "totp"
+    row.totp_secret_id = pending.id
+    row.mfa_enabled = True
+    row.last_totp_step = step
+    row.updated_at = utcnow()
+    chal.used_at = utcnow()
+    chal.pending_secret_id = None
+    codes = _new_recovery_codes(session, row.id)
+    append_audit_entry(
+        session, actor=f"operator:{row.username}", action="operator.mfa_enroll",
+        target=f"operator:{row.username}",
+    )
+    throttle.clear_failures(session, throttle.account_key(row.username))
+    return _start_session(session, row, source), codes
+
+
+def _new_recovery_codes(session: Session, operator_id: int) -> list[str]:
+    for old in session.execute(
+        select(RecoveryCodeRow).where(RecoveryCodeRow.operator_id == operator_id)
+    ).scalars():
+        session.delete(old)
+    alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+    codes = []
+    for _ in range(RECOVERY_CODE_COUNT):
+        raw = "".join(secrets.choice(alphabet) for _ in range(16))
+        session.add(RecoveryCodeRow(operator_id=operator_id, code_hash=_sha256(raw)))
+        codes.append("-".join(raw[i : i + 4] for i in range(0, 16, 4)))
+    session.flush()
+    return codes
+
+
+# --- sessions --------------------------------------------------------------------------
+
+
+def _start_session(session: Session, row: OperatorRow, source: str) -> LoginResult:
+    token = secrets.token_urlsafe(32)
+    csrf = secrets.token_urlsafe(32)
+    now = utcnow()
+    expires = now + SESSION_ABSOLUTE
+    session.add(
+        WebSessionRow(
+            session_hash=_sha256(token), csrf_hash=_sha256(csrf), operator_id=row.id,
+            created_at=now, expires_at=expires, last_seen_at=now, source=source[:64],
+        )
+    )
+    append_audit_entry(
+        session, actor=f"operator:{row.username}", action="operator.login",
+        target=f"operator:{row.username}", details={"source": source},
+    )
+    session.flush()
+    return LoginResult(
+        LoginStep.DONE, _to_operator(row), session_token=token, csrf_token=csrf,
+        session_expires_at=expires,
+    )
+
+
+def _end_all_sessions(session: Session, operator_id: int) -> None:
+    now = utcnow()
+    for row in session.execute(
+        select(WebSessionRow).where(
+            WebSessionRow.operator_id == operator_id, WebSessionRow.revoked_at.is_(None)
+        )
+    ).scalars():
+        row.revoked_at = now
+
+
+def authenticate_session(
+    session: Session, *, session_token: str, csrf_token: str | None, needs_csrf: bool
+) -> Principal:
+    row = session.execute(
+        select(WebSessionRow).where(WebSessionRow.session_hash == _sha256(session_token))
+    ).scalar_one_or_none()
+    now = utcnow()
+    if (
+        row is None or row.revoked_at is not None or row.expires_at <= now
+        or now - row.last_seen_at > SESSION_IDLE
+    ):
+        raise InvalidCredentialError("session expired or unknown; log in again")
+    if needs_csrf and (
+        csrf_token is None or not hmac.compare_digest(row.csrf_hash, _sha256(csrf_token))
+    ):
+        raise PermissionDeniedError("missing or wrong CSRF token", code="csrf_failed")
+    operator = session.get(OperatorRow, row.operator_id)
+    if operator is None or operator.disabled:
+        raise InvalidCredentialError("session expired or unknown; log in again")
+    row.last_seen_at = now
+    return Principal(
+        operator_id=operator.id, username=operator.username, role=Role(operator.role),
+        via="session", session_id=row.id,
+    )
+
+
+def end_session(session: Session, principal: Principal) -> None:
+    if principal.session_id is None:
+        return
+    row = session.get(WebSessionRow, principal.session_id)
+    if row is not None and row.revoked_at is None:
+        row.revoked_at = utcnow()
+        append_audit_entry(
+            session, actor=principal.actor, action="operator.logout", target=principal.actor
+        )
+
+
+# --- API tokens ------------------------------------------------------------------------
+
+
+def _to_token(row: ApiTokenRow, username: str) -> ApiToken:
+    return ApiToken(
+        token_id=row.token_id, name=row.name, role=Role(row.role), operator=username,
+        created_at=row.created_at, expires_at=row.expires_at, revoked_at=row.revoked_at,
+        last_used_at=row.last_used_at, last_used_from=row.last_used_from,
+    )
+
+
+def create_api_token(
+    session: Session,
+    *,
+    username: str,
+    name: str,
+    role: Role | None,
+    ttl: timedelta | None,
+    actor: str,
+) -> IssuedToken:
+    """A token acts for its operator with at most the operator's role."""
+    owner = _get_row(session, username)
+    owner_role = Role(owner.role)
+    role = role or owner_role
+    if ROLE_RANK[role] > ROLE_RANK[owner_role]:
+        raise PermissionDeniedError(
+            f"a token cannot have more rights than its operator ({owner_role.value})",
+            code="token_role_too_high",
+        )
+    ttl = ttl or TOKEN_DEFAULT_TTL
+    if ttl <= timedelta(0) or ttl > TOKEN_MAX_TTL:
+        raise ValidationFailedError("token lifetime must be between 1 s and 365 days", field="ttl")
+    clean_name = name.strip()
+    if not 1 <= len(clean_name) <= 100:
+        raise ValidationFailedError("token name must be 1-100 characters", field="name")
+    token_id = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    now = utcnow()
+    row = ApiTokenRow(
+        token_id=token_id, operator_id=owner.id, name=clean_name, role=role.value,
+        secret_hash=_sha256(secret), created_at=now, expires_at=now + ttl,
+    )
+    session.add(row)
+    session.flush()
+    append_audit_entry(
+        session, actor=actor, action="token.create", target=f"token:{token_id}",
+        details={"operator": owner.username, "role": role.value, "name": clean_name,
+                 "expires_at": row.expires_at.isoformat()},
+    )
+    return IssuedToken(
+        token=f"{TOKEN_PREFIX}_{token_id}_{secret}", info=_to_token(row, owner.username)
+    )
+
+
+def list_api_tokens(session: Session, *, username: str | None = None) -> list[ApiToken]:
+    query = select(ApiTokenRow, OperatorRow.username).join(
+        OperatorRow, OperatorRow.id == ApiTokenRow.operator_id
+    )
+    if username is not None:
+        query = query.where(OperatorRow.username == username.strip().lower())
+    rows = session.execute(query.order_by(ApiTokenRow.created_at)).all()
+    return [_to_token(token, name) for token, name in rows]
+
+
+def revoke_api_token(
+    session: Session, *, token_id: str, actor: str, only_owner: str | None = None
+) -> ApiToken:
+    found = session.execute(
+        select(ApiTokenRow, OperatorRow.username)
+        .join(OperatorRow, OperatorRow.id == ApiTokenRow.operator_id)
+        .where(ApiTokenRow.token_id == token_id)
+    ).one_or_none()
+    if found is None or (only_owner is not None and found[1] != only_owner):
+        raise OperatorNotFoundError(f"no token {token_id!r}", code="token_not_found")
+    row, owner = found
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        append_audit_entry(
+            session, actor=actor, action="token.revoke", target=f"token:{token_id}",
+            details={"operator": owner},
+        )
+    return _to_token(row, owner)
+
+
+def authenticate_api_token(session: Session, *, token: str, source: str) -> Principal:
+    parts = token.split("_", 2)
+    invalid = InvalidCredentialError("token invalid, expired or revoked")
+    if len(parts) != 3 or parts[0] != TOKEN_PREFIX or len(token) > 200:
+        raise invalid
+    row = session.execute(
+        select(ApiTokenRow).where(ApiTokenRow.token_id == parts[1])
+    ).scalar_one_or_none()
+    now = utcnow()
+    if row is None or not hmac.compare_digest(row.secret_hash, _sha256(parts[2])):
+        raise invalid
+    if row.revoked_at is not None or row.expires_at <= now:
+        raise invalid
+    owner = session.get(OperatorRow, row.operator_id)
+    if owner is None or owner.disabled:
+        raise invalid
+    row.last_used_at = now
+    row.last_used_from = source[:64]
+    # A token never outranks its operator, even if the operator was demoted later.
+    role = min(Role(row.role), Role(owner.role), key=lambda r: ROLE_RANK[r])
+    return Principal(
+        operator_id=owner.id, username=owner.username, role=role, via=f"token:{row.token_id}"
+    )
+
+
+def session_expiry(now: datetime | None = None) -> datetime:
+    return (now or utcnow()) + SESSION_IDLE

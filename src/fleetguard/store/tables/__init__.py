@@ -1,0 +1,24 @@
+"""Every table of the platform; importing this module registers them all on Base.metadata."""
+
+from fleetguard.store.tables.audit import AuditEntryRow, AuditHeadRow
+from fleetguard.store.tables.operators import (
+    ApiTokenRow,
+    LoginChallengeRow,
+    LoginThrottleRow,
+    OperatorRow,
+    RecoveryCodeRow,
+    WebSessionRow,
+)
+from fleetguard.store.tables.secrets import SecretRow
+
+__all__ = [
+    "ApiTokenRow",
+    "AuditEntryRow",
+    "AuditHeadRow",
+    "LoginChallengeRow",
+    "LoginThrottleRow",
+    "OperatorRow",
+    "RecoveryCodeRow",
+    "SecretRow",
+    "WebSessionRow",
+]

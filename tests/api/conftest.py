@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from fleetguard.api.app import create_app
+from fleetguard.core.config import Settings
+from fleetguard.keys import MasterKey
+from fleetguard.operators import Role
+from fleetguard.operators import service as operators
+from fleetguard.store import Database
+from tests.support import (
+    LoggedIn,
+    login_admin_enrolling_mfa,
+    login_password_only,
+    strong_password,
+)
+
+
+@pytest.fixture
+def app(settings: Settings, sqlite_db: Database, master_key: MasterKey) -> FastAPI:
+    return create_app(settings, db=sqlite_db, master_key=master_key)
+
+
+def new_client(app: FastAPI) -> TestClient:
+    # https so that Secure cookies are sent back, as a browser would.
+    return TestClient(app, base_url="https://testserver", raise_server_exceptions=False)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with new_client(app) as c:
+        yield c
+
+
+@pytest.fixture
+def add_operator(sqlite_db: Database) -> Callable[[str, Role], str]:
+    def add(username: str, role: Role) -> str:
+        password = strong_password()
+        with sqlite_db.session() as session:
+            operators.create_operator(
+                session, username=username, password=password, role=role, actor="test"
+            )
+        return password
+
+    return add
+
+
+@pytest.fixture
+def login_as(
+    app: FastAPI, add_operator: Callable[[str, Role], str]
+) -> Callable[[Role], LoggedIn]:
+    """A fresh client logged in with a session for a new operator of the given role."""
+
+    def login(role: Role) -> LoggedIn:
+        username = f"{role.value}-user"
+        password = add_operator(username, role)
+        client = new_client(app)
+        if role is Role.ADMIN:
+            return login_admin_enrolling_mfa(client, username, password)
+        return login_password_only(client, username, password)
+
+    return login

@@ -1,0 +1,121 @@
+"""Every route of the OpenAPI document against the declared access matrix.
+
+A route added without an entry here fails `test_every_route_is_in_the_matrix`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from fleetguard.operators import Role
+from fleetguard.operators import service as operators
+from fleetguard.store import Database
+from tests.api.conftest import new_client
+from tests.support import strong_password
+
+PUBLIC = "public"
+ALL = frozenset(Role)
+ADMIN = frozenset({Role.ADMIN})
+
+MATRIX: dict[tuple[str, str], frozenset[Role] | str] = {
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/metrics"): ALL,
+    ("POST", "/api/v1/auth/login"): PUBLIC,
+    ("POST", "/api/v1/auth/mfa"): PUBLIC,
+    ("POST", "/api/v1/auth/mfa/enroll"): PUBLIC,
+    ("POST", "/api/v1/auth/mfa/enroll/confirm"): PUBLIC,
+    ("POST", "/api/v1/auth/logout"): ALL,
+    ("GET", "/api/v1/me"): ALL,
+    ("POST", "/api/v1/me/password"): ALL,
+    ("GET", "/api/v1/operators"): ADMIN,
+    ("POST", "/api/v1/operators"): ADMIN,
+    ("GET", "/api/v1/operators/{username}"): ADMIN,
+    ("POST", "/api/v1/operators/{username}/disable"): ADMIN,
+    ("POST", "/api/v1/operators/{username}/enable"): ADMIN,
+    ("POST", "/api/v1/operators/{username}/reset-mfa"): ADMIN,
+    ("GET", "/api/v1/tokens"): ALL,
+    ("POST", "/api/v1/tokens"): ALL,
+    ("DELETE", "/api/v1/tokens/{token_id}"): ALL,
+    ("GET", "/api/v1/audit-log"): ALL,
+    ("GET", "/api/v1/audit-log/head"): ALL,
+    ("GET", "/api/v1/audit-log/verify"): ALL,
+}
+
+
+def _operations(app: FastAPI) -> Iterator[tuple[str, str]]:
+    for path, item in app.openapi()["paths"].items():
+        for method in item:
+            yield method.upper(), path
+
+
+def _concrete(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "no-such-thing", path)
+
+
+@pytest.fixture
+def tokens(sqlite_db: Database) -> dict[Role, str]:
+    out = {}
+    with sqlite_db.session() as session:
+        for role in Role:
+            name = f"matrix-{role.value}"
+            operators.create_operator(
+                session, username=name, password=strong_password(), role=role, actor="test"
+            )
+            out[role] = operators.create_api_token(
+                session, username=name, name="matrix", role=None, ttl=None, actor="test"
+            ).token
+    return out
+
+
+def _call(client: TestClient, method: str, path: str, token: str | None) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    kwargs: dict[str, object] = {"headers": headers}
+    if method in ("POST", "PUT", "PATCH"):
+        kwargs["json"] = {}
+    return client.request(method, _concrete(path), **kwargs).status_code  # type: ignore[arg-type]
+
+
+def test_every_route_is_in_the_matrix(app: FastAPI) -> None:
+    missing = sorted(set(_operations(app)) - set(MATRIX))
+    assert not missing, f"routes without a declared access rule: {missing}"
+    stale = sorted(set(MATRIX) - set(_operations(app)))
+    assert not stale, f"matrix entries for routes that no longer exist: {stale}"
+
+
+def test_unauthenticated_calls_get_401_except_public_routes(app: FastAPI) -> None:
+    client = new_client(app)
+    for method, path in _operations(app):
+        status = _call(client, method, path, None)
+        if MATRIX[(method, path)] == PUBLIC:
+            assert status != 401, (method, path)
+        else:
+            assert status == 401, (method, path, status)
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_each_role_gets_exactly_what_the_matrix_allows(
+    app: FastAPI, tokens: dict[Role, str], role: Role
+) -> None:
+    client = new_client(app)
+    for method, path in _operations(app):
+        rule = MATRIX[(method, path)]
+        if rule == PUBLIC:
+            continue
+        status = _call(client, method, path, tokens[role])
+        if role in rule:
+            assert status not in (401, 403), (role, method, path, status)
+        else:
+            assert status == 403, (role, method, path, status)
+
+
+def test_openapi_document_needs_authentication(app: FastAPI, tokens: dict[Role, str]) -> None:
+    client = new_client(app)
+    assert client.get("/api/v1/openapi.json").status_code == 401
+    r = client.get("/api/v1/openapi.json", headers={"Authorization": f"Bearer {tokens[Role.AUDITOR]}"})
+    assert r.status_code == 200
+    assert "/api/v1/operators" in r.json()["paths"]
