@@ -1,0 +1,3 @@
+from fleetguard.cli.main import run
+
+run()
