@@ -21,7 +21,7 @@ class AppContext:
     secure_cookies: bool = True
 
 
-def get_context(request: Request) -> AppContext:
+async def get_context(request: Request) -> AppContext:
     ctx: AppContext = request.app.state.ctx
     return ctx
 

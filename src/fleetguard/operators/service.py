@@ -57,6 +57,7 @@ TOKEN_DEFAULT_TTL = timedelta(days=90)
 TOKEN_MAX_TTL = timedelta(days=365)
 USERNAME_ALPHABET = set("abcdefghijklmnopqrstuvwxyz0123456789._-")
 SYSTEM_ACTOR = "system"
+LAST_USE_GRANULARITY = timedelta(seconds=60)
 
 
 def _sha256(value: str) -> str:
@@ -424,7 +425,8 @@ def authenticate_session(
     operator = session.get(OperatorRow, row.operator_id)
     if operator is None or operator.disabled:
         raise InvalidCredentialError("session expired or unknown; log in again")
-    row.last_seen_at = now
+    if now - row.last_seen_at > LAST_USE_GRANULARITY:
+        row.last_seen_at = now
     return Principal(
         operator_id=operator.id, username=operator.username, role=Role(operator.role),
         via="session", session_id=row.id,
@@ -542,8 +544,13 @@ def authenticate_api_token(session: Session, *, token: str, source: str) -> Prin
     owner = session.get(OperatorRow, row.operator_id)
     if owner is None or owner.disabled:
         raise invalid
-    row.last_used_at = now
-    row.last_used_from = source[:64]
+    # Last use is kept to the minute: a write on every request would serialise the API.
+    if (
+        row.last_used_at is None or now - row.last_used_at > LAST_USE_GRANULARITY
+        or row.last_used_from != source[:64]
+    ):
+        row.last_used_at = now
+        row.last_used_from = source[:64]
     # A token never outranks its operator, even if the operator was demoted later.
     role = min(Role(row.role), Role(owner.role), key=lambda r: ROLE_RANK[r])
     return Principal(
