@@ -1,0 +1,71 @@
+"""The fleet's own PKI: a root CA, an online issuing CA, device and server certificates, CRLs.
+
+Typical use::
+
+    backend = EncryptedFileKeyBackend(load_master_key(settings))
+    ca = init_fleet_ca(data_dir / "ca", backend)            # once (`fleetguard ca init`)
+    ca = open_fleet_ca(data_dir / "ca", backend)            # every start after that
+    issued = ca.issue_device_certificate(csr_pem, device_id)
+    ca.publish_crls([Revocation(serial, revoked_at, RevocationReason.KEY_COMPROMISE)])
+
+CA keys live in a :class:`KeyBackend`: sealed files under the master key
+(:class:`EncryptedFileKeyBackend`) or a PKCS#11 token (:class:`Pkcs11KeyBackend`).
+"""
+
+from fleetguard.pki._backends import CaSigningKey, EncryptedFileKeyBackend, KeyBackend
+from fleetguard.pki._ca import (
+    DEFAULT_CRL_LIFETIME,
+    DEFAULT_DEVICE_VALIDITY,
+    DEFAULT_ISSUING_VALIDITY,
+    DEFAULT_ROOT_VALIDITY,
+    DEFAULT_SERVER_VALIDITY,
+    FleetCA,
+    init_fleet_ca,
+    open_fleet_ca,
+)
+from fleetguard.pki._csr import MAX_CSR_BYTES, load_csr
+from fleetguard.pki._pkcs11 import Pkcs11KeyBackend
+from fleetguard.pki._x509 import DEVICE_URI_PREFIX, certificate_sha256, device_uri, spki_sha256
+from fleetguard.pki.models import (
+    CaCertificate,
+    CaRole,
+    IssuedCertificate,
+    IssuingCaStatus,
+    KeyAlgorithm,
+    KeyReference,
+    PublishedCrls,
+    Revocation,
+    RevocationReason,
+    SignedCrl,
+)
+
+__all__ = [
+    "DEFAULT_CRL_LIFETIME",
+    "DEFAULT_DEVICE_VALIDITY",
+    "DEFAULT_ISSUING_VALIDITY",
+    "DEFAULT_ROOT_VALIDITY",
+    "DEFAULT_SERVER_VALIDITY",
+    "DEVICE_URI_PREFIX",
+    "MAX_CSR_BYTES",
+    "CaCertificate",
+    "CaRole",
+    "CaSigningKey",
+    "EncryptedFileKeyBackend",
+    "FleetCA",
+    "IssuedCertificate",
+    "IssuingCaStatus",
+    "KeyAlgorithm",
+    "KeyBackend",
+    "KeyReference",
+    "Pkcs11KeyBackend",
+    "PublishedCrls",
+    "Revocation",
+    "RevocationReason",
+    "SignedCrl",
+    "certificate_sha256",
+    "device_uri",
+    "init_fleet_ca",
+    "load_csr",
+    "open_fleet_ca",
+    "spki_sha256",
+]

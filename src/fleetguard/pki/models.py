@@ -1,0 +1,164 @@
+"""Plain data of the pki package: what callers pass in and get back."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+
+class KeyAlgorithm(StrEnum):
+    """Key types a fleet CA can have. The signature hash follows the key size."""
+
+    EC_P256 = "ec-p256"
+    EC_P384 = "ec-p384"
+    RSA_3072 = "rsa-3072"
+
+
+class CaRole(StrEnum):
+    ROOT = "root"
+    ISSUING = "issuing"
+
+
+class IssuingCaStatus(StrEnum):
+    """``active`` signs new certificates; ``retired`` only signs CRLs until it expires."""
+
+    ACTIVE = "active"
+    RETIRED = "retired"
+
+
+class RevocationReason(StrEnum):
+    """RFC 5280 CRLReason values, in the names fleetguard shows people."""
+
+    UNSPECIFIED = "unspecified"
+    KEY_COMPROMISE = "key_compromise"
+    CA_COMPROMISE = "ca_compromise"
+    AFFILIATION_CHANGED = "affiliation_changed"
+    SUPERSEDED = "superseded"
+    CESSATION_OF_OPERATION = "cessation_of_operation"
+    CERTIFICATE_HOLD = "certificate_hold"
+    PRIVILEGE_WITHDRAWN = "privilege_withdrawn"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyReference:
+    """Where a CA private key lives, as recorded in the CA manifest.
+
+    ``backend`` is ``"file"`` (``locator``: the sealed key's path relative to the CA
+    directory) or ``"pkcs11"`` (``locator``: the key's label in the token).
+    """
+
+    backend: str
+    locator: str
+
+
+@dataclass(frozen=True, slots=True)
+class CaCertificate:
+    """One CA of the fleet: the root or one issuing CA, with where its key lives."""
+
+    ca_id: str
+    role: CaRole
+    certificate: x509.Certificate
+    key: KeyReference
+    key_algorithm: KeyAlgorithm
+    status: IssuingCaStatus | None = None  # None for the root
+    created_at: datetime | None = None
+
+    @property
+    def key_id(self) -> str:
+        """Subject key identifier, hex: what a child's authority key id points at."""
+        ext = self.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+        return ext.value.digest.hex()
+
+    @property
+    def fingerprint_sha256(self) -> str:
+        from cryptography.hazmat.primitives import hashes
+
+        return self.certificate.fingerprint(hashes.SHA256()).hex()
+
+    @property
+    def not_after(self) -> datetime:
+        return self.certificate.not_valid_after_utc
+
+    @property
+    def pem(self) -> bytes:
+        return self.certificate.public_bytes(Encoding.PEM)
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCertificate:
+    """A certificate the fleet CA signed, with what the caller needs to record.
+
+    ``spki_sha256`` is the SHA-256 of the subject public key info: store it, and
+    refuse a request whose key is already bound to another device.
+    """
+
+    certificate: x509.Certificate
+    serial_number: int
+    fingerprint_sha256: str
+    spki_sha256: str
+    not_before: datetime
+    not_after: datetime
+    issuer_ca_id: str
+    issuer_key_id: str
+    certificate_pem: bytes
+    chain_pem: bytes  # this certificate, then its issuing CA: what a TLS client presents
+    device_id: uuid.UUID | None = None
+
+    @property
+    def serial_hex(self) -> str:
+        return format(self.serial_number, "x")
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """One revoked certificate for a CRL.
+
+    ``issuer_key_id`` (hex, ``IssuedCertificate.issuer_key_id``) puts the entry on the
+    CRL of that CA only; without it the entry goes on every issuing CA's CRL.
+    """
+
+    serial_number: int
+    revoked_at: datetime
+    reason: RevocationReason = RevocationReason.UNSPECIFIED
+    issuer_key_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SignedCrl:
+    issuer_ca_id: str
+    issuer_key_id: str
+    crl: x509.CertificateRevocationList
+    crl_number: int
+
+    @property
+    def pem(self) -> bytes:
+        return self.crl.public_bytes(Encoding.PEM)
+
+    @property
+    def der(self) -> bytes:
+        return self.crl.public_bytes(Encoding.DER)
+
+    @property
+    def next_update(self) -> datetime:
+        value = self.crl.next_update_utc
+        assert value is not None  # every CRL fleetguard signs has one
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedCrls:
+    """CRLs written to disk: one PEM and one DER file per CA, and all PEMs in one file.
+
+    ``combined_pem`` is what ``openssl verify -CRLfile`` and Mosquitto's ``crlfile`` take.
+    """
+
+    directory: Path
+    crls: list[SignedCrl]
+    combined_pem: Path
+    files: list[Path] = field(default_factory=list)
