@@ -105,7 +105,7 @@ def test_rotate_master_reencrypts_every_secret(tmp_path: Path) -> None:
         session.add(SecretRow(purpose="t", context="ctx", sealed=seal_secret(old, b"s3", b"ctx"),
                               created_at=utcnow()))
     new, count = rotate_master_key(settings, db)
-    assert count == 1
+    assert count == 3  # the TOTP-like secret, the root CA key and the issuing CA key
     assert load_master_key(settings).key_id == new.key_id != old.key_id
     with db.session() as session:
         row = session.query(SecretRow).one()
@@ -113,3 +113,20 @@ def test_rotate_master_reencrypts_every_secret(tmp_path: Path) -> None:
         assert session.query(OperatorRow).count() == 1
     assert isinstance(new, MasterKey)
     db.dispose()
+
+
+def test_fleet_ca_still_signs_after_master_rotation(tmp_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from fleetguard.identity.ca import open_installation_ca
+
+    settings = load_settings(tmp_path / "d")
+    init_installation(settings)
+    db = open_installation_database(settings)
+    new, _ = rotate_master_key(settings, db)
+    db.dispose()
+    key = ec.generate_private_key(ec.SECP256R1())
+    with open_installation_ca(settings, new) as ca:
+        issued = ca.issue_server_certificate(key.public_key(), dns_names=["x.test"])
+    assert isinstance(issued.certificate, x509.Certificate)

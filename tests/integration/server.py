@@ -44,7 +44,7 @@ class RunningServer:
         return f"https://127.0.0.1:{self.port}"
 
     def tls_context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=str(self.data_dir / "tls" / "server.crt"))
+        ctx = ssl.create_default_context(cafile=str(self.data_dir / "ca" / "bundle.pem"))
         return ctx
 
     def client(self) -> httpx.Client:

@@ -11,6 +11,8 @@ import typer
 
 from fleetguard.cli.common import DataDirOption, console, handles_errors, settings_from
 from fleetguard.core.errors import ValidationFailedError
+from fleetguard.identity.ca import PKCS11_PIN_ENV, Pkcs11Options
+from fleetguard.pki import KeyAlgorithm
 
 db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 keys_app = typer.Typer(help="The master key that encrypts secrets at rest.", no_args_is_help=True)
@@ -21,6 +23,18 @@ def _read_secret_file(path: Path) -> str:
     if not text:
         raise ValidationFailedError(f"{path} is empty", field="admin-password-file")
     return text
+
+
+def pkcs11_options(
+    module: Path | None, token_label: str | None, pin_file: Path | None
+) -> Pkcs11Options | None:
+    if module is None:
+        return None
+    if not token_label:
+        raise ValidationFailedError("--pkcs11-token-label is required with --pkcs11-module",
+                                    field="pkcs11-token-label")
+    return Pkcs11Options(module, token_label, pin_file=pin_file,
+                         pin_env=None if pin_file else PKCS11_PIN_ENV)
 
 
 @handles_errors
@@ -37,19 +51,31 @@ def init_command(
     address: Annotated[
         list[str] | None, typer.Option(help="IP address for the server certificate (repeatable).")
     ] = None,
+    ca_key_type: Annotated[
+        KeyAlgorithm, typer.Option(help="Key type of the fleet CA.")
+    ] = KeyAlgorithm.EC_P256,
+    pkcs11_module: Annotated[
+        Path | None, typer.Option(help="PKCS#11 module: keep the CA keys in this HSM.")
+    ] = None,
+    pkcs11_token_label: Annotated[str | None, typer.Option(help="PKCS#11 token label.")] = None,
+    pkcs11_pin_file: Annotated[
+        Path | None, typer.Option(help="File holding the token PIN (else FLEETGUARD_PKCS11_PIN).")
+    ] = None,
 ) -> None:
-    """Create the data dir, database, master key, server TLS identity and the first admin."""
+    """Create the data dir, database, master key, fleet CA, server TLS identity, first admin."""
     from fleetguard.install import init_installation
 
     settings = settings_from(data_dir)
     password = _read_secret_file(admin_password_file) if admin_password_file else None
     result = init_installation(
         settings, admin_username=admin_username, admin_password=password,
-        hostnames=hostname, addresses=address,
+        hostnames=hostname, addresses=address, ca_algorithm=ca_key_type,
+        pkcs11=pkcs11_options(pkcs11_module, pkcs11_token_label, pkcs11_pin_file),
     )
     console.print(f"initialized {result.data_dir}")
     console.print(f"master key: {result.master_key_source}")
     console.print(f"server certificate: {result.server_certificate}")
+    console.print(f"fleet root fingerprint (SHA-256): {result.root_fingerprint}", highlight=False)
     console.print(f"admin username: {result.admin_username}")
     if result.admin_password is not None:
         # Printed exactly once; it is stored only as an argon2id hash.

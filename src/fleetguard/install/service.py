@@ -5,13 +5,17 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import inspect, select
 
 from fleetguard.auditlog import append_audit_entry
 from fleetguard.core.config import Settings
 from fleetguard.core.errors import ConflictError
+from fleetguard.identity.ca import Pkcs11Options, ca_dir, init_installation_ca
 from fleetguard.keys import (
     MasterKey,
     create_master_key_file,
@@ -19,13 +23,23 @@ from fleetguard.keys import (
     write_master_key_file,
 )
 from fleetguard.keys.rotation import rewrap_stored_secrets
-from fleetguard.keys.tls import create_self_signed_server_certificate
 from fleetguard.operators import Role
 from fleetguard.operators import service as operators
 from fleetguard.operators.errors import WeakPasswordError
 from fleetguard.operators.passwords import check_password_policy
+from fleetguard.pki import FleetCA, KeyAlgorithm, rewrap_sealed_ca_keys
 from fleetguard.store import Database, open_database, upgrade_database
 from fleetguard.store.tables import OperatorRow
+
+SERVER_CERT_VALIDITY = timedelta(days=397)
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 class AlreadyInitializedError(ConflictError):
@@ -39,6 +53,7 @@ class InitResult:
     admin_password: str | None  # only when generated: shown once, then forgotten
     master_key_source: str
     server_certificate: Path
+    root_fingerprint: str
 
 
 def generate_admin_password() -> str:
@@ -60,7 +75,10 @@ def _has_operators(db: Database) -> bool:
 
 
 def _existing_artifacts(settings: Settings) -> list[Path]:
-    candidates = [settings.master_key_file, settings.server_cert_file, settings.server_key_file]
+    candidates = [
+        settings.master_key_file, settings.server_cert_file, settings.server_key_file,
+        ca_dir(settings) / "manifest.json",
+    ]
     if settings.uses_sqlite:
         candidates.append(settings.data_dir / "fleetguard.db")
     return [p for p in candidates if p.exists()]
@@ -80,6 +98,8 @@ def init_installation(
     admin_password: str | None = None,
     hostnames: list[str] | None = None,
     addresses: list[str] | None = None,
+    ca_algorithm: KeyAlgorithm = KeyAlgorithm.EC_P256,
+    pkcs11: Pkcs11Options | None = None,
 ) -> InitResult:
     """Create everything once. Checks first, so a second run refuses and changes nothing."""
     found = _existing_artifacts(settings)
@@ -109,10 +129,12 @@ def init_installation(
         master = create_master_key_file(settings.master_key_file)
         source = str(settings.master_key_file)
 
-    create_self_signed_server_certificate(
-        settings.server_cert_file, settings.server_key_file,
-        hostnames=hostnames or ["localhost"], addresses=addresses or ["127.0.0.1", "::1"],
-    )
+    with init_installation_ca(settings, master, algorithm=ca_algorithm, pkcs11=pkcs11) as ca:
+        root_fingerprint = ca.root_fingerprint
+        issue_server_identity(
+            settings, ca, hostnames=hostnames or ["localhost"],
+            addresses=addresses or ["127.0.0.1", "::1"],
+        )
     db = open_installation_database(settings)
     generated = admin_password is None
     password = admin_password or generate_admin_password()
@@ -132,8 +154,26 @@ def init_installation(
     return InitResult(
         data_dir=settings.data_dir, admin_username=admin_username,
         admin_password=password if generated else None, master_key_source=source,
-        server_certificate=settings.server_cert_file,
+        server_certificate=settings.server_cert_file, root_fingerprint=root_fingerprint,
     )
+
+
+def issue_server_identity(
+    settings: Settings, ca: FleetCA, *, hostnames: list[str], addresses: list[str]
+) -> None:
+    """The server's TLS key (0600, made here, never leaves the data dir) and a certificate
+    from the fleet CA, so devices that pin the fleet root trust the platform."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    issued = ca.issue_server_certificate(
+        key.public_key(), dns_names=hostnames, ip_addresses=addresses,
+        validity=SERVER_CERT_VALIDITY,
+    )
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    write_private_file(settings.server_key_file, pem)
+    settings.server_cert_file.write_bytes(issued.chain_pem)
 
 
 def rotate_master_key(
@@ -151,6 +191,7 @@ def rotate_master_key(
         write_master_key_file(pending, new)
     with db.session() as session:
         count = rewrap_stored_secrets(session, old, new)
+        count += rewrap_sealed_ca_keys(ca_dir(settings), old, new)
         append_audit_entry(
             session, actor="system", action="keys.rotate_master", target="master-key",
             details={"old_key_id": old.key_id.hex(), "new_key_id": new.key_id.hex(),

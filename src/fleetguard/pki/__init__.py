@@ -12,7 +12,12 @@ CA keys live in a :class:`KeyBackend`: sealed files under the master key
 (:class:`EncryptedFileKeyBackend`) or a PKCS#11 token (:class:`Pkcs11KeyBackend`).
 """
 
-from fleetguard.pki._backends import CaSigningKey, EncryptedFileKeyBackend, KeyBackend
+from fleetguard.pki._backends import (
+    CaSigningKey,
+    EncryptedFileKeyBackend,
+    KeyBackend,
+    rewrap_sealed_ca_keys,
+)
 from fleetguard.pki._ca import (
     DEFAULT_CRL_LIFETIME,
     DEFAULT_DEVICE_VALIDITY,
@@ -25,7 +30,14 @@ from fleetguard.pki._ca import (
 )
 from fleetguard.pki._csr import MAX_CSR_BYTES, load_csr
 from fleetguard.pki._pkcs11 import Pkcs11KeyBackend
-from fleetguard.pki._x509 import DEVICE_URI_PREFIX, certificate_sha256, device_uri, spki_sha256
+from fleetguard.pki._x509 import (
+    CLAIM_URI_PREFIX,
+    DEVICE_URI_PREFIX,
+    certificate_sha256,
+    claim_uri,
+    device_uri,
+    spki_sha256,
+)
 from fleetguard.pki.models import (
     CaCertificate,
     CaRole,
@@ -40,6 +52,7 @@ from fleetguard.pki.models import (
 )
 
 __all__ = [
+    "CLAIM_URI_PREFIX",
     "DEFAULT_CRL_LIFETIME",
     "DEFAULT_DEVICE_VALIDITY",
     "DEFAULT_ISSUING_VALIDITY",
@@ -63,9 +76,11 @@ __all__ = [
     "RevocationReason",
     "SignedCrl",
     "certificate_sha256",
+    "claim_uri",
     "device_uri",
     "init_fleet_ca",
     "load_csr",
     "open_fleet_ca",
+    "rewrap_sealed_ca_keys",
     "spki_sha256",
 ]

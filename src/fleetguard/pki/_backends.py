@@ -16,8 +16,8 @@ from typing import TypeAlias
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from fleetguard.keys import MasterKey, open_secret, seal_secret
-from fleetguard.pki._files import ensure_private_dir, write_new_private
+from fleetguard.keys import MasterKey, open_secret, rewrap_secret, seal_secret
+from fleetguard.pki._files import ensure_private_dir, write_atomic, write_new_private
 from fleetguard.pki.errors import CaStateCorruptError, KeyBackendConfigError
 from fleetguard.pki.models import KeyAlgorithm, KeyReference
 
@@ -127,3 +127,16 @@ def _inside(ca_dir: Path, locator: str) -> Path:
     if not path.is_relative_to(base):
         raise CaStateCorruptError(f"manifest path {locator!r} points outside {base}")
     return path
+
+
+def rewrap_sealed_ca_keys(ca_dir: Path, old: MasterKey, new: MasterKey) -> int:
+    """Re-encrypt every sealed CA key file under a new master key; returns how many."""
+    key_dir = ca_dir / KEY_DIR
+    if not key_dir.is_dir():
+        return 0
+    count = 0
+    for path in sorted(key_dir.glob("*.key.sealed")):
+        aad = sealed_key_aad(path.name.removesuffix(".key.sealed"))
+        write_atomic(path, rewrap_secret(old, new, path.read_bytes(), aad), mode=0o600)
+        count += 1
+    return count

@@ -424,6 +424,35 @@ class FleetCA:
         )
         return self._issued(cert, issuer, public, device_id)
 
+    def issue_claim_certificate(
+        self,
+        public_key: CertificatePublicKeyTypes,
+        batch_id: uuid.UUID,
+        *,
+        validity: timedelta = DEFAULT_DEVICE_VALIDITY,
+        now: datetime | None = None,
+    ) -> IssuedCertificate:
+        """A batch claim certificate: ``CN=<batch id>``, SAN ``urn:fleetguard:claim:<id>``.
+
+        It chains to the fleet CA like a device certificate, so the device endpoint's TLS
+        accepts it, but its URI marks it as good for enrollment only.
+        """
+        _check_validity(validity, MAX_LEAF_VALIDITY, "claim certificate")
+        public = check_public_key(public_key)
+        issuer = self._active_issuer()
+        not_before, not_after = self._window(issuer, validity, now)
+        cert = _x509.build_device_certificate(
+            issuer.signer,
+            issuer.ca.certificate,
+            issuer.aki,
+            public,
+            batch_id,
+            not_before=not_before,
+            not_after=not_after,
+            uri=_x509.claim_uri(batch_id),
+        )
+        return self._issued(cert, issuer, public, None)
+
     def issue_server_certificate(
         self,
         public_key: CertificatePublicKeyTypes,

@@ -22,6 +22,8 @@ from fleetguard.pki.models import Revocation, RevocationReason
 BACKDATE = timedelta(minutes=5)
 
 DEVICE_URI_PREFIX = "urn:fleetguard:device:"
+# Claim certificates are shared by a production batch and may only enroll.
+CLAIM_URI_PREFIX = "urn:fleetguard:claim:"
 
 _REASONS = {
     RevocationReason.KEY_COMPROMISE: x509.ReasonFlags.key_compromise,
@@ -157,6 +159,10 @@ def device_uri(device_id: uuid.UUID) -> str:
     return f"{DEVICE_URI_PREFIX}{device_id}"
 
 
+def claim_uri(batch_id: uuid.UUID) -> str:
+    return f"{CLAIM_URI_PREFIX}{batch_id}"
+
+
 def build_device_certificate(
     signer: CaSigningKey,
     issuer: x509.Certificate,
@@ -166,7 +172,9 @@ def build_device_certificate(
     *,
     not_before: datetime,
     not_after: datetime,
+    uri: str | None = None,
 ) -> x509.Certificate:
+    """A clientAuth leaf named by a UUID; ``uri`` picks the profile (device by default)."""
     return (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, str(device_id))]))
@@ -179,7 +187,9 @@ def build_device_certificate(
         .add_extension(_DEVICE_KEY_USAGE, critical=True)
         .add_extension(_DEVICE_EKU, critical=False)
         .add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(device_uri(device_id))]),
+            x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(uri or device_uri(device_id))]
+            ),
             critical=False,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)

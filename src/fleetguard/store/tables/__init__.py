@@ -9,12 +9,32 @@ from fleetguard.store.tables.operators import (
     RecoveryCodeRow,
     WebSessionRow,
 )
+from fleetguard.store.tables.registry import (
+    CertificateUseRow,
+    ClaimBatchRow,
+    ClaimSerialRow,
+    DeviceCertificateRow,
+    DeviceGroupMemberRow,
+    DeviceGroupRow,
+    DeviceLabelRow,
+    DeviceRow,
+    EnrollmentTokenRow,
+)
 from fleetguard.store.tables.secrets import SecretRow
 
 __all__ = [
     "ApiTokenRow",
     "AuditEntryRow",
     "AuditHeadRow",
+    "CertificateUseRow",
+    "ClaimBatchRow",
+    "ClaimSerialRow",
+    "DeviceCertificateRow",
+    "DeviceGroupMemberRow",
+    "DeviceGroupRow",
+    "DeviceLabelRow",
+    "DeviceRow",
+    "EnrollmentTokenRow",
     "LoginChallengeRow",
     "LoginThrottleRow",
     "OperatorRow",

@@ -1,0 +1,500 @@
+"""Device identity: enrollment (token, claim, renewal), device authentication, revocation.
+
+The device's private key never reaches this code: certificates are issued from CSRs,
+whose signature proves possession, and the server decides every name and extension.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from fleetguard.auditlog import append_audit_entry
+from fleetguard.core.clock import utcnow
+from fleetguard.core.errors import ValidationFailedError
+from fleetguard.identity.errors import (
+    CertificateNotFoundError,
+    ClaimNotAllowedError,
+    DeviceCertificateRejectedError,
+    DeviceNotTrustedError,
+    EnrollmentTokenInvalidError,
+    KeyAlreadyBoundError,
+)
+from fleetguard.identity.models import (
+    CallerIdentity,
+    ClaimBatch,
+    DeviceCertificate,
+    EnrolledVia,
+    EnrollmentResult,
+    IssuedClaim,
+    SharedIdentityAlert,
+)
+from fleetguard.pki import (
+    CLAIM_URI_PREFIX,
+    DEFAULT_DEVICE_VALIDITY,
+    DEVICE_URI_PREFIX,
+    FleetCA,
+    Revocation,
+    RevocationReason,
+    load_csr,
+    spki_sha256,
+)
+from fleetguard.registry import TRUSTED_STATES, DeviceState
+from fleetguard.registry import service as registry
+from fleetguard.store.tables import (
+    CertificateUseRow,
+    ClaimBatchRow,
+    ClaimSerialRow,
+    DeviceCertificateRow,
+    EnrollmentTokenRow,
+)
+
+TOKEN_PREFIX = "fge1"  # noqa: S105 - a format marker, not a secret
+TOKEN_DEFAULT_TTL = timedelta(days=7)
+TOKEN_MAX_TTL = timedelta(days=90)
+USE_RECORD_GRANULARITY = timedelta(seconds=60)
+SHARED_IDENTITY_WINDOW = timedelta(minutes=10)
+MAX_CLAIM_SERIALS = 100_000
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _serial_hex(serial: int) -> str:
+    return format(serial, "x")
+
+
+def _to_cert(row: DeviceCertificateRow) -> DeviceCertificate:
+    return DeviceCertificate(
+        serial_hex=row.serial_hex, device_id=row.device_id,
+        fingerprint_sha256=row.fingerprint_sha256, spki_sha256=row.spki_sha256,
+        not_before=row.not_before, not_after=row.not_after,
+        enrolled_via=EnrolledVia(row.enrolled_via), revoked_at=row.revoked_at,
+        revocation_reason=row.revocation_reason, first_seen_at=row.first_seen_at,
+        last_seen_at=row.last_seen_at, last_seen_from=row.last_seen_from,
+    )
+
+
+# --- enrollment tokens -----------------------------------------------------------------
+
+
+def create_enrollment_token(
+    session: Session, ca: FleetCA, *, device_id: str, actor: str,
+    ttl: timedelta = TOKEN_DEFAULT_TTL,
+) -> tuple[str, datetime]:
+    """A single-use token bound to one device; it carries the fleet root's fingerprint so
+    the device can pin the platform from its first connection."""
+    if not timedelta(minutes=1) <= ttl <= TOKEN_MAX_TTL:
+        raise ValidationFailedError("token lifetime must be 1 minute to 90 days", field="ttl")
+    device = registry.get_device(session, device_id)
+    if device.state not in TRUSTED_STATES:
+        raise DeviceNotTrustedError(f"device {device.id} is {device.state.value}")
+    secret = secrets.token_urlsafe(32)
+    now = utcnow()
+    session.add(EnrollmentTokenRow(
+        token_hash=_sha256(secret), device_id=device.id, created_at=now, expires_at=now + ttl,
+    ))
+    append_audit_entry(
+        session, actor=actor, action="device.enrollment_token", target=f"device:{device.id}",
+        details={"expires_at": (now + ttl).isoformat()},
+    )
+    return f"{TOKEN_PREFIX}.{secret}.{ca.root_fingerprint}", now + ttl
+
+
+def parse_enrollment_token(token: str) -> tuple[str, str]:
+    """-> (secret, root fingerprint); the agent uses the fingerprint to pin the root."""
+    parts = token.strip().split(".")
+    if (
+        len(parts) != 3 or parts[0] != TOKEN_PREFIX or not 20 <= len(parts[1]) <= 100
+        or len(parts[2]) != 64 or any(c not in "0123456789abcdef" for c in parts[2])
+    ):
+        raise EnrollmentTokenInvalidError("not a fleetguard enrollment token")
+    return parts[1], parts[2]
+
+
+def _checked_spki(session: Session, csr: bytes | str) -> tuple[x509.CertificateSigningRequest, str]:
+    request = load_csr(csr)
+    spki = spki_sha256(request.public_key())
+    bound = session.execute(
+        select(DeviceCertificateRow.device_id).where(DeviceCertificateRow.spki_sha256 == spki)
+    ).first()
+    if bound is not None:
+        raise KeyAlreadyBoundError(
+            "this public key is already bound to a certificate; every enrollment and "
+            "renewal needs a fresh key pair"
+        )
+    return request, spki
+
+
+def _issue(
+    session: Session, ca: FleetCA, *, device_id: str, csr: bytes | str, via: EnrolledVia,
+    validity: timedelta, source: str,
+) -> EnrollmentResult:
+    request, _ = _checked_spki(session, csr)
+    issued = ca.issue_device_certificate(request, uuid.UUID(device_id), validity=validity)
+    now = utcnow()
+    serial = _serial_hex(issued.serial_number)
+    session.add(DeviceCertificateRow(
+        serial_hex=serial, device_id=device_id, issuer_key_id=issued.issuer_key_id,
+        spki_sha256=issued.spki_sha256, fingerprint_sha256=issued.fingerprint_sha256,
+        not_before=issued.not_before, not_after=issued.not_after,
+        certificate_pem=issued.certificate_pem.decode(), enrolled_via=via.value, created_at=now,
+    ))
+    session.flush()
+    append_audit_entry(
+        session, actor=f"device:{device_id}", action=f"certificate.issue.{via.value}",
+        target=f"certificate:{serial}",
+        details={"device": device_id, "not_after": issued.not_after.isoformat(),
+                 "fingerprint": issued.fingerprint_sha256, "source": source},
+    )
+    return EnrollmentResult(
+        device_id=device_id, serial_hex=serial,
+        certificate_pem=issued.certificate_pem.decode(), chain_pem=issued.chain_pem.decode(),
+        ca_bundle_pem=ca.bundle_pem().decode(), not_after=issued.not_after,
+    )
+
+
+def enroll_with_token(
+    session: Session, ca: FleetCA, *, token: str, csr: bytes | str, source: str,
+    validity: timedelta = DEFAULT_DEVICE_VALIDITY,
+) -> EnrollmentResult:
+    secret, fingerprint = parse_enrollment_token(token)
+    if not hmac.compare_digest(fingerprint, ca.root_fingerprint):
+        raise EnrollmentTokenInvalidError("this token belongs to another fleet")
+    row = session.execute(
+        select(EnrollmentTokenRow).where(EnrollmentTokenRow.token_hash == _sha256(secret))
+        .with_for_update()
+    ).scalar_one_or_none()
+    if row is None or row.used_at is not None or row.expires_at <= utcnow():
+        raise EnrollmentTokenInvalidError("enrollment token unknown, expired or already used")
+    device = registry.get_device(session, row.device_id)
+    if device.state not in TRUSTED_STATES:
+        raise DeviceNotTrustedError(f"device {device.id} is {device.state.value}")
+    result = _issue(session, ca, device_id=device.id, csr=csr, via=EnrolledVia.TOKEN,
+                    validity=validity, source=source)
+    row.used_at = utcnow()
+    if device.state is DeviceState.REGISTERED:
+        registry.set_device_state(session, device.id, DeviceState.ACTIVE,
+                                  actor=f"device:{device.id}", reason="enrolled")
+    return result
+
+
+def renew_certificate(
+    session: Session, ca: FleetCA, caller: CallerIdentity, *, csr: bytes | str, source: str,
+    validity: timedelta = DEFAULT_DEVICE_VALIDITY,
+) -> EnrollmentResult:
+    """A device with a valid certificate gets one for a new key; the old stays valid
+    until it expires, so a lost answer does not lock the device out."""
+    if caller.kind != "device":
+        raise ClaimNotAllowedError("a claim certificate may only enroll")
+    return _issue(session, ca, device_id=caller.subject_id, csr=csr, via=EnrolledVia.RENEWAL,
+                  validity=validity, source=source)
+
+
+# --- claim batches -----------------------------------------------------------------------
+
+
+def _batch(row: ClaimBatchRow, session: Session) -> ClaimBatch:
+    total, enrolled = session.execute(
+        select(func.count(), func.count(ClaimSerialRow.enrolled_at))
+        .where(ClaimSerialRow.batch_id == row.id)
+    ).one()
+    return ClaimBatch(row.id, row.name, total, enrolled, row.not_after, row.revoked_at)
+
+
+def create_claim_batch(
+    session: Session, ca: FleetCA, *, name: str, serials: Iterable[str], actor: str,
+    validity: timedelta = timedelta(days=365),
+) -> IssuedClaim:
+    """A claim key and certificate for a production batch, with its serial allow-list."""
+    clean = name.strip()
+    if not 1 <= len(clean) <= 100:
+        raise ValidationFailedError("batch name must be 1-100 characters", field="name")
+    wanted = sorted({s.strip() for s in serials if s.strip()})
+    if not wanted or len(wanted) > MAX_CLAIM_SERIALS:
+        raise ValidationFailedError(f"give 1-{MAX_CLAIM_SERIALS} serials", field="serials")
+    if any(len(s) > 128 for s in wanted):
+        raise ValidationFailedError("serials are at most 128 characters", field="serials")
+    taken = session.execute(
+        select(ClaimSerialRow.serial).where(ClaimSerialRow.serial.in_(wanted[:1000]))
+    ).first()
+    if taken:
+        raise ClaimNotAllowedError(f"serial {taken[0]!r} is already in a batch",
+                                   code="claim_serial_taken")
+    batch_id = uuid.uuid4()
+    key = ec.generate_private_key(ec.SECP256R1())
+    issued = ca.issue_claim_certificate(key.public_key(), batch_id, validity=validity)
+    row = ClaimBatchRow(
+        id=str(batch_id), name=clean, claim_serial_hex=_serial_hex(issued.serial_number),
+        not_after=issued.not_after, labels="{}", created_at=utcnow(),
+    )
+    session.add(row)
+    session.flush()
+    for serial in wanted:
+        session.add(ClaimSerialRow(batch_id=row.id, serial=serial))
+    append_audit_entry(
+        session, actor=actor, action="claim_batch.create", target=f"claim_batch:{row.id}",
+        details={"name": clean, "serials": len(wanted), "not_after": row.not_after.isoformat()},
+    )
+    session.flush()
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    return IssuedClaim(_batch(row, session), key_pem, issued.chain_pem.decode(),
+                       ca.bundle_pem().decode())
+
+
+def enroll_with_claim(
+    session: Session, ca: FleetCA, caller: CallerIdentity, *, serial: str, csr: bytes | str,
+    source: str, validity: timedelta = DEFAULT_DEVICE_VALIDITY,
+) -> EnrollmentResult:
+    if caller.kind != "claim":
+        raise ClaimNotAllowedError("claim enrollment needs the batch's claim certificate")
+    claim = session.execute(
+        select(ClaimSerialRow).where(
+            ClaimSerialRow.batch_id == caller.subject_id, ClaimSerialRow.serial == serial.strip()
+        ).with_for_update()
+    ).scalar_one_or_none()
+    if claim is None:
+        raise ClaimNotAllowedError("this serial is not on the batch's allow-list")
+    if claim.enrolled_at is not None:
+        raise ClaimNotAllowedError(
+            "this serial has already enrolled; an operator must reopen it first"
+        )
+    if claim.device_id is not None:
+        device = registry.get_device(session, claim.device_id)
+        if device.state not in TRUSTED_STATES:
+            raise DeviceNotTrustedError(f"device {device.id} is {device.state.value}")
+        device_id = device.id
+    else:
+        _checked_spki(session, csr)  # refuse before creating anything
+        existing = registry.find_device_by_serial(session, claim.serial)
+        if existing is not None:
+            raise ClaimNotAllowedError("a device with this serial is already registered")
+        device_id = registry.register_device(
+            session, name=claim.serial, serial=claim.serial,
+            actor=f"claim_batch:{caller.subject_id}", labels={"claim-batch": caller.subject_id},
+        ).id
+    result = _issue(session, ca, device_id=device_id, csr=csr, via=EnrolledVia.CLAIM,
+                    validity=validity, source=source)
+    claim.device_id = device_id
+    claim.enrolled_at = utcnow()
+    if registry.get_device(session, device_id).state is DeviceState.REGISTERED:
+        registry.set_device_state(session, device_id, DeviceState.ACTIVE,
+                                  actor=f"device:{device_id}", reason="claimed")
+    return result
+
+
+def reopen_claim_serial(session: Session, *, serial: str, actor: str) -> None:
+    row = session.execute(
+        select(ClaimSerialRow).where(ClaimSerialRow.serial == serial)
+    ).scalar_one_or_none()
+    if row is None:
+        raise CertificateNotFoundError(f"no claim serial {serial!r}", code="claim_serial_not_found")
+    row.enrolled_at = None
+    append_audit_entry(session, actor=actor, action="claim_serial.reopen",
+                       target=f"claim_batch:{row.batch_id}", details={"serial": serial})
+
+
+def list_claim_batches(session: Session) -> list[ClaimBatch]:
+    rows = session.execute(select(ClaimBatchRow).order_by(ClaimBatchRow.created_at)).scalars()
+    return [_batch(r, session) for r in rows]
+
+
+# --- authenticating devices on the device endpoint --------------------------------------
+
+
+def _uri_of(cert: x509.Certificate) -> str:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound as exc:
+        raise DeviceCertificateRejectedError("certificate names no fleetguard identity") from exc
+    uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
+    if len(uris) != 1:
+        raise DeviceCertificateRejectedError("certificate names no single fleetguard identity")
+    return uris[0]
+
+
+def _record_use(session: Session, row: DeviceCertificateRow, source: str) -> None:
+    now = utcnow()
+    if row.first_seen_at is None:
+        row.first_seen_at = now
+    fresh = row.last_seen_at is None or now - row.last_seen_at > USE_RECORD_GRANULARITY
+    if fresh or row.last_seen_from != source:
+        row.last_seen_at = now
+        row.last_seen_from = source
+        use = session.get(CertificateUseRow, (row.serial_hex, source))
+        if use is None:
+            session.add(CertificateUseRow(serial_hex=row.serial_hex, source=source,
+                                          first_seen_at=now, last_seen_at=now, uses=1))
+        else:
+            use.last_seen_at = now
+            use.uses += 1
+        registry.record_device_seen(session, row.device_id, source)
+
+
+def authenticate_peer_certificate(
+    session: Session, der: bytes | None, *, source: str
+) -> CallerIdentity:
+    """Decide, on every request, whether the TLS-verified peer certificate still counts."""
+    if not der:
+        raise DeviceCertificateRejectedError("a client certificate is required")
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError as exc:
+        raise DeviceCertificateRejectedError("unreadable client certificate") from exc
+    serial = _serial_hex(cert.serial_number)
+    uri = _uri_of(cert)
+    if uri.startswith(CLAIM_URI_PREFIX):
+        batch = session.execute(
+            select(ClaimBatchRow).where(ClaimBatchRow.claim_serial_hex == serial)
+        ).scalar_one_or_none()
+        if batch is None or batch.revoked_at is not None or uri != CLAIM_URI_PREFIX + batch.id:
+            raise DeviceCertificateRejectedError("claim certificate unknown or revoked")
+        return CallerIdentity("claim", batch.id, serial)
+    if not uri.startswith(DEVICE_URI_PREFIX):
+        raise DeviceCertificateRejectedError("not a fleetguard device certificate")
+    row = session.get(DeviceCertificateRow, serial)
+    fingerprint = hashlib.sha256(der).hexdigest()
+    if row is None or row.fingerprint_sha256 != fingerprint:
+        raise DeviceCertificateRejectedError("certificate was not issued by this platform")
+    if row.revoked_at is not None:
+        raise DeviceCertificateRejectedError("certificate has been revoked")
+    if uri != DEVICE_URI_PREFIX + row.device_id:
+        raise DeviceCertificateRejectedError("certificate names another device")
+    device = registry.get_device(session, row.device_id)
+    if device.state not in TRUSTED_STATES:
+        raise DeviceNotTrustedError(f"device is {device.state.value}")
+    _record_use(session, row, source)
+    return CallerIdentity("device", row.device_id, serial)
+
+
+def shared_identity_alerts(
+    session: Session, *, window: timedelta = SHARED_IDENTITY_WINDOW, now: datetime | None = None
+) -> list[SharedIdentityAlert]:
+    """Certificates used from more than one address within ``window``: a cloned identity."""
+    since = (now or utcnow()) - window
+    rows = session.execute(
+        select(CertificateUseRow.serial_hex, CertificateUseRow.source,
+               DeviceCertificateRow.device_id)
+        .join(DeviceCertificateRow,
+              DeviceCertificateRow.serial_hex == CertificateUseRow.serial_hex)
+        .where(CertificateUseRow.last_seen_at >= since)
+        .order_by(CertificateUseRow.serial_hex, CertificateUseRow.source)
+    ).all()
+    by_serial: dict[str, tuple[str, list[str]]] = {}
+    for serial, source, device_id in rows:
+        by_serial.setdefault(serial, (device_id, []))[1].append(source)
+    return [SharedIdentityAlert(s, d, srcs) for s, (d, srcs) in by_serial.items() if len(srcs) > 1]
+
+
+# --- certificates and revocation --------------------------------------------------------
+
+
+def list_certificates(
+    session: Session, *, device_id: str | None = None, limit: int = 500
+) -> list[DeviceCertificate]:
+    query = select(DeviceCertificateRow).order_by(DeviceCertificateRow.created_at.desc())
+    if device_id:
+        query = query.where(DeviceCertificateRow.device_id == device_id)
+    return [_to_cert(r) for r in session.execute(query.limit(limit)).scalars()]
+
+
+def publish_crls(session: Session, ca: FleetCA) -> None:
+    """Regenerate every CRL from the database: revoked, not yet expired certificates."""
+    now = utcnow()
+    revocations = [
+        Revocation(int(r.serial_hex, 16), r.revoked_at or now,
+                   RevocationReason(r.revocation_reason or "unspecified"), r.issuer_key_id)
+        for r in session.execute(
+            select(DeviceCertificateRow).where(
+                DeviceCertificateRow.revoked_at.is_not(None), DeviceCertificateRow.not_after > now
+            )
+        ).scalars()
+    ]
+    revocations += [
+        Revocation(int(b.claim_serial_hex, 16), b.revoked_at or now,
+                   RevocationReason.PRIVILEGE_WITHDRAWN)
+        for b in session.execute(
+            select(ClaimBatchRow).where(
+                ClaimBatchRow.revoked_at.is_not(None), ClaimBatchRow.not_after > now
+            )
+        ).scalars()
+    ]
+    ca.publish_crls(revocations)
+
+
+def revoke_certificate(
+    session: Session, ca: FleetCA, *, serial_hex: str, actor: str,
+    reason: RevocationReason = RevocationReason.UNSPECIFIED,
+) -> DeviceCertificate:
+    row = session.get(DeviceCertificateRow, serial_hex.lower().lstrip("0") or "0")
+    if row is None:
+        raise CertificateNotFoundError(f"no certificate with serial {serial_hex}")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        row.revocation_reason = reason.value
+        append_audit_entry(
+            session, actor=actor, action="certificate.revoke",
+            target=f"certificate:{row.serial_hex}",
+            details={"device": row.device_id, "reason": reason.value},
+        )
+        session.flush()
+        publish_crls(session, ca)
+    return _to_cert(row)
+
+
+def decommission_device(
+    session: Session, ca: FleetCA, *, device_id: str, actor: str, reason: str = ""
+) -> None:
+    """Final: the device's certificates are revoked and its tokens die with it."""
+    device = registry.set_device_state(session, device_id, DeviceState.DECOMMISSIONED,
+                                       actor=actor, reason=reason)
+    now = utcnow()
+    for token in session.execute(
+        select(EnrollmentTokenRow).where(
+            EnrollmentTokenRow.device_id == device.id, EnrollmentTokenRow.used_at.is_(None)
+        )
+    ).scalars():
+        token.expires_at = now
+    revoked = 0
+    for row in session.execute(
+        select(DeviceCertificateRow).where(
+            DeviceCertificateRow.device_id == device.id, DeviceCertificateRow.revoked_at.is_(None)
+        )
+    ).scalars():
+        row.revoked_at = now
+        row.revocation_reason = RevocationReason.CESSATION_OF_OPERATION.value
+        revoked += 1
+        append_audit_entry(
+            session, actor=actor, action="certificate.revoke",
+            target=f"certificate:{row.serial_hex}",
+            details={"device": device.id, "reason": "cessation_of_operation"},
+        )
+    session.flush()
+    if revoked:
+        publish_crls(session, ca)
+
+
+def revoke_claim_batch(session: Session, ca: FleetCA, *, batch_id: str, actor: str) -> None:
+    row = session.get(ClaimBatchRow, batch_id)
+    if row is None:
+        raise CertificateNotFoundError(f"no claim batch {batch_id}", code="claim_batch_not_found")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        append_audit_entry(session, actor=actor, action="claim_batch.revoke",
+                           target=f"claim_batch:{batch_id}")
+        session.flush()
+        publish_crls(session, ca)
