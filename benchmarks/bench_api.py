@@ -49,11 +49,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_up(url: str, cert: Path) -> None:
+def wait_up(url: str, ca_bundle: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            httpx.get(url, verify=str(cert), timeout=2)
+            httpx.get(url, verify=str(ca_bundle), timeout=2)
             return
         except httpx.HTTPError:
             time.sleep(0.2)
@@ -84,13 +84,13 @@ def load_wrk(url: str, token: str | None) -> float:
     return float(line.split()[1])
 
 
-def load_python(url: str, token: str | None, cert: Path) -> float:
+def load_python(url: str, token: str | None, bundle: Path) -> float:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     stop = time.monotonic() + LOAD_SECONDS
 
     def worker() -> int:
         n = 0
-        with httpx.Client(verify=str(cert), headers=headers) as c:
+        with httpx.Client(verify=str(bundle), headers=headers) as c:
             while time.monotonic() < stop:
                 assert c.get(url).status_code == 200
                 n += 1
@@ -113,17 +113,18 @@ def main() -> None:
     token = cli(env, "token", "create", "--operator", "bench", "--name", "bench",
                 "--data-dir", str(data)).strip()
     cert, key = data / "tls" / "server.crt", data / "tls" / "server.key"
+    bundle = data / "ca" / "bundle.pem"
     port, peer_port = free_port(), free_port()
     log = (tmp / "server.log").open("w")
     server = subprocess.Popen(
         [*FLEETGUARD, "serve", "--data-dir", str(data), "--port", str(port),
-         "--log-level", "warning"], env=env, stdout=log, stderr=subprocess.STDOUT,
+         "--device-port", "0", "--log-level", "warning"], env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     peer = subprocess.Popen([sys.executable, "-c", PEER_APP, str(peer_port), str(cert), str(key)])
     try:
         base = f"https://127.0.0.1:{port}"
-        wait_up(f"{base}/healthz", cert)
-        wait_up(f"https://127.0.0.1:{peer_port}/api/v1/me", cert)
+        wait_up(f"{base}/healthz", bundle)
+        wait_up(f"https://127.0.0.1:{peer_port}/api/v1/me", bundle)
 
         from fleetguard.operators.passwords import hash_password, verify_password
 
@@ -135,7 +136,7 @@ def main() -> None:
             floor.append(time.perf_counter() - t)
 
         latencies = []
-        with httpx.Client(verify=str(cert)) as c:
+        with httpx.Client(verify=str(bundle)) as c:
             for _ in range(LOGINS):
                 c.cookies.clear()
                 t = time.perf_counter()
@@ -153,8 +154,8 @@ def main() -> None:
         tool = "wrk" if use_wrk else "python httpx threads"
         url = f"{base}/api/v1/me"
         peer_url = f"https://127.0.0.1:{peer_port}/api/v1/me"
-        ours = load_wrk(url, token) if use_wrk else load_python(url, token, cert)
-        theirs = load_wrk(peer_url, None) if use_wrk else load_python(peer_url, None, cert)
+        ours = load_wrk(url, token) if use_wrk else load_python(url, token, bundle)
+        theirs = load_wrk(peer_url, None) if use_wrk else load_python(peer_url, None, bundle)
         print(f"load generator: {tool}, {CONNECTIONS} connections, {LOAD_SECONDS} s each")
         print(f"authenticated GET /api/v1/me: {ours:.0f} req/s")
         print(f"peer (bare Starlette JSON endpoint, same uvicorn/TLS, no auth/DB): {theirs:.0f} req/s")

@@ -8,6 +8,8 @@ from fastapi.testclient import TestClient
 
 from fleetguard.api.app import create_app
 from fleetguard.core.config import Settings
+from fleetguard.identity.ca import init_installation_ca
+from fleetguard.pki import FleetCA
 from fleetguard.keys import MasterKey
 from fleetguard.operators import Role
 from fleetguard.operators import service as operators
@@ -21,8 +23,16 @@ from tests.support import (
 
 
 @pytest.fixture
-def app(settings: Settings, sqlite_db: Database, master_key: MasterKey) -> FastAPI:
-    return create_app(settings, db=sqlite_db, master_key=master_key)
+def fleet_ca(settings: Settings, master_key: MasterKey) -> Iterator[FleetCA]:
+    with init_installation_ca(settings, master_key) as ca:
+        yield ca
+
+
+@pytest.fixture
+def app(
+    settings: Settings, sqlite_db: Database, master_key: MasterKey, fleet_ca: FleetCA
+) -> FastAPI:
+    return create_app(settings, db=sqlite_db, master_key=master_key, ca=fleet_ca)
 
 
 def new_client(app: FastAPI) -> TestClient:

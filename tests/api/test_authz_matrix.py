@@ -21,6 +21,7 @@ from tests.support import strong_password
 PUBLIC = "public"
 ALL = frozenset(Role)
 ADMIN = frozenset({Role.ADMIN})
+WRITE = frozenset({Role.ADMIN, Role.OPERATOR})
 
 MATRIX: dict[tuple[str, str], frozenset[Role] | str] = {
     ("GET", "/healthz"): PUBLIC,
@@ -44,6 +45,28 @@ MATRIX: dict[tuple[str, str], frozenset[Role] | str] = {
     ("GET", "/api/v1/audit-log"): ALL,
     ("GET", "/api/v1/audit-log/head"): ALL,
     ("GET", "/api/v1/audit-log/verify"): ALL,
+    ("GET", "/api/v1/devices"): ALL,
+    ("POST", "/api/v1/devices"): WRITE,
+    ("GET", "/api/v1/devices/export.csv"): ALL,
+    ("POST", "/api/v1/devices/import"): WRITE,
+    ("GET", "/api/v1/devices/{device_id}"): ALL,
+    ("PATCH", "/api/v1/devices/{device_id}"): WRITE,
+    ("POST", "/api/v1/devices/{device_id}/state"): WRITE,
+    ("POST", "/api/v1/devices/{device_id}/decommission"): WRITE,
+    ("POST", "/api/v1/devices/{device_id}/enrollment-token"): WRITE,
+    ("GET", "/api/v1/devices/{device_id}/certificates"): ALL,
+    ("GET", "/api/v1/groups"): ALL,
+    ("POST", "/api/v1/groups"): WRITE,
+    ("PUT", "/api/v1/groups/{group}/members/{device_id}"): WRITE,
+    ("DELETE", "/api/v1/groups/{group}/members/{device_id}"): WRITE,
+    ("GET", "/api/v1/certificates"): ALL,
+    ("GET", "/api/v1/certificates/shared-identity"): ALL,
+    ("POST", "/api/v1/certificates/{serial}/revoke"): WRITE,
+    ("GET", "/api/v1/ca"): ALL,
+    ("GET", "/api/v1/claim-batches"): ALL,
+    ("POST", "/api/v1/claim-batches"): ADMIN,
+    ("POST", "/api/v1/claim-batches/{batch_id}/revoke"): ADMIN,
+    ("POST", "/api/v1/claim-serials/{serial}/reopen"): WRITE,
 }
 
 

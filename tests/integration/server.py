@@ -37,6 +37,7 @@ class RunningServer:
     admin_password: str
     process: subprocess.Popen[str]
     log_path: Path
+    device_port: int
     clients: list[httpx.Client] = field(default_factory=list)
 
     @property
@@ -80,15 +81,15 @@ def start_server(tmp: Path, database_url: str | None = None) -> RunningServer:
         line.removeprefix("admin password: ")
         for line in init.stdout.splitlines() if line.startswith("admin password: ")
     )
-    port = free_port()
+    port, device_port = free_port(), free_port()
     log_path = tmp / "server.log"
     log = log_path.open("w")
     process = subprocess.Popen(
         [*FLEETGUARD, "serve", "--data-dir", str(data_dir), "--port", str(port),
-         "--log-format", "json"],
+         "--device-port", str(device_port), "--log-format", "json"],
         env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
     )
-    server = RunningServer(data_dir, port, env, password, process, log_path)
+    server = RunningServer(data_dir, port, env, password, process, log_path, device_port)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -13,12 +13,15 @@ from fleetguard.api.middleware import (
     BodyLimitMiddleware,
     SecurityHeadersMiddleware,
 )
-from fleetguard.api.routers import audit, auth, operators, system, tokens
+from fleetguard.api.routers import audit, auth, devices, operators, system, tokens
 from fleetguard.core.config import Settings
 from fleetguard.keys import MasterKey, load_master_key
+from fleetguard.pki import FleetCA
 from fleetguard.store import Database, open_database
 
-ROUTERS = (system.router, auth.router, operators.router, tokens.router, audit.router)
+ROUTERS = (
+    system.router, auth.router, operators.router, tokens.router, audit.router, devices.router,
+)
 
 
 def create_app(
@@ -26,6 +29,7 @@ def create_app(
     *,
     db: Database | None = None,
     master_key: MasterKey | None = None,
+    ca: FleetCA | None = None,
     tls: bool = True,
 ) -> FastAPI:
     app = FastAPI(
@@ -41,6 +45,7 @@ def create_app(
         db=db or open_database(settings.database_url),
         master_key=master_key or load_master_key(settings),
         metrics=metrics,
+        ca=ca,
         secure_cookies=True,
     )
     for router in ROUTERS:

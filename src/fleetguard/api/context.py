@@ -8,7 +8,9 @@ from fastapi import Request
 
 from fleetguard.api.metrics import ApiMetrics
 from fleetguard.core.config import Settings
+from fleetguard.identity.errors import CaNotInitializedError
 from fleetguard.keys import MasterKey
+from fleetguard.pki import FleetCA
 from fleetguard.store import Database
 
 
@@ -18,7 +20,13 @@ class AppContext:
     db: Database
     master_key: MasterKey
     metrics: ApiMetrics
+    ca: FleetCA | None = None
     secure_cookies: bool = True
+
+    def fleet_ca(self) -> FleetCA:
+        if self.ca is None:
+            raise CaNotInitializedError("this server runs without a fleet CA")
+        return self.ca
 
 
 async def get_context(request: Request) -> AppContext:

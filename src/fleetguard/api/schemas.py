@@ -137,3 +137,141 @@ class ChainVerificationOut(BaseModel):
     head: ChainHeadOut
     first_bad_seq: int | None
     problems: list[str]
+
+
+class DeviceOut(BaseModel):
+    id: str
+    name: str
+    serial: str | None
+    hardware_model: str | None
+    vendor: str | None
+    labels: dict[str, str]
+    state: str
+    firmware_version: str | None
+    last_seen_at: datetime | None
+    addresses: list[str]
+    groups: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+class DeviceCreate(StrictModel):
+    name: str = Field(min_length=1, max_length=200)
+    serial: str | None = Field(default=None, max_length=128)
+    hardware_model: str | None = Field(default=None, max_length=200)
+    vendor: str | None = Field(default=None, max_length=200)
+    firmware_version: str | None = Field(default=None, max_length=100)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class DeviceUpdate(StrictModel):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    serial: str | None = Field(default=None, max_length=128)
+    hardware_model: str | None = Field(default=None, max_length=200)
+    vendor: str | None = Field(default=None, max_length=200)
+    firmware_version: str | None = Field(default=None, max_length=100)
+    labels: dict[str, str] | None = None
+    addresses: list[str] | None = Field(default=None, max_length=32)
+
+
+class DevicePageOut(BaseModel):
+    devices: list[DeviceOut]
+    next_cursor: str | None
+
+
+class StateChange(StrictModel):
+    state: str = Field(description="active, quarantined or suspended")
+    reason: str = Field(default="", max_length=500)
+
+
+class Reason(StrictModel):
+    reason: str = Field(default="", max_length=500)
+
+
+class EnrollmentTokenOut(BaseModel):
+    token: str
+    expires_at: datetime
+    root_fingerprint: str
+
+
+class TokenTtl(StrictModel):
+    ttl_hours: int = Field(default=168, ge=1, le=2160)
+
+
+class GroupCreate(StrictModel):
+    name: str = Field(min_length=1, max_length=100)
+    kind: str = Field(description="static or dynamic")
+    label_query: str | None = Field(default=None, max_length=500)
+
+
+class GroupOut(BaseModel):
+    name: str
+    kind: str
+    label_query: str | None
+    created_at: datetime
+
+
+class CertificateOut(BaseModel):
+    serial: str
+    device_id: str
+    fingerprint_sha256: str
+    spki_sha256: str
+    not_before: datetime
+    not_after: datetime
+    enrolled_via: str
+    revoked_at: datetime | None
+    revocation_reason: str | None
+    first_seen_at: datetime | None
+    last_seen_at: datetime | None
+    last_seen_from: str | None
+
+
+class RevokeRequest(StrictModel):
+    reason: str = Field(default="unspecified")
+
+
+class SharedIdentityOut(BaseModel):
+    serial: str
+    device_id: str
+    sources: list[str]
+
+
+class IssuingCaOut(BaseModel):
+    ca_id: str
+    status: str
+    not_after: datetime
+    key_id: str
+
+
+class CaOut(BaseModel):
+    fleet_name: str
+    root_fingerprint: str
+    root_not_after: datetime
+    issuing_cas: list[IssuingCaOut]
+    crl_next_update: datetime | None
+
+
+class ClaimBatchCreate(StrictModel):
+    name: str = Field(min_length=1, max_length=100)
+    serials: list[str] = Field(min_length=1, max_length=100_000)
+    validity_days: int = Field(default=365, ge=1, le=398)
+
+
+class ClaimBatchOut(BaseModel):
+    batch_id: str
+    name: str
+    serials: int
+    enrolled: int
+    not_after: datetime
+    revoked_at: datetime | None
+
+
+class ClaimIssued(BaseModel):
+    batch: ClaimBatchOut
+    claim_key_pem: str
+    claim_certificate_pem: str
+    ca_bundle_pem: str
+
+
+class ImportResult(BaseModel):
+    imported: int

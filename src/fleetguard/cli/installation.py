@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import ssl
 from pathlib import Path
 from typing import Annotated
 
@@ -87,43 +86,27 @@ def init_command(
 def serve_command(
     data_dir: DataDirOption = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8443,
+    port: Annotated[int, typer.Option(help="TCP port of the operator API.")] = 8443,
+    device_port: Annotated[
+        int, typer.Option(help="TCP port of the mutual-TLS device endpoint (0: off).")
+    ] = 8444,
     insecure_http: Annotated[
-        bool, typer.Option("--insecure-http", help="Plain HTTP, only behind a TLS proxy.")
+        bool, typer.Option("--insecure-http", help="Plain HTTP API, only behind a TLS proxy.")
     ] = False,
     log_format: Annotated[str, typer.Option(help="text or json")] = "text",
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
 ) -> None:
-    """Run the HTTPS API server (applies migrations first)."""
-    import uvicorn
-
-    from fleetguard.api.app import create_app
+    """Run the HTTPS operator API and the device endpoint (applies migrations first)."""
+    from fleetguard.api.server import run_servers
     from fleetguard.core.logging import configure_logging
-    from fleetguard.install import open_installation_database
 
     if log_format not in ("text", "json"):
         raise ValidationFailedError("--log-format must be text or json", field="log-format")
     configure_logging(log_format, log_level)
-    settings = settings_from(data_dir)
-    db = open_installation_database(settings)
-    app = create_app(settings, db=db, tls=not insecure_http)
-    kwargs: dict[str, object] = {}
-    if not insecure_http:
-        kwargs = {
-            "ssl_certfile": str(settings.server_cert_file),
-            "ssl_keyfile": str(settings.server_key_file),
-            "ssl_ciphers": "ECDHE+AESGCM:ECDHE+CHACHA20",
-        }
-    config = uvicorn.Config(
-        app, host=host, port=port, log_config=None, access_log=False,
-        server_header=False, proxy_headers=False, **kwargs,  # type: ignore[arg-type]
+    run_servers(
+        settings_from(data_dir), host=host, port=port, device_port=device_port,
+        insecure_http=insecure_http,
     )
-    config.load()
-    if config.ssl is not None:
-        config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
-    scheme = "http" if insecure_http else "https"
-    console.print(f"fleetguard serving on {scheme}://{host}:{port}", highlight=False)
-    uvicorn.Server(config).run()
 
 
 @db_app.command("upgrade")

@@ -27,6 +27,7 @@ class Permission(StrEnum):
     DEVICES_READ = "devices:read"
     DEVICES_WRITE = "devices:write"
     REPORTS_READ = "reports:read"
+    PKI_ADMIN = "pki:admin"
 
 
 _AUDITOR = frozenset(

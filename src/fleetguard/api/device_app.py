@@ -1,0 +1,211 @@
+"""The device endpoint: HTTPS with mutual TLS on its own port.
+
+The caller's identity always comes from the TLS-verified client certificate, checked
+again against the database on every request (so a revocation or decommission bites at
+the next request), never from a header or a body field.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from fleetguard.api.context import client_address
+from fleetguard.api.errors import install_error_handlers
+from fleetguard.api.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
+from fleetguard.core.errors import AuthenticationError, NotFoundError, RateLimitedError
+from fleetguard.identity import CallerIdentity, EnrollmentResult
+from fleetguard.identity import service as identity
+from fleetguard.pki import FleetCA
+from fleetguard.store import Database
+
+MAX_DEVICE_BODY = 64 * 1024
+
+
+@dataclass
+class ClaimRateLimiter:
+    """A token bucket per claim batch: a leaked claim certificate cannot mint at speed."""
+
+    per_minute: int = 60
+    burst: int = 20
+    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take(self, batch_id: str) -> None:
+        now = time.monotonic()
+        rate = self.per_minute / 60.0
+        with self._lock:
+            tokens, last = self._buckets.get(batch_id, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - last) * rate)
+            if tokens < 1.0:
+                raise RateLimitedError("claim enrollment rate exceeded for this batch",
+                                       retry_after=(1.0 - tokens) / rate)
+            self._buckets[batch_id] = (tokens - 1.0, now)
+
+
+@dataclass
+class DeviceContext:
+    db: Database
+    ca: FleetCA
+    claim_limiter: ClaimRateLimiter
+    ssl_context: ssl.SSLContext | None = None
+    _manifest_mtime: float = 0.0
+
+    def current_ca(self) -> FleetCA:
+        """Pick up a CA rotation made by another process."""
+        manifest = Path(self.ca.directory) / "manifest.json"
+        mtime = manifest.stat().st_mtime
+        if mtime != self._manifest_mtime:
+            if self._manifest_mtime:
+                self.ca.reload()
+                if self.ssl_context is not None:
+                    # New issuing CAs join the live handshake trust store; old ones stay.
+                    self.ssl_context.load_verify_locations(cadata=self.ca.bundle_pem().decode())
+            self._manifest_mtime = mtime
+        return self.ca
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EnrollRequest(StrictModel):
+    csr: str = Field(min_length=1, max_length=16384, description="PEM certificate request")
+    token: str | None = Field(default=None, max_length=300)
+    serial: str | None = Field(default=None, max_length=128)
+
+
+class RenewRequest(StrictModel):
+    csr: str = Field(min_length=1, max_length=16384)
+
+
+class CertificateResponse(BaseModel):
+    device_id: str
+    serial: str
+    certificate_pem: str
+    chain_pem: str
+    ca_bundle_pem: str
+    not_after: str
+
+    @classmethod
+    def of(cls, r: EnrollmentResult) -> CertificateResponse:
+        return cls(device_id=r.device_id, serial=r.serial_hex, certificate_pem=r.certificate_pem,
+                   chain_pem=r.chain_pem, ca_bundle_pem=r.ca_bundle_pem,
+                   not_after=r.not_after.isoformat())
+
+
+class WhoAmI(BaseModel):
+    kind: str
+    id: str
+    serial: str
+
+
+def get_device_context(request: Request) -> DeviceContext:
+    ctx: DeviceContext = request.app.state.device_ctx
+    return ctx
+
+
+Ctx = Annotated[DeviceContext, Depends(get_device_context)]
+
+
+def _peer(request: Request) -> bytes | None:
+    der: bytes | None = getattr(request.state, "peer_cert_der", None)
+    return der
+
+
+def caller_identity(request: Request, ctx: Ctx) -> CallerIdentity:
+    der = _peer(request)
+    if der is None:
+        raise AuthenticationError("a client certificate is required", code="client_cert_required")
+    with ctx.db.session() as session:
+        return identity.authenticate_peer_certificate(
+            session, der, source=client_address(request)
+        )
+
+
+Caller = Annotated[CallerIdentity, Depends(caller_identity)]
+
+
+def create_device_app(
+    db: Database, ca: FleetCA, *, ssl_context: ssl.SSLContext | None = None
+) -> FastAPI:
+    app = FastAPI(title="fleetguard device endpoint", openapi_url=None, docs_url=None,
+                  redoc_url=None)
+    app.state.device_ctx = DeviceContext(
+        db=db, ca=ca, claim_limiter=ClaimRateLimiter(), ssl_context=ssl_context
+    )
+
+    @app.post("/v1/enroll", status_code=201)
+    def enroll(body: EnrollRequest, request: Request, ctx: Ctx) -> CertificateResponse:
+        """With a one-time token, or with the batch claim certificate and an allowed serial."""
+        source = client_address(request)
+        fleet_ca = ctx.current_ca()
+        with ctx.db.session() as session:
+            if body.token:
+                result = identity.enroll_with_token(
+                    session, fleet_ca, token=body.token, csr=body.csr, source=source
+                )
+            else:
+                der = _peer(request)
+                if der is None:
+                    raise AuthenticationError(
+                        "enroll with a token, or present the batch claim certificate",
+                        code="enrollment_credential_required",
+                    )
+                caller = identity.authenticate_peer_certificate(session, der, source=source)
+                if caller.kind == "claim":
+                    ctx.claim_limiter.take(caller.subject_id)
+                result = identity.enroll_with_claim(
+                    session, fleet_ca, caller, serial=body.serial or "", csr=body.csr,
+                    source=source,
+                )
+        return CertificateResponse.of(result)
+
+    @app.post("/v1/renew", status_code=201)
+    def renew(
+        body: RenewRequest, request: Request, caller: Caller, ctx: Ctx
+    ) -> CertificateResponse:
+        """A valid device certificate and a CSR for a new key, before expiry."""
+        with ctx.db.session() as session:
+            result = identity.renew_certificate(
+                session, ctx.current_ca(), caller, csr=body.csr, source=client_address(request)
+            )
+        return CertificateResponse.of(result)
+
+    @app.get("/v1/whoami")
+    def whoami(caller: Caller) -> WhoAmI:
+        if caller.kind != "device":
+            raise AuthenticationError("a claim certificate may only enroll",
+                                      code="claim_not_allowed")
+        return WhoAmI(kind=caller.kind, id=caller.subject_id, serial=caller.serial_hex)
+
+    @app.get("/v1/ca.pem")
+    def ca_bundle(ctx: Ctx) -> Response:
+        return Response(ctx.current_ca().bundle_pem(), media_type="application/x-pem-file")
+
+    @app.get("/v1/crl.pem")
+    def crl_pem(ctx: Ctx) -> Response:
+        path = Path(ctx.current_ca().crl_directory) / "crls.pem"
+        return Response(path.read_bytes(), media_type="application/x-pem-file")
+
+    @app.get("/v1/crl/{ca_id}.der")
+    def crl_der(ca_id: str, ctx: Ctx) -> Response:
+        directory = Path(ctx.current_ca().crl_directory)
+        if not ca_id.replace("-", "").isalnum():
+            raise NotFoundError("no such CRL")
+        path = directory / f"{ca_id}.crl.der"
+        if not path.is_file():
+            raise NotFoundError("no such CRL")
+        return Response(path.read_bytes(), media_type="application/pkix-crl")
+
+    install_error_handlers(app)
+    app.add_middleware(SecurityHeadersMiddleware, hsts=True)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_DEVICE_BODY)
+    return app
