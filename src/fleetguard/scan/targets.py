@@ -1,0 +1,241 @@
+"""Parse what to scan: targets (addresses, CIDRs, ranges, hostnames, @file) and port specs.
+
+Targets:
+    192.0.2.7            one IPv4 address          2001:db8::7      one IPv6 address
+    192.0.2.0/28         a CIDR (v4 or v6); network and broadcast of a v4 /0-/30 are skipped
+    192.0.2.10-20        a range in the last octet 192.0.2.10-192.0.2.20   a full range
+    camera.lan           a hostname: every address it resolves to
+    @targets.txt         one target per line; blank lines and ``#`` comments ignored
+
+Ports (nmap style): ``default``, ``23,80-90``, ``T:23,U:161``; a ``T:``/``U:`` prefix
+sets the transport for the items that follow it; ``default`` adds the IoT default set.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from collections.abc import Iterable
+from pathlib import Path
+
+from fleetguard.scan.errors import InvalidPortSpecError, InvalidTargetError, ScanScopeTooLargeError
+from fleetguard.scan.models import PortSpec, Target, Transport
+
+DEFAULT_MAX_ADDRESSES = 65_536
+
+#: The IoT-focused default: telnet, SSH, FTP, web admin, RTSP, MQTT, TR-069, DVR/camera ports.
+DEFAULT_TCP_PORTS: tuple[int, ...] = (
+    21,  # ftp
+    22,  # ssh
+    23,  # telnet
+    80,  # http
+    81,  # http (cameras, DVRs)
+    443,  # https
+    554,  # rtsp
+    1883,  # mqtt
+    2323,  # telnet (alternative, Mirai targets it)
+    5000,  # http (NAS, UPnP control)
+    5555,  # adb / debug bridges
+    7547,  # TR-069 CWMP
+    8000,  # http (Hikvision SDK / DVR web)
+    8080,  # http
+    8081,  # http
+    8443,  # https
+    8554,  # rtsp (alternative)
+    8883,  # mqtt over TLS
+    8888,  # http
+    9000,  # DVR web / NVR
+    34567,  # Xiongmai DVR (XMEye)
+    37777,  # Dahua DVR
+    49152,  # UPnP control
+)
+DEFAULT_UDP_PORTS: tuple[int, ...] = (161, 1900, 5353, 5683)
+
+_RANGE_LAST_OCTET = re.compile(r"^(\d{1,3}\.\d{1,3}\.\d{1,3}\.)(\d{1,3})-(\d{1,3})$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)"
+    r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+
+
+def default_ports() -> list[PortSpec]:
+    return [PortSpec(p, Transport.TCP) for p in DEFAULT_TCP_PORTS] + [
+        PortSpec(p, Transport.UDP) for p in DEFAULT_UDP_PORTS
+    ]
+
+
+def parse_ports(spec: str) -> list[PortSpec]:
+    """Parse a port spec; raises InvalidPortSpecError with the offending item."""
+    if not spec or not spec.strip():
+        raise InvalidPortSpecError("empty port specification", field="ports")
+    out: dict[tuple[int, Transport], PortSpec] = {}
+    transport = Transport.TCP
+    for raw in spec.split(","):
+        item = raw.strip()
+        if not item:
+            raise InvalidPortSpecError(f"empty item in port specification {spec!r}", field="ports")
+        upper = item[:2].upper()
+        if upper in ("T:", "U:"):
+            transport = Transport.TCP if upper == "T:" else Transport.UDP
+            item = item[2:].strip()
+        if item.lower() == "default":
+            for p in default_ports():
+                out[(p.port, p.transport)] = p
+            continue
+        lo, sep, hi = item.partition("-")
+        try:
+            first = int(lo)
+            last = int(hi) if sep else first
+        except ValueError:
+            raise InvalidPortSpecError(
+                f"not a port or port range: {raw.strip()!r} (use e.g. 23, 8000-8100, U:161)",
+                field="ports",
+            ) from None
+        if not (1 <= first <= 65535 and 1 <= last <= 65535):
+            raise InvalidPortSpecError(f"port out of range 1-65535: {raw.strip()!r}", field="ports")
+        if last < first:
+            raise InvalidPortSpecError(f"reversed port range: {raw.strip()!r}", field="ports")
+        for port in range(first, last + 1):
+            out[(port, transport)] = PortSpec(port, transport)
+    return sorted(out.values(), key=lambda p: (p.transport.value, p.port))
+
+
+def _expand_network(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> Iterable[str]:
+    if isinstance(net, ipaddress.IPv4Network) and net.prefixlen <= 30:
+        return (str(a) for a in net.hosts())
+    return (str(a) for a in net)
+
+
+def _resolve(name: str) -> list[str]:
+    try:
+        infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise InvalidTargetError(
+            f"cannot resolve host name {name!r}: {exc}", field="targets"
+        ) from None
+    seen: dict[str, None] = {}
+    for info in infos:
+        addr = str(info[4][0]).split("%", 1)[0]
+        seen.setdefault(addr, None)
+    return list(seen)
+
+
+def _expand_one(item: str, budget: int) -> list[Target]:
+    # single address
+    try:
+        addr = ipaddress.ip_address(item)
+    except ValueError:
+        pass
+    else:
+        return [Target(str(addr))]
+    # CIDR
+    if "/" in item:
+        try:
+            net = ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise InvalidTargetError(
+                f"not a valid CIDR network: {item!r}", field="targets"
+            ) from None
+        size = net.num_addresses
+        if size > budget:
+            raise ScanScopeTooLargeError(
+                f"{item} has {size} addresses, more than the {budget} still allowed "
+                "(raise --max-addresses if you really mean it)",
+                field="targets",
+            )
+        return [Target(a) for a in _expand_network(net)]
+    # range
+    first_s = last_s = ""
+    if m := _RANGE_LAST_OCTET.match(item):
+        prefix, lo, hi = m.group(1), int(m.group(2)), int(m.group(3))
+        first_s, last_s = prefix + str(lo), prefix + str(hi)
+    elif item.count("-") == 1 and _looks_like_address_range(item):
+        first_s, last_s = (s.strip() for s in item.split("-"))
+    elif item.count("-") == 1 and not _HOSTNAME.match(item):
+        raise InvalidTargetError(f"not a valid address range: {item!r}", field="targets")
+    if first_s:
+        try:
+            first = ipaddress.ip_address(first_s)
+            last = ipaddress.ip_address(last_s)
+        except ValueError:
+            raise InvalidTargetError(
+                f"not a valid address range: {item!r}", field="targets"
+            ) from None
+        if first.version != last.version or int(last) < int(first):
+            raise InvalidTargetError(f"not a valid address range: {item!r}", field="targets")
+        count = int(last) - int(first) + 1
+        if count > budget:
+            raise ScanScopeTooLargeError(
+                f"{item} has {count} addresses, more than the {budget} still allowed",
+                field="targets",
+            )
+        cls = type(first)
+        return [Target(str(cls(int(first) + i))) for i in range(count)]
+    # hostname
+    if _HOSTNAME.match(item) and not item.replace(".", "").isdigit():
+        return [Target(a, name=item.rstrip(".")) for a in _resolve(item)]
+    raise InvalidTargetError(f"not an address, CIDR, range or host name: {item!r}", field="targets")
+
+
+def _looks_like_address_range(item: str) -> bool:
+    a, _, b = item.partition("-")
+    try:
+        ipaddress.ip_address(a.strip())
+        ipaddress.ip_address(b.strip())
+    except ValueError:
+        return False
+    return True
+
+
+def _read_target_file(path_s: str) -> list[str]:
+    path = Path(path_s)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidTargetError(
+            f"cannot read target file {path_s!r}: {exc}", field="targets"
+        ) from None
+    items: list[str] = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            items.extend(line.split())
+    return items
+
+
+def parse_targets(
+    items: Iterable[str], *, max_addresses: int = DEFAULT_MAX_ADDRESSES
+) -> list[Target]:
+    """Expand target expressions into unique addresses, in the order given."""
+    raw: list[str] = []
+    for item in items:
+        item = item.strip()
+        if not item:
+            continue
+        if item.startswith("@"):
+            raw.extend(_read_target_file(item[1:]))
+        else:
+            raw.append(item)
+    if not raw:
+        raise InvalidTargetError("no target given", field="targets")
+    seen: dict[str, Target] = {}
+    for item in raw:
+        for t in _expand_one(item, max_addresses - len(seen)):
+            if t.address not in seen or (t.name and not seen[t.address].name):
+                seen[t.address] = t
+        if len(seen) > max_addresses:
+            raise ScanScopeTooLargeError(
+                f"targets expand to more than {max_addresses} addresses", field="targets"
+            )
+    return list(seen.values())
+
+
+__all__ = [
+    "DEFAULT_MAX_ADDRESSES",
+    "DEFAULT_TCP_PORTS",
+    "DEFAULT_UDP_PORTS",
+    "default_ports",
+    "parse_ports",
+    "parse_targets",
+]
