@@ -1,1 +1,117 @@
-"""Wire schemas shared by the device agent and the server (versioned); no server imports."""
+"""Wire schemas shared by the device agent and the server (versioned); no server imports.
+
+Imports only the standard library, pydantic, cbor2 and fleetguard.core, so that the agent
+installs without the server's stack (an import-linter contract holds this).
+
+>>> from fleetguard.protocol import Heartbeat, decode_message, encode_message
+>>> beat = Heartbeat(sent_at_ms=1_700_000_000_000, boot_id="0" * 8 + "-0000-0000-0000-" + "0" * 12,
+...                  uptime_s=12.5, agent_version="0.1.0")
+>>> decode_message(encode_message(beat, "application/cbor"), "application/cbor") == beat
+True
+"""
+
+from fleetguard.protocol.codec import (
+    ContentType,
+    RejectionCounter,
+    decode_for_topic,
+    decode_message,
+    encode_message,
+    parse_content_type,
+)
+from fleetguard.protocol.errors import (
+    MessageEncodeError,
+    MessageRejectedError,
+    ProtocolError,
+    RejectReason,
+)
+from fleetguard.protocol.models import (
+    MAX_CHECKS,
+    MAX_CONNECTIONS,
+    MAX_DETAIL_CHARS,
+    MAX_DISKS,
+    MAX_INTERFACES,
+    MAX_LISTENING,
+    MAX_MESSAGE_BYTES,
+    MAX_NAME_CHARS,
+    MAX_NEW_EXECUTABLES,
+    MAX_PATH_CHARS,
+    PROTOCOL_VERSION,
+    CheckOutcome,
+    CheckStatus,
+    Command,
+    CommandName,
+    CommandResult,
+    CommandStatus,
+    Connection,
+    DiskUsage,
+    Heartbeat,
+    InterfaceCounters,
+    ListeningSocket,
+    Message,
+    MessageKind,
+    NetworkCounters,
+    NewExecutable,
+    TelemetryReport,
+    TransportProto,
+    from_millis,
+    to_millis,
+)
+from fleetguard.protocol.topics import (
+    TOPIC_PREFIX,
+    DeviceTopic,
+    TopicKind,
+    device_topic,
+    message_kind_for,
+    parse_topic,
+    subscription,
+)
+
+__all__ = [
+    "MAX_CHECKS",
+    "MAX_CONNECTIONS",
+    "MAX_DETAIL_CHARS",
+    "MAX_DISKS",
+    "MAX_INTERFACES",
+    "MAX_LISTENING",
+    "MAX_MESSAGE_BYTES",
+    "MAX_NAME_CHARS",
+    "MAX_NEW_EXECUTABLES",
+    "MAX_PATH_CHARS",
+    "PROTOCOL_VERSION",
+    "TOPIC_PREFIX",
+    "CheckOutcome",
+    "CheckStatus",
+    "Command",
+    "CommandName",
+    "CommandResult",
+    "CommandStatus",
+    "Connection",
+    "ContentType",
+    "DeviceTopic",
+    "DiskUsage",
+    "Heartbeat",
+    "InterfaceCounters",
+    "ListeningSocket",
+    "Message",
+    "MessageEncodeError",
+    "MessageKind",
+    "MessageRejectedError",
+    "NetworkCounters",
+    "NewExecutable",
+    "ProtocolError",
+    "RejectReason",
+    "RejectionCounter",
+    "TelemetryReport",
+    "TopicKind",
+    "TransportProto",
+    "decode_for_topic",
+    "decode_message",
+    "device_topic",
+    "encode_message",
+    "from_millis",
+    "message_kind_for",
+    "parse_content_type",
+    "parse_topic",
+    "subscription",
+    "to_millis",
+]
