@@ -9,10 +9,10 @@ from fastapi.testclient import TestClient
 from fleetguard.api.app import create_app
 from fleetguard.core.config import Settings
 from fleetguard.identity.ca import init_installation_ca
-from fleetguard.pki import FleetCA
 from fleetguard.keys import MasterKey
 from fleetguard.operators import Role
 from fleetguard.operators import service as operators
+from fleetguard.pki import FleetCA
 from fleetguard.store import Database
 from tests.support import (
     LoggedIn,

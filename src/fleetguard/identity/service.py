@@ -44,6 +44,7 @@ from fleetguard.pki import (
     DEFAULT_DEVICE_VALIDITY,
     DEVICE_URI_PREFIX,
     FleetCA,
+    KeyAlgorithm,
     Revocation,
     RevocationReason,
     load_csr,
@@ -498,3 +499,14 @@ def revoke_claim_batch(session: Session, ca: FleetCA, *, batch_id: str, actor: s
                            target=f"claim_batch:{batch_id}")
         session.flush()
         publish_crls(session, ca)
+
+
+def rotate_issuing_ca(
+    session: Session, ca: FleetCA, *, actor: str, key_algorithm: KeyAlgorithm | None = None
+) -> str:
+    """A new issuing CA takes over; the new CA gets its CRL at once."""
+    new = ca.rotate_issuing_ca(key_algorithm=key_algorithm)
+    publish_crls(session, ca)
+    append_audit_entry(session, actor=actor, action="ca.rotate", target=f"ca:{new.ca_id}",
+                       details={"key_algorithm": new.key_algorithm.value})
+    return new.ca_id
