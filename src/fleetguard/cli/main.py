@@ -10,8 +10,8 @@ from fleetguard import __version__
 from fleetguard.agent.cli import agent_app
 from fleetguard.cli.admin import audit_app, operator_app, token_app
 from fleetguard.cli.fleet import ca_app, cert_app, claim_app, device_app
-from fleetguard.cli.scan import scan_command
 from fleetguard.cli.installation import db_app, init_command, keys_app, serve_command
+from fleetguard.cli.scan import scan_command
 
 app = typer.Typer(
     name="fleetguard",
