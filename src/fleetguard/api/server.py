@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import ssl
 from collections.abc import Generator
@@ -14,11 +15,14 @@ from fleetguard.api.app import create_app
 from fleetguard.api.device_app import create_device_app
 from fleetguard.api.tls_peer import PeerCertH11Protocol
 from fleetguard.core.config import Settings
+from fleetguard.identity import service as identity
 from fleetguard.identity.ca import open_installation_ca
 from fleetguard.install import open_installation_database
 from fleetguard.keys import load_master_key
 
 STRONG_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+CRL_CHECK_EVERY_S = 300
+log = logging.getLogger("fleetguard.server")
 
 
 class _Server(uvicorn.Server):
@@ -68,6 +72,22 @@ def run_servers(
         print(f"fleetguard device endpoint on https://{host}:{device_port} (mutual TLS)",
               flush=True)
 
+    def refresh_crls() -> None:
+        with db.session() as session:
+            if identity.refresh_crls_if_due(session, ca):
+                log.info("republished the fleet CRLs before their nextUpdate")
+
+    async def crl_keeper() -> None:
+        while not all(server.should_exit for server in servers):
+            try:
+                await asyncio.to_thread(refresh_crls)
+            except Exception:  # a failed refresh is retried; it must not stop the server
+                log.exception("could not republish the fleet CRLs")
+            for _ in range(CRL_CHECK_EVERY_S):
+                if all(server.should_exit for server in servers):
+                    return
+                await asyncio.sleep(1)
+
     async def serve_all() -> None:
         loop = asyncio.get_running_loop()
 
@@ -77,7 +97,9 @@ def run_servers(
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop)
+        keeper = asyncio.create_task(crl_keeper())
         await asyncio.gather(*(server.serve() for server in servers))
+        keeper.cancel()
 
     try:
         asyncio.run(serve_all())

@@ -12,6 +12,7 @@ import secrets
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -435,6 +436,32 @@ def publish_crls(session: Session, ca: FleetCA) -> None:
         ).scalars()
     ]
     ca.publish_crls(revocations)
+
+
+CRL_REFRESH_MARGIN = timedelta(hours=24)
+
+
+def crl_next_update(ca: FleetCA) -> datetime | None:
+    """The earliest nextUpdate among the published CRLs (None when none is published)."""
+    path = Path(ca.crl_directory) / "crls.pem"
+    if not path.exists():
+        return None
+    data = path.read_bytes()
+    stamps = []
+    for block in data.split(b"-----END X509 CRL-----")[:-1]:
+        crl = x509.load_pem_x509_crl(block + b"-----END X509 CRL-----\n")
+        if crl.next_update_utc is not None:
+            stamps.append(crl.next_update_utc)
+    return min(stamps) if stamps else None
+
+
+def refresh_crls_if_due(session: Session, ca: FleetCA, *, now: datetime | None = None) -> bool:
+    """Republish well before nextUpdate, so relying parties never hold a stale CRL."""
+    due = crl_next_update(ca)
+    if due is not None and due - (now or utcnow()) > CRL_REFRESH_MARGIN:
+        return False
+    publish_crls(session, ca)
+    return True
 
 
 def revoke_certificate(

@@ -241,9 +241,13 @@ def record_device_seen(session: Session, device_id: str, address: str | None) ->
     if row.last_seen_at is None or (now - row.last_seen_at).total_seconds() > 60:
         row.last_seen_at = now
     if address:
+        try:
+            ip = str(ipaddress.ip_address(address))
+        except ValueError:
+            return  # not an IP (e.g. a test transport): nothing to record
         known = json.loads(row.addresses)
-        if address not in known:
-            row.addresses = json.dumps(_addresses([*known, address]))
+        if ip not in known:
+            row.addresses = json.dumps(_addresses([*known, ip]))
 
 
 def _apply_label_query(query: Select[DeviceRow], text: str) -> Select[DeviceRow]:
