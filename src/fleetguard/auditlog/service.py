@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -25,6 +25,7 @@ from fleetguard.store.tables import AuditEntryRow, AuditHeadRow
 GENESIS_HASH = "0" * 64
 _HEAD_ID = 1
 _VERIFY_BATCH = 1000
+_HEAD_CACHE = "fleetguard.audit_head"
 
 
 def _canonical_details(details: dict[str, Any]) -> str:
@@ -43,6 +44,11 @@ def compute_entry_hash(
 
 
 def _locked_head(session: Session) -> AuditHeadRow:
+    # One lock per transaction: later appends in the same transaction reuse the row.
+    transaction = session.get_transaction()
+    cached = session.info.get(_HEAD_CACHE)
+    if cached is not None and cached[0] is transaction:
+        return cast(AuditHeadRow, cached[1])
     head = session.execute(
         select(AuditHeadRow).where(AuditHeadRow.id == _HEAD_ID).with_for_update()
     ).scalar_one_or_none()
@@ -50,6 +56,7 @@ def _locked_head(session: Session) -> AuditHeadRow:
         head = AuditHeadRow(id=_HEAD_ID, seq=0, entry_hash=GENESIS_HASH)
         session.add(head)
         session.flush()
+    session.info[_HEAD_CACHE] = (transaction, head)
     return head
 
 
@@ -79,7 +86,6 @@ def append_audit_entry(
     prev = head.entry_hash
     head.seq = seq
     head.entry_hash = entry_hash
-    session.flush()
     return AuditEntry(seq, at, actor, action, target, details or {}, prev, entry_hash)
 
 

@@ -153,7 +153,6 @@ def _issue(
         not_before=issued.not_before, not_after=issued.not_after,
         certificate_pem=issued.certificate_pem.decode(), enrolled_via=via.value, created_at=now,
     ))
-    session.flush()
     append_audit_entry(
         session, actor=f"device:{device_id}", action=f"certificate.issue.{via.value}",
         target=f"certificate:{serial}",
@@ -180,15 +179,15 @@ def enroll_with_token(
     ).scalar_one_or_none()
     if row is None or row.used_at is not None or row.expires_at <= utcnow():
         raise EnrollmentTokenInvalidError("enrollment token unknown, expired or already used")
-    device = registry.get_device(session, row.device_id)
-    if device.state not in TRUSTED_STATES:
-        raise DeviceNotTrustedError(f"device {device.id} is {device.state.value}")
-    result = _issue(session, ca, device_id=device.id, csr=csr, via=EnrolledVia.TOKEN,
+    state = registry.device_state(session, row.device_id)
+    if state not in TRUSTED_STATES:
+        raise DeviceNotTrustedError(f"device {row.device_id} is {state.value}")
+    result = _issue(session, ca, device_id=row.device_id, csr=csr, via=EnrolledVia.TOKEN,
                     validity=validity, source=source)
     row.used_at = utcnow()
-    if device.state is DeviceState.REGISTERED:
-        registry.set_device_state(session, device.id, DeviceState.ACTIVE,
-                                  actor=f"device:{device.id}", reason="enrolled")
+    if state is DeviceState.REGISTERED:
+        registry.set_device_state(session, row.device_id, DeviceState.ACTIVE,
+                                  actor=f"device:{row.device_id}", reason="enrolled")
     return result
 
 

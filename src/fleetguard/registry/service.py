@@ -172,6 +172,10 @@ def get_device(session: Session, device_id: str) -> Device:
     return _to_device(row, _groups_of(session, [row.id]).get(row.id))
 
 
+def device_state(session: Session, device_id: str) -> DeviceState:
+    return DeviceState(_row(session, device_id).state)
+
+
 def find_device_by_serial(session: Session, serial: str) -> Device | None:
     row = session.execute(select(DeviceRow).where(DeviceRow.serial == serial)).scalar_one_or_none()
     return _to_device(row) if row else None
@@ -230,7 +234,6 @@ def set_device_state(
         session, actor=actor, action=f"device.state.{state.value}", target=f"device:{row.id}",
         details={"from": current.value, "to": state.value, "reason": reason[:500]},
     )
-    session.flush()
     return _to_device(row)
 
 
