@@ -16,6 +16,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from fleetguard.api.context import client_address
 from fleetguard.api.errors import install_error_handlers
@@ -24,9 +25,12 @@ from fleetguard.core.errors import AuthenticationError, NotFoundError, RateLimit
 from fleetguard.identity import CallerIdentity, EnrollmentResult
 from fleetguard.identity import service as identity
 from fleetguard.pki import FleetCA
+from fleetguard.protocol import MAX_MESSAGE_BYTES
 from fleetguard.store import Database
+from fleetguard.telemetry import IngestService
 
-MAX_DEVICE_BODY = 64 * 1024
+# Room for the protocol's own limit, so an oversized message is refused and counted there.
+MAX_DEVICE_BODY = MAX_MESSAGE_BYTES + 64 * 1024
 
 
 @dataclass
@@ -56,6 +60,7 @@ class DeviceContext:
     ca: FleetCA
     claim_limiter: ClaimRateLimiter
     ssl_context: ssl.SSLContext | None = None
+    ingest: IngestService | None = None
     _manifest_mtime: float = 0.0
 
     def current_ca(self) -> FleetCA:
@@ -107,7 +112,7 @@ class WhoAmI(BaseModel):
     serial: str
 
 
-def get_device_context(request: Request) -> DeviceContext:
+async def get_device_context(request: Request) -> DeviceContext:
     ctx: DeviceContext = request.app.state.device_ctx
     return ctx
 
@@ -134,17 +139,29 @@ Caller = Annotated[CallerIdentity, Depends(caller_identity)]
 
 
 def create_device_app(
-    db: Database, ca: FleetCA, *, ssl_context: ssl.SSLContext | None = None
+    db: Database, ca: FleetCA, *, ssl_context: ssl.SSLContext | None = None,
+    ingest: IngestService | None = None,
 ) -> FastAPI:
+    from fleetguard.api.device_telemetry import router as telemetry_router
+
+    own_ingest = ingest is None
     app = FastAPI(title="fleetguard device endpoint", openapi_url=None, docs_url=None,
                   redoc_url=None)
     app.state.device_ctx = DeviceContext(
-        db=db, ca=ca, claim_limiter=ClaimRateLimiter(), ssl_context=ssl_context
+        db=db, ca=ca, claim_limiter=ClaimRateLimiter(), ssl_context=ssl_context,
+        ingest=ingest if ingest is not None else IngestService(db),
     )
+    app.include_router(telemetry_router)
+    if own_ingest:  # stored before the server stops (started by the first message)
+        app.router.on_shutdown.append(app.state.device_ctx.ingest.stop)
 
     @app.post("/v1/enroll", status_code=201)
-    def enroll(body: EnrollRequest, request: Request, ctx: Ctx) -> CertificateResponse:
+    async def enroll(body: EnrollRequest, request: Request, ctx: Ctx) -> CertificateResponse:
         """With a one-time token, or with the batch claim certificate and an allowed serial."""
+        # One hop to the thread pool for all the blocking work (database, signing).
+        return await run_in_threadpool(_enroll, body, request, ctx)
+
+    def _enroll(body: EnrollRequest, request: Request, ctx: Ctx) -> CertificateResponse:
         source = client_address(request)
         fleet_ca = ctx.current_ca()
         with ctx.db.session() as session:

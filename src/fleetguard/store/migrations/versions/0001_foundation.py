@@ -181,6 +181,17 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_web_sessions_operator_id"), ["operator_id"], unique=False
         )
+    # The chain's head exists from the start, so appends only ever lock it, never race
+    # to create it.
+    op.bulk_insert(
+        sa.table(
+            "audit_head",
+            sa.column("id", sa.Integer),
+            sa.column("seq", sa.BigInteger),
+            sa.column("entry_hash", sa.String),
+        ),
+        [{"id": 1, "seq": 0, "entry_hash": "0" * 64}],
+    )
 
 
 def downgrade() -> None:
