@@ -70,12 +70,16 @@ class RunningServer:
             self.process.wait(timeout=5)
 
 
-def start_server(tmp: Path, database_url: str | None = None) -> RunningServer:
+def start_server(
+    tmp: Path, database_url: str | None = None, *, init_args: tuple[str, ...] = (),
+    extra_env: dict[str, str] | None = None,
+) -> RunningServer:
     data_dir = tmp / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETGUARD_")}
+    env.update(extra_env or {})
     if database_url:
         env["FLEETGUARD_DATABASE_URL"] = database_url
-    init = run_cli("init", "--data-dir", str(data_dir), env=env)
+    init = run_cli("init", "--data-dir", str(data_dir), *init_args, env=env)
     assert init.returncode == 0, init.stderr + init.stdout
     password = next(
         line.removeprefix("admin password: ")
