@@ -21,6 +21,13 @@ from fleetguard.store.tables.registry import (
     EnrollmentTokenRow,
 )
 from fleetguard.store.tables.secrets import SecretRow
+from fleetguard.store.tables.telemetry import (
+    DeviceCommandRow,
+    TelemetryDeviceRow,
+    TelemetryRejectionRow,
+    TelemetryReportRow,
+    TelemetryRollupRow,
+)
 
 __all__ = [
     "ApiTokenRow",
@@ -30,6 +37,7 @@ __all__ = [
     "ClaimBatchRow",
     "ClaimSerialRow",
     "DeviceCertificateRow",
+    "DeviceCommandRow",
     "DeviceGroupMemberRow",
     "DeviceGroupRow",
     "DeviceLabelRow",
@@ -40,5 +48,9 @@ __all__ = [
     "OperatorRow",
     "RecoveryCodeRow",
     "SecretRow",
+    "TelemetryDeviceRow",
+    "TelemetryRejectionRow",
+    "TelemetryReportRow",
+    "TelemetryRollupRow",
     "WebSessionRow",
 ]

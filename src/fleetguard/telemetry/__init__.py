@@ -1,0 +1,86 @@
+"""Device telemetry: ingestion, time series with retention, online state, device commands.
+
+Messages arrive with the device's identity already established by the transport (the
+verified client certificate on HTTPS, the topic on the broker, whose permissions keep a
+device to its own topics); nothing in a message body names the device.
+
+>>> service = IngestService(db)                                    # doctest: +SKIP
+>>> service.submit_telemetry(device_id, body, "application/cbor")  # doctest: +SKIP
+>>> service.flush(); service.stop()                                # doctest: +SKIP
+"""
+
+from fleetguard.telemetry.commands import (
+    list_commands,
+    pending_commands,
+    queue_command,
+    record_command_result,
+)
+from fleetguard.telemetry.errors import (
+    CommandFinishedError,
+    CommandNotFoundError,
+    IngestOverloadedError,
+    IngestStoppedError,
+)
+from fleetguard.telemetry.models import (
+    METRIC_IDS,
+    CommandState,
+    CompactionResult,
+    DeviceTelemetryStatus,
+    IngestStats,
+    Metric,
+    OfflinePolicy,
+    QueuedCommand,
+    RetentionPolicy,
+    RollupPoint,
+    Sample,
+    Snapshot,
+    SweepResult,
+)
+from fleetguard.telemetry.service import (
+    SYSTEM_ACTOR,
+    UNKNOWN_DEVICE,
+    IngestService,
+    compact_telemetry,
+    device_status,
+    latest_snapshot,
+    online_devices,
+    read_rollups,
+    read_series,
+    rejection_counts,
+    sweep_offline,
+)
+
+__all__ = [
+    "METRIC_IDS",
+    "SYSTEM_ACTOR",
+    "UNKNOWN_DEVICE",
+    "CommandFinishedError",
+    "CommandNotFoundError",
+    "CommandState",
+    "CompactionResult",
+    "DeviceTelemetryStatus",
+    "IngestOverloadedError",
+    "IngestService",
+    "IngestStats",
+    "IngestStoppedError",
+    "Metric",
+    "OfflinePolicy",
+    "QueuedCommand",
+    "RetentionPolicy",
+    "RollupPoint",
+    "Sample",
+    "Snapshot",
+    "SweepResult",
+    "compact_telemetry",
+    "device_status",
+    "latest_snapshot",
+    "list_commands",
+    "online_devices",
+    "pending_commands",
+    "queue_command",
+    "read_rollups",
+    "read_series",
+    "record_command_result",
+    "rejection_counts",
+    "sweep_offline",
+]

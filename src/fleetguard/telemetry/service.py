@@ -1,0 +1,667 @@
+"""Telemetry ingestion: decode and validate, queue, store in batches; reads and upkeep.
+
+The write path, for 5,000 reports/s on two cores:
+
+    submit_*() (any thread)            one writer thread
+    decode + validate (protocol)  ->   bounded queue  ->  drain up to ``max_batch`` items,
+    count rejections per device                          one transaction per batch:
+                                                         executemany INSERT of report rows
+                                                         (duplicates skipped by the key
+                                                         device, boot, seq), one UPDATE per
+                                                         touched device, rejection counts.
+
+A full queue pushes back on the caller (``IngestOverloadedError``, or blocking for the
+MQTT consumer) rather than dropping accepted data. A batch that the database refuses
+for a reason other than being unreachable is retried one message per transaction, so
+one bad message never takes a batch down with it; an unreachable database is retried
+with backoff, holding the batch.
+
+The same thread runs the upkeep when it is due: :func:`sweep_offline` and
+:func:`compact_telemetry`, so SQLite sees a single writer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, func, literal_column, select, update
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from fleetguard.auditlog import append_audit_entry
+from fleetguard.core.clock import utcnow
+from fleetguard.core.errors import DependencyError
+from fleetguard.protocol import (
+    ContentType,
+    Heartbeat,
+    MessageKind,
+    MessageRejectedError,
+    RejectReason,
+    TelemetryReport,
+    decode_message,
+)
+from fleetguard.store import Database
+from fleetguard.store.tables import (
+    TelemetryDeviceRow,
+    TelemetryRejectionRow,
+    TelemetryReportRow,
+    TelemetryRollupRow,
+)
+from fleetguard.telemetry._plan import DeviceState, Item, plan_batch
+from fleetguard.telemetry._store import add_rejections, dialect_insert, load_states, write_plan
+from fleetguard.telemetry.errors import IngestOverloadedError, IngestStoppedError
+from fleetguard.telemetry.models import (
+    METRIC_IDS,
+    CompactionResult,
+    DeviceTelemetryStatus,
+    IngestStats,
+    Metric,
+    OfflinePolicy,
+    RetentionPolicy,
+    RollupPoint,
+    Sample,
+    Snapshot,
+    SweepResult,
+)
+
+log = logging.getLogger("fleetguard.telemetry")
+
+SYSTEM_ACTOR = "system:telemetry"
+HOUR_MS = 3_600_000
+_MAX_SEQ = 2**63 - 1
+_STOP = object()
+_FLUSH_MARK = object()
+# Reasons ingestion adds to the protocol's, counted in the same table.
+UNKNOWN_DEVICE = "unknown_device"
+
+CommittedHook = Callable[[Sequence[float]], None]
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _dt(millis: int) -> datetime:
+    return datetime.fromtimestamp(millis / 1000, tz=UTC)
+
+
+def _canonical(device_id: str) -> str:
+    return str(uuid.UUID(device_id))
+
+
+class IngestService:
+    """Accepts device messages from any thread; one writer thread stores them in batches.
+
+    >>> service = IngestService(db)              # doctest: +SKIP
+    >>> service.start()                          # or let the first submit start it
+    >>> service.submit_telemetry(device_id, body, "application/cbor")
+    >>> service.stop()                           # drains the queue, then returns
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        retention: RetentionPolicy | None = None,
+        offline: OfflinePolicy | None = None,
+        max_queue: int = 20_000,
+        max_batch: int = 2_000,
+        linger_s: float = 0.05,
+        sweep_every_s: float | None = 15.0,
+        compact_every_s: float | None = 3600.0,
+        on_committed: CommittedHook | None = None,
+        cache_devices: int = 200_000,
+    ) -> None:
+        self.db = db
+        self.retention = retention or RetentionPolicy()
+        self.offline = offline or OfflinePolicy()
+        self._queue: queue.Queue[Item | object] = queue.Queue(maxsize=max_queue)
+        self._max_batch = max_batch
+        self._linger_s = linger_s
+        self._sweep_every_s = sweep_every_s
+        self._compact_every_s = compact_every_s
+        self._on_committed = on_committed
+        self._cache: dict[str, DeviceState] = {}
+        self._cache_limit = cache_devices
+        self._lock = threading.Lock()
+        self._progress = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._enqueued = 0
+        self._finished = 0
+        self._rejections: dict[tuple[str, str], tuple[int, datetime, datetime]] = {}
+        self._counts = {"accepted": 0, "stored": 0, "duplicates": 0, "expired": 0,
+                        "unknown": 0, "rejected": 0, "batches": 0, "write_errors": 0}
+        self._next_sweep = 0.0
+        self._next_compact = time.monotonic() + 60.0
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            if self._stopping:
+                raise IngestStoppedError("telemetry ingestion has stopped")
+            self._thread = threading.Thread(
+                target=self._run, name="fleetguard-telemetry-writer", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Store everything accepted so far, then end the writer thread."""
+        with self._lock:
+            self._stopping = True
+            thread = self._thread
+        if thread is None:
+            return
+        self._queue.put(_STOP)
+        thread.join(timeout)
+        if thread.is_alive():
+            log.error("telemetry writer did not stop within %.0f s", timeout)
+
+    def __enter__(self) -> IngestService:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until everything submitted (and every rejection counted) so far is stored."""
+        deadline = time.monotonic() + timeout
+        with self._progress:
+            target = self._enqueued
+            rejections = bool(self._rejections)
+            if rejections:
+                self._enqueued += 1  # a marker: the writer counts it done with the flush
+                target = self._enqueued
+        if rejections:
+            self._put(_FLUSH_MARK, None)
+        with self._progress:
+            while self._finished < target:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self.running:
+                    return self._finished >= target
+                self._progress.wait(min(left, 0.5))
+        return True
+
+    def stats(self) -> IngestStats:
+        with self._lock:
+            c = dict(self._counts)
+            queued = self._enqueued - self._finished
+        return IngestStats(
+            accepted=c["accepted"], stored=c["stored"], duplicates=c["duplicates"],
+            dropped_expired=c["expired"], dropped_unknown_device=c["unknown"],
+            rejected=c["rejected"], queued=queued, batches=c["batches"],
+            write_errors=c["write_errors"],
+        )
+
+    # -- the way in -----------------------------------------------------------------
+
+    def submit_telemetry(
+        self, device_id: str, data: bytes, content_type: ContentType | str,
+        *, timeout: float | None = 1.0,
+    ) -> TelemetryReport:
+        message = self.submit(device_id, MessageKind.TELEMETRY, data, content_type,
+                              timeout=timeout)
+        assert isinstance(message, TelemetryReport)
+        return message
+
+    def submit_heartbeat(
+        self, device_id: str, data: bytes, content_type: ContentType | str,
+        *, timeout: float | None = 1.0,
+    ) -> Heartbeat:
+        message = self.submit(device_id, MessageKind.HEARTBEAT, data, content_type,
+                              timeout=timeout)
+        assert isinstance(message, Heartbeat)
+        return message
+
+    def submit(
+        self,
+        device_id: str,
+        kind: MessageKind,
+        data: bytes,
+        content_type: ContentType | str,
+        *,
+        timeout: float | None = 1.0,
+    ) -> TelemetryReport | Heartbeat:
+        """Decode, validate and queue one message of ``device_id`` (authenticated by the caller).
+
+        ``timeout`` bounds the wait for room in the queue (None: wait as long as it takes).
+
+        Raises:
+            MessageRejectedError: the message was refused; the reason is counted.
+            IngestOverloadedError: the queue stayed full for ``timeout``.
+            IngestStoppedError: the service has stopped.
+        """
+        device_id = _canonical(device_id)
+        submitted = time.perf_counter()
+        if kind not in (MessageKind.TELEMETRY, MessageKind.HEARTBEAT):
+            raise ValueError("ingestion takes telemetry and heartbeats")
+        try:
+            message = decode_message(data, content_type, expect=kind)
+            if isinstance(message, TelemetryReport) and message.seq > _MAX_SEQ:
+                raise MessageRejectedError(RejectReason.INVALID, "seq: beyond 2**63 - 1")
+        except MessageRejectedError as exc:
+            self.record_rejection(device_id, exc.reason)
+            raise
+        assert isinstance(message, TelemetryReport | Heartbeat)
+        item = Item(device_id, message, _ms(utcnow()), submitted)
+        self._put(item, timeout)
+        return message
+
+    def record_rejection(self, device_id: str, reason: RejectReason | str) -> None:
+        """Count a refused message of this device (stored with the next batch)."""
+        now = utcnow()
+        key = (_canonical(device_id), str(reason))
+        with self._lock:
+            n, first, _ = self._rejections.get(key, (0, now, now))
+            self._rejections[key] = (n + 1, first, now)
+            self._counts["rejected"] += 1
+
+    def _put(self, item: Item | object, timeout: float | None) -> None:
+        self.start()
+        with self._lock:
+            if self._stopping:
+                raise IngestStoppedError("telemetry ingestion has stopped")
+        try:
+            self._queue.put(item, timeout=timeout)
+        except queue.Full:
+            raise IngestOverloadedError(
+                "telemetry ingestion is busy; retry later", retry_after=1.0
+            ) from None
+        if item is not _FLUSH_MARK:
+            with self._lock:
+                self._enqueued += 1
+                self._counts["accepted"] += 1
+
+    # -- the writer thread ----------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            items, marks, stop = self._drain()
+            try:
+                self._write(items)
+            except Exception:  # never let the writer die; the batch was logged
+                log.exception("telemetry batch failed")
+            with self._progress:
+                self._finished += len(items) + marks
+                self._progress.notify_all()
+            if stop:
+                return
+            self._upkeep()
+
+    def _drain(self) -> tuple[list[Item], int, bool]:
+        items: list[Item] = []
+        marks = 0
+        try:
+            first = self._queue.get(timeout=self._linger_s * 10)
+        except queue.Empty:
+            return items, marks, False
+        pending: list[object] = [first]
+        while len(pending) < self._max_batch:
+            try:
+                pending.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        stop = False
+        for entry in pending:
+            if entry is _STOP:
+                stop = True
+            elif entry is _FLUSH_MARK:
+                marks += 1
+            elif isinstance(entry, Item):
+                items.append(entry)
+        if stop:  # store whatever is still queued before leaving
+            while True:
+                try:
+                    entry = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(entry, Item):
+                    items.append(entry)
+                elif entry is _FLUSH_MARK:
+                    marks += 1
+        return items, marks, stop
+
+    def _take_rejections(self) -> dict[tuple[str, str], tuple[int, datetime, datetime]]:
+        with self._lock:
+            taken, self._rejections = self._rejections, {}
+        return taken
+
+    def _give_back_rejections(
+        self, taken: dict[tuple[str, str], tuple[int, datetime, datetime]]
+    ) -> None:
+        with self._lock:
+            for key, (n, first, last) in taken.items():
+                m, f, _ = self._rejections.get(key, (0, first, last))
+                self._rejections[key] = (n + m, min(first, f), last)
+
+    def _write(self, items: list[Item]) -> None:
+        rejections = self._take_rejections()
+        if not items and not rejections:
+            return
+        delay = 0.25
+        while True:
+            try:
+                self._write_once(items, rejections)
+                return
+            except (OperationalError, DependencyError) as exc:
+                if self._stopping and delay > 8:
+                    log.error("database unreachable at shutdown; %d messages lost", len(items))
+                    return
+                log.warning("database unavailable, retrying the batch in %.1f s: %s", delay, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            except SQLAlchemyError:
+                log.exception("telemetry batch refused; storing its messages one by one")
+                break
+        self._write_one_by_one(items, rejections)
+
+    def _write_one_by_one(
+        self, items: list[Item],
+        rejections: dict[tuple[str, str], tuple[int, datetime, datetime]],
+    ) -> None:
+        try:
+            self._write_once([], rejections)
+        except SQLAlchemyError:
+            log.exception("could not store rejection counts")
+        for item in items:
+            try:
+                self._write_once([item], {})
+            except SQLAlchemyError:
+                log.exception("dropped one message of device %s that the database refused",
+                              item.device_id)
+                with self._lock:
+                    self._counts["write_errors"] += 1
+
+    def _write_once(
+        self, items: list[Item],
+        rejections: dict[tuple[str, str], tuple[int, datetime, datetime]],
+    ) -> None:
+        now_ms = _ms(utcnow())
+        default_ms = int(self.offline.default_interval.total_seconds() * 1000)
+        with self.db.session() as session:
+            known = {i.device_id: self._cache[i.device_id] for i in items
+                     if i.device_id in self._cache}
+            missing = {i.device_id for i in items} - known.keys()
+            unknown: set[str] = set()
+            if missing:
+                loaded, unknown = load_states(session, missing, now_ms=now_ms,
+                                              default_interval_ms=default_ms)
+                known.update(loaded)
+            usable = [i for i in items if i.device_id not in unknown]
+            for device_id in unknown:
+                log.warning("telemetry for a device the registry does not know: %s", device_id)
+            dropped = len(items) - len(usable)
+            if dropped:
+                for i in items:
+                    if i.device_id in unknown:
+                        key = (i.device_id, UNKNOWN_DEVICE)
+                        n, first, _ = rejections.get(key, (0, utcnow(), utcnow()))
+                        rejections[key] = (n + 1, first, utcnow())
+            plan = plan_batch(usable, known, self.retention, self.offline)
+            inserted = write_plan(session, plan)
+            add_rejections(session, rejections)
+        # Committed: only now does the cache learn the new states.
+        if len(self._cache) + len(plan.states) > self._cache_limit:
+            self._cache.clear()
+        self._cache.update(plan.states)
+        attempted = len(plan.report_rows)
+        late_dups = attempted - inserted if inserted >= 0 else 0
+        with self._lock:
+            c = self._counts
+            c["batches"] += 1
+            c["stored"] += attempted - late_dups
+            c["duplicates"] += plan.duplicates + late_dups
+            c["expired"] += plan.expired
+            c["unknown"] += dropped
+        if self._on_committed is not None and items:
+            self._on_committed([i.submitted for i in items])
+
+    def _upkeep(self) -> None:
+        now = time.monotonic()
+        if self._sweep_every_s is not None and now >= self._next_sweep:
+            self._next_sweep = now + self._sweep_every_s
+            try:
+                with self.db.session() as session:
+                    sweep_offline(session, utcnow(), self.offline)
+            except Exception:
+                log.exception("offline sweep failed")
+        if self._compact_every_s is not None and now >= self._next_compact:
+            self._next_compact = now + self._compact_every_s
+            try:
+                with self.db.session() as session:
+                    result = compact_telemetry(session, utcnow(), self.retention)
+                log.info("telemetry compaction: %d rollups, %d raw rows deleted",
+                         result.rollups_written, result.raw_deleted)
+            except Exception:
+                log.exception("telemetry compaction failed")
+
+
+
+# -- offline detection ----------------------------------------------------------------
+
+
+def sweep_offline(
+    session: Session, now: datetime, policy: OfflinePolicy | None = None
+) -> SweepResult:
+    """Flip devices silent for ``missed`` intervals to offline, and back; audit each flip once."""
+    policy = policy or OfflinePolicy()
+    now_ms = _ms(now)
+    t = TelemetryDeviceRow
+    deadline = t.last_seen_ms + policy.missed * t.interval_ms
+    offline = session.execute(
+        update(t).where(t.online.is_(True), deadline < now_ms)
+        .values(online=False, online_changed_ms=now_ms)
+        .returning(t.device_id, t.last_seen_ms, t.interval_ms)
+        .execution_options(synchronize_session=False)
+    ).all()
+    online = session.execute(
+        update(t).where(t.online.is_(False), deadline >= now_ms)
+        .values(online=True, online_changed_ms=now_ms)
+        .returning(t.device_id, t.last_seen_ms, t.interval_ms)
+        .execution_options(synchronize_session=False)
+    ).all()
+    for rows, action in ((offline, "device.offline"), (online, "device.online")):
+        for device_id, last_seen_ms, interval_ms in sorted(rows):
+            append_audit_entry(
+                session, actor=SYSTEM_ACTOR, action=action, target=f"device:{device_id}",
+                details={"last_seen": _dt(last_seen_ms).isoformat(),
+                         "interval_s": interval_ms / 1000, "missed": policy.missed},
+            )
+    return SweepResult(went_offline=sorted(r[0] for r in offline),
+                       came_online=sorted(r[0] for r in online))
+
+
+# -- retention and downsampling ---------------------------------------------------------
+
+_METRIC_COLUMNS = {metric: getattr(TelemetryReportRow, metric.value) for metric in Metric}
+
+
+def compact_telemetry(
+    session: Session, now: datetime, policy: RetentionPolicy | None = None, *,
+    chunk: int = 500,
+) -> CompactionResult:
+    """Roll raw reports older than ``policy.raw`` up into hours, delete them, expire rollups.
+
+    The cut-off is a whole hour, so an hour is rolled up once and completely (ingestion
+    drops reports older than ``policy.raw``, so none arrives for an hour already done).
+    """
+    policy = policy or RetentionPolicy()
+    cutoff = (_ms(now - policy.raw) // HOUR_MS) * HOUR_MS
+    rollup_cutoff = _ms(now - policy.rollups)
+    keys = list(session.execute(select(TelemetryDeviceRow.key).order_by(TelemetryDeviceRow.key))
+                .scalars())
+    r, u = TelemetryReportRow, TelemetryRollupRow
+    written = deleted = expired = 0
+    conn = session.connection()
+    postgres = conn.dialect.name == "postgresql"
+    least = func.least if postgres else func.min
+    greatest = func.greatest if postgres else func.max
+    for start in range(0, len(keys), chunk):
+        part = keys[start : start + chunk]
+        for metric, column in _METRIC_COLUMNS.items():
+            hour = (r.ts // HOUR_MS) * HOUR_MS
+            source = (
+                select(r.device_key, literal_column(str(METRIC_IDS[metric])), hour,
+                       func.count(column), func.min(column), func.max(column),
+                       func.avg(column))
+                .where(r.device_key.in_(part), r.ts < cutoff, column.is_not(None))
+                .group_by(r.device_key, hour)
+            )
+            stmt = dialect_insert(conn, u.__table__).from_select(  # type: ignore[arg-type]
+                ["device_key", "metric", "hour_ms", "samples", "min_value", "max_value",
+                 "avg_value"], source,
+            )
+            ex = stmt.excluded
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["device_key", "metric", "hour_ms"],
+                set_={
+                    "samples": u.samples + ex.samples,
+                    "min_value": least(u.min_value, ex.min_value),
+                    "max_value": greatest(u.max_value, ex.max_value),
+                    "avg_value": (u.avg_value * u.samples + ex.avg_value * ex.samples)
+                    / (u.samples + ex.samples),
+                },
+            )
+            written += max(conn.execute(stmt).rowcount, 0)
+        deleted += max(conn.execute(
+            delete(r).where(r.device_key.in_(part), r.ts < cutoff)
+        ).rowcount, 0)
+        expired += max(conn.execute(
+            delete(u).where(u.device_key.in_(part), u.hour_ms < rollup_cutoff)
+        ).rowcount, 0)
+    return CompactionResult(raw_cutoff=_dt(cutoff), rollups_written=written,
+                            raw_deleted=deleted, rollups_deleted=expired)
+
+
+# -- reads ------------------------------------------------------------------------------
+
+
+def _key_of(session: Session, device_id: str) -> int | None:
+    try:
+        canonical = _canonical(device_id)
+    except ValueError:
+        return None
+    key: int | None = session.execute(
+        select(TelemetryDeviceRow.key).where(TelemetryDeviceRow.device_id == canonical)
+    ).scalar_one_or_none()
+    return key
+
+
+def read_series(
+    session: Session, device_id: str, metric: Metric, *,
+    since: datetime, until: datetime | None = None,
+) -> list[Sample]:
+    """Raw samples of one metric, oldest first (reports where it was unknown are left out)."""
+    key = _key_of(session, device_id)
+    if key is None:
+        return []
+    column = _METRIC_COLUMNS[Metric(metric)]
+    r = TelemetryReportRow
+    query = select(r.ts, column).where(r.device_key == key, r.ts >= _ms(since),
+                                       column.is_not(None))
+    if until is not None:
+        query = query.where(r.ts < _ms(until))
+    return [Sample(_dt(ts), float(v)) for ts, v in session.execute(query.order_by(r.ts, r.seq))]
+
+
+def read_rollups(
+    session: Session, device_id: str, metric: Metric, *,
+    since: datetime, until: datetime | None = None,
+) -> list[RollupPoint]:
+    key = _key_of(session, device_id)
+    if key is None:
+        return []
+    u = TelemetryRollupRow
+    query = select(u).where(u.device_key == key, u.metric == METRIC_IDS[Metric(metric)],
+                            u.hour_ms >= _ms(since))
+    if until is not None:
+        query = query.where(u.hour_ms < _ms(until))
+    return [RollupPoint(_dt(row.hour_ms), row.samples, row.min_value, row.max_value,
+                        row.avg_value)
+            for row in session.execute(query.order_by(u.hour_ms)).scalars()]
+
+
+def device_status(session: Session, device_id: str) -> DeviceTelemetryStatus | None:
+    """Online state and delivery bookkeeping; None for a device that never reported."""
+    row = _device_row(session, device_id)
+    if row is None:
+        return None
+    return DeviceTelemetryStatus(
+        device_id=row.device_id, online=row.online,
+        online_changed_at=_dt(row.online_changed_ms), last_seen_at=_dt(row.last_seen_ms),
+        last_report_at=_dt(row.last_report_ms) if row.last_report_ms is not None else None,
+        interval=timedelta(milliseconds=row.interval_ms), boot_id=row.boot_id,
+        last_seq=row.last_seq, agent_version=row.agent_version,
+    )
+
+
+def latest_snapshot(session: Session, device_id: str) -> Snapshot | None:
+    row = _device_row(session, device_id)
+    if row is None:
+        return None
+    return Snapshot(
+        at=_dt(row.snapshot_ms) if row.snapshot_ms is not None else None,
+        listening=json.loads(row.listening), connections=json.loads(row.connections),
+        new_executables=json.loads(row.new_executables),
+    )
+
+
+def _device_row(session: Session, device_id: str) -> TelemetryDeviceRow | None:
+    try:
+        canonical = _canonical(device_id)
+    except ValueError:
+        return None
+    return session.execute(
+        select(TelemetryDeviceRow).where(TelemetryDeviceRow.device_id == canonical)
+    ).scalar_one_or_none()
+
+
+def rejection_counts(
+    session: Session, device_id: str | None = None
+) -> dict[str, dict[str, int]]:
+    """Refused messages as ``{device_id: {reason: count}}``."""
+    query = select(TelemetryRejectionRow.device_id, TelemetryRejectionRow.reason,
+                   TelemetryRejectionRow.count)
+    if device_id is not None:
+        query = query.where(TelemetryRejectionRow.device_id == _canonical(device_id))
+    out: dict[str, dict[str, int]] = {}
+    for dev, reason, count in session.execute(query):
+        out.setdefault(dev, {})[reason] = int(count)
+    return out
+
+
+def online_devices(session: Session) -> dict[str, bool]:
+    """Every reporting device's recorded online state."""
+    rows = session.execute(select(TelemetryDeviceRow.device_id, TelemetryDeviceRow.online))
+    return {device_id: bool(online) for device_id, online in rows}
+
+
+__all__ = [
+    "SYSTEM_ACTOR",
+    "UNKNOWN_DEVICE",
+    "IngestService",
+    "compact_telemetry",
+    "device_status",
+    "latest_snapshot",
+    "online_devices",
+    "read_rollups",
+    "read_series",
+    "rejection_counts",
+    "sweep_offline",
+]

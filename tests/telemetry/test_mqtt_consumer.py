@@ -1,0 +1,139 @@
+"""The MQTT consumer against a real Mosquitto requiring client certificates from a test fleet CA."""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from fleetguard.core.clock import utcnow
+from fleetguard.protocol import encode_message
+from fleetguard.store import Database
+from fleetguard.telemetry import IngestService, Metric, read_series, rejection_counts
+from fleetguard.telemetry.mqtt_consumer import MqttConsumer, MqttSettings
+from tests.protocol import samples
+from tests.telemetry.mqtt_lab import MOSQUITTO, Broker, FleetCA, Pair
+from tests.telemetry.support import add_device, report
+
+pytestmark = pytest.mark.skipif(not Path(MOSQUITTO).exists(), reason="mosquitto is not installed")
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[tuple[FleetCA, Broker]]:
+    ca = FleetCA(tmp_path)
+    broker = Broker(tmp_path, ca)
+    broker.start()
+    yield ca, broker
+    broker.stop()
+
+
+def _publisher(ca: FleetCA, broker: Broker, pair: Pair, client_id: str) -> mqtt.Client:
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id)
+    ctx = ssl.create_default_context(cafile=str(ca.ca_file))
+    ctx.load_cert_chain(pair.cert, pair.key)
+    client.tls_set_context(ctx)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    return client
+
+
+def _publish(client: mqtt.Client, topic: str, payload: bytes) -> None:
+    info = client.publish(topic, payload, qos=1)
+    info.wait_for_publish(timeout=10)
+    assert info.is_published()
+
+
+def _consumer(ingest: IngestService, ca: FleetCA, broker: Broker) -> MqttConsumer:
+    service = ca.issue("fleetguard-service")
+    return MqttConsumer(ingest, MqttSettings(
+        host="127.0.0.1", port=broker.port, ca_file=ca.ca_file, cert_file=service.cert,
+        key_file=service.key, reconnect_min_s=1, reconnect_max_s=2,
+    ))
+
+
+def _wait(predicate, timeout: float = 15) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return bool(predicate())
+
+
+def test_consumer_ingests_good_telemetry_and_survives_bad_payloads(
+    db: Database, ingest: IngestService, lab: tuple[FleetCA, Broker]
+) -> None:
+    ca, broker = lab
+    device = add_device(db)
+    consumer = _consumer(ingest, ca, broker)
+    consumer.start()
+    try:
+        assert consumer.wait_connected(15)
+        time.sleep(0.3)  # the subscription lands
+        pub = _publisher(ca, broker, ca.issue(device), device)
+        topic = f"fg/d/{device}/telemetry"
+        start = utcnow()
+        bad = [b"\xff\xfe", b"{broken", b"", encode_message(samples.heartbeat(), "application/cbor")]
+        for seq in range(1, 6):
+            _publish(pub, topic, encode_message(report(seq, cpu_percent=float(seq)), "application/cbor" if seq % 2 else "application/json"))
+            _publish(pub, topic, bad[seq % len(bad)])
+        _publish(pub, f"fg/d/{device}/heartbeat", encode_message(samples.heartbeat(), "application/cbor"))
+        _publish(pub, "fg/d/NOT-A-UUID/telemetry", b"{}")
+        _publish(pub, f"fg/d/{device.upper()}/telemetry", encode_message(report(99), "application/cbor"))
+        pub.loop_stop()
+        pub.disconnect()
+        assert _wait(lambda: consumer.stats.received == 13), consumer.stats
+        assert ingest.flush()
+    finally:
+        consumer.stop()
+    assert consumer.stats.accepted == 6 and consumer.stats.bad_topics == 2
+    with db.session() as session:
+        cpu = [s.value for s in read_series(session, device, Metric.CPU_PERCENT, since=start.replace(year=2000))]
+        counts = rejection_counts(session)
+    assert cpu == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert sum(counts[device].values()) == 5 and counts[device]["unexpected_kind"] == 1
+
+
+def test_consumer_reconnects_after_a_broker_restart(
+    db: Database, ingest: IngestService, lab: tuple[FleetCA, Broker]
+) -> None:
+    ca, broker = lab
+    device = add_device(db)
+    consumer = _consumer(ingest, ca, broker)
+    consumer.start()
+    try:
+        assert consumer.wait_connected(15)
+        broker.stop()
+        assert _wait(lambda: not consumer.connected, 10)
+        broker.start()
+        assert _wait(lambda: consumer.connected and consumer.stats.connects >= 2, 20)
+        time.sleep(0.3)
+        pub = _publisher(ca, broker, ca.issue(device), device)
+        _publish(pub, f"fg/d/{device}/telemetry", encode_message(report(1), "application/cbor"))
+        pub.loop_stop()
+        pub.disconnect()
+        assert _wait(lambda: consumer.stats.accepted == 1)
+    finally:
+        consumer.stop()
+
+
+def test_a_client_without_a_fleet_certificate_is_refused(tmp_path: Path, lab: tuple[FleetCA, Broker]) -> None:
+    ca, broker = lab
+    (tmp_path / "other").mkdir()
+    pair = FleetCA(tmp_path / "other").issue("intruder")
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="intruder")
+    ctx = ssl.create_default_context(cafile=str(ca.ca_file))
+    ctx.load_cert_chain(pair.cert, pair.key)
+    client.tls_set_context(ctx)
+    try:
+        client.connect("127.0.0.1", broker.port)
+        for _ in range(4):
+            client.loop(timeout=0.5)
+    except (ssl.SSLError, OSError):
+        pass  # refused in the handshake (TLS 1.2), or on the first read (TLS 1.3)
+    assert not client.is_connected()
