@@ -6,6 +6,7 @@ Typical use::
     ca = init_fleet_ca(data_dir / "ca", backend)            # once (`fleetguard ca init`)
     ca = open_fleet_ca(data_dir / "ca", backend)            # every start after that
     issued = ca.issue_device_certificate(csr_pem, device_id)
+    service = ca.issue_service_certificate(public_key, "fleetguard-platform")
     ca.publish_crls([Revocation(serial, revoked_at, RevocationReason.KEY_COMPROMISE)])
 
 CA keys live in a :class:`KeyBackend`: sealed files under the master key
@@ -24,6 +25,7 @@ from fleetguard.pki._ca import (
     DEFAULT_ISSUING_VALIDITY,
     DEFAULT_ROOT_VALIDITY,
     DEFAULT_SERVER_VALIDITY,
+    DEFAULT_SERVICE_VALIDITY,
     FleetCA,
     init_fleet_ca,
     open_fleet_ca,
@@ -33,9 +35,11 @@ from fleetguard.pki._pkcs11 import Pkcs11KeyBackend
 from fleetguard.pki._x509 import (
     CLAIM_URI_PREFIX,
     DEVICE_URI_PREFIX,
+    SERVICE_URI_PREFIX,
     certificate_sha256,
     claim_uri,
     device_uri,
+    service_uri,
     spki_sha256,
 )
 from fleetguard.pki.models import (
@@ -58,8 +62,10 @@ __all__ = [
     "DEFAULT_ISSUING_VALIDITY",
     "DEFAULT_ROOT_VALIDITY",
     "DEFAULT_SERVER_VALIDITY",
+    "DEFAULT_SERVICE_VALIDITY",
     "DEVICE_URI_PREFIX",
     "MAX_CSR_BYTES",
+    "SERVICE_URI_PREFIX",
     "CaCertificate",
     "CaRole",
     "CaSigningKey",
@@ -82,5 +88,6 @@ __all__ = [
     "load_csr",
     "open_fleet_ca",
     "rewrap_sealed_ca_keys",
+    "service_uri",
     "spki_sha256",
 ]

@@ -69,10 +69,13 @@ DEFAULT_ROOT_VALIDITY = timedelta(days=3650)
 DEFAULT_ISSUING_VALIDITY = timedelta(days=730)
 DEFAULT_DEVICE_VALIDITY = timedelta(days=30)
 DEFAULT_SERVER_VALIDITY = timedelta(days=90)
+DEFAULT_SERVICE_VALIDITY = timedelta(days=90)
 DEFAULT_CRL_LIFETIME = timedelta(days=2)
 MAX_LEAF_VALIDITY = timedelta(days=398)
 
 _FLEET_NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9 ._-]{0,39}\Z")
+# Lowercase and starting with a letter; UUIDs are refused too: a service can't pose as a device.
+_SERVICE_NAME_RE = re.compile(r"\A[a-z][a-z0-9._-]{0,62}\Z")
 _DNS_RE = re.compile(
     r"\A(?=.{1,253}\Z)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\Z"
 )
@@ -490,6 +493,41 @@ class FleetCA:
         )
         return self._issued(cert, issuer, public, None)
 
+    def issue_service_certificate(
+        self,
+        public_key: CertificatePublicKeyTypes,
+        name: str,
+        *,
+        validity: timedelta = DEFAULT_SERVICE_VALIDITY,
+        now: datetime | None = None,
+    ) -> IssuedCertificate:
+        """A client certificate for one of the platform's own services.
+
+        ``CN=<name>``, the only SAN is ``urn:fleetguard:service:<name>``, clientAuth,
+        CA:false. ``name`` is 1-63 lowercase letters, digits, dots, dashes or underscores
+        and starts with a letter, so it can never equal a device's UUID common name.
+        """
+        if not isinstance(name, str) or not _SERVICE_NAME_RE.match(name) or _is_uuid(name):
+            raise InvalidCertificateParametersError(
+                "service name: 1-63 lowercase letters, digits, '.', '-' or '_', "
+                "starting with a letter"
+            )
+        _check_validity(validity, MAX_LEAF_VALIDITY, "service certificate")
+        public = check_public_key(public_key)
+        issuer = self._active_issuer()
+        not_before, not_after = self._window(issuer, validity, now)
+        cert = _x509.build_client_certificate(
+            issuer.signer,
+            issuer.ca.certificate,
+            issuer.aki,
+            public,
+            name,
+            _x509.service_uri(name),
+            not_before=not_before,
+            not_after=not_after,
+        )
+        return self._issued(cert, issuer, public, None)
+
     def _window(
         self, issuer: _Issuer, validity: timedelta, now: datetime | None
     ) -> tuple[datetime, datetime]:
@@ -702,6 +740,14 @@ class FleetCA:
         ensure_private_dir(self._dir)
         write_atomic(path, f"{last + 1}\n".encode())
         return last + 1
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _dns_name(name: str) -> str:

@@ -24,6 +24,8 @@ BACKDATE = timedelta(minutes=5)
 DEVICE_URI_PREFIX = "urn:fleetguard:device:"
 # Claim certificates are shared by a production batch and may only enroll.
 CLAIM_URI_PREFIX = "urn:fleetguard:claim:"
+# Service certificates name one of the platform's own clients (e.g. its MQTT identity).
+SERVICE_URI_PREFIX = "urn:fleetguard:service:"
 
 _REASONS = {
     RevocationReason.KEY_COMPROMISE: x509.ReasonFlags.key_compromise,
@@ -163,6 +165,10 @@ def claim_uri(batch_id: uuid.UUID) -> str:
     return f"{CLAIM_URI_PREFIX}{batch_id}"
 
 
+def service_uri(name: str) -> str:
+    return f"{SERVICE_URI_PREFIX}{name}"
+
+
 def build_device_certificate(
     signer: CaSigningKey,
     issuer: x509.Certificate,
@@ -175,9 +181,27 @@ def build_device_certificate(
     uri: str | None = None,
 ) -> x509.Certificate:
     """A clientAuth leaf named by a UUID; ``uri`` picks the profile (device by default)."""
+    return build_client_certificate(
+        signer, issuer, issuer_aki, public, str(device_id), uri or device_uri(device_id),
+        not_before=not_before, not_after=not_after,
+    )
+
+
+def build_client_certificate(
+    signer: CaSigningKey,
+    issuer: x509.Certificate,
+    issuer_aki: x509.AuthorityKeyIdentifier,
+    public: CertificatePublicKeyTypes,
+    common_name: str,
+    uri: str,
+    *,
+    not_before: datetime,
+    not_after: datetime,
+) -> x509.Certificate:
+    """The clientAuth leaf profile: ``CN=<common_name>``, one URI SAN, CA:false."""
     return (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, str(device_id))]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .issuer_name(issuer.subject)
         .public_key(public)
         .serial_number(random_serial())
@@ -187,9 +211,7 @@ def build_device_certificate(
         .add_extension(_DEVICE_KEY_USAGE, critical=True)
         .add_extension(_DEVICE_EKU, critical=False)
         .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.UniformResourceIdentifier(uri or device_uri(device_id))]
-            ),
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]),
             critical=False,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)

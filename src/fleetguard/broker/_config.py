@@ -1,0 +1,294 @@
+"""The files the broker runs on: ``mosquitto.conf``, the dynsec JSON, the service identity.
+
+Layout of ``<data_dir>/broker`` (mode 0700, like the data dir)::
+
+    mosquitto.conf       regenerated on every start; do not edit
+    mosquitto.log        the broker's log (its stderr)
+    service/             the platform's own MQTT identity: service.crt (+ chain), service.key
+    state/dynsec.json    dynamic security state: written by us once, then by the plugin
+    state/mosquitto.db   persistence (when on)
+
+The broker's server certificate is the installation's (``<data_dir>/tls``), its trust
+anchors the fleet CA bundle, its CRL file the fleet CA's ``crl/crls.pem``.
+
+Privileges: mosquitto started as root drops to the ``mosquitto`` account and can then
+no longer reach a data dir that is 0700. We write ``user <the current account>``, so the
+broker runs as the account that owns the data dir and nothing there is opened to anyone
+else: the server key, the dynsec state and the CRLs stay private. Running fleetguard (and
+so the broker) as a dedicated unprivileged account is the recommended deployment; as
+root the broker keeps root, which we log as a warning.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import pwd
+import shutil
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from fleetguard.broker import _acl
+from fleetguard.broker.errors import BrokerConfigError, MosquittoNotFoundError
+from fleetguard.broker.models import BrokerConfig, BrokerFiles
+from fleetguard.core.clock import utcnow
+from fleetguard.core.config import Settings
+from fleetguard.pki import FleetCA
+
+log = logging.getLogger(__name__)
+
+SERVICE_CERT_VALIDITY = timedelta(days=90)
+SERVICE_CERT_RENEW_BEFORE = timedelta(days=30)
+
+_MOSQUITTO_CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+_PLUGIN_GLOBS = (
+    "/usr/lib/*/mosquitto_dynamic_security.so",
+    "/usr/lib/mosquitto_dynamic_security.so",
+    "/usr/local/lib/mosquitto_dynamic_security.so",
+    "/usr/local/lib/*/mosquitto_dynamic_security.so",
+)
+
+
+def find_mosquitto(explicit: Path | None = None) -> Path:
+    if explicit is not None:
+        if not os.access(explicit, os.X_OK):
+            raise MosquittoNotFoundError(f"{explicit} is not an executable mosquitto")
+        return explicit
+    found = shutil.which("mosquitto")
+    for candidate in (found, *_MOSQUITTO_CANDIDATES):
+        if candidate and os.access(candidate, os.X_OK):
+            return Path(candidate)
+    raise MosquittoNotFoundError(
+        "mosquitto is not installed (Debian/Ubuntu: `apt-get install mosquitto`)"
+    )
+
+
+def find_dynsec_plugin(explicit: Path | None = None) -> Path:
+    if explicit is not None:
+        if not explicit.is_file():
+            raise MosquittoNotFoundError(f"no dynamic security plugin at {explicit}")
+        return explicit
+    for pattern in _PLUGIN_GLOBS:
+        for match in sorted(glob.glob(pattern)):
+            return Path(match)
+    raise MosquittoNotFoundError(
+        "the mosquitto dynamic security plugin (mosquitto_dynamic_security.so) is missing; "
+        "it ships with mosquitto 2.0 or newer"
+    )
+
+
+def _check_path(path: Path) -> Path:
+    # mosquitto.conf has no quoting: a value ends at the first blank.
+    if any(c.isspace() for c in str(path)):
+        raise BrokerConfigError(f"mosquitto cannot use a path with blanks: {str(path)!r}")
+    return path
+
+
+def _check_listener(config: BrokerConfig) -> None:
+    if not 0 < config.port < 65536:
+        raise BrokerConfigError(f"port {config.port} is out of range")
+    if not config.host or any(c.isspace() or c in "#/" for c in config.host):
+        raise BrokerConfigError(f"not a listen address: {config.host!r}")
+
+
+def broker_files(settings: Settings, ca: FleetCA, config: BrokerConfig) -> BrokerFiles:
+    """Where everything is, without writing anything."""
+    _check_listener(config)
+    directory = settings.data_dir / "broker"
+    state = directory / "state"
+    service = directory / "service"
+    files = BrokerFiles(
+        directory=directory,
+        config_file=directory / "mosquitto.conf",
+        state_dir=state,
+        dynsec_file=state / "dynsec.json",
+        log_file=directory / "mosquitto.log",
+        ca_bundle=ca.bundle_path,
+        crl_file=ca.crl_directory / "crls.pem",
+        server_cert=settings.server_cert_file,
+        server_key=settings.server_key_file,
+        service_cert=service / "service.crt",
+        service_key=service / "service.key",
+        service_name=config.service_name,
+        host=config.host,
+        port=config.port,
+    )
+    for path in (files.directory, files.ca_bundle, files.crl_file, files.server_cert,
+                 files.server_key):
+        _check_path(path)
+    return files
+
+
+def render_config(files: BrokerFiles, config: BrokerConfig, plugin: Path) -> str:
+    """mosquitto.conf: one mutual-TLS listener, dynsec, nothing else."""
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    persistence = (
+        ["persistence true", f"persistence_location {files.state_dir}/", "autosave_interval 60"]
+        if config.persistence
+        else ["persistence false"]
+    )
+    lines = [
+        "# Generated by fleetguard on every `fleetguard broker` start: edits are lost.",
+        "# Mutual TLS only; every client is named by its certificate's CN; the dynamic",
+        "# security plugin decides every publish and subscribe (default: deny).",
+        "# The CRL is re-read on SIGHUP only, and only for new connections: the platform",
+        "# sends SIGHUP when the CRL changes and kicks revoked devices itself.",
+        "per_listener_settings false",
+        "allow_anonymous false",
+        # See the module docstring: the broker stays with the data dir's owner.
+        f"user {user}",
+        *persistence,
+        "log_dest stderr",
+        "log_type error",
+        "log_type warning",
+        # notice: connections and kicks; "information" would log every dynsec
+        # request, i.e. each reconcile pass, every second.
+        "log_type notice",
+        "connection_messages true",
+        "log_timestamp true",
+        "log_timestamp_format %Y-%m-%dT%H:%M:%S",
+        f"plugin {_check_path(plugin)}",
+        f"plugin_opt_config_file {_check_path(files.dynsec_file)}",
+        "",
+        f"listener {files.port} {files.host}",
+        "protocol mqtt",
+        f"certfile {files.server_cert}",
+        f"keyfile {files.server_key}",
+        f"cafile {files.ca_bundle}",
+        f"crlfile {files.crl_file}",
+        "require_certificate true",
+        "use_identity_as_username true",
+        "tls_version tlsv1.2",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def initial_dynsec(service_name: str) -> dict[str, Any]:
+    """The plugin's first state: the service identity is the admin; all else is denied."""
+    return {
+        "defaultACLAccess": dict(_acl.DEFAULT_ACL_ACCESS),
+        "clients": [_service_client(service_name)],
+        "groups": [],
+        "roles": [
+            {"rolename": _acl.ADMIN_ROLE, "textname": "fleetguard: dynamic security admin",
+             "acls": _acl.admin_acls()},
+            {"rolename": _acl.SERVICE_ROLE, "textname": "fleetguard: the platform",
+             "acls": _acl.service_acls()},
+        ],
+    }
+
+
+def _service_client(service_name: str) -> dict[str, Any]:
+    # No password: the broker takes the name from the certificate and never asks for one.
+    return {
+        "username": service_name,
+        "textname": "fleetguard platform (certificate identity)",
+        "roles": [{"rolename": _acl.ADMIN_ROLE, "priority": 10},
+                  {"rolename": _acl.SERVICE_ROLE, "priority": 5}],
+    }
+
+
+def _merge_dynsec(state: dict[str, Any], service_name: str) -> dict[str, Any]:
+    """Keep the plugin's state, but put our baseline (admin, service, deny) back."""
+    fresh = initial_dynsec(service_name)
+    state["defaultACLAccess"] = fresh["defaultACLAccess"]
+    ours = {r["rolename"]: r for r in fresh["roles"]}
+    roles = [r for r in state.get("roles", []) if r.get("rolename") not in ours]
+    state["roles"] = roles + list(ours.values())
+    clients = [c for c in state.get("clients", []) if c.get("username") != service_name]
+    state["clients"] = [*clients, _service_client(service_name)]
+    state.setdefault("groups", [])
+    return state
+
+
+def _write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _service_cert_is_current(files: BrokerFiles, ca: FleetCA) -> bool:
+    if not files.service_cert.exists() or not files.service_key.exists():
+        return False
+    try:
+        cert = x509.load_pem_x509_certificate(files.service_cert.read_bytes())
+    except ValueError:
+        return False
+    cn = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    issuers = {c.certificate.subject for c in ca.issuing_cas if c.not_after > utcnow()}
+    fresh = cert.not_valid_after_utc - utcnow() > SERVICE_CERT_RENEW_BEFORE
+    return cn == [files.service_name] and cert.issuer in issuers and fresh
+
+
+def _ensure_service_identity(files: BrokerFiles, ca: FleetCA) -> None:
+    if _service_cert_is_current(files, ca):
+        return
+    key = ec.generate_private_key(ec.SECP256R1())
+    issued = ca.issue_service_certificate(
+        key.public_key(), files.service_name, validity=SERVICE_CERT_VALIDITY
+    )
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    _write_private(files.service_key, pem)
+    _write_private(files.service_cert, issued.chain_pem)
+    log.info("broker service identity %s issued (serial %s, until %s)",
+             files.service_name, issued.serial_hex, issued.not_after.isoformat())
+
+
+def _ensure_dynsec(files: BrokerFiles) -> None:
+    if files.dynsec_file.exists():
+        try:
+            state = json.loads(files.dynsec_file.read_text())
+            if not isinstance(state, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            raise BrokerConfigError(
+                f"{files.dynsec_file} is unreadable ({exc}); move it away to start afresh "
+                "(the platform re-creates every device's access within a second)"
+            ) from exc
+        state = _merge_dynsec(state, files.service_name)
+    else:
+        state = initial_dynsec(files.service_name)
+    _write_private(files.dynsec_file, json.dumps(state, indent=2).encode() + b"\n")
+
+
+def write_broker_files(
+    settings: Settings, ca: FleetCA, config: BrokerConfig, *, plugin: Path
+) -> BrokerFiles:
+    """Write the config, the dynsec baseline and the service identity (idempotent).
+
+    Call it while the broker is stopped: the plugin owns the dynsec file while it runs.
+    """
+    files = broker_files(settings, ca, config)
+    for directory in (files.directory, files.state_dir, files.service_cert.parent):
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
+    missing = [p for p in (files.ca_bundle, files.crl_file, files.server_cert, files.server_key)
+               if not p.exists()]
+    if missing:
+        raise BrokerConfigError(
+            f"the installation lacks {', '.join(map(str, missing))} (run `fleetguard init`)"
+        )
+    if os.geteuid() == 0:
+        log.warning("running as root: the broker keeps root too (see `fleetguard broker "
+                    "--help`); prefer a dedicated unprivileged account")
+    _ensure_service_identity(files, ca)
+    _ensure_dynsec(files)
+    _write_private(files.config_file, render_config(files, config, plugin).encode())
+    return files

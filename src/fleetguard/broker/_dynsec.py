@@ -1,0 +1,273 @@
+"""A synchronous client for Mosquitto's ``$CONTROL/dynamic-security/v1`` API.
+
+It connects over mutual TLS as the platform's service identity, subscribes to the
+response topic, and sends each request with a ``correlationData`` per command; the reply
+is matched on it, so several admins (or stray replies) never mix. paho-mqtt's network
+thread reconnects on its own; a request while the link is down fails at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import ssl
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from fleetguard.broker._acl import CONTROL_TOPIC, RESPONSE_TOPIC
+from fleetguard.broker.errors import (
+    BrokerUnavailableError,
+    DynsecCommandError,
+    DynsecTimeoutError,
+)
+from fleetguard.broker.models import BrokerFiles
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 5.0
+MAX_COMMANDS_PER_REQUEST = 200
+
+
+@dataclass
+class _Pending:
+    expected: int
+    done: threading.Event = field(default_factory=threading.Event)
+    responses: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+def tls_context(ca_file: str, cert_file: str, key_file: str) -> ssl.SSLContext:
+    """TLS 1.2+ client context that verifies the broker against the fleet CA bundle."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert_file, key_file)
+    return ctx
+
+
+class DynsecAdmin:
+    """Request/response over ``$CONTROL``; use as a context manager or call ``close``."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        ca_file: str,
+        cert_file: str,
+        key_file: str,
+        client_id: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self._host, self._port, self._timeout = host, port, timeout
+        self._ctx = tls_context(ca_file, cert_file, key_file)
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"fleetguard-dynsec-{secrets.token_hex(4)}",
+            protocol=mqtt.MQTTv5,
+        )
+        self._client.tls_set_context(self._ctx)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=5)
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
+        self._client.on_disconnect = self._on_disconnect
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._ready_error: str | None = None
+        self._pending: dict[str, _Pending] = {}
+        self._sub_mid: int | None = None
+        self._started = False
+        self._closing = False
+
+    @classmethod
+    def for_files(cls, files: BrokerFiles, *, timeout: float = DEFAULT_TIMEOUT) -> DynsecAdmin:
+        return cls(
+            files.connect_host, files.port, ca_file=str(files.ca_bundle),
+            cert_file=str(files.service_cert), key_file=str(files.service_key), timeout=timeout,
+        )
+
+    def __enter__(self) -> DynsecAdmin:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._ready.is_set()
+
+    # -- link -----------------------------------------------------------------------------
+
+    def connect(self, timeout: float | None = None) -> None:
+        """Connect, subscribe to the replies, and wait until both are confirmed."""
+        wait = self._timeout if timeout is None else timeout
+        try:
+            self._client.connect(self._host, self._port, keepalive=30)
+        except (OSError, ssl.SSLError) as exc:
+            raise BrokerUnavailableError(
+                f"cannot reach the broker at {self._host}:{self._port} as the service "
+                f"identity: {exc}"
+            ) from exc
+        self._client.loop_start()
+        self._started = True
+        if not self._ready.wait(wait):
+            problem = self._ready_error or "no CONNACK/SUBACK in time"
+            self.close()
+            raise BrokerUnavailableError(f"broker control channel not ready: {problem}")
+
+    def close(self) -> None:
+        self._closing = True
+        if self._started:
+            self._client.disconnect()
+            self._client.loop_stop()
+            self._started = False
+        self._ready.clear()
+        with self._lock:
+            for pending in self._pending.values():
+                pending.done.set()
+
+    def _on_connect(
+        self, client: mqtt.Client, _u: object, _f: object, rc: ReasonCode, _p: object
+    ) -> None:
+        if rc.is_failure:
+            self._ready_error = f"connection refused: {rc}"
+            return
+        result, mid = client.subscribe(RESPONSE_TOPIC, qos=1)
+        if result != mqtt.MQTT_ERR_SUCCESS:
+            self._ready_error = f"subscribe failed: {mqtt.error_string(result)}"
+        self._sub_mid = mid
+
+    def _on_subscribe(
+        self, _c: mqtt.Client, _u: object, mid: int, codes: list[ReasonCode], _p: object
+    ) -> None:
+        if mid != self._sub_mid:
+            return
+        if not codes or codes[0].is_failure:
+            self._ready_error = (
+                f"subscribing to {RESPONSE_TOPIC} was refused ({codes[0] if codes else '?'}); "
+                "is the service identity the dynsec admin?"
+            )
+            return
+        self._ready_error = None
+        self._ready.set()
+
+    def _on_disconnect(
+        self, _c: mqtt.Client, _u: object, _f: object, rc: ReasonCode, _p: object
+    ) -> None:
+        if self._ready.is_set() and not self._closing:
+            log.warning("broker control channel lost (%s); reconnecting", rc)
+        self._ready.clear()
+        with self._lock:
+            for pending in self._pending.values():
+                pending.done.set()
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic != RESPONSE_TOPIC:
+            return
+        try:
+            responses = json.loads(msg.payload)["responses"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring an unreadable dynsec response")
+            return
+        if not isinstance(responses, list):
+            return
+        with self._lock:
+            for item in responses:
+                if not isinstance(item, dict):
+                    continue
+                tag = str(item.get("correlationData", ""))
+                request_id, _, index = tag.rpartition(".")
+                pending = self._pending.get(request_id)
+                if pending is None or not index.isdigit():
+                    continue
+                pending.responses[int(index)] = item
+                if len(pending.responses) >= pending.expected:
+                    pending.done.set()
+
+    # -- requests -------------------------------------------------------------------------
+
+    def request(
+        self, commands: Sequence[Mapping[str, Any]], *, timeout: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Send commands (in batches), return one response per command, in order.
+
+        A response with ``"error"`` is returned, not raised: see :meth:`execute`.
+        """
+        out: list[dict[str, Any]] = []
+        for start in range(0, len(commands), MAX_COMMANDS_PER_REQUEST):
+            batch = commands[start : start + MAX_COMMANDS_PER_REQUEST]
+            out += self._request_once(batch, self._timeout if timeout is None else timeout)
+        return out
+
+    def _request_once(
+        self, commands: Sequence[Mapping[str, Any]], timeout: float
+    ) -> list[dict[str, Any]]:
+        if not commands:
+            return []
+        if not self._ready.is_set():
+            raise BrokerUnavailableError("the broker control channel is not connected")
+        request_id = secrets.token_hex(8)
+        tagged = [{**c, "correlationData": f"{request_id}.{i}"} for i, c in enumerate(commands)]
+        pending = _Pending(expected=len(tagged))
+        with self._lock:
+            self._pending[request_id] = pending
+        try:
+            info = self._client.publish(
+                CONTROL_TOPIC, json.dumps({"commands": tagged}), qos=1
+            )
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                raise BrokerUnavailableError(
+                    f"could not send a control request: {mqtt.error_string(info.rc)}"
+                )
+            if not pending.done.wait(timeout):
+                names = sorted({str(c.get("command")) for c in commands})
+                raise DynsecTimeoutError(
+                    f"no dynsec response within {timeout:g} s to {', '.join(names)}"
+                )
+            if len(pending.responses) < pending.expected:
+                raise BrokerUnavailableError("the broker control channel closed mid-request")
+            return [pending.responses[i] for i in range(pending.expected)]
+        finally:
+            with self._lock:
+                self._pending.pop(request_id, None)
+
+    def execute(
+        self,
+        commands: Sequence[Mapping[str, Any]],
+        *,
+        tolerate: Sequence[str] = (),
+        timeout: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """Like :meth:`request`, but the first error not containing a ``tolerate``
+        phrase (case-insensitive) raises :class:`DynsecCommandError`."""
+        responses = self.request(commands, timeout=timeout)
+        phrases = [t.lower() for t in tolerate]
+        for response in responses:
+            error = response.get("error")
+            if error and not any(p in str(error).lower() for p in phrases):
+                raise DynsecCommandError(str(response.get("command")), str(error))
+        return responses
+
+    def one(self, command: str, **fields: Any) -> dict[str, Any]:
+        """One command; its ``data`` (empty when it has none)."""
+        data = self.execute([{"command": command, **fields}])[0].get("data")
+        return data if isinstance(data, dict) else {}
+
+    def list_clients(self) -> list[dict[str, Any]]:
+        """Every dynsec client with its roles (``verbose``)."""
+        data = self.one("listClients", verbose=True, count=-1)
+        clients = data.get("clients", [])
+        return [c for c in clients if isinstance(c, dict)]
+
+    def list_roles(self) -> list[dict[str, Any]]:
+        """Every dynsec role with its ACLs (``verbose``)."""
+        data = self.one("listRoles", verbose=True, count=-1)
+        roles = data.get("roles", [])
+        return [r for r in roles if isinstance(r, dict)]

@@ -1,0 +1,421 @@
+"""Run Mosquitto for the fleet and keep its permissions equal to the registry's verdicts.
+
+Mosquitto 2.0.x facts this is built around (``research/trust.md`` section 3):
+
+* a certificate-authenticated client skips the password check, so ``disableClient``
+  alone does not keep it out: it reconnects at once;
+* the CRL is re-read only on SIGHUP, and only new TLS handshakes consult it;
+* dynsec ACLs have no ``%u``/``%c`` patterns: each device gets a role of its own;
+* every ACL is evaluated per packet, so removing a client's role takes effect at once.
+
+So cutting a device off is three steps, in this order: SIGHUP after the CRL changed (new
+handshakes with the revoked certificate fail), ``disableClient`` (kicks the live session
+in every 2.0 version), ``deleteClient``/``deleteRole`` (an unknown username has no
+permission at all: even a session that slipped through can neither publish nor
+subscribe, and receives nothing, since every default access is deny).
+:func:`run_broker_sync` does this every second and at once when the CRL file changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from fleetguard.broker import _acl
+from fleetguard.broker._config import find_dynsec_plugin, find_mosquitto, write_broker_files
+from fleetguard.broker._dynsec import DynsecAdmin
+from fleetguard.broker._process import BrokerProcess
+from fleetguard.broker.errors import MosquittoNotFoundError
+from fleetguard.broker.models import BrokerConfig, BrokerFiles, ReconcileReport
+from fleetguard.core.clock import utcnow
+from fleetguard.core.config import Settings
+from fleetguard.core.errors import FleetError
+from fleetguard.identity.service import refresh_crls_if_due
+from fleetguard.pki import FleetCA
+from fleetguard.registry import TRUSTED_STATES
+from fleetguard.store import Database
+from fleetguard.store.tables import DeviceCertificateRow, DeviceRow
+
+log = logging.getLogger(__name__)
+
+RECONCILE_INTERVAL = 1.0
+CRL_POLL_INTERVAL = 0.2
+CRL_REFRESH_INTERVAL = 600.0
+_TOLERATED = ("already exists", "not found")
+
+
+# -- files and process --------------------------------------------------------------------
+
+
+def prepare_broker(
+    settings: Settings, ca: FleetCA, config: BrokerConfig | None = None
+) -> BrokerFiles:
+    """Write ``<data_dir>/broker`` (config, dynsec baseline, service identity).
+
+    Idempotent; call it before starting the broker, never while it runs.
+    """
+    config = config or BrokerConfig()
+    return write_broker_files(settings, ca, config, plugin=find_dynsec_plugin(config.dynsec_plugin))
+
+
+def ensure_mosquitto(config: BrokerConfig | None = None, *, install: bool = True) -> Path:
+    """The mosquitto executable; installed with ``apt-get install -y mosquitto`` when it is
+    missing, ``install`` is set, we run as root and apt-get exists. Else a clear error."""
+    config = config or BrokerConfig()
+    try:
+        return find_mosquitto(config.mosquitto)
+    except MosquittoNotFoundError:
+        if config.mosquitto is not None or not install:
+            raise
+        apt = shutil.which("apt-get")
+        if os.geteuid() != 0 or apt is None:
+            raise MosquittoNotFoundError(
+                "mosquitto is not installed; install it (Debian/Ubuntu: `sudo apt-get install "
+                "mosquitto`), or run `fleetguard broker` as root to have it installed"
+            ) from None
+    log.info("installing mosquitto with apt-get")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for argv in ([apt, "install", "-y", "mosquitto"], [apt, "update"],
+                 [apt, "install", "-y", "mosquitto"]):
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)  # noqa: S603
+        if argv[1] == "install" and done.returncode == 0:
+            break
+    else:
+        raise MosquittoNotFoundError(
+            f"`apt-get install -y mosquitto` failed: {done.stderr.strip()[-500:]}"
+        )
+    return find_mosquitto()
+
+
+def broker_process(files: BrokerFiles, config: BrokerConfig | None = None) -> BrokerProcess:
+    """A :class:`BrokerProcess` for ``files`` (not started): ``with broker_process(f): ...``."""
+    return BrokerProcess(files, find_mosquitto((config or BrokerConfig()).mosquitto))
+
+
+def connect_admin(files: BrokerFiles, *, timeout: float = 5.0) -> DynsecAdmin:
+    """A connected dynsec admin client, as the platform's service identity."""
+    admin = DynsecAdmin.for_files(files, timeout=timeout)
+    admin.connect()
+    return admin
+
+
+# -- what the registry allows ---------------------------------------------------------
+
+
+def entitled_devices(session: Session, *, now: datetime | None = None) -> set[str]:
+    """Devices in a trusted state holding an unrevoked certificate valid now."""
+    now = now or utcnow()
+    rows = session.execute(
+        select(DeviceRow.id)
+        .join(DeviceCertificateRow, DeviceCertificateRow.device_id == DeviceRow.id)
+        .where(
+            DeviceRow.state.in_([s.value for s in TRUSTED_STATES]),
+            DeviceCertificateRow.revoked_at.is_(None),
+            DeviceCertificateRow.not_before <= now,
+            DeviceCertificateRow.not_after > now,
+        )
+        .distinct()
+    ).scalars()
+    return {str(r) for r in rows}
+
+
+def revoked_certificates(session: Session, *, now: datetime | None = None) -> dict[str, str]:
+    """Serial (hex) -> device id of every revoked certificate that has not expired."""
+    now = now or utcnow()
+    rows = session.execute(
+        select(DeviceCertificateRow.serial_hex, DeviceCertificateRow.device_id).where(
+            DeviceCertificateRow.revoked_at.is_not(None), DeviceCertificateRow.not_after > now
+        )
+    ).all()
+    return {str(serial): str(device) for serial, device in rows}
+
+
+# -- the broker side ----------------------------------------------------------------------
+
+
+def ensure_broker_baseline(admin: DynsecAdmin, service_name: str) -> None:
+    """Default deny for everything; the admin and service roles as fleetguard defines them."""
+    roles = {str(r.get("rolename")): r for r in admin.list_roles()}
+    commands: list[dict[str, Any]] = [
+        {"command": "setDefaultACLAccess",
+         "acls": [{"acltype": k, "allow": v} for k, v in _acl.DEFAULT_ACL_ACCESS.items()]},
+    ]
+    for name, acls in ((_acl.ADMIN_ROLE, _acl.admin_acls()),
+                       (_acl.SERVICE_ROLE, _acl.service_acls())):
+        commands += _role_commands(name, acls, roles.get(name))
+    admin.execute(commands, tolerate=_TOLERATED)
+    client = next((c for c in admin.list_clients() if c.get("username") == service_name), None)
+    have = {str(r.get("rolename")) for r in (client or {}).get("roles", [])}
+    missing = [r for r in (_acl.ADMIN_ROLE, _acl.SERVICE_ROLE) if r not in have]
+    if missing:  # this kicks our own session (it comes back by itself)
+        admin.execute([{"command": "addClientRole", "username": service_name, "rolename": r}
+                       for r in missing], tolerate=_TOLERATED)
+
+
+def _role_commands(
+    name: str, want: list[_acl.Acl], role: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    if role is None:
+        return [{"command": "createRole", "rolename": name, "acls": want}]
+    have = _acl.acl_key([a for a in role.get("acls", []) if isinstance(a, dict)])
+    target = _acl.acl_key(want)
+    commands: list[dict[str, Any]] = [
+        {"command": "removeRoleACL", "rolename": name, "acltype": t, "topic": topic}
+        for t, topic, _ in sorted(have - target)
+    ]
+    commands += [
+        {"command": "addRoleACL", "rolename": name, **a}
+        for a in want if (a["acltype"], a["topic"], True) not in have
+    ]
+    return commands
+
+
+def reconcile_broker_access(
+    session: Session,
+    admin: DynsecAdmin,
+    *,
+    kick: Collection[str] = (),
+    now: datetime | None = None,
+) -> ReconcileReport:
+    """Make the broker's device clients equal to :func:`entitled_devices`.
+
+    Entitled devices get a dynsec client (username = device id = certificate CN) with
+    the role ``fg-device-<id>``; every other UUID-named client is kicked
+    (``disableClient``) and deleted with its role. Devices in ``kick`` that stay
+    entitled are kicked (disable + enable) so that a session opened with a certificate
+    revoked since is dropped; the SIGHUP that reloaded the CRL keeps it from coming
+    back. Clients whose username is not a UUID (the service identity, anything an
+    operator made) are left alone.
+    """
+    entitled = entitled_devices(session, now=now)
+    clients = {str(c.get("username")): c for c in admin.list_clients()}
+    roles = {str(r.get("rolename")): r for r in admin.list_roles()}
+    create_roles: list[dict[str, Any]] = []
+    commands: list[dict[str, Any]] = []
+    granted: list[str] = []
+    repaired: list[str] = []
+    kicked: list[str] = []
+    removed: list[str] = []
+    for device in sorted(entitled):
+        rolename = _acl.device_role(device)
+        role_fix = _role_commands(rolename, _acl.device_acls(device), roles.get(rolename))
+        create_roles += role_fix
+        client = clients.get(device)
+        if client is None:
+            commands.append({
+                "command": "createClient", "username": device, "textname": "fleetguard device",
+                "roles": [{"rolename": rolename, "priority": 0}],
+            })
+            granted.append(device)
+            continue
+        have = {str(r.get("rolename")) for r in client.get("roles", []) if isinstance(r, dict)}
+        fixes = [{"command": "removeClientRole", "username": device, "rolename": r}
+                 for r in sorted(have - {rolename})]
+        if rolename not in have:
+            fixes.append({"command": "addClientRole", "username": device, "rolename": rolename})
+        if client.get("disabled"):
+            fixes.append({"command": "enableClient", "username": device})
+        if fixes or role_fix:
+            repaired.append(device)
+        commands += fixes
+        if device in kick:
+            commands += [{"command": "disableClient", "username": device},
+                         {"command": "enableClient", "username": device}]
+            kicked.append(device)
+    for username in sorted(clients):
+        stale = _acl.canonical_device_id(username)
+        if stale is not None and stale not in entitled:
+            # disableClient kicks in every 2.0.x; deleteClient leaves no permission at all.
+            commands += [{"command": "disableClient", "username": stale},
+                         {"command": "deleteClient", "username": stale}]
+            removed.append(stale)
+    for rolename in sorted(roles):
+        owner = _acl.device_of_role(rolename)
+        if owner is not None and owner not in entitled:
+            commands.append({"command": "deleteRole", "rolename": rolename})
+    admin.execute(create_roles + commands, tolerate=_TOLERATED)
+    return ReconcileReport(
+        entitled=len(entitled), granted=tuple(granted), removed=tuple(removed),
+        repaired=tuple(repaired), kicked=tuple(kicked),
+    )
+
+
+# -- the loop -----------------------------------------------------------------------------
+
+
+def _crl_stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+class BrokerSync:
+    """Reconcile every ``interval`` seconds, and at once (after ``on_crl_change``, e.g.
+    a SIGHUP) when the CRL file changes. One thread drives it; see :func:`run_broker_sync`.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        admin: DynsecAdmin,
+        *,
+        crl_file: Path,
+        on_crl_change: Callable[[], None] | None = None,
+        ca: FleetCA | None = None,
+        interval: float = RECONCILE_INTERVAL,
+        crl_poll: float = CRL_POLL_INTERVAL,
+    ) -> None:
+        self._db, self._admin, self._crl_file = db, admin, crl_file
+        self._on_crl_change, self._ca = on_crl_change, ca
+        self._interval, self._poll = interval, crl_poll
+        self._crl = _crl_stamp(crl_file)
+        self._revoked: set[str] | None = None
+        self._next_refresh = 0.0
+        self.last_report: ReconcileReport | None = None
+        self.last_error: str | None = None
+        self.reconciles = 0
+
+    def crl_changed(self) -> bool:
+        stamp = _crl_stamp(self._crl_file)
+        if stamp == self._crl:
+            return False
+        self._crl = stamp
+        return True
+
+    def reconcile(self) -> ReconcileReport:
+        """One pass; devices with a certificate revoked since the last pass are kicked."""
+        with self._db.session() as session:
+            revoked = revoked_certificates(session)
+            fresh = set() if self._revoked is None else set(revoked) - self._revoked
+            report = reconcile_broker_access(
+                session, self._admin, kick={revoked[s] for s in fresh}
+            )
+        self._revoked = set(revoked)
+        self.last_report, self.last_error = report, None
+        self.reconciles += 1
+        if report.changed:
+            log.info("broker access: %d entitled; granted %s, removed %s, repaired %s, "
+                     "kicked %s", report.entitled, list(report.granted), list(report.removed),
+                     list(report.repaired), list(report.kicked))
+        return report
+
+    def _refresh_crls(self) -> None:
+        if self._ca is None or time.monotonic() < self._next_refresh:
+            return
+        self._next_refresh = time.monotonic() + CRL_REFRESH_INTERVAL
+        with self._db.session() as session:
+            if refresh_crls_if_due(session, self._ca):
+                log.info("CRLs republished before their nextUpdate")
+
+    def run(self, stop: threading.Event) -> None:
+        """Until ``stop`` is set. Errors are logged and retried, never raised."""
+        due = 0.0
+        while not stop.is_set():
+            try:
+                self._refresh_crls()
+                changed = self.crl_changed()
+                if changed and self._on_crl_change is not None:
+                    self._on_crl_change()
+                if changed or time.monotonic() >= due:
+                    due = time.monotonic() + self._interval
+                    self.reconcile()
+            except FleetError as exc:
+                self._failed(exc.message)
+            except Exception as exc:  # a long-running loop never dies of one bad pass
+                log.exception("broker sync pass failed")
+                self._failed(repr(exc))
+            stop.wait(self._poll)
+
+    def _failed(self, message: str) -> None:
+        if message != self.last_error:
+            log.warning("broker sync: %s (retrying)", message)
+        self.last_error = message
+
+
+class BrokerSyncThread:
+    """A running :class:`BrokerSync` in a daemon thread; ``stop()`` ends it and the admin."""
+
+    def __init__(self, sync: BrokerSync, admin: DynsecAdmin) -> None:
+        self.sync, self._admin = sync, admin
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=sync.run, args=(self._stop,), name="fleetguard-broker-sync", daemon=True
+        )
+
+    def start(self) -> BrokerSyncThread:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self._admin.close()
+
+    def __enter__(self) -> BrokerSyncThread:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def run_broker_sync(
+    db: Database,
+    files: BrokerFiles,
+    *,
+    process: BrokerProcess | None = None,
+    on_crl_change: Callable[[], None] | None = None,
+    ca: FleetCA | None = None,
+    interval: float = RECONCILE_INTERVAL,
+) -> BrokerSyncThread:
+    """Connect as the service identity, set the baseline, reconcile once, and keep
+    reconciling in a thread. CRL changes SIGHUP ``process`` (or call ``on_crl_change``,
+    e.g. to signal an external broker). With ``ca``, CRLs are republished before they
+    expire (an expired CRL makes Mosquitto refuse every device).
+    """
+    if on_crl_change is None and process is not None:
+        on_crl_change = process.reload
+    if on_crl_change is None:
+        log.warning("no way to reload the broker: revoked certificates can reconnect until "
+                    "the broker re-reads %s", files.crl_file)
+    admin = connect_admin(files)
+    try:
+        ensure_broker_baseline(admin, files.service_name)
+        sync = BrokerSync(db, admin, crl_file=files.crl_file, on_crl_change=on_crl_change,
+                          ca=ca, interval=interval)
+        sync.reconcile()
+    except BaseException:
+        admin.close()
+        raise
+    return BrokerSyncThread(sync, admin).start()
+
+
+@contextmanager
+def running_broker(
+    settings: Settings,
+    ca: FleetCA,
+    db: Database,
+    config: BrokerConfig | None = None,
+) -> Iterator[tuple[BrokerProcess, BrokerSyncThread]]:
+    """Prepare the files, start mosquitto and the sync loop; stop both on exit."""
+    config = config or BrokerConfig()
+    files = prepare_broker(settings, ca, config)
+    with (
+        broker_process(files, config) as process,
+        run_broker_sync(db, files, process=process, ca=ca) as sync,
+    ):
+        yield process, sync

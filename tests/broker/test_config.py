@@ -1,0 +1,127 @@
+"""The generated mosquitto.conf and dynsec baseline (no broker process needed)."""
+
+from __future__ import annotations
+
+import json
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fleetguard.broker import (
+    ADMIN_ROLE,
+    SERVICE_ROLE,
+    BrokerConfig,
+    BrokerFiles,
+    device_acls,
+    initial_dynsec,
+    prepare_broker,
+)
+from fleetguard.broker.errors import BrokerConfigError
+from fleetguard.core.config import Settings, load_settings
+from fleetguard.identity.ca import open_installation_ca
+from fleetguard.install import init_installation
+from fleetguard.keys import load_master_key
+from fleetguard.pki import FleetCA
+
+DEVICE = "0b7e8d2c-3f4a-4b5c-8d6e-7f8091a2b3c4"
+
+
+@pytest.fixture(scope="module")
+def installation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, FleetCA]]:
+    settings = load_settings(tmp_path_factory.mktemp("cfg") / "data")
+    init_installation(settings)
+    with open_installation_ca(settings, load_master_key(settings)) as ca:
+        yield settings, ca
+
+
+@pytest.fixture(scope="module")
+def files(installation: tuple[Settings, FleetCA]) -> BrokerFiles:
+    settings, ca = installation
+    return prepare_broker(settings, ca, BrokerConfig(host="0.0.0.0", port=18883))
+
+
+def _directives(files: BrokerFiles) -> list[tuple[str, str]]:
+    lines = files.config_file.read_text().splitlines()
+    pairs = [ln.split(" ", 1) for ln in lines if ln.strip() and not ln.startswith("#")]
+    return [(p[0], p[1] if len(p) > 1 else "") for p in pairs]
+
+
+def test_one_mutual_tls_listener_and_no_plaintext(files: BrokerFiles) -> None:
+    d = _directives(files)
+    assert [v for k, v in d if k == "listener"] == ["18883 0.0.0.0"]
+    assert ("port", "1883") not in d and all(k != "port" for k, _ in d)
+    conf = dict(d)
+    assert conf["require_certificate"] == "true"
+    assert conf["use_identity_as_username"] == "true"
+    assert conf["tls_version"] == "tlsv1.2"
+    assert conf["allow_anonymous"] == "false"
+    assert conf["cafile"].endswith("/ca/bundle.pem")
+    assert conf["crlfile"].endswith("/ca/crl/crls.pem")
+    assert conf["certfile"].endswith("/tls/server.crt")
+    assert conf["plugin"].endswith("mosquitto_dynamic_security.so")
+    assert conf["plugin_opt_config_file"] == str(files.dynsec_file)
+    assert Path(conf["crlfile"]).exists() and Path(conf["cafile"]).exists()
+
+
+def test_dynsec_baseline_makes_the_service_the_admin_and_denies_all_else(
+    files: BrokerFiles,
+) -> None:
+    state = json.loads(files.dynsec_file.read_text())
+    assert set(state["defaultACLAccess"].values()) == {False}
+    [client] = state["clients"]
+    assert client["username"] == "fleetguard-platform" and "password" not in client
+    assert {r["rolename"] for r in client["roles"]} == {ADMIN_ROLE, SERVICE_ROLE}
+    admin = next(r for r in state["roles"] if r["rolename"] == ADMIN_ROLE)
+    assert {"acltype": "publishClientSend", "topic": "$CONTROL/dynamic-security/#",
+            "priority": 0, "allow": True} in admin["acls"]
+
+
+def test_device_role_names_only_its_own_topics() -> None:
+    acls = {(a["acltype"], a["topic"]) for a in device_acls(DEVICE)}
+    assert acls == {
+        ("publishClientSend", f"fg/d/{DEVICE}/telemetry"),
+        ("publishClientSend", f"fg/d/{DEVICE}/heartbeat"),
+        ("publishClientSend", f"fg/d/{DEVICE}/cmd/result"),
+        ("subscribeLiteral", f"fg/d/{DEVICE}/cmd"),
+        ("unsubscribeLiteral", f"fg/d/{DEVICE}/cmd"),
+        ("publishClientReceive", f"fg/d/{DEVICE}/cmd"),
+    }
+
+
+def test_private_files_stay_private(files: BrokerFiles) -> None:
+    for path in (files.directory, files.state_dir, files.service_key.parent):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700
+    for path in (files.service_key, files.dynsec_file, files.config_file):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_preparing_again_keeps_device_state_and_the_service_identity(
+    installation: tuple[Settings, FleetCA], files: BrokerFiles
+) -> None:
+    state = json.loads(files.dynsec_file.read_text())
+    state["clients"].append({"username": DEVICE, "roles": []})
+    state["defaultACLAccess"]["subscribe"] = True
+    files.dynsec_file.write_text(json.dumps(state))
+    cert = files.service_cert.read_bytes()
+    settings, ca = installation
+    again = prepare_broker(settings, ca, BrokerConfig(host="0.0.0.0", port=18883))
+    merged = json.loads(again.dynsec_file.read_text())
+    assert DEVICE in {c["username"] for c in merged["clients"]}
+    assert merged["defaultACLAccess"]["subscribe"] is False
+    assert again.service_cert.read_bytes() == cert  # still fresh: not reissued
+
+
+def test_initial_state_is_the_documented_one() -> None:
+    assert initial_dynsec("svc")["clients"][0]["username"] == "svc"
+
+
+@pytest.mark.parametrize("config", [BrokerConfig(port=0), BrokerConfig(port=70000),
+                                    BrokerConfig(host="bad host")])
+def test_bad_listener_settings_are_refused(
+    installation: tuple[Settings, FleetCA], config: BrokerConfig
+) -> None:
+    settings, ca = installation
+    with pytest.raises(BrokerConfigError):
+        prepare_broker(settings, ca, config)
