@@ -9,7 +9,7 @@ import typer
 
 from fleetguard.core.errors import FleetError
 
-agent_app = typer.Typer(help="The device agent: enroll, renew.", no_args_is_help=True)
+agent_app = typer.Typer(help="The device agent: enroll, renew, run.", no_args_is_help=True)
 
 StateDir = Annotated[Path, typer.Option("--state-dir", help="Where the device keeps its identity.")]
 
@@ -51,3 +51,57 @@ def renew_command(state_dir: StateDir) -> None:
     except FleetError as exc:
         raise _fail(exc) from exc
     typer.echo(f"renewed; certificate valid until {identity.not_after.isoformat()}")
+
+
+@agent_app.command("run")
+def run_command(
+    state_dir: StateDir,
+    transport: Annotated[
+        str, typer.Option(help="https (the device endpoint) or mqtt (the broker).")
+    ] = "https",
+    broker: Annotated[
+        str | None, typer.Option(help="The broker for --transport mqtt, e.g. mqtts://host:8883")
+    ] = None,
+    interval: Annotated[
+        float, typer.Option(help="Seconds between telemetry reports (at least 1).")
+    ] = 300.0,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Report telemetry, obey the allowed commands and renew the certificate until stopped."""
+    import logging
+
+    from fleetguard.agent.config import AgentConfig
+    from fleetguard.agent.enroll import DeviceIdentity, load_identity
+    from fleetguard.agent.runner import AgentRunner, run_agent
+    from fleetguard.agent.transport import (
+        BrokerAddress,
+        HttpsTransport,
+        MqttTransport,
+        Transport,
+    )
+
+    logging.basicConfig(level=log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = AgentConfig(state_dir=state_dir, interval_s=interval)
+        identity = load_identity(state_dir)
+        if transport == "https":
+            def factory(ident: DeviceIdentity) -> Transport:
+                return HttpsTransport(ident)
+        elif transport == "mqtt":
+            if not broker:
+                raise typer.BadParameter("--transport mqtt needs --broker mqtts://host:port")
+            address = BrokerAddress.parse(broker)
+
+            def factory(ident: DeviceIdentity) -> Transport:
+                return MqttTransport(ident, address)
+        else:
+            raise typer.BadParameter("--transport is https or mqtt")
+        runner = AgentRunner(config, factory, identity=identity)
+    except FleetError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"device {identity.device_id}: reporting every {interval:g} s over {transport}",
+               err=True)
+    stats = run_agent(runner)
+    typer.echo(f"stopped: {stats.collected} collected, {stats.delivered} delivered, "
+               f"{stats.refused} refused", err=True)

@@ -1,0 +1,139 @@
+"""Virtual device identities: a key per device, made here, and a real enrollment.
+
+Devices are registered through the operator REST API (``POST /api/v1/devices``, then
+``POST /api/v1/devices/{id}/enrollment-token``) and each enrolls over the device
+endpoint with its own CSR, exactly as the agent does (``POST /v1/enroll``). Keys and
+certificates stay in memory; Python's ``ssl`` can load a certificate chain only from a
+file, so each one passes through one private temporary file that is removed at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from fleetguard.core.errors import FleetError
+
+
+class ProvisioningError(FleetError):
+    code = "sim_provisioning_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class SimIdentity:
+    device_id: str
+    name: str
+    key_pem: bytes
+    chain_pem: bytes
+
+
+def new_key_and_csr() -> tuple[bytes, str]:
+    """A P-256 key (PEM) and a CSR for it, like the agent's enrollment makes."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fleetguard device")]))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return key_pem, csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+class ContextFactory:
+    """Builds one client SSLContext per device, trusting only the fleet CA."""
+
+    def __init__(self, ca_pem: bytes) -> None:
+        self._ca = ca_pem.decode()
+        self._dir = Path(tempfile.mkdtemp(prefix="fleetguard-sim-"))
+        os.chmod(self._dir, 0o700)
+
+    def __call__(self, identity: SimIdentity) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_verify_locations(cadata=self._ca)
+        path = self._dir / "device.pem"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, identity.key_pem + identity.chain_pem)
+        finally:
+            os.close(fd)
+        try:
+            context.load_cert_chain(path)
+        finally:
+            path.unlink(missing_ok=True)
+        return context
+
+    def close(self) -> None:
+        for child in self._dir.iterdir():
+            child.unlink(missing_ok=True)
+        self._dir.rmdir()
+
+
+def _tls(ca_pem: bytes) -> ssl.SSLContext:
+    context = ssl.create_default_context(cadata=ca_pem.decode())
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+async def _call(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    try:
+        response = await client.post(path, json=body)
+    except httpx.HTTPError as exc:
+        raise ProvisioningError(f"{path}: {exc}") from exc
+    if response.status_code != 201:
+        raise ProvisioningError(f"{path}: HTTP {response.status_code} {response.text[:300]}")
+    data: dict[str, Any] = response.json()
+    return data
+
+
+async def provision_fleet(
+    *,
+    server: str,
+    device_endpoint: str,
+    api_token: str,
+    ca_pem: bytes,
+    names: list[str],
+    labels: Callable[[int], dict[str, str]] | None = None,
+    concurrency: int = 16,
+    progress: Callable[[int], None] | None = None,
+) -> list[SimIdentity]:
+    """Register, get a token for, and enroll each named device; returns identities in order."""
+    tls = _tls(ca_pem)
+    limit = asyncio.Semaphore(concurrency)
+    headers = {"Authorization": f"Bearer {api_token}"}
+    done = 0
+    async with (
+        httpx.AsyncClient(base_url=server.rstrip("/"), verify=tls, headers=headers,
+                          timeout=60) as api,
+        httpx.AsyncClient(base_url=device_endpoint.rstrip("/"), verify=tls, timeout=60) as dev,
+    ):
+        async def one(index: int, name: str) -> SimIdentity:
+            nonlocal done
+            async with limit:
+                device = await _call(api, "/api/v1/devices", {
+                    "name": name, "serial": name, "vendor": "fleetguard-sim",
+                    "labels": labels(index) if labels else {"sim": "true"},
+                })
+                token = await _call(api, f"/api/v1/devices/{device['id']}/enrollment-token",
+                                    {"ttl_hours": 1})
+                key_pem, csr = await asyncio.to_thread(new_key_and_csr)
+                result = await _call(dev, "/v1/enroll", {"csr": csr, "token": token["token"]})
+            done += 1
+            if progress is not None:
+                progress(done)
+            return SimIdentity(result["device_id"], name, key_pem, result["chain_pem"].encode())
+
+        return list(await asyncio.gather(*(one(i, n) for i, n in enumerate(names))))

@@ -1,0 +1,334 @@
+"""Behaviour profiles of virtual devices and the compromise scenarios injected into them.
+
+Each virtual device keeps cumulative counters (interface bytes and packets, kernel TCP
+and UDP counters) that grow at its profile's rates with some noise, so the platform's
+differences between reports look like a real device's. A scenario changes those rates
+and the socket lists the way the attack would on a real device (rates after the attack
+literature, see ``research/detect_scan.md``: Mirai scans at about 160 SYN/s per bot and
+brute-forces telnet with a small dictionary; N-BaIoT/Kitsune evaluate on such scans,
+floods and C2 traffic).
+
+Profiles:
+
+- ``camera``: steady upstream video, about 2 Mbit/s, to one destination; RTSP and HTTP
+  listening.
+- ``sensor``: a few small messages; one connection to the platform.
+- ``gateway``: many local peers (MQTT in from 20-40 field devices, Modbus out).
+
+Scenarios (what the compromised device does):
+
+- ``port_scan``: SYNs to random local addresses on telnet/ssh/http ports (~160/s), most
+  refused: active opens and failed attempts climb, small packets out, RSTs in.
+- ``telnet_bruteforce``: repeated telnet logins to a few peers (established sessions to
+  port 23, a few new connections a second).
+- ``exfiltration``: a new external destination receiving ~1.5 MB/s.
+- ``c2_beacon``: a short connection to one external host every 60 s.
+- ``new_listener``: a bind shell listening on a new port, its executable newly seen.
+- ``cryptominer``: CPU pinned near 100 %, a stratum connection, a new executable.
+- ``flood``: a UDP flood at one target (~40,000 datagrams/s).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from fleetguard.protocol import (
+    Connection,
+    DiskUsage,
+    InterfaceCounters,
+    ListeningSocket,
+    NetworkCounters,
+    NewExecutable,
+    TelemetryReport,
+    TransportProto,
+)
+
+AGENT_VERSION = "sim-0.1.0"
+TCP, UDP = TransportProto.TCP, TransportProto.UDP
+ANY = "0.0.0.0"  # noqa: S104 - a reported socket address, nothing binds here
+BIND_SHELL = "/tmp/.s/bd"  # noqa: S108 - a reported path, nothing is written
+MINER = "/tmp/kdevtmpfsi"  # noqa: S108 - a reported path, nothing is written
+
+
+class Profile(StrEnum):
+    CAMERA = "camera"
+    SENSOR = "sensor"
+    GATEWAY = "gateway"
+
+
+class Scenario(StrEnum):
+    PORT_SCAN = "port_scan"
+    TELNET_BRUTEFORCE = "telnet_bruteforce"
+    EXFILTRATION = "exfiltration"
+    C2_BEACON = "c2_beacon"
+    NEW_LISTENER = "new_listener"
+    CRYPTOMINER = "cryptominer"
+    FLOOD = "flood"
+
+
+@dataclass(frozen=True, slots=True)
+class _Rates:
+    bytes_out: float
+    bytes_in: float
+    packet_out: float  # bytes per packet
+    packet_in: float
+    cpu: tuple[float, float]
+    processes: int
+    memory_total: int
+    listening: tuple[ListeningSocket, ...]
+
+
+_PROFILES = {
+    Profile.CAMERA: _Rates(
+        250_000, 6_000, 1_200, 80, (15.0, 30.0), 45, 256 << 20,
+        (ListeningSocket(proto=TCP, address=ANY, port=80, process="httpd"),
+         ListeningSocket(proto=TCP, address=ANY, port=554, process="rtspd")),
+    ),
+    Profile.SENSOR: _Rates(
+        40, 20, 120, 90, (0.5, 4.0), 18, 64 << 20,
+        (ListeningSocket(proto=UDP, address=ANY, port=5353, process="mdnsd"),),
+    ),
+    Profile.GATEWAY: _Rates(
+        20_000, 30_000, 300, 300, (6.0, 15.0), 80, 1 << 30,
+        (ListeningSocket(proto=TCP, address=ANY, port=22, process="dropbear"),
+         ListeningSocket(proto=TCP, address=ANY, port=1883, process="mosquitto"),
+         ListeningSocket(proto=TCP, address=ANY, port=8080, process="lighttpd"),
+         ListeningSocket(proto=UDP, address=ANY, port=5683, process="coapd")),
+    ),
+}
+_NET_FIELDS = ("tcp_active_opens", "tcp_passive_opens", "tcp_attempt_fails",
+               "tcp_estab_resets", "tcp_out_resets", "tcp_retrans_segs", "tcp_in_errors",
+               "udp_in_datagrams", "udp_out_datagrams", "udp_no_ports", "udp_in_errors")
+
+
+@dataclass(slots=True)
+class ActiveScenario:
+    scenario: Scenario
+    start_ms: int
+    end_ms: int
+    target: str
+    port: int
+    announced: bool = False  # new executables are reported once
+
+    def details(self) -> dict[str, object]:
+        return {"target": self.target, "port": self.port}
+
+
+@dataclass(slots=True)
+class DeviceModel:
+    """One virtual device's state; :meth:`report` advances it to ``now_ms``."""
+
+    index: int
+    profile: Profile
+    rng: random.Random
+    now_ms: int
+    boot_id: str = ""
+    boot_ms: int = 0
+    address: str = ""
+    upstream: tuple[str, int] = ("198.51.100.5", 8883)
+    peers: list[str] = field(default_factory=list)
+    eth: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
+    net: list[float] = field(default_factory=lambda: [0.0] * len(_NET_FIELDS))
+    seq: int = 0
+    last_ms: int = 0
+    scenarios: list[ActiveScenario] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        rng = self.rng
+        self.boot_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        self.boot_ms = self.now_ms - rng.randrange(3_600_000, 30 * 86_400_000)
+        subnet = self.index // 250
+        self.address = f"10.{(subnet >> 8) & 255}.{subnet & 255}.{self.index % 250 + 2}"
+        if self.profile is Profile.CAMERA:
+            self.upstream = (f"203.0.113.{10 + self.index % 4}", 443)
+        if self.profile is Profile.GATEWAY:
+            base = self.address.rsplit(".", 1)[0]
+            self.peers = [f"{base}.{n}" for n in rng.sample(range(2, 254), rng.randint(20, 40))]
+        uptime_s = (self.now_ms - self.boot_ms) / 1000
+        rates = _PROFILES[self.profile]
+        self.eth = [rates.bytes_in * uptime_s, rates.bytes_out * uptime_s,
+                    rates.bytes_in * uptime_s / rates.packet_in,
+                    rates.bytes_out * uptime_s / rates.packet_out]
+        self.net[0] = uptime_s / 300  # a reconnect every few minutes
+        self.net[1] = uptime_s / 600
+        self.last_ms = self.now_ms
+
+    def add_scenario(self, active: ActiveScenario) -> None:
+        self.scenarios.append(active)
+
+    def report(self, now_ms: int) -> TelemetryReport:
+        rng, rates = self.rng, _PROFILES[self.profile]
+        dt = max((now_ms - self.last_ms) / 1000, 0.001)
+        noise = rng.uniform(0.9, 1.1)
+        out_b, in_b = rates.bytes_out * dt * noise, rates.bytes_in * dt * noise
+        out_p, in_p = out_b / rates.packet_out, in_b / rates.packet_in
+        net = [0.0] * len(_NET_FIELDS)
+        net[0] = dt / 300
+        net[1] = dt / 600 + (len(self.peers) * dt / 600 if self.peers else 0.0)
+        net[7], net[8] = dt * 0.2, dt * 0.2
+        cpu = rng.uniform(*rates.cpu)
+        listening = list(rates.listening)
+        connections = self._normal_connections()
+        new_exes: list[NewExecutable] = []
+        for active in self.scenarios:
+            if not active.start_ms <= now_ms < active.end_ms:
+                continue
+            span = min(dt, (now_ms - active.start_ms) / 1000)
+            deltas = _apply(active, self, span, listening, connections, new_exes)
+            out_b += deltas[0]
+            in_b += deltas[1]
+            out_p += deltas[2]
+            in_p += deltas[3]
+            cpu = max(cpu, deltas[4])
+            for i, extra in enumerate(deltas[5]):
+                net[i] += extra
+        self.eth[0] += in_b
+        self.eth[1] += out_b
+        self.eth[2] += in_p
+        self.eth[3] += out_p
+        for i, value in enumerate(net):
+            self.net[i] += value
+        period_start = self.last_ms
+        self.last_ms = now_ms
+        seq, self.seq = self.seq, self.seq + 1
+        memory_total = rates.memory_total
+        load = cpu / 100 * (4 if cpu > 90 else 1)
+        return TelemetryReport(
+            seq=seq, collected_at_ms=now_ms, period_start_ms=period_start,
+            agent_version=AGENT_VERSION, boot_id=self.boot_id,
+            uptime_s=(now_ms - self.boot_ms) / 1000, cpu_percent=min(cpu, 100.0),
+            load_1=load, load_5=load * 0.9, load_15=load * 0.8,
+            memory_total_bytes=memory_total,
+            memory_available_bytes=int(memory_total * rng.uniform(0.35, 0.45)),
+            process_count=rates.processes + rng.randint(-2, 2) + len(new_exes),
+            disks=[DiskUsage(mount="/", total_bytes=512 << 20, used_bytes=300 << 20,
+                             free_bytes=212 << 20)],
+            interfaces=[
+                InterfaceCounters(name="eth0", bytes_in=int(self.eth[0]),
+                                  bytes_out=int(self.eth[1]), packets_in=int(self.eth[2]),
+                                  packets_out=int(self.eth[3])),
+            ],
+            net=NetworkCounters(**{name: int(v) for name, v in zip(_NET_FIELDS, self.net,
+                                                                   strict=True)}),
+            listening=listening, connections=connections, new_executables=new_exes,
+            auth_failures=0, auth_source="/var/log/messages",
+        )
+
+    def _normal_connections(self) -> list[Connection]:
+        rng = self.rng
+        if self.profile is Profile.GATEWAY:
+            conns = [
+                Connection(proto=TCP, local_address=self.address, local_port=1883,
+                           remote_address=peer, remote_port=rng.randint(32768, 60999),
+                           process="mosquitto")
+                for peer in self.peers
+            ]
+            conns += [
+                Connection(proto=TCP, local_address=self.address,
+                           local_port=rng.randint(32768, 60999), remote_address=peer,
+                           remote_port=502, process="modbusd")
+                for peer in self.peers[:4]
+            ]
+            return conns
+        process = "streamer" if self.profile is Profile.CAMERA else "sensord"
+        return [Connection(proto=TCP, local_address=self.address, local_port=41000 + self.index
+                           % 20000, remote_address=self.upstream[0],
+                           remote_port=self.upstream[1], process=process)]
+
+
+_Deltas = tuple[float, float, float, float, float, list[float]]
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _apply(active: ActiveScenario, device: DeviceModel, dt: float,
+           listening: list[ListeningSocket], connections: list[Connection],
+           new_exes: list[NewExecutable]) -> _Deltas:
+    """(bytes out, bytes in, packets out, packets in, cpu floor, net counter deltas)."""
+    rng = device.rng
+    net = [0.0] * len(_NET_FIELDS)
+    local = device.address.rsplit(".", 1)[0]
+    scenario = active.scenario
+
+    def ephemeral() -> int:
+        return rng.randint(32768, 60999)
+
+    if scenario is Scenario.PORT_SCAN:
+        syns = 160 * dt
+        net[0], net[2], net[4] = syns, syns * 0.97, syns * 0.02
+        for _ in range(rng.randint(1, 3)):  # the few that answered
+            connections.append(Connection(
+                proto=TCP, local_address=device.address, local_port=ephemeral(),
+                remote_address=f"{local}.{rng.randint(2, 253)}",
+                remote_port=rng.choice((23, 2323, 22, 80)), process="dvrHelper"))
+        return syns * 60, syns * 54, syns, syns * 0.97, 25.0, net
+    if scenario is Scenario.TELNET_BRUTEFORCE:
+        attempts = 4 * dt
+        net[0], net[2] = attempts, attempts * 0.1
+        for n in range(rng.randint(3, 8)):
+            connections.append(Connection(
+                proto=TCP, local_address=device.address, local_port=ephemeral(),
+                remote_address=f"{local}.{(int(active.target.rsplit('.', 1)[1]) + n) % 252 + 2}",
+                remote_port=23, process="dvrHelper"))
+        return attempts * 320, attempts * 410, attempts * 12, attempts * 11, 20.0, net
+    if scenario is Scenario.EXFILTRATION:
+        sent = 1_500_000 * dt
+        connections.append(Connection(
+            proto=TCP, local_address=device.address, local_port=ephemeral(),
+            remote_address=active.target, remote_port=active.port, process="curl"))
+        net[0] = dt / 120
+        return sent, sent * 0.02, sent / 1400, sent * 0.02 / 66, 35.0, net
+    if scenario is Scenario.C2_BEACON:
+        beacons = dt / 60
+        net[0] = beacons
+        if rng.random() < 0.5:
+            connections.append(Connection(
+                proto=TCP, local_address=device.address, local_port=ephemeral(),
+                remote_address=active.target, remote_port=active.port, process="sh"))
+        return beacons * 600, beacons * 350, beacons * 8, beacons * 7, 0.0, net
+    if scenario is Scenario.NEW_LISTENER:
+        listening.append(ListeningSocket(proto=TCP, address=ANY, port=active.port,
+                                         process="busybox"))
+        if not active.announced:
+            active.announced = True
+            new_exes.append(NewExecutable(path=BIND_SHELL, sha256=_sha(active.target),
+                                          size_bytes=87_412))
+        return 0.0, 0.0, 0.0, 0.0, 0.0, net
+    if scenario is Scenario.CRYPTOMINER:
+        connections.append(Connection(
+            proto=TCP, local_address=device.address, local_port=ephemeral(),
+            remote_address=active.target, remote_port=active.port, process="kdevtmpfsi"))
+        if not active.announced:
+            active.announced = True
+            new_exes.append(NewExecutable(path=MINER, sha256=_sha(active.target),
+                                          size_bytes=2_380_000))
+        return 300 * dt, 500 * dt, 3 * dt, 4 * dt, rng.uniform(97.0, 100.0), net
+    # FLOOD
+    datagrams = 40_000 * dt
+    net[8] = datagrams
+    return datagrams * 512, 0.0, datagrams, 0.0, 45.0, net
+
+
+def scenario_target(scenario: Scenario, device: DeviceModel) -> tuple[str, int]:
+    """Where the attack goes (kept in the ground truth)."""
+    rng = device.rng
+    local = device.address.rsplit(".", 1)[0]
+    if scenario is Scenario.PORT_SCAN:
+        return f"{local}.0/24", 23
+    if scenario is Scenario.TELNET_BRUTEFORCE:
+        return f"{local}.{rng.randint(2, 253)}", 23
+    if scenario is Scenario.EXFILTRATION:
+        return f"203.0.113.{rng.randint(150, 250)}", 443
+    if scenario is Scenario.C2_BEACON:
+        return f"198.51.100.{rng.randint(60, 90)}", rng.choice((443, 6667, 8443))
+    if scenario is Scenario.NEW_LISTENER:
+        return ANY, rng.choice((4444, 31337, 9999))
+    if scenario is Scenario.CRYPTOMINER:
+        return f"203.0.113.{rng.randint(60, 90)}", 3333
+    return f"{local}.{rng.randint(2, 253)}", 80

@@ -1,0 +1,153 @@
+"""A real Mosquitto for tests: its own config on a free loopback port, client certs required.
+
+The ACL mirrors the broker contract: a device (username = certificate CN = its uuid)
+publishes only under fg/d/<uuid>/ and reads only its command topic; the platform reads
+everything and writes commands.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.agent.pki import TestCA
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+PLATFORM_CN = "fleetguard-platform"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def require_mosquitto() -> None:
+    if not Path(MOSQUITTO).exists():
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+
+
+@dataclass
+class Mosquitto:
+    directory: Path
+    ca: TestCA
+    ca_file: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def configure(cls, directory: Path, ca: TestCA, *, ca_file: Path | None = None,
+                  server_pair: tuple[Path, Path] | None = None) -> Mosquitto:
+        directory.mkdir(parents=True, exist_ok=True)
+        if ca_file is None:
+            ca_file = directory / "ca.pem"
+            ca_file.write_bytes(ca.pem)
+        key, cert = server_pair or ca.write_pair(directory, "broker", "127.0.0.1", server=True)
+        broker = cls(directory, ca, ca_file)
+        (directory / "acl").write_text(
+            f"user {PLATFORM_CN}\ntopic read fg/d/#\ntopic write fg/d/+/cmd\n\n"
+            "pattern write fg/d/%u/telemetry\npattern write fg/d/%u/heartbeat\n"
+            "pattern write fg/d/%u/cmd/result\npattern read fg/d/%u/cmd\n"
+        )
+        (directory / "mosquitto.conf").write_text(
+            "user root\nper_listener_settings false\nallow_anonymous false\n"
+            f"persistence true\npersistence_location {directory}/\n"
+            f"log_dest file {directory}/mosquitto.log\nlog_type error\nlog_type warning\n"
+            "log_type notice\nlog_type information\nmax_queued_messages 100000\n"
+            f"acl_file {directory}/acl\n"
+            f"listener {broker.port} 127.0.0.1\ncafile {ca_file}\ncertfile {cert}\n"
+            f"keyfile {key}\nrequire_certificate true\nuse_identity_as_username true\n"
+            "tls_version tlsv1.2\n"
+        )
+        return broker
+
+    @property
+    def url(self) -> str:
+        return f"mqtts://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.directory / "mosquitto.conf")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"mosquitto exited:\n{self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"mosquitto did not listen:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        self.process = None
+
+    def log(self) -> str:
+        path = self.directory / "mosquitto.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+class Subscriber:
+    """The platform's side: a persistent QoS 1 session that survives broker restarts."""
+
+    def __init__(self, broker: Mosquitto, topics: list[str], client_id: str = "platform-test") -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.messages: list[tuple[str, bytes]] = []
+        self._lock = threading.Lock()
+        key, cert = broker.ca.write_pair(broker.directory, "platform", PLATFORM_CN)
+        ctx = ssl.create_default_context(cafile=str(broker.ca_file))
+        ctx.load_cert_chain(cert, key)
+        client: Any = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
+                                  client_id=client_id, clean_session=False,
+                                  protocol=mqtt.MQTTv311)
+        client.tls_set_context(ctx)
+        client.reconnect_delay_set(0.1, 0.5)
+        self._subscribed = threading.Event()
+
+        def on_connect(c: Any, _u: Any, _f: Any, _rc: Any, _p: Any) -> None:
+            for topic in topics:
+                c.subscribe(topic, qos=1)
+
+        def on_subscribe(*_args: Any) -> None:
+            self._subscribed.set()
+
+        def on_message(_c: Any, _u: Any, msg: Any) -> None:
+            with self._lock:
+                self.messages.append((msg.topic, bytes(msg.payload)))
+
+        client.on_connect, client.on_message, client.on_subscribe = on_connect, on_message, on_subscribe
+        client.connect("127.0.0.1", broker.port, 30)
+        client.loop_start()
+        self.client = client
+        assert self._subscribed.wait(10), "the platform subscriber did not subscribe"
+
+    def received(self, suffix: str = "") -> list[tuple[str, bytes]]:
+        with self._lock:
+            return [m for m in self.messages if m[0].endswith(suffix)]
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.client.publish(topic, payload, qos=1).wait_for_publish(10)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
