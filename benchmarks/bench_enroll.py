@@ -143,6 +143,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=600)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--python-client", action="store_true", help="no wrk")
+    parser.add_argument("--device-workers", type=int, default=2)
     args = parser.parse_args()
 
     from fleetguard.core.config import load_settings
@@ -180,7 +181,8 @@ def main() -> None:
     log = (tmp / "server.log").open("w")
     server = subprocess.Popen(
         [*FLEETGUARD, "serve", "--data-dir", str(settings.data_dir), "--port", str(port),
-         "--device-port", str(device_port), "--log-level", "warning"],
+         "--device-port", str(device_port), "--device-workers", str(args.device_workers),
+         "--log-level", "warning"],
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     bundle = str(settings.data_dir / "ca" / "bundle.pem")
@@ -212,7 +214,7 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     rate = total / elapsed
     print(f"HTTPS enrollments: {total} in {elapsed:.2f} s = {rate:.0f}/s "
-          f"({tool}, keep-alive, SQLite)")
+          f"({tool}, keep-alive, SQLite, {args.device_workers} device-endpoint processes)")
     print(f"ceiling, in-process signing of the same CSRs: {ceiling:.0f}/s")
     print(f"ratio HTTPS/in-process: {rate / ceiling:.2f}")
     print(f"ratio to the {TARGET}/s target: {rate / TARGET:.2f}")

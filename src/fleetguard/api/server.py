@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
+import multiprocessing.process
 import signal
+import socket
 import ssl
 from collections.abc import Generator
+from typing import Any
 
 import uvicorn
 
@@ -19,6 +23,9 @@ from fleetguard.identity import service as identity
 from fleetguard.identity.ca import open_installation_ca
 from fleetguard.install import open_installation_database
 from fleetguard.keys import load_master_key
+from fleetguard.pki import FleetCA
+from fleetguard.store import Database
+from fleetguard.telemetry import IngestService
 
 STRONG_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 CRL_CHECK_EVERY_S = 300
@@ -33,39 +40,95 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _harden(config: uvicorn.Config) -> None:
+def _config(
+    app: Any, settings: Settings, host: str, port: int, *, tls: bool = True,
+    client_ca: str | None = None, http: type[asyncio.Protocol] | str = "auto",
+) -> uvicorn.Config:
+    """uvicorn with our TLS (1.2+, strong ciphers), no server header, no access log."""
+    config = uvicorn.Config(
+        app, host=host, port=port, http=http, log_config=None, access_log=False,
+        server_header=False, proxy_headers=False,
+        ssl_certfile=str(settings.server_cert_file) if tls else None,
+        ssl_keyfile=str(settings.server_key_file) if tls else None,
+        ssl_ciphers=STRONG_CIPHERS,
+        ssl_ca_certs=client_ca, ssl_cert_reqs=ssl.CERT_OPTIONAL if client_ca else ssl.CERT_NONE,
+    )
     config.load()
     if config.ssl is not None:
         config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
+    return config
+
+
+def _device_server(
+    db: Database, ca: FleetCA, settings: Settings, host: str, port: int,
+    ingest: IngestService | None = None,
+) -> _Server:
+    device_app = create_device_app(db, ca, ingest=ingest)
+    config = _config(device_app, settings, host, port, client_ca=str(ca.bundle_path),
+                     http=PeerCertH11Protocol)
+    device_app.state.device_ctx.ssl_context = config.ssl
+    return _Server(config)
+
+
+def _reuse_port_socket(host: str, port: int) -> socket.socket:
+    """Several processes accept on one port; the kernel spreads the connections."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def run_device_worker(settings: Settings, host: str, port: int, log_format: str,
+                      log_level: str) -> None:
+    """An extra device-endpoint process (``serve --device-workers N``)."""
+    from fleetguard.core.logging import configure_logging
+
+    configure_logging(log_format, log_level)
+    db = open_installation_database(settings, migrate=False)
+    ca = open_installation_ca(settings, load_master_key(settings))
+    server = _device_server(db, ca, settings, host, port)
+    sock = _reuse_port_socket(host, port)
+    signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
+    signal.signal(signal.SIGINT, lambda *_: setattr(server, "should_exit", True))
+    try:
+        asyncio.run(server.serve(sockets=[sock]))
+    finally:
+        ca.close()
+        db.dispose()
 
 
 def run_servers(
-    settings: Settings, *, host: str, port: int, device_port: int, insecure_http: bool
+    settings: Settings, *, host: str, port: int, device_port: int, insecure_http: bool,
+    device_workers: int = 1, log_format: str = "text", log_level: str = "info",
 ) -> None:
     db = open_installation_database(settings)
     master = load_master_key(settings)
     ca = open_installation_ca(settings, master)
-    tls = {
-        "ssl_certfile": str(settings.server_cert_file),
-        "ssl_keyfile": str(settings.server_key_file),
-        "ssl_ciphers": STRONG_CIPHERS,
-    }
     api = create_app(settings, db=db, master_key=master, ca=ca, tls=not insecure_http)
-    common = {"host": host, "log_config": None, "access_log": False, "server_header": False,
-              "proxy_headers": False}
-    api_config = uvicorn.Config(api, port=port, **common, **({} if insecure_http else tls))  # type: ignore[arg-type]
-    _harden(api_config)
-    servers = [_Server(api_config)]
+    servers = [_Server(_config(api, settings, host, port, tls=not insecure_http))]
+    serve_args: list[dict[str, object]] = [{}]
+    workers: list[multiprocessing.process.BaseProcess] = []
+    # Telemetry is stored by one writer thread per process, in batches.
+    ingest = IngestService(db)
+    ingest.start()
     if device_port:
-        device_app = create_device_app(db, ca)
-        device_config = uvicorn.Config(
-            device_app, port=device_port, http=PeerCertH11Protocol,
-            ssl_ca_certs=str(ca.bundle_path), ssl_cert_reqs=ssl.CERT_OPTIONAL,
-            **common, **tls,  # type: ignore[arg-type]
-        )
-        _harden(device_config)
-        device_app.state.device_ctx.ssl_context = device_config.ssl
-        servers.append(_Server(device_config))
+        servers.append(_device_server(db, ca, settings, host, device_port, ingest))
+        if device_workers > 1:
+            serve_args.append({"sockets": [_reuse_port_socket(host, device_port)]})
+            spawn = multiprocessing.get_context("spawn")
+            for _ in range(device_workers - 1):
+                process = spawn.Process(
+                    target=run_device_worker,
+                    args=(settings, host, device_port, log_format, log_level), daemon=True,
+                )
+                process.start()
+                workers.append(process)
+        else:
+            serve_args.append({})
     scheme = "http" if insecure_http else "https"
     print(f"fleetguard operator API on {scheme}://{host}:{port}", flush=True)
     if device_port:
@@ -98,11 +161,18 @@ def run_servers(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop)
         keeper = asyncio.create_task(crl_keeper())
-        await asyncio.gather(*(server.serve() for server in servers))
+        await asyncio.gather(
+            *(server.serve(**kw) for server, kw in zip(servers, serve_args, strict=True))  # type: ignore[arg-type]
+        )
         keeper.cancel()
 
     try:
         asyncio.run(serve_all())
     finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.join(timeout=10)
+        ingest.stop()  # everything accepted is stored before we exit
         ca.close()
         db.dispose()

@@ -93,6 +93,9 @@ def serve_command(
     insecure_http: Annotated[
         bool, typer.Option("--insecure-http", help="Plain HTTP API, only behind a TLS proxy.")
     ] = False,
+    device_workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Processes serving the device endpoint.")
+    ] = 1,
     log_format: Annotated[str, typer.Option(help="text or json")] = "text",
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
 ) -> None:
@@ -105,7 +108,8 @@ def serve_command(
     configure_logging(log_format, log_level)
     run_servers(
         settings_from(data_dir), host=host, port=port, device_port=device_port,
-        insecure_http=insecure_http,
+        insecure_http=insecure_http, device_workers=device_workers, log_format=log_format,
+        log_level=log_level,
     )
 
 

@@ -9,9 +9,11 @@ import typer
 from fleetguard import __version__
 from fleetguard.agent.cli import agent_app
 from fleetguard.cli.admin import audit_app, operator_app, token_app
+from fleetguard.cli.broker import broker_command
 from fleetguard.cli.fleet import ca_app, cert_app, claim_app, device_app
 from fleetguard.cli.installation import db_app, init_command, keys_app, serve_command
 from fleetguard.cli.scan import scan_command
+from fleetguard.cli.sim import sim_command
 
 app = typer.Typer(
     name="fleetguard",
@@ -30,8 +32,14 @@ app.add_typer(keys_app, name="keys", help="The master key that encrypts secrets 
 app.add_typer(operator_app, name="operator", help="Operators: add, list, disable, reset MFA.")
 app.add_typer(token_app, name="token", help="API tokens: create, list, revoke.")
 app.add_typer(audit_app, name="audit-log", help="Verify the audit log or print its head.")
+app.command("broker", help="Run Mosquitto with mutual TLS and per-device permissions.")(
+    broker_command
+)
 app.command("scan", help="Audit a network for IoT weaknesses, with no agent and no server.")(
     scan_command
+)
+app.command("sim", help="Run a simulated fleet with real identities and injected attacks.")(
+    sim_command
 )
 app.add_typer(device_app, name="device", help="Devices: add, list, show, set, token, decommission.")
 app.add_typer(cert_app, name="cert", help="Device certificates: list, revoke.")
