@@ -1,12 +1,9 @@
 #!/usr/bin/env bash
-# Sets everything up and runs the platform: initializes a data dir on first run
-# (printing the first admin's password once) and serves the API over TLS.
+# Sets everything up and runs the main job: the whole platform on this machine (server,
+# MQTT broker when Mosquitto is installed, a simulated fleet of 50 devices, a few of them
+# compromised). Prints the addresses and the one-time admin credentials; Ctrl-C stops it all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 . .venv/bin/activate
-export FLEETGUARD_DATA_DIR=${FLEETGUARD_DATA_DIR:-$PWD/.demo-data}
-if [ ! -f "$FLEETGUARD_DATA_DIR/master.key" ] && [ -z "${FLEETGUARD_MASTER_KEY:-}" ]; then
-  fleetguard init
-fi
-exec fleetguard serve --host 127.0.0.1 --port "${FLEETGUARD_PORT:-8443}"
+exec fleetguard demo --data-dir "${FLEETGUARD_DEMO_DIR:-$PWD/.demo-data}" "$@"

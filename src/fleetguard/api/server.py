@@ -19,6 +19,7 @@ from fleetguard.api.app import create_app
 from fleetguard.api.device_app import create_device_app
 from fleetguard.api.tls_peer import PeerCertH11Protocol
 from fleetguard.core.config import Settings
+from fleetguard.core.errors import ConfigurationError, ValidationFailedError
 from fleetguard.identity import service as identity
 from fleetguard.identity.ca import open_installation_ca
 from fleetguard.install import open_installation_database
@@ -26,6 +27,7 @@ from fleetguard.keys import load_master_key
 from fleetguard.pki import FleetCA
 from fleetguard.store import Database
 from fleetguard.telemetry import IngestService
+from fleetguard.telemetry.mqtt_consumer import MqttConsumer, MqttSettings
 
 STRONG_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 CRL_CHECK_EVERY_S = 300
@@ -101,9 +103,27 @@ def run_device_worker(settings: Settings, host: str, port: int, log_format: str,
         db.dispose()
 
 
+def _mqtt_consumer(settings: Settings, ingest: IngestService, broker: str) -> MqttConsumer:
+    """Telemetry from `fleetguard broker`, read as the platform's own service identity."""
+    host, _, port = broker.removeprefix("mqtts://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ValidationFailedError("--mqtt-broker is HOST:PORT", field="mqtt-broker")
+    service = settings.data_dir / "broker" / "service"
+    cert, key = service / "service.crt", service / "service.key"
+    if not cert.exists() or not key.exists():
+        raise ConfigurationError(
+            f"no broker service identity in {service}: run `fleetguard broker` first"
+        )
+    return MqttConsumer(ingest, MqttSettings(
+        host=host.strip("[]"), port=int(port), ca_file=settings.data_dir / "ca" / "bundle.pem",
+        cert_file=cert, key_file=key,
+    ))
+
+
 def run_servers(
     settings: Settings, *, host: str, port: int, device_port: int, insecure_http: bool,
     device_workers: int = 1, log_format: str = "text", log_level: str = "info",
+    mqtt_broker: str | None = None,
 ) -> None:
     db = open_installation_database(settings)
     master = load_master_key(settings)
@@ -115,6 +135,9 @@ def run_servers(
     # Telemetry is stored by one writer thread per process, in batches.
     ingest = IngestService(db)
     ingest.start()
+    consumer = _mqtt_consumer(settings, ingest, mqtt_broker) if mqtt_broker else None
+    if consumer is not None:
+        consumer.start()
     if device_port:
         servers.append(_device_server(db, ca, settings, host, device_port, ingest))
         if device_workers > 1:
@@ -173,6 +196,8 @@ def run_servers(
             worker.terminate()
         for worker in workers:
             worker.join(timeout=10)
+        if consumer is not None:
+            consumer.stop()
         ingest.stop()  # everything accepted is stored before we exit
         ca.close()
         db.dispose()

@@ -96,6 +96,10 @@ def serve_command(
     device_workers: Annotated[
         int, typer.Option(min=1, max=64, help="Processes serving the device endpoint.")
     ] = 1,
+    mqtt_broker: Annotated[
+        str | None,
+        typer.Option(help="Ingest telemetry from `fleetguard broker` at HOST:PORT."),
+    ] = None,
     log_format: Annotated[str, typer.Option(help="text or json")] = "text",
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
 ) -> None:
@@ -109,7 +113,7 @@ def serve_command(
     run_servers(
         settings_from(data_dir), host=host, port=port, device_port=device_port,
         insecure_http=insecure_http, device_workers=device_workers, log_format=log_format,
-        log_level=log_level,
+        log_level=log_level, mqtt_broker=mqtt_broker,
     )
 
 

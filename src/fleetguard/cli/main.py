@@ -10,6 +10,7 @@ from fleetguard import __version__
 from fleetguard.agent.cli import agent_app
 from fleetguard.cli.admin import audit_app, operator_app, token_app
 from fleetguard.cli.broker import broker_command
+from fleetguard.cli.demo import demo_command
 from fleetguard.cli.fleet import ca_app, cert_app, claim_app, device_app
 from fleetguard.cli.installation import db_app, init_command, keys_app, serve_command
 from fleetguard.cli.scan import scan_command
@@ -26,7 +27,12 @@ app = typer.Typer(
 app.command("init", help="Create data dir, database, master key, TLS identity and first admin.")(
     init_command
 )
-app.command("serve", help="Run the HTTPS API server.")(serve_command)
+app.command("serve", help="Run the HTTPS operator API and the mutual-TLS device endpoint.")(
+    serve_command
+)
+app.command("demo", help="The whole platform with a simulated, partly compromised fleet.")(
+    demo_command
+)
 app.add_typer(db_app, name="db", help="Database schema migrations.")
 app.add_typer(keys_app, name="keys", help="The master key that encrypts secrets at rest.")
 app.add_typer(operator_app, name="operator", help="Operators: add, list, disable, reset MFA.")

@@ -35,6 +35,8 @@ from fleetguard.sim.profiles import (
     scenario_target,
 )
 
+CONNECT_ATTEMPTS = 4
+CONNECT_RETRY_S = 1.0
 logger = logging.getLogger(__name__)
 PROFILE_MIX = ((Profile.CAMERA, 0.4), (Profile.SENSOR, 0.45), (Profile.GATEWAY, 0.15))
 
@@ -150,13 +152,21 @@ class FleetSimulator:
 
         async def one(device: VirtualDevice) -> None:
             async with limit:
-                try:
-                    await self._connect(device)
-                    self.stats.connected += 1
-                except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
-                    self.stats.connect_failures += 1
-                    logger.warning("device %s could not connect: %s",
-                                   device.identity.device_id, exc)
+                # A freshly enrolled device may be refused until the broker's access sync
+                # (about once a second) has granted it its topics: retry a few times.
+                for attempt in range(CONNECT_ATTEMPTS):
+                    try:
+                        await self._connect(device)
+                        self.stats.connected += 1
+                        break
+                    except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+                        await self._drop_connection(device)
+                        if attempt + 1 == CONNECT_ATTEMPTS:
+                            self.stats.connect_failures += 1
+                            logger.warning("device %s could not connect: %s",
+                                           device.identity.device_id, exc)
+                        else:
+                            await asyncio.sleep(CONNECT_RETRY_S * (attempt + 1))
                 if progress is not None:
                     progress(self.stats.connected + self.stats.connect_failures)
 
@@ -178,6 +188,12 @@ class FleetSimulator:
         else:
             device.https = MiniHttpsClient(s.host, s.port, device.context)
             await device.https.open()
+
+    async def _drop_connection(self, device: VirtualDevice) -> None:
+        if device.mqtt is not None:
+            with contextlib.suppress(OSError, ConnectionError):
+                device.mqtt.disconnect()
+            device.mqtt = None
 
     def _command_seen(self) -> None:
         self.stats.commands_received += 1

@@ -1,0 +1,203 @@
+"""`fleetguard demo`: the whole platform on one machine, with a simulated fleet.
+
+It initializes a fresh demo data dir, runs the server (and the MQTT broker when Mosquitto
+is installed), enrolls a simulated fleet with a few compromised devices, prints where to
+look and the one-time admin credentials, and on Ctrl-C stops everything it started.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+
+from fleetguard.cli.common import console, err_console, handles_errors
+from fleetguard.core.errors import ConfigurationError, ValidationFailedError
+
+DEMO_MARKER = ".fleetguard-demo"
+FLEETGUARD = [sys.executable, "-m", "fleetguard.cli"]
+
+
+def _fresh_demo_dir(path: Path) -> None:
+    """Only a directory this command made before is ever wiped."""
+    if path.exists():
+        if not (path / DEMO_MARKER).exists():
+            raise ValidationFailedError(
+                f"{path} exists and is not a demo data dir; choose another --data-dir",
+                field="data-dir",
+            )
+        shutil.rmtree(path)
+    path.mkdir(parents=True, mode=0o700)
+    (path / DEMO_MARKER).write_text("made by `fleetguard demo`; wiped by its next run\n")
+
+
+def _wait_https(url: str, ca_file: Path, what: str, proc: subprocess.Popen[bytes],
+                log: Path, timeout: float = 60) -> None:
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(ca_file))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ConfigurationError(f"{what} exited early; see {log}")
+        try:
+            httpx.get(url, verify=context, timeout=2)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    raise ConfigurationError(f"{what} did not come up in {timeout:.0f} s; see {log}")
+
+
+def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    import socket
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ConfigurationError(f"the broker exited early; see {log}")
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise ConfigurationError(f"the broker did not come up; see {log}")
+
+
+@handles_errors
+def demo_command(
+    data_dir: Annotated[Path, typer.Option(help="Demo data dir (wiped and made anew).")] = Path(
+        ".demo-data"),
+    devices: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    compromised: Annotated[int, typer.Option(min=0)] = 5,
+    port: Annotated[int, typer.Option(help="Operator API port.")] = 8443,
+    device_port: Annotated[int, typer.Option(help="Device endpoint port.")] = 8444,
+    mqtt_port: Annotated[int, typer.Option(help="MQTT broker port.")] = 8883,
+    interval: Annotated[float, typer.Option(min=1, help="Seconds between device reports.")] = 10,
+    duration: Annotated[
+        float, typer.Option(min=0, help="Stop after this many seconds (0: until Ctrl-C).")
+    ] = 0,
+) -> None:
+    """Init, serve, broker (when Mosquitto is there), and a simulated fleet with attacks."""
+    from fleetguard.core.config import load_settings
+    from fleetguard.install import init_installation, open_installation_database
+    from fleetguard.operators import Role
+    from fleetguard.operators import service as operators
+
+    if compromised > devices:
+        raise ValidationFailedError("--compromised cannot exceed --devices", field="compromised")
+    data_dir = data_dir.resolve()
+    _fresh_demo_dir(data_dir)
+    settings = load_settings(data_dir, f"sqlite:///{data_dir / 'fleetguard.db'}")
+    result = init_installation(settings)
+    db = open_installation_database(settings)
+    with db.session() as session:
+        operators.create_operator(
+            session, username="simulator", password=_strong(), role=Role.OPERATOR,
+            actor="demo",
+        )
+        sim_token = operators.create_api_token(
+            session, username="simulator", name="demo fleet", role=None,
+            ttl=timedelta(days=1), actor="demo",
+        ).token
+    db.dispose()
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETGUARD_")}
+    env["FLEETGUARD_DATA_DIR"] = str(data_dir)
+    bundle = data_dir / "ca" / "bundle.pem"
+    children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    logs = data_dir / "logs"
+    logs.mkdir(mode=0o700)
+
+    def start(name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = (logs / f"{name}.log").open("wb")
+        # Our own interpreter and arguments only; nothing from outside reaches argv.
+        proc = subprocess.Popen([*FLEETGUARD, *args], env=env, stdout=log,  # noqa: S603
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        children.append((name, proc))
+        return proc
+
+    stopping = False
+
+    def stop_all(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {s: signal.signal(s, stop_all) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        transport = "https"
+        serve_args = ["serve", "--port", str(port), "--device-port", str(device_port),
+                      "--log-format", "json"]
+        if shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists():
+            broker = start("broker", "broker", "--port", str(mqtt_port))
+            _wait_port("127.0.0.1", mqtt_port, broker, logs / "broker.log")
+            serve_args += ["--mqtt-broker", f"127.0.0.1:{mqtt_port}"]
+            transport = "mqtt"
+        else:
+            err_console.print("Mosquitto is not installed: devices report over HTTPS instead")
+        server = start("serve", *serve_args)
+        _wait_https(f"https://127.0.0.1:{port}/healthz", bundle, "the server", server,
+                    logs / "serve.log")
+        sim_args = ["sim", "--devices", str(devices), "--compromise", str(compromised),
+                    "--server", f"https://127.0.0.1:{port}",
+                    "--device-endpoint", f"https://127.0.0.1:{device_port}",
+                    "--api-token", sim_token, "--transport", transport,
+                    "--broker", f"mqtts://127.0.0.1:{mqtt_port}",
+                    "--interval", str(interval), "--duration", str(duration or 10**8),
+                    "--ground-truth", str(data_dir / "ground-truth.json"),
+                    "--ca-file", str(bundle)]
+        sim = start("sim", *sim_args)
+        console.print(f"\nfleetguard demo is running ({devices} simulated devices over "
+                      f"{transport}, {compromised} of them compromised)")
+        console.print(f"  operator API     https://127.0.0.1:{port}  (OpenAPI at "
+                      "/api/v1/openapi.json after login)")
+        console.print(f"  device endpoint  https://127.0.0.1:{device_port}")
+        if transport == "mqtt":
+            console.print(f"  MQTT broker      mqtts://127.0.0.1:{mqtt_port}")
+        console.print(f"  trust            {bundle} (fleet root "
+                      f"{result.root_fingerprint[:16]}...)")
+        console.print(f"  ground truth     {data_dir / 'ground-truth.json'}")
+        console.print(f"  logs             {logs}")
+        print(f"admin username: {result.admin_username}", flush=True)
+        print(f"admin password: {result.admin_password}", flush=True)
+        console.print("The admin enrolls a TOTP authenticator at first login. Ctrl-C stops "
+                      "everything.")
+        deadline = time.monotonic() + duration if duration else None
+        while not stopping:
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            for name, proc in children:
+                if proc.poll() is not None and not (name == "sim" and proc.returncode == 0):
+                    raise ConfigurationError(f"{name} stopped unexpectedly; see "
+                                             f"{logs / (name + '.log')}")
+            if sim.poll() is not None:
+                break
+            time.sleep(0.5)
+    finally:
+        for _name, proc in reversed(children):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name, proc in reversed(children):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+                err_console.print(f"{name} had to be killed")
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        console.print("demo stopped; nothing left running")
+
+
+def _strong() -> str:
+    import secrets
+
+    return "Sim-" + secrets.token_urlsafe(24)
