@@ -31,6 +31,7 @@ from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from fleetguard.core.errors import AuthenticationError, FleetError, UntrustedInputError
+from fleetguard.core.files import write_atomic
 
 KEY_FILE = "device.key"
 CERT_FILE = "device.crt"
@@ -77,14 +78,7 @@ def token_fingerprint(token: str) -> str:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_atomic(path, data, mode=0o600)
 
 
 def _new_key_and_csr() -> tuple[ec.EllipticCurvePrivateKey, str]:

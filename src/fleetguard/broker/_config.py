@@ -41,6 +41,7 @@ from fleetguard.broker.errors import BrokerConfigError, MosquittoNotFoundError
 from fleetguard.broker.models import BrokerConfig, BrokerFiles
 from fleetguard.core.clock import utcnow
 from fleetguard.core.config import Settings
+from fleetguard.core.files import write_atomic
 from fleetguard.pki import FleetCA
 
 log = logging.getLogger(__name__)
@@ -211,14 +212,7 @@ def _merge_dynsec(state: dict[str, Any], service_name: str) -> dict[str, Any]:
 
 
 def _write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_atomic(path, data, mode=mode)
 
 
 def _service_cert_is_current(files: BrokerFiles, ca: FleetCA) -> bool:

@@ -15,6 +15,7 @@ from rich.table import Table
 from fleetguard.cli.admin import cli_actor, db_session
 from fleetguard.cli.common import DataDirOption, console, handles_errors, settings_from
 from fleetguard.core.errors import ValidationFailedError
+from fleetguard.core.files import write_atomic
 from fleetguard.pki import FleetCA, KeyAlgorithm, RevocationReason
 from fleetguard.registry import Device, DeviceChanges, DeviceFilter, DeviceState
 
@@ -275,9 +276,7 @@ def claim_create(
         issued = identity.create_claim_batch(session, ca, name=name, serials=serials,
                                              actor=cli_actor(), validity=timedelta(days=days))
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key_path = out_dir / "claim.key"
-    key_path.touch(mode=0o600)
-    key_path.write_text(issued.key_pem)
+    write_atomic(out_dir / "claim.key", issued.key_pem.encode(), mode=0o600)
     (out_dir / "claim.crt").write_text(issued.certificate_pem)
     (out_dir / "ca.pem").write_text(issued.ca_bundle_pem)
     console.print(f"batch {issued.batch.batch_id}: {issued.batch.serials} serials; "

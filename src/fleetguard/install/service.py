@@ -15,6 +15,7 @@ from sqlalchemy import inspect, select
 from fleetguard.auditlog import append_audit_entry
 from fleetguard.core.config import Settings
 from fleetguard.core.errors import ConflictError
+from fleetguard.core.files import write_new_private
 from fleetguard.identity.ca import Pkcs11Options, ca_dir, init_installation_ca
 from fleetguard.keys import (
     MasterKey,
@@ -32,14 +33,6 @@ from fleetguard.store import Database, open_database, upgrade_database
 from fleetguard.store.tables import OperatorRow
 
 SERVER_CERT_VALIDITY = timedelta(days=397)
-
-
-def write_private_file(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
 
 
 class AlreadyInitializedError(ConflictError):
@@ -172,7 +165,7 @@ def issue_server_identity(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    write_private_file(settings.server_key_file, pem)
+    write_new_private(settings.server_key_file, pem)
     settings.server_cert_file.write_bytes(issued.chain_pem)
 
 

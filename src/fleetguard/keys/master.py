@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from fleetguard.core.config import Settings
+from fleetguard.core.files import write_atomic
 from fleetguard.keys.envelope import MasterKey
 from fleetguard.keys.errors import MasterKeyMissingError
 
@@ -38,14 +39,7 @@ def load_master_key(settings: Settings) -> MasterKey:
 
 def write_master_key_file(path: Path, key: MasterKey) -> None:
     """Write atomically with mode 0600 from the first byte."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, base64.b64encode(key.material) + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_atomic(path, base64.b64encode(key.material) + b"\n", mode=0o600)
 
 
 def create_master_key_file(path: Path) -> MasterKey:

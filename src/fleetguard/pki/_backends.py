@@ -16,8 +16,8 @@ from typing import TypeAlias
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from fleetguard.core.files import ensure_private_dir, write_atomic, write_new_private
 from fleetguard.keys import MasterKey, open_secret, rewrap_secret, seal_secret
-from fleetguard.pki._files import ensure_private_dir, write_atomic, write_new_private
 from fleetguard.pki.errors import CaStateCorruptError, KeyBackendConfigError
 from fleetguard.pki.models import KeyAlgorithm, KeyReference
 

@@ -32,10 +32,10 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from fleetguard.core.clock import utcnow
+from fleetguard.core.files import directory_lock, ensure_private_dir, write_atomic
 from fleetguard.pki import _x509
 from fleetguard.pki._backends import CaSigningKey, KeyBackend
 from fleetguard.pki._csr import check_public_key, load_csr, verified_public_key
-from fleetguard.pki._files import directory_lock, ensure_private_dir, write_atomic
 from fleetguard.pki.errors import (
     CaAlreadyExistsError,
     CaExpiredError,

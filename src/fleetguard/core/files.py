@@ -1,4 +1,5 @@
-"""Atomic file writes and a directory lock for the CA state directory."""
+"""Atomic, private file writes and a directory lock: the one way fleetguard writes files
+that hold keys, secrets or state (importable by the device agent too)."""
 
 from __future__ import annotations
 
