@@ -172,3 +172,10 @@ def test_crls_are_republished_only_when_due(sqlite_db: Database, ca: FleetCA) ->
         assert identity.refresh_crls_if_due(s, ca, now=later) is True
     next_update = identity.crl_next_update(ca)
     assert next_update is not None and next_update > utcnow() + timedelta(hours=24)
+
+
+def test_read_only_units_of_work_refuse_to_write(sqlite_db: Database) -> None:
+    with pytest.raises(RuntimeError), sqlite_db.read_session() as s:
+        registry.register_device(s, name="sneaky", actor="t")
+    with sqlite_db.session() as s:
+        assert registry.list_devices(s).devices == []

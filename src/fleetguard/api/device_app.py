@@ -164,25 +164,25 @@ def create_device_app(
     def _enroll(body: EnrollRequest, request: Request, ctx: Ctx) -> CertificateResponse:
         source = client_address(request)
         fleet_ca = ctx.current_ca()
-        with ctx.db.session() as session:
-            if body.token:
+        if body.token:
+            with ctx.db.session() as session:
                 result = identity.enroll_with_token(
                     session, fleet_ca, token=body.token, csr=body.csr, source=source
                 )
-            else:
-                der = _peer(request)
-                if der is None:
-                    raise AuthenticationError(
-                        "enroll with a token, or present the batch claim certificate",
-                        code="enrollment_credential_required",
-                    )
-                caller = identity.authenticate_peer_certificate(session, der, source=source)
-                if caller.kind == "claim":
-                    ctx.claim_limiter.take(caller.subject_id)
-                result = identity.enroll_with_claim(
-                    session, fleet_ca, caller, serial=body.serial or "", csr=body.csr,
-                    source=source,
-                )
+            return CertificateResponse.of(result)
+        der = _peer(request)
+        if der is None:
+            raise AuthenticationError(
+                "enroll with a token, or present the batch claim certificate",
+                code="enrollment_credential_required",
+            )
+        with ctx.db.session() as session:
+            caller = identity.authenticate_peer_certificate(session, der, source=source)
+            if caller.kind == "claim":
+                ctx.claim_limiter.take(caller.subject_id)
+            result = identity.enroll_with_claim(
+                session, fleet_ca, caller, serial=body.serial or "", csr=body.csr, source=source,
+            )
         return CertificateResponse.of(result)
 
     @app.post("/v1/renew", status_code=201)

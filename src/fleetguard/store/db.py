@@ -33,11 +33,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _sqlite_begin_immediate(connection: Connection) -> None:
-    # Take the write lock at the start: read-then-write units of work (the audit chain's
-    # head, token consumption) then serialise instead of racing, as FOR UPDATE does on
-    # PostgreSQL. Readers outside transactions are not blocked in WAL mode.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+READ_ONLY_OPTION = "fleetguard_read_only"
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    # Units of work that may write take the write lock at the start: read-then-write work
+    # (the audit chain's head, token consumption) then serialises instead of racing, as
+    # FOR UPDATE does on PostgreSQL. Read-only units take a plain snapshot (WAL readers
+    # never wait for writers) and must not write.
+    if connection.get_execution_options().get(READ_ONLY_OPTION):
+        connection.exec_driver_sql("BEGIN")
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_db_engine(url: str) -> Engine:
@@ -45,7 +52,7 @@ def create_db_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", _sqlite_begin_immediate)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     if url.startswith("postgresql"):
         return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
@@ -56,6 +63,7 @@ def create_db_engine(url: str) -> Engine:
 class Database:
     engine: Engine
     sessions: sessionmaker[Session]
+    read_sessions: sessionmaker[Session]
 
     @property
     def dialect(self) -> str:
@@ -64,7 +72,18 @@ class Database:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A unit of work: committed when the block ends, rolled back on any error."""
-        session = self.sessions()
+        with self._unit(self.sessions) as session:
+            yield session
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A read-only unit of work: never blocks or waits for writers on SQLite."""
+        with self._unit(self.read_sessions) as session:
+            yield session
+
+    @contextmanager
+    def _unit(self, factory: sessionmaker[Session]) -> Iterator[Session]:
+        session = factory()
         try:
             yield session
             session.commit()
@@ -83,4 +102,14 @@ class Database:
 
 def open_database(url: str) -> Database:
     engine = create_db_engine(url)
-    return Database(engine=engine, sessions=sessionmaker(engine, expire_on_commit=False))
+    reader = engine.execution_options(**{READ_ONLY_OPTION: True})
+    read_sessions = sessionmaker(reader, expire_on_commit=False)
+    event.listen(read_sessions, "before_flush", _refuse_writes)
+    return Database(
+        engine=engine, sessions=sessionmaker(engine, expire_on_commit=False),
+        read_sessions=read_sessions,
+    )
+
+
+def _refuse_writes(session: Session, _context: Any, _instances: Any) -> None:
+    raise RuntimeError("a read-only unit of work tried to write")
