@@ -67,6 +67,16 @@ MATRIX: dict[tuple[str, str], frozenset[Role] | str] = {
     ("POST", "/api/v1/claim-batches"): ADMIN,
     ("POST", "/api/v1/claim-batches/{batch_id}/revoke"): ADMIN,
     ("POST", "/api/v1/claim-serials/{serial}/reopen"): WRITE,
+    ("POST", "/api/v1/scans"): WRITE,
+    ("GET", "/api/v1/scans"): ALL,
+    ("GET", "/api/v1/scans/{scan_id}"): ALL,
+    ("GET", "/api/v1/scans/{scan_id}/report"): ALL,
+    ("GET", "/api/v1/findings"): ALL,
+    ("GET", "/api/v1/findings/summary"): ALL,
+    ("GET", "/api/v1/devices/{device_id}/findings"): ALL,
+    ("GET", "/api/v1/scan-schedules"): ALL,
+    ("POST", "/api/v1/scan-schedules"): WRITE,
+    ("DELETE", "/api/v1/scan-schedules/{schedule_id}"): WRITE,
 }
 
 

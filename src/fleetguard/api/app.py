@@ -13,7 +13,7 @@ from fleetguard.api.middleware import (
     BodyLimitMiddleware,
     SecurityHeadersMiddleware,
 )
-from fleetguard.api.routers import audit, auth, devices, operators, system, tokens
+from fleetguard.api.routers import audit, auth, devices, operators, scans, system, tokens
 from fleetguard.core.config import Settings
 from fleetguard.keys import MasterKey, load_master_key
 from fleetguard.pki import FleetCA
@@ -21,6 +21,7 @@ from fleetguard.store import Database, open_database
 
 ROUTERS = (
     system.router, auth.router, operators.router, tokens.router, audit.router, devices.router,
+    scans.router,
 )
 
 

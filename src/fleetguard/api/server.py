@@ -15,6 +15,7 @@ from typing import Any
 
 import uvicorn
 
+from fleetguard.api import scan_jobs
 from fleetguard.api.app import create_app
 from fleetguard.api.device_app import create_device_app
 from fleetguard.api.tls_peer import PeerCertH11Protocol
@@ -31,6 +32,7 @@ from fleetguard.telemetry.mqtt_consumer import MqttConsumer, MqttSettings
 
 STRONG_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 CRL_CHECK_EVERY_S = 300
+SCAN_SCHEDULER_EVERY_S = 30
 log = logging.getLogger("fleetguard.server")
 
 
@@ -174,6 +176,18 @@ def run_servers(
                     return
                 await asyncio.sleep(1)
 
+    async def scan_scheduler() -> None:
+        """Start due scheduled scans; mark scans cut off by a restart as failed."""
+        while not all(server.should_exit for server in servers):
+            try:
+                await asyncio.to_thread(scan_jobs.run_due_scans, db)
+            except Exception:  # retried next round; it must not stop the server
+                log.exception("scheduled scans could not start")
+            for _ in range(SCAN_SCHEDULER_EVERY_S):
+                if all(server.should_exit for server in servers):
+                    return
+                await asyncio.sleep(1)
+
     async def serve_all() -> None:
         loop = asyncio.get_running_loop()
 
@@ -184,10 +198,12 @@ def run_servers(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop)
         keeper = asyncio.create_task(crl_keeper())
+        scheduler = asyncio.create_task(scan_scheduler())
         await asyncio.gather(
             *(server.serve(**kw) for server, kw in zip(servers, serve_args, strict=True))  # type: ignore[arg-type]
         )
         keeper.cancel()
+        scheduler.cancel()
 
     try:
         asyncio.run(serve_all())

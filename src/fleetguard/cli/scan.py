@@ -1,7 +1,8 @@
 """``fleetguard scan``: the agentless IoT network audit (command layer only).
 
 Register in the main CLI with ``app.command("scan")(scan_command)``.
-Exit codes: 0 no finding at or above --fail-on, 1 otherwise, 2 bad input.
+Exit codes: 0 no finding at or above --fail-on, 1 otherwise, 2 bad input, 3 the report
+could not be stored on the server given with --server.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from fleetguard.cli._scan_upload import TOKEN_ENV, check_server, upload_report
 from fleetguard.core.errors import FleetError
 from fleetguard.scan import (
     ScanReport,
     Severity,
     build_options,
+    report_document,
     run_scan,
     to_csv,
     to_json,
@@ -123,11 +126,22 @@ def scan_command(
     max_addresses: Annotated[
         int, typer.Option(help="Refuse targets that expand to more addresses.")
     ] = 65536,
+    server: Annotated[
+        str | None,
+        typer.Option(help="Store the report on this fleetguard server (https://host:port)."),
+    ] = None,
+    api_token: Annotated[
+        str | None, typer.Option(envvar=TOKEN_ENV, help="API token for --server.")
+    ] = None,
+    ca_file: Annotated[
+        Path | None, typer.Option(help="Trust this CA (the fleet root) for --server.")
+    ] = None,
 ) -> None:
     """Audit IoT devices on the network, agentless: default credentials, missing
     authentication, cleartext protocols, weak TLS, exposed IoT protocols."""
     err = Console(stderr=True)
     try:
+        base_url = check_server(server, api_token) if server else None
         options = build_options(
             targets,
             ports=ports,
@@ -172,6 +186,21 @@ def scan_command(
     else:
         _print_table(
             Console(), report, Severity.INFO if len(report.findings) < 60 else Severity.LOW
+        )
+    if base_url is not None:
+        try:
+            stored = upload_report(
+                base_url, api_token or "", report_document(report), ports=ports, ca_file=ca_file
+            )
+        except FleetError as exc:
+            err.print(f"[bold red]error:[/] {exc.message} [dim]({exc.code})[/]")
+            raise typer.Exit(3) from None
+        o = stored.outcome
+        err.print(
+            f"stored on {base_url} as scan {stored.scan_id}: findings opened {o.get('opened', 0)}, "
+            f"resolved {o.get('resolved', 0)}, reopened {o.get('reopened', 0)}, "
+            f"seen again {o.get('updated', 0)}",
+            soft_wrap=True,
         )
     raise typer.Exit(1 if report.findings_at_or_above(fail_on) else 0)
 

@@ -1,6 +1,7 @@
 """Every table of the platform; importing this module registers them all on Base.metadata."""
 
 from fleetguard.store.tables.audit import AuditEntryRow, AuditHeadRow
+from fleetguard.store.tables.findings import FindingRow, ScanHostRow, ScanRow, ScanScheduleRow
 from fleetguard.store.tables.operators import (
     ApiTokenRow,
     LoginChallengeRow,
@@ -43,10 +44,14 @@ __all__ = [
     "DeviceLabelRow",
     "DeviceRow",
     "EnrollmentTokenRow",
+    "FindingRow",
     "LoginChallengeRow",
     "LoginThrottleRow",
     "OperatorRow",
     "RecoveryCodeRow",
+    "ScanHostRow",
+    "ScanRow",
+    "ScanScheduleRow",
     "SecretRow",
     "TelemetryDeviceRow",
     "TelemetryRejectionRow",

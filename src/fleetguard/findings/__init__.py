@@ -1,0 +1,115 @@
+"""Scan results on the platform: stored scans, findings per device with a lifecycle, schedules.
+
+A report (``fleetguard.scan/1``, from ``fleetguard scan --server``, an upload, or a scan
+the server ran) is validated, its hosts matched to registered devices (by a serial a
+service discloses, else by address), and its findings opened, updated, resolved or
+reopened per device across rescans::
+
+    document = parse_report_document(json.loads(text))
+    with db.session() as session:
+        scan = ingest_report(session, document, actor="operator:alice")
+        scan.outcome   # ScanOutcome(opened=3, updated=0, reopened=0, resolved=1, ...)
+
+This package depends on the registry and the audit log, never on the scanner: the
+server-side runner that calls ``fleetguard.scan`` lives in the API layer.
+"""
+
+from fleetguard.findings.document import MAX_REPORT_BYTES, SCHEMA, parse_report_document
+from fleetguard.findings.errors import (
+    InvalidReportError,
+    ReportTooLargeError,
+    ScanCapacityError,
+    ScanNotFinishedError,
+    ScanNotFoundError,
+    ScanNotRunningError,
+    ScheduleExistsError,
+    ScheduleNotFoundError,
+)
+from fleetguard.findings.models import (
+    CREDENTIAL_CHECKS,
+    DeviceCheck,
+    DueScan,
+    Finding,
+    FindingFilter,
+    FindingPage,
+    FindingState,
+    MatchMethod,
+    Scan,
+    ScanDocument,
+    ScanHost,
+    ScanOutcome,
+    ScanPage,
+    ScanSchedule,
+    ScanSource,
+    ScanStatus,
+    Severity,
+)
+from fleetguard.findings.service import (
+    SCHEDULER_ACTOR,
+    claim_due_schedules,
+    count_findings_by_severity,
+    create_scan,
+    create_schedule,
+    delete_schedule,
+    devices_with_open_check,
+    fail_scan,
+    fail_stale_scans,
+    get_scan,
+    get_schedule,
+    ingest_report,
+    list_findings,
+    list_scans,
+    list_schedules,
+    record_scan_progress,
+    scan_hosts,
+    scan_report,
+)
+
+__all__ = [
+    "CREDENTIAL_CHECKS",
+    "MAX_REPORT_BYTES",
+    "SCHEDULER_ACTOR",
+    "SCHEMA",
+    "DeviceCheck",
+    "DueScan",
+    "Finding",
+    "FindingFilter",
+    "FindingPage",
+    "FindingState",
+    "InvalidReportError",
+    "MatchMethod",
+    "ReportTooLargeError",
+    "Scan",
+    "ScanCapacityError",
+    "ScanDocument",
+    "ScanHost",
+    "ScanNotFinishedError",
+    "ScanNotFoundError",
+    "ScanNotRunningError",
+    "ScanOutcome",
+    "ScanPage",
+    "ScanSchedule",
+    "ScanSource",
+    "ScanStatus",
+    "ScheduleExistsError",
+    "ScheduleNotFoundError",
+    "Severity",
+    "claim_due_schedules",
+    "count_findings_by_severity",
+    "create_scan",
+    "create_schedule",
+    "delete_schedule",
+    "devices_with_open_check",
+    "fail_scan",
+    "fail_stale_scans",
+    "get_scan",
+    "get_schedule",
+    "ingest_report",
+    "list_findings",
+    "list_scans",
+    "list_schedules",
+    "parse_report_document",
+    "record_scan_progress",
+    "scan_hosts",
+    "scan_report",
+]
