@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(python3-venv openssl ca-certificates mosquitto softhsm2 opensc)
+DEBIAN_PACKAGES=(python3-venv openssl ca-certificates mosquitto softhsm2 opensc busybox-static openssh-server lighttpd lighttpd-mod-openssl vsftpd snmpd)
 
 missing=()
 if command -v dpkg >/dev/null 2>&1; then
@@ -16,8 +16,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # The test lab starts its own daemons; keep apt from starting system ones
+    # (sshd, lighttpd, vsftpd, snmpd) on standard ports while installing them.
+    guard=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      guard=/usr/sbin/policy-rc.d
+      printf '#!/bin/sh\nexit 101\n' > "$guard" && chmod 755 "$guard"
+    fi
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || status=$?
+    [ -n "$guard" ] && rm -f "$guard"
+    [ "${status:-0}" = 0 ] || exit "$status"
   else
     echo "setup: missing Debian packages (not root, not installing): ${missing[*]}" >&2
   fi

@@ -207,15 +207,43 @@ async def check_protocols(ctx: ProbeContext, info: ServiceInfo) -> None:
 
 
 async def fetch_certificate(ctx: ProbeContext, port: int) -> tuple[bytes | None, str]:
-    """The leaf certificate (DER) and the negotiated protocol name."""
+    """The leaf certificate (DER) and the negotiated protocol name.
+
+    The handshake is driven by hand over a plain stream (``ssl.MemoryBIO``) and the
+    certificate is read the moment the handshake completes. A server that requires a client
+    certificate (mutual TLS) sends its refusal right after a TLS 1.3 handshake; once that
+    alert has been processed the certificate can no longer be read, and an asyncio TLS
+    stream may process it before the caller gets to ask (a race that lost the certificate).
+    """
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     try:
-        async with ctx.net.tcp(port, tls=insecure_tls_context()) as (_reader, writer):
-            sslobj = writer.get_extra_info("ssl_object")
-            if sslobj is None:
-                return None, ""
-            der = sslobj.getpeercert(binary_form=True)
-            return der, str(sslobj.version() or "")
-    except (OSError, TimeoutError, ssl.SSLError):
+        async with ctx.net.tcp(port) as (reader, writer):
+            sslobj = insecure_tls_context().wrap_bio(
+                incoming, outgoing, server_hostname=ctx.net.name or None
+            )
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + ctx.net.timeout
+            while True:
+                try:
+                    sslobj.do_handshake()
+                    done = True
+                except ssl.SSLWantReadError:
+                    done = False
+                pending = outgoing.read()
+                if pending:
+                    writer.write(pending)
+                    await writer.drain()
+                if done:
+                    der = sslobj.getpeercert(binary_form=True)
+                    return der, str(sslobj.version() or "")
+                left = deadline - loop.time()
+                if left <= 0:
+                    return None, ""
+                data = await asyncio.wait_for(reader.read(65536), left)
+                if not data:
+                    return None, ""
+                incoming.write(data)
+    except (OSError, TimeoutError, ssl.SSLError, ValueError):
         return None, ""
 
 
