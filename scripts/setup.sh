@@ -32,6 +32,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# The dashboard's browser tests use Debian's Chromium; without it they skip, so a failed
+# download here is a warning, not a failed setup.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && ! command -v chromium >/dev/null 2>&1; then
+  echo "setup: installing chromium (dashboard browser tests)"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
+    || echo "setup: chromium could not be installed; browser tests will skip" >&2
+fi
+
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv

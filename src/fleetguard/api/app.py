@@ -15,6 +15,7 @@ from fleetguard.api.middleware import (
 )
 from fleetguard.api.routers import audit, auth, devices, operators, scans, system, tokens
 from fleetguard.core.config import Settings
+from fleetguard.dashboard import install_dashboard
 from fleetguard.keys import MasterKey, load_master_key
 from fleetguard.pki import FleetCA
 from fleetguard.store import Database, open_database
@@ -52,6 +53,7 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     install_error_handlers(app)
+    install_dashboard(app)
     app.add_middleware(AccessLogMiddleware, metrics=metrics)
     app.add_middleware(SecurityHeadersMiddleware, hsts=tls)
     app.add_middleware(BodyLimitMiddleware)
