@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -64,6 +65,9 @@ class Database:
     engine: Engine
     sessions: sessionmaker[Session]
     read_sessions: sessionmaker[Session]
+    # SQLite has one writer at a time; threads of this process queue here, in order,
+    # instead of sleeping in SQLite's busy handler (which polls with growing sleeps).
+    write_lock: threading.RLock | None = None
 
     @property
     def dialect(self) -> str:
@@ -72,7 +76,11 @@ class Database:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A unit of work: committed when the block ends, rolled back on any error."""
-        with self._unit(self.sessions) as session:
+        if self.write_lock is None:
+            with self._unit(self.sessions) as session:
+                yield session
+            return
+        with self.write_lock, self._unit(self.sessions) as session:
             yield session
 
     @contextmanager
@@ -108,6 +116,7 @@ def open_database(url: str) -> Database:
     return Database(
         engine=engine, sessions=sessionmaker(engine, expire_on_commit=False),
         read_sessions=read_sessions,
+        write_lock=threading.RLock() if engine.dialect.name == "sqlite" else None,
     )
 
 
