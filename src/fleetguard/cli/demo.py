@@ -157,7 +157,9 @@ def demo_command(
         sim = start("sim", *sim_args)
         console.print(f"\nfleetguard demo is running ({devices} simulated devices over "
                       f"{transport}, {compromised} of them compromised)")
-        console.print(f"  operator API     https://127.0.0.1:{port}  (OpenAPI at "
+        console.print(f"  dashboard        https://127.0.0.1:{port}/  (trust the fleet root "
+                      "below in your browser)")
+        console.print(f"  operator API     https://127.0.0.1:{port}/api/v1  (OpenAPI at "
                       "/api/v1/openapi.json after login)")
         console.print(f"  device endpoint  https://127.0.0.1:{device_port}")
         if transport == "mqtt":
