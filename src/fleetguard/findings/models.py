@@ -7,27 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-
-class Severity(StrEnum):
-    CRITICAL = "critical"
-    HIGH = "high"
-    MEDIUM = "medium"
-    LOW = "low"
-    INFO = "info"
-
-    @property
-    def rank(self) -> int:
-        """Higher is worse: info 0 ... critical 4."""
-        return _RANK[self]
-
-
-_RANK = {
-    Severity.INFO: 0,
-    Severity.LOW: 1,
-    Severity.MEDIUM: 2,
-    Severity.HIGH: 3,
-    Severity.CRITICAL: 4,
-}
+from fleetguard.core.severity import Severity
 
 
 class FindingState(StrEnum):
