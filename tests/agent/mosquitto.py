@@ -8,11 +8,9 @@ everything and writes commands.
 from __future__ import annotations
 
 import shutil
-import socket
 import ssl
 import subprocess
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,15 +18,10 @@ from typing import Any
 import pytest
 
 from tests.agent.pki import TestCA
+from tests.processes import free_port, stop_process, wait_until_listening
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 PLATFORM_CN = "fleetguard-platform"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def require_mosquitto() -> None:
@@ -79,25 +72,10 @@ class Mosquitto:
             [MOSQUITTO, "-c", str(self.directory / "mosquitto.conf")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"mosquitto exited:\n{self.log()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError(f"mosquitto did not listen:\n{self.log()}")
+        wait_until_listening(self.process, self.port, describe=self.log)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process)
         self.process = None
 
     def log(self) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import queue
 import shutil
-import socket
 import ssl
 import threading
 import time
@@ -41,16 +40,11 @@ from fleetguard.keys import load_master_key
 from fleetguard.pki import FleetCA
 from fleetguard.registry import service as registry
 from fleetguard.store import Database
+from tests.processes import free_port
 
 pytestmark = pytest.mark.process
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:

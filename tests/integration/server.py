@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import ssl
 import subprocess
 import sys
@@ -13,13 +12,9 @@ from pathlib import Path
 
 import httpx
 
+from tests.processes import free_port, stop_process
+
 FLEETGUARD = [sys.executable, "-m", "fleetguard.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run_cli(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -62,12 +57,7 @@ class RunningServer:
     def stop(self) -> None:
         for c in self.clients:
             c.close()
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
+        stop_process(self.process)
 
 
 def start_server(

@@ -10,7 +10,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.integration.server import FLEETGUARD, free_port
+from tests.integration.server import FLEETGUARD
+from tests.processes import free_port
 
 pytestmark = pytest.mark.process
 
