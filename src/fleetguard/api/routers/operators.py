@@ -73,17 +73,21 @@ def get_operator(
         return OperatorOut.of(operators.get_operator(session, username))
 
 
+def _set_disabled(ctx: AppContext, username: str, disabled: bool, actor: str) -> OperatorOut:
+    with ctx.db.session() as session:
+        return OperatorOut.of(
+            operators.set_operator_disabled(
+                session, username=username, disabled=disabled, actor=actor
+            )
+        )
+
+
 @router.post("/operators/{username}/disable")
 def disable_operator(
     username: str, ctx: Ctx,
     principal: Annotated[Principal, Depends(requires(Permission.OPERATORS_WRITE))],
 ) -> OperatorOut:
-    with ctx.db.session() as session:
-        return OperatorOut.of(
-            operators.set_operator_disabled(
-                session, username=username, disabled=True, actor=principal.actor
-            )
-        )
+    return _set_disabled(ctx, username, True, principal.actor)
 
 
 @router.post("/operators/{username}/enable")
@@ -91,12 +95,7 @@ def enable_operator(
     username: str, ctx: Ctx,
     principal: Annotated[Principal, Depends(requires(Permission.OPERATORS_WRITE))],
 ) -> OperatorOut:
-    with ctx.db.session() as session:
-        return OperatorOut.of(
-            operators.set_operator_disabled(
-                session, username=username, disabled=False, actor=principal.actor
-            )
-        )
+    return _set_disabled(ctx, username, False, principal.actor)
 
 
 @router.post("/operators/{username}/reset-mfa")
