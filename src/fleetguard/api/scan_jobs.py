@@ -33,6 +33,9 @@ MAX_SERVER_SCAN_ADDRESSES = 4096
 PROGRESS_EVERY_S = 1.0
 #: A running scan with no heartbeat for this long was interrupted (server restart).
 STALE_AFTER = timedelta(minutes=5)
+#: The fleet risk figure is stored after each ingestion, and at least this often besides
+#: (devices join and leave the fleet between scans).
+RISK_SNAPSHOT_EVERY = timedelta(minutes=30)
 #: The options of ScanOptions an API caller may set; nothing that names a server file.
 OPTION_NAMES = frozenset(
     {"timeout", "concurrency", "host_concurrency", "rate", "credentials", "max_logins",
@@ -190,7 +193,8 @@ def start_scan(
 
 
 def run_due_scans(db: Database, *, now: datetime | None = None) -> list[str]:
-    """Start the scans whose schedule is due; fail scans a restart interrupted.
+    """Start the scans whose schedule is due; fail scans a restart interrupted; keep the
+    stored fleet risk figure current.
 
     Call it periodically from the server (every 30 s is plenty); returns the ids of the
     scans it started. Never raises for a bad schedule: that scan is recorded as failed.
@@ -199,6 +203,7 @@ def run_due_scans(db: Database, *, now: datetime | None = None) -> list[str]:
     with db.session() as session:
         findings.fail_stale_scans(session, silent_for=STALE_AFTER, keep=running_scans(),
                                   actor=actor)
+        findings.record_risk_snapshot(session, unless_newer_than=RISK_SNAPSHOT_EVERY)
     started: list[str] = []
     with _lock:
         free = MAX_RUNNING_SCANS - sum(1 for t in _running.values() if t.is_alive())

@@ -25,6 +25,15 @@ from fleetguard.findings.errors import (
     ScheduleExistsError,
     ScheduleNotFoundError,
 )
+from fleetguard.findings.fleet import (
+    RISK_WEIGHTS,
+    RiskSnapshot,
+    count_devices_with_open_check,
+    fleet_risk,
+    open_finding_device_ids,
+    record_risk_snapshot,
+    risk_history,
+)
 from fleetguard.findings.models import (
     CREDENTIAL_CHECKS,
     DeviceCheck,
@@ -68,6 +77,7 @@ from fleetguard.findings.service import (
 __all__ = [
     "CREDENTIAL_CHECKS",
     "MAX_REPORT_BYTES",
+    "RISK_WEIGHTS",
     "SCHEDULER_ACTOR",
     "SCHEMA",
     "DeviceCheck",
@@ -79,6 +89,7 @@ __all__ = [
     "InvalidReportError",
     "MatchMethod",
     "ReportTooLargeError",
+    "RiskSnapshot",
     "Scan",
     "ScanCapacityError",
     "ScanDocument",
@@ -95,6 +106,7 @@ __all__ = [
     "ScheduleNotFoundError",
     "Severity",
     "claim_due_schedules",
+    "count_devices_with_open_check",
     "count_findings_by_severity",
     "create_scan",
     "create_schedule",
@@ -102,14 +114,18 @@ __all__ = [
     "devices_with_open_check",
     "fail_scan",
     "fail_stale_scans",
+    "fleet_risk",
     "get_scan",
     "get_schedule",
     "ingest_report",
     "list_findings",
     "list_scans",
     "list_schedules",
+    "open_finding_device_ids",
     "parse_report_document",
+    "record_risk_snapshot",
     "record_scan_progress",
+    "risk_history",
     "scan_hosts",
     "scan_report",
 ]

@@ -615,6 +615,11 @@ def ingest_report(
             session, actor=actor, action="finding.reopen", target=f"scan:{scan.id}",
             details=_listing(reopened_rows),
         )
+    session.flush()
+    # (imported here: the risk figure reads this module's counts)
+    from fleetguard.findings.fleet import record_risk_snapshot
+
+    record_risk_snapshot(session, now=now)
     return _to_scan(scan)
 
 

@@ -7,7 +7,10 @@ from fleetguard.registry.models import (
     DeviceFilter,
     DeviceGroup,
     DevicePage,
+    DeviceSort,
     DeviceState,
+    ExpiringCertificate,
+    ExpiringCertificates,
     GroupKind,
 )
 
@@ -18,6 +21,9 @@ __all__ = [
     "DeviceFilter",
     "DeviceGroup",
     "DevicePage",
+    "DeviceSort",
     "DeviceState",
+    "ExpiringCertificate",
+    "ExpiringCertificates",
     "GroupKind",
 ]

@@ -119,12 +119,41 @@ class DeviceFilter:
     search: str | None = None
     label_query: str | None = None
     group: str | None = None
+    #: Only these devices (e.g. the offline ones, or those with an open finding, as other
+    #: services name them); None means no such restriction, an empty set matches nothing.
+    device_ids: frozenset[str] | None = None
+
+
+class DeviceSort(StrEnum):
+    """Orders of the device list; each is keyset-paginated on its columns plus the id."""
+
+    REGISTERED = "registered"
+    REGISTERED_DESC = "-registered"
+    NAME = "name"
+    NAME_DESC = "-name"
+    STATE = "state"  # then by name
+    STATE_DESC = "-state"
 
 
 @dataclass(frozen=True, slots=True)
 class DevicePage:
     devices: list[Device]
     next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiringCertificate:
+    serial_hex: str
+    device_id: str
+    not_after: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiringCertificates:
+    """Every unrevoked certificate expiring in a window: the exact count, the soonest few."""
+
+    count: int
+    soonest: list[ExpiringCertificate]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,14 @@
 """Every table of the platform; importing this module registers them all on Base.metadata."""
 
+from fleetguard.store.tables import orders as _orders  # noqa: F401 - registers the indexes
 from fleetguard.store.tables.audit import AuditEntryRow, AuditHeadRow
-from fleetguard.store.tables.findings import FindingRow, ScanHostRow, ScanRow, ScanScheduleRow
+from fleetguard.store.tables.findings import (
+    FindingRow,
+    RiskSnapshotRow,
+    ScanHostRow,
+    ScanRow,
+    ScanScheduleRow,
+)
 from fleetguard.store.tables.operators import (
     ApiTokenRow,
     LoginChallengeRow,
@@ -49,6 +56,7 @@ __all__ = [
     "LoginThrottleRow",
     "OperatorRow",
     "RecoveryCodeRow",
+    "RiskSnapshotRow",
     "ScanHostRow",
     "ScanRow",
     "ScanScheduleRow",

@@ -11,6 +11,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -118,3 +119,24 @@ class FindingRow(Base):
         UniqueConstraint("subject", "port", "protocol", "check", name="uq_findings_key"),
         Index("ix_findings_state_rank", "state", "severity_rank", "id"),
     )
+
+
+class RiskSnapshotRow(Base):
+    """The fleet risk figure, one row per hour (the latest computation in that hour wins),
+    so the dashboard can show its trend from stored history."""
+
+    __tablename__ = "fleet_risk_snapshots"
+
+    hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    score: Mapped[float] = mapped_column(Float)  # 0-100
+    devices: Mapped[int] = mapped_column(Integer)  # devices counted (not decommissioned)
+    devices_at_risk: Mapped[int] = mapped_column(Integer)  # with an open finding above info
+    open_findings: Mapped[str] = mapped_column(Text, default="{}")  # JSON counts by severity
+
+
+# What the dashboard's figures and filters read: devices with an open finding of a check,
+# and each device's open findings by severity (the risk figure).
+Index("ix_findings_state_check_device", FindingRow.state, FindingRow.check, FindingRow.device_id)
+Index("ix_findings_state_device_rank", FindingRow.state, FindingRow.device_id,
+      FindingRow.severity_rank)

@@ -1,0 +1,138 @@
+"""Browsing the fleet: the device list in any of its orders, and fleet-wide figures.
+
+Every order is keyset-paginated on its own columns plus the id, each with its index
+(migration 0005), so the thousandth page costs what the first does::
+
+    page = browse_devices(session, DeviceFilter(state=DeviceState.ACTIVE),
+                          sort=DeviceSort.NAME, limit=50)
+    more = browse_devices(session, ..., sort=DeviceSort.NAME, cursor=page.next_cursor)
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from fleetguard.core.clock import as_utc, utcnow
+from fleetguard.core.errors import ValidationFailedError
+from fleetguard.registry.models import (
+    DeviceFilter,
+    DevicePage,
+    DeviceSort,
+    DeviceState,
+    ExpiringCertificate,
+    ExpiringCertificates,
+)
+from fleetguard.registry.service import MAX_PAGE, _filtered, _groups_of, _to_device
+from fleetguard.store.idset import in_id_set
+from fleetguard.store.tables import DeviceCertificateRow, DeviceRow
+
+# Each order's key columns (the id breaks ties) and whether it ascends.
+_SORT_KEYS: dict[DeviceSort, tuple[tuple[InstrumentedAttribute[Any], ...], bool]] = {
+    DeviceSort.REGISTERED: ((DeviceRow.created_at,), True),
+    DeviceSort.REGISTERED_DESC: ((DeviceRow.created_at,), False),
+    DeviceSort.NAME: ((DeviceRow.name,), True),
+    DeviceSort.NAME_DESC: ((DeviceRow.name,), False),
+    DeviceSort.STATE: ((DeviceRow.state, DeviceRow.name), True),
+    DeviceSort.STATE_DESC: ((DeviceRow.state, DeviceRow.name), False),
+}
+
+
+def _encode_cursor(row: DeviceRow, sort: DeviceSort) -> str:
+    columns, _ = _SORT_KEYS[sort]
+    values = [getattr(row, c.key) for c in columns]
+    parts = [sort.value, *(v.isoformat() if isinstance(v, datetime) else v for v in values),
+             row.id]
+    return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, sort: DeviceSort) -> list[Any]:
+    """The key values of the previous page's last row; refuses a cursor of another order."""
+    columns, _ = _SORT_KEYS[sort]
+    try:
+        parts = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if (not isinstance(parts, list) or len(parts) != len(columns) + 2
+                or parts[0] != sort.value or not all(isinstance(p, str) for p in parts)):
+            raise ValueError("not a cursor of this order")
+        values: list[Any] = [
+            as_utc(datetime.fromisoformat(p)) if c.key == "created_at" else p
+            for c, p in zip(columns, parts[1:-1], strict=True)
+        ]
+        return [*values, str(uuid.UUID(parts[-1]))]
+    except (ValueError, TypeError) as exc:
+        raise ValidationFailedError("cursor is not one this list gave out",
+                                    field="cursor") from exc
+
+
+def _after(sort: DeviceSort, values: list[Any]) -> ColumnElement[bool]:
+    """Rows past the cursor: (a, b, id) > (x, y, z) spelled out as OR of ANDs, which
+    SQLite and PostgreSQL both answer from the (a, b, id) index."""
+    columns, ascending = _SORT_KEYS[sort]
+    keys: list[Any] = [*columns, DeviceRow.id]
+    clauses = []
+    for i, key in enumerate(keys):
+        beyond = key > values[i] if ascending else key < values[i]
+        clauses.append(and_(*(keys[j] == values[j] for j in range(i)), beyond))
+    return or_(*clauses)
+
+
+def browse_devices(
+    session: Session, flt: DeviceFilter | None = None, *, sort: DeviceSort = DeviceSort.NAME,
+    cursor: str | None = None, limit: int = 50,
+) -> DevicePage:
+    """One page of devices matching ``flt`` in ``sort`` order.
+
+    Raises:
+        ValidationFailedError: a cursor of another order or not given out by this list,
+            or a malformed label query.
+    """
+    flt = flt or DeviceFilter()
+    limit = max(1, min(limit, MAX_PAGE))
+    query = _filtered(session, flt)
+    if flt.device_ids is not None:
+        query = query.where(in_id_set(DeviceRow.id, flt.device_ids))
+    if cursor:
+        query = query.where(_after(sort, _decode_cursor(cursor, sort)))
+    columns, ascending = _SORT_KEYS[sort]
+    order = [c if ascending else c.desc() for c in (*columns, DeviceRow.id)]
+    rows = list(session.execute(query.order_by(*order).limit(limit + 1)).scalars())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    groups = _groups_of(session, [r.id for r in rows])
+    return DevicePage(
+        devices=[_to_device(r, groups.get(r.id)) for r in rows],
+        next_cursor=_encode_cursor(rows[-1], sort) if more and rows else None,
+    )
+
+
+def device_ids_in_state(session: Session, state: DeviceState) -> frozenset[str]:
+    return frozenset(session.execute(
+        select(DeviceRow.id).where(DeviceRow.state == state.value)
+    ).scalars())  # fmt: skip
+
+
+def expiring_certificates(
+    session: Session, *, within: timedelta, now: datetime | None = None, soonest: int = 10
+) -> ExpiringCertificates:
+    """Unrevoked device certificates whose validity ends within ``within`` of ``now``: the
+    exact count over the whole fleet (from the not_after index) and the ``soonest`` few."""
+    now = now or utcnow()
+    c = DeviceCertificateRow
+    where = (c.revoked_at.is_(None), c.not_after >= now, c.not_after <= now + within)
+    count = session.execute(select(func.count()).select_from(c).where(*where)).scalar_one()
+    rows = session.execute(
+        select(c.serial_hex, c.device_id, c.not_after).where(*where)
+        .order_by(c.not_after, c.serial_hex).limit(max(0, soonest))
+    ).all()  # fmt: skip
+    return ExpiringCertificates(
+        count=int(count), soonest=[ExpiringCertificate(s, d, as_utc(n)) for s, d, n in rows]
+    )
+
+
+__all__ = ["browse_devices", "device_ids_in_state", "expiring_certificates"]
