@@ -15,11 +15,12 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from fleetguard.auditlog.models import AuditEntry, ChainHead, ChainVerification
 from fleetguard.core.clock import utcnow
+from fleetguard.store import flushed_connection
 from fleetguard.store.tables import AuditEntryRow, AuditHeadRow
 
 GENESIS_HASH = "0" * 64
@@ -43,19 +44,33 @@ def compute_entry_hash(
     return hashlib.sha256(material.encode()).hexdigest()
 
 
-def _locked_head(session: Session) -> AuditHeadRow:
-    # One lock per transaction: later appends in the same transaction reuse the row.
+_ENTRIES: Table = AuditEntryRow.__table__  # type: ignore[assignment]
+_HEAD: Table = AuditHeadRow.__table__  # type: ignore[assignment]
+# Built once: appends sit on hot paths (enrollment), where building and caching a
+# statement per call costs more than running it.
+_SELECT_HEAD = (select(_HEAD.c.seq, _HEAD.c.entry_hash)
+                .where(_HEAD.c.id == _HEAD_ID).with_for_update())
+_INSERT_ENTRY = insert(_ENTRIES)
+_MOVE_HEAD = (update(_HEAD).where(_HEAD.c.id == _HEAD_ID)
+              .values(seq=bindparam("new_seq"), entry_hash=bindparam("new_hash")))
+
+
+def _locked_head(session: Session) -> list[Any]:
+    """[seq, entry_hash] of the chain head, locked for this transaction.
+
+    One lock per transaction: later appends in the same transaction reuse the cached head.
+    """
     transaction = session.get_transaction()
     cached = session.info.get(_HEAD_CACHE)
     if cached is not None and cached[0] is transaction:
-        return cast(AuditHeadRow, cached[1])
-    head = session.execute(
-        select(AuditHeadRow).where(AuditHeadRow.id == _HEAD_ID).with_for_update()
-    ).scalar_one_or_none()
-    if head is None:
-        head = AuditHeadRow(id=_HEAD_ID, seq=0, entry_hash=GENESIS_HASH)
-        session.add(head)
-        session.flush()
+        return cast(list[Any], cached[1])
+    conn = flushed_connection(session)
+    row = conn.execute(_SELECT_HEAD).first()
+    if row is None:  # created by migration 0001; a hand-made database may lack it
+        conn.execute(insert(_HEAD).values(id=_HEAD_ID, seq=0, entry_hash=GENESIS_HASH))
+        head = [0, GENESIS_HASH]
+    else:
+        head = [row.seq, row.entry_hash]
     session.info[_HEAD_CACHE] = (transaction, head)
     return head
 
@@ -70,22 +85,21 @@ def append_audit_entry(
 ) -> AuditEntry:
     """Append in the caller's transaction, so the entry lands if and only if the change does."""
     head = _locked_head(session)
-    seq = head.seq + 1
+    prev_seq, prev = head
+    seq = prev_seq + 1
     at = utcnow()
     details_text = _canonical_details(details or {})
     entry_hash = compute_entry_hash(
         seq=seq, at=at, actor=actor, action=action, target=target,
-        details=details_text, prev_hash=head.entry_hash,
+        details=details_text, prev_hash=prev,
     )
-    session.add(
-        AuditEntryRow(
-            seq=seq, at=at, actor=actor, action=action, target=target,
-            details=details_text, prev_hash=head.entry_hash, entry_hash=entry_hash,
-        )
-    )
-    prev = head.entry_hash
-    head.seq = seq
-    head.entry_hash = entry_hash
+    conn = session.connection()
+    conn.execute(_INSERT_ENTRY, {
+        "seq": seq, "at": at, "actor": actor, "action": action, "target": target,
+        "details": details_text, "prev_hash": prev, "entry_hash": entry_hash,
+    })
+    conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": entry_hash})
+    head[0], head[1] = seq, entry_hash
     return AuditEntry(seq, at, actor, action, target, details or {}, prev, entry_hash)
 
 
@@ -97,7 +111,9 @@ def _to_entry(row: AuditEntryRow) -> AuditEntry:
 
 
 def chain_head(session: Session) -> ChainHead:
-    head = session.get(AuditHeadRow, _HEAD_ID)
+    head = session.execute(
+        select(AuditHeadRow.seq, AuditHeadRow.entry_hash).where(AuditHeadRow.id == _HEAD_ID)
+    ).first()
     if head is None:
         return ChainHead(0, GENESIS_HASH)
     return ChainHead(head.seq, head.entry_hash)

@@ -17,7 +17,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import func, select
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from fleetguard.auditlog import append_audit_entry
@@ -53,6 +53,7 @@ from fleetguard.pki import (
 )
 from fleetguard.registry import TRUSTED_STATES, DeviceState
 from fleetguard.registry import service as registry
+from fleetguard.store import flushed_connection
 from fleetguard.store.tables import (
     CertificateUseRow,
     ClaimBatchRow,
@@ -67,6 +68,23 @@ TOKEN_MAX_TTL = timedelta(days=90)
 USE_RECORD_GRANULARITY = timedelta(seconds=60)
 SHARED_IDENTITY_WINDOW = timedelta(minutes=10)
 MAX_CLAIM_SERIALS = 100_000
+
+
+_TOKENS: Table = EnrollmentTokenRow.__table__  # type: ignore[assignment]
+_CERTIFICATES: Table = DeviceCertificateRow.__table__  # type: ignore[assignment]
+# The enrollment path's statements, built once (building them per call cost more than
+# running them). A token is consumed in the transaction that issues, so a refused CSR
+# rolls the use back.
+_CONSUME_TOKEN = (
+    update(_TOKENS)
+    .where(_TOKENS.c.token_hash == bindparam("secret_hash"), _TOKENS.c.used_at.is_(None),
+           _TOKENS.c.expires_at > bindparam("now"))
+    .values(used_at=bindparam("now"))
+    .returning(_TOKENS.c.device_id)
+)
+_KEY_BOUND = select(_CERTIFICATES.c.device_id).where(
+    _CERTIFICATES.c.spki_sha256 == bindparam("spki")).limit(1)
+_INSERT_CERTIFICATE = insert(_CERTIFICATES)
 
 
 def _sha256(text: str) -> str:
@@ -128,9 +146,7 @@ def parse_enrollment_token(token: str) -> tuple[str, str]:
 def _checked_spki(session: Session, csr: bytes | str) -> tuple[x509.CertificateSigningRequest, str]:
     request = load_csr(csr)
     spki = spki_sha256(request.public_key())
-    bound = session.execute(
-        select(DeviceCertificateRow.device_id).where(DeviceCertificateRow.spki_sha256 == spki)
-    ).first()
+    bound = flushed_connection(session).execute(_KEY_BOUND, {"spki": spki}).first()
     if bound is not None:
         raise KeyAlreadyBoundError(
             "this public key is already bound to a certificate; every enrollment and "
@@ -147,12 +163,13 @@ def _issue(
     issued = ca.issue_device_certificate(request, uuid.UUID(device_id), validity=validity)
     now = utcnow()
     serial = _serial_hex(issued.serial_number)
-    session.add(DeviceCertificateRow(
-        serial_hex=serial, device_id=device_id, issuer_key_id=issued.issuer_key_id,
-        spki_sha256=issued.spki_sha256, fingerprint_sha256=issued.fingerprint_sha256,
-        not_before=issued.not_before, not_after=issued.not_after,
-        certificate_pem=issued.certificate_pem.decode(), enrolled_via=via.value, created_at=now,
-    ))
+    flushed_connection(session).execute(_INSERT_CERTIFICATE, {
+        "serial_hex": serial, "device_id": device_id, "issuer_key_id": issued.issuer_key_id,
+        "spki_sha256": issued.spki_sha256, "fingerprint_sha256": issued.fingerprint_sha256,
+        "not_before": issued.not_before, "not_after": issued.not_after,
+        "certificate_pem": issued.certificate_pem.decode(), "enrolled_via": via.value,
+        "created_at": now,
+    })
     append_audit_entry(
         session, actor=f"device:{device_id}", action=f"certificate.issue.{via.value}",
         target=f"certificate:{serial}",
@@ -173,21 +190,20 @@ def enroll_with_token(
     secret, fingerprint = parse_enrollment_token(token)
     if not hmac.compare_digest(fingerprint, ca.root_fingerprint):
         raise EnrollmentTokenInvalidError("this token belongs to another fleet")
-    row = session.execute(
-        select(EnrollmentTokenRow).where(EnrollmentTokenRow.token_hash == _sha256(secret))
-        .with_for_update()
-    ).scalar_one_or_none()
-    if row is None or row.used_at is not None or row.expires_at <= utcnow():
+    now = utcnow()
+    device_id = flushed_connection(session).execute(
+        _CONSUME_TOKEN, {"secret_hash": _sha256(secret), "now": now}
+    ).scalar()
+    if device_id is None:
         raise EnrollmentTokenInvalidError("enrollment token unknown, expired or already used")
-    state = registry.device_state(session, row.device_id)
+    state = registry.device_state(session, device_id, lock=True)
     if state not in TRUSTED_STATES:
-        raise DeviceNotTrustedError(f"device {row.device_id} is {state.value}")
-    result = _issue(session, ca, device_id=row.device_id, csr=csr, via=EnrolledVia.TOKEN,
+        raise DeviceNotTrustedError(f"device {device_id} is {state.value}")
+    result = _issue(session, ca, device_id=device_id, csr=csr, via=EnrolledVia.TOKEN,
                     validity=validity, source=source)
-    row.used_at = utcnow()
     if state is DeviceState.REGISTERED:
-        registry.set_device_state(session, row.device_id, DeviceState.ACTIVE,
-                                  actor=f"device:{row.device_id}", reason="enrolled")
+        registry.transition_device_state(session, device_id, DeviceState.ACTIVE,
+                                         actor=f"device:{device_id}", reason="enrolled")
     return result
 
 
@@ -292,9 +308,9 @@ def enroll_with_claim(
                     validity=validity, source=source)
     claim.device_id = device_id
     claim.enrolled_at = utcnow()
-    if registry.get_device(session, device_id).state is DeviceState.REGISTERED:
-        registry.set_device_state(session, device_id, DeviceState.ACTIVE,
-                                  actor=f"device:{device_id}", reason="claimed")
+    if registry.device_state(session, device_id) is DeviceState.REGISTERED:
+        registry.transition_device_state(session, device_id, DeviceState.ACTIVE,
+                                         actor=f"device:{device_id}", reason="claimed")
     return result
 
 
@@ -375,9 +391,9 @@ def authenticate_peer_certificate(
         raise DeviceCertificateRejectedError("certificate has been revoked")
     if uri != DEVICE_URI_PREFIX + row.device_id:
         raise DeviceCertificateRejectedError("certificate names another device")
-    device = registry.get_device(session, row.device_id)
-    if device.state not in TRUSTED_STATES:
-        raise DeviceNotTrustedError(f"device is {device.state.value}")
+    state = registry.device_state(session, row.device_id)
+    if state not in TRUSTED_STATES:
+        raise DeviceNotTrustedError(f"device is {state.value}")
     _record_use(session, row, source)
     return CallerIdentity("device", row.device_id, serial)
 

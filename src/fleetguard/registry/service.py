@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import Select, and_, exists, func, or_, select
+from sqlalchemy import Select, Table, and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from fleetguard.auditlog import append_audit_entry
@@ -35,6 +35,7 @@ from fleetguard.registry.models import (
     parse_label_query,
     validate_labels,
 )
+from fleetguard.store import expire_loaded, flushed_connection
 from fleetguard.store.tables import (
     DeviceGroupMemberRow,
     DeviceGroupRow,
@@ -103,11 +104,7 @@ def _to_device(row: DeviceRow, groups: list[str] | None = None) -> Device:
 
 
 def _row(session: Session, device_id: str, *, lock: bool = False) -> DeviceRow:
-    try:
-        key = str(uuid.UUID(device_id))
-    except (ValueError, AttributeError, TypeError) as exc:
-        raise DeviceNotFoundError(f"no device {device_id!r}") from exc
-    query = select(DeviceRow).where(DeviceRow.id == key)
+    query = select(DeviceRow).where(DeviceRow.id == _device_key(device_id))
     if lock:
         query = query.with_for_update()
     row = session.execute(query).scalar_one_or_none()
@@ -172,8 +169,27 @@ def get_device(session: Session, device_id: str) -> Device:
     return _to_device(row, _groups_of(session, [row.id]).get(row.id))
 
 
-def device_state(session: Session, device_id: str) -> DeviceState:
-    return DeviceState(_row(session, device_id).state)
+def _device_key(device_id: str) -> str:
+    try:
+        return str(uuid.UUID(device_id))
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise DeviceNotFoundError(f"no device {device_id!r}") from exc
+
+
+_DEVICES: Table = DeviceRow.__table__  # type: ignore[assignment]
+# Built once: state reads and changes run on every enrollment and device request.
+_SELECT_STATE = select(_DEVICES.c.state).where(_DEVICES.c.id == bindparam("key"))
+_SELECT_STATE_LOCKED = _SELECT_STATE.with_for_update()
+_SET_STATE = (update(_DEVICES).where(_DEVICES.c.id == bindparam("key"))
+              .values(state=bindparam("new_state"), updated_at=bindparam("now")))
+
+
+def device_state(session: Session, device_id: str, *, lock: bool = False) -> DeviceState:
+    query = _SELECT_STATE_LOCKED if lock else _SELECT_STATE
+    state = flushed_connection(session).execute(query, {"key": _device_key(device_id)}).scalar()
+    if state is None:
+        raise DeviceNotFoundError(f"no device {device_id}")
+    return DeviceState(state)
 
 
 def find_device_by_serial(session: Session, serial: str) -> Device | None:
@@ -219,22 +235,34 @@ def update_device(
     return _to_device(row, _groups_of(session, [row.id]).get(row.id))
 
 
+def transition_device_state(
+    session: Session, device_id: str, state: DeviceState, *, actor: str, reason: str = ""
+) -> DeviceState:
+    """Move a device to ``state`` (audited); returns the state it had. No-op if already there.
+
+    Plain statements rather than the unit of work: enrollment runs this on its hot path.
+    """
+    key = _device_key(device_id)
+    current = device_state(session, key, lock=True)
+    if state == current:
+        return current
+    if state not in ALLOWED_TRANSITIONS[current]:
+        raise InvalidTransitionError(f"a {current.value} device cannot become {state.value}")
+    session.connection().execute(_SET_STATE, {"key": key, "new_state": state.value,
+                                              "now": utcnow()})
+    expire_loaded(session, DeviceRow, key, "state", "updated_at")
+    append_audit_entry(
+        session, actor=actor, action=f"device.state.{state.value}", target=f"device:{key}",
+        details={"from": current.value, "to": state.value, "reason": reason[:500]},
+    )
+    return current
+
+
 def set_device_state(
     session: Session, device_id: str, state: DeviceState, *, actor: str, reason: str = ""
 ) -> Device:
-    row = _row(session, device_id, lock=True)
-    current = DeviceState(row.state)
-    if state == current:
-        return _to_device(row)
-    if state not in ALLOWED_TRANSITIONS[current]:
-        raise InvalidTransitionError(f"a {current.value} device cannot become {state.value}")
-    row.state = state.value
-    row.updated_at = utcnow()
-    append_audit_entry(
-        session, actor=actor, action=f"device.state.{state.value}", target=f"device:{row.id}",
-        details={"from": current.value, "to": state.value, "reason": reason[:500]},
-    )
-    return _to_device(row)
+    transition_device_state(session, device_id, state, actor=actor, reason=reason)
+    return get_device(session, device_id)
 
 
 def record_device_seen(session: Session, device_id: str, address: str | None) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.util import identity_key
 
 from fleetguard.core.errors import ConfigurationError, DependencyError
 
@@ -118,6 +119,24 @@ def open_database(url: str) -> Database:
         read_sessions=read_sessions,
         write_lock=threading.RLock() if engine.dialect.name == "sqlite" else None,
     )
+
+
+def flushed_connection(session: Session) -> Connection:
+    """The session's connection, for plain (Core) statements on hot paths.
+
+    Pending ORM changes are flushed first, so a plain statement never overtakes a row the
+    unit of work still holds (a foreign key to a device added moments ago, say).
+    """
+    if session.new or session.dirty or session.deleted:
+        session.flush()
+    return session.connection()
+
+
+def expire_loaded(session: Session, entity: type[Any], key: object, *attributes: str) -> None:
+    """After a plain UPDATE, make a row this session already loaded re-read those columns."""
+    loaded = session.identity_map.get(identity_key(entity, key))
+    if loaded is not None:
+        session.expire(loaded, list(attributes) or None)
 
 
 def _refuse_writes(session: Session, _context: Any, _instances: Any) -> None:
