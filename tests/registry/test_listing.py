@@ -9,8 +9,7 @@ import pytest
 
 from fleetguard.core.clock import utcnow
 from fleetguard.core.errors import ValidationFailedError
-from fleetguard.registry import DeviceFilter, DeviceSort, DeviceState
-from fleetguard.registry import listing
+from fleetguard.registry import DeviceFilter, DeviceSort, DeviceState, listing
 from fleetguard.registry import service as registry
 from fleetguard.store import Database
 from fleetguard.store.tables import DeviceCertificateRow

@@ -7,7 +7,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 
 from fleetguard.api.authz import SESSION_COOKIE
-from fleetguard.dashboard import live, login, pages
+from fleetguard.dashboard import devices, live, login, pages, scans
 from fleetguard.dashboard.render import STATIC_DIR, page
 from fleetguard.dashboard.security import (
     PAGE_HEADERS,
@@ -19,6 +19,8 @@ from fleetguard.dashboard.security import (
 dashboard_router = APIRouter(include_in_schema=False)
 dashboard_router.include_router(login.router)
 dashboard_router.include_router(pages.router)
+dashboard_router.include_router(devices.router)
+dashboard_router.include_router(scans.router)
 dashboard_router.include_router(live.router)
 
 
@@ -29,7 +31,7 @@ async def _login_required(request: Request, exc: Exception) -> Response:
         target += "&expired=1"
     if request.headers.get("hx-request") == "true":
         return Response(status_code=401, headers={**PAGE_HEADERS, "HX-Redirect": target})
-    if request.url.path == "/events":
+    if request.url.path == "/events" or request.url.path.endswith("/events"):
         return JSONResponse({"error": {"code": "authentication_failed",
                                        "message": "session expired"}}, status_code=401)
     return RedirectResponse(target, status_code=303, headers=PAGE_HEADERS)

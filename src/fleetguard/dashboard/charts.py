@@ -39,14 +39,18 @@ def _bucket(samples: list[Sample]) -> list[Sample]:
     return out
 
 
-def line_chart(title: str, unit: str, samples: list[Sample]) -> Chart | None:
+def line_chart(
+    title: str, unit: str, samples: list[Sample], *, ceiling: float | None = None
+) -> Chart | None:
+    """The series as an SVG polyline, scaled from 0 (or below) to its maximum, or to
+    ``ceiling`` for a bounded figure (a 0-100 score)."""
     if not samples:
         return None
     shown = _bucket(samples)
     t0 = shown[0].at.timestamp()
     span = max(shown[-1].at.timestamp() - t0, 1.0)
     lo = min(0.0, min(s.value for s in shown))
-    hi = max(s.value for s in shown)
+    hi = max(s.value for s in shown) if ceiling is None else ceiling
     rng = (hi - lo) or 1.0
     pts = []
     for s in shown:

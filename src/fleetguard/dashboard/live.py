@@ -1,4 +1,5 @@
-"""Server-sent events: device state changes and certificate revocations, as they are audited.
+"""Server-sent events: device state changes and certificate revocations, as they are
+audited; and a running scan's progress.
 
 The audit log is where every state change lands (in the same transaction as the change),
 so the stream follows it from a sequence number: nothing is missed between pages, and a
@@ -15,12 +16,13 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from fleetguard import auditlog
+from fleetguard import auditlog, findings
 from fleetguard.api.context import AppContext, get_context
 from fleetguard.auditlog import AuditEntry
+from fleetguard.core.errors import NotFoundError
 from fleetguard.dashboard.security import PAGE_HEADERS, PageForbidden, page_access
 from fleetguard.operators import Permission, Principal
 
@@ -79,6 +81,44 @@ async def events(
                     yield f"id: {last}\nevent: device\ndata: {json.dumps(event)}\n\n"
             yield f"id: {last}\n: keep-alive\n\n"
             await asyncio.sleep(POLL_SECONDS)
+
+    headers = {**PAGE_HEADERS, "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+def _progress(ctx: AppContext, scan_id: str) -> dict[str, object]:
+    with ctx.db.read_session() as session:
+        scan = findings.get_scan(session, scan_id)
+    return {"status": scan.status.value, "done": scan.progress_done,
+            "total": scan.progress_total, "percent": round(scan.progress * 100),
+            "hosts_up": scan.hosts_up, "findings": scan.findings_total, "error": scan.error}
+
+
+@router.get("/scans/{scan_id}/events")
+async def scan_events(
+    scan_id: str, request: Request, ctx: Ctx,
+    principal: Annotated[Principal, Depends(page_access(Permission.DEVICES_READ))],
+    seconds: Annotated[float, Query(gt=0, le=STREAM_SECONDS)] = STREAM_SECONDS,
+) -> Response:
+    """A scan's progress once a second while it runs; the last event has its final status."""
+    try:
+        first = await run_in_threadpool(_progress, ctx, scan_id)
+    except NotFoundError as exc:
+        return JSONResponse({"error": {"code": exc.code, "message": exc.message}},
+                            status_code=404, headers=PAGE_HEADERS)
+
+    async def stream() -> AsyncIterator[str]:
+        current = first
+        deadline = time.monotonic() + seconds
+        yield "retry: 2000\n\n"
+        while True:
+            yield f"event: progress\ndata: {json.dumps(current)}\n\n"
+            if current["status"] != "running" or time.monotonic() >= deadline:
+                return
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(POLL_SECONDS)
+            current = await run_in_threadpool(_progress, ctx, scan_id)
 
     headers = {**PAGE_HEADERS, "X-Accel-Buffering": "no"}
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)

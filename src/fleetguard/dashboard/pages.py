@@ -1,225 +1,84 @@
-"""The dashboard's pages: overview, devices, one device, certificates and CA, audit, operators.
+"""The dashboard's pages: the fleet overview, certificates and CA, audit log, operators.
 
-Every figure comes from a domain service; nothing here reads tables directly.
+Every figure comes from a domain service; nothing here reads tables directly. The
+overview's figures each link to the filtered list behind them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Form, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse
 
-from fleetguard import auditlog
-from fleetguard.api.context import AppContext, get_context
+from fleetguard import auditlog, findings
 from fleetguard.core.clock import utcnow
-from fleetguard.core.errors import FleetError, NotFoundError, ValidationFailedError
-from fleetguard.dashboard.charts import Chart, line_chart
+from fleetguard.dashboard.charts import line_chart
+from fleetguard.dashboard.deps import AuditReader, Ctx, DeviceReader, OperatorsReader, Self
 from fleetguard.dashboard.render import page
-from fleetguard.dashboard.security import PAGE_HEADERS, page_access
-from fleetguard.identity import DeviceCertificate
 from fleetguard.identity import service as identity
 from fleetguard.identity.errors import CaNotInitializedError
-from fleetguard.operators import Permission, Principal
+from fleetguard.operators import Permission
 from fleetguard.operators import service as operators
-from fleetguard.pki import RevocationReason
-from fleetguard.registry import DeviceFilter, DeviceState
+from fleetguard.registry import DeviceState, listing
 from fleetguard.registry import service as registry
-from fleetguard.registry.models import ALLOWED_TRANSITIONS
-from fleetguard.telemetry import Metric
+from fleetguard.telemetry import Sample
 from fleetguard.telemetry import service as telemetry
 
 router = APIRouter(include_in_schema=False)
-Ctx = Annotated[AppContext, Depends(get_context)]
-Self = Annotated[Principal, Depends(page_access(Permission.SELF))]
-DeviceReader = Annotated[Principal, Depends(page_access(Permission.DEVICES_READ))]
-DeviceWriter = Annotated[Principal, Depends(page_access(Permission.DEVICES_WRITE))]
-AuditReader = Annotated[Principal, Depends(page_access(Permission.AUDIT_READ))]
-OperatorsReader = Annotated[Principal, Depends(page_access(Permission.OPERATORS_READ))]
 
 EXPIRY_WINDOW = timedelta(days=7)
 CERT_SCAN_LIMIT = 500  # identity.list_certificates returns at most this many, newest first
-PAGE_SIZE = 50
-CHART_WINDOW = timedelta(hours=24)
-CHARTS = (
-    (Metric.BYTES_IN, "Bytes in", "bytes"),
-    (Metric.BYTES_OUT, "Bytes out", "bytes"),
-    (Metric.CONNECTIONS, "Established connections", "connections"),
-    (Metric.LISTENING_PORTS, "Listening ports", "ports"),
+RISK_HISTORY = timedelta(days=30)
+# Weak devices on the overview: (check id, what the figure says).
+WEAK_CHECKS = (
+    ("default-credentials", "Devices with default credentials"),
+    ("cleartext-protocol", "Devices with cleartext services"),
 )
-STATE_ACTIONS = {
-    "activate": DeviceState.ACTIVE,
-    "suspend": DeviceState.SUSPENDED,
-    "quarantine": DeviceState.QUARANTINED,
-}
-ACTION_TEXT = {
-    "activate": "Activate the device (its certificate opens the channel again)",
-    "suspend": "Suspend the device (its certificate stops opening the channel)",
-    "quarantine": "Quarantine the device (cut off from the channel until released)",
-    "decommission": "Decommission the device: final; every certificate is revoked",
-    "revoke": "Revoke this certificate: the device is cut off at its next request",
-}
 
 
-@dataclass(frozen=True, slots=True)
-class Expiring:
-    certificates: list[DeviceCertificate]
-    scanned: int
-    truncated: bool
+def _risk_trend(history: list[findings.RiskSnapshot], now: datetime,
+                current: float) -> dict[str, object]:
+    """The live figure against the stored ones of a day and a week ago, and the chart."""
+    def stored_before(age: timedelta) -> findings.RiskSnapshot | None:
+        older = [h for h in history if h.hour <= now - age]
+        return older[-1] if older else None
 
-
-def _expiring(certs: list[DeviceCertificate]) -> Expiring:
-    now = utcnow()
-    soon = [c for c in certs
-            if c.revoked_at is None and now <= c.not_after <= now + EXPIRY_WINDOW]
-    soon.sort(key=lambda c: c.not_after)
-    return Expiring(soon, len(certs), len(certs) >= CERT_SCAN_LIMIT)
-
-
-def _not_found(request: Request, principal: Principal, message: str) -> HTMLResponse:
-    return page(request, "error.html", {"title": "Not found", "message": message},
-                status=404, principal=principal)
+    deltas = {}
+    for label, age in (("24 h", timedelta(hours=24)), ("7 days", timedelta(days=7))):
+        then = stored_before(age)
+        deltas[label] = None if then is None else (then.score, round(current - then.score, 1))
+    chart = line_chart("Fleet risk", "of 100", [Sample(at=h.hour, value=h.score)
+                                                for h in history], ceiling=100.0)
+    return {"deltas": deltas, "chart": chart, "stored": len(history)}
 
 
 @router.get("/")
 def overview(request: Request, ctx: Ctx, principal: Self) -> HTMLResponse:
     data: dict[str, object] = {}
-    with ctx.db.session() as session:
+    now = utcnow()
+    with ctx.db.read_session() as session:
         if principal.can(Permission.DEVICES_READ):
             counts = registry.count_devices_by_state(session)
             data["states"] = [(s.value, counts[s]) for s in DeviceState]
             data["total"] = sum(counts.values())
-            data["expiring"] = _expiring(
-                identity.list_certificates(session, limit=CERT_SCAN_LIMIT))
+            data["offline"] = sum(1 for on in telemetry.online_devices(session).values()
+                                  if not on)
+            data["expiring"] = listing.expiring_certificates(session, within=EXPIRY_WINDOW)
             data["shared"] = identity.shared_identity_alerts(session)
+            data["severities"] = list(findings.count_findings_by_severity(session).items())
+            data["weak"] = [(check, text, findings.count_devices_with_open_check(session, check))
+                            for check, text in WEAK_CHECKS]
+            risk = findings.fleet_risk(session, now=now)
+            data["risk"] = risk
+            data["trend"] = _risk_trend(
+                findings.risk_history(session, since=now - RISK_HISTORY), now, risk.score)
+            data["weights"] = list(findings.RISK_WEIGHTS.items())
         if principal.can(Permission.AUDIT_READ):
             data["events"] = auditlog.list_audit_entries(session, limit=10, newest_first=True)
     return page(request, "overview.html", data, principal=principal)
-
-
-@router.get("/devices")
-def devices(
-    request: Request, ctx: Ctx, principal: DeviceReader,
-    q: Annotated[str, Query(max_length=100)] = "",
-    state: Annotated[str, Query(max_length=20)] = "",
-    labels: Annotated[str, Query(max_length=500)] = "",
-    cursor: Annotated[str, Query(max_length=200)] = "",
-) -> HTMLResponse:
-    error = None
-    state_value = DeviceState(state) if state in {s.value for s in DeviceState} else None
-    flt = DeviceFilter(state=state_value, search=q.strip() or None,
-                       label_query=labels.strip() or None)
-    params = {k: v for k, v in {"q": q, "state": state, "labels": labels}.items() if v}
-    try:
-        with ctx.db.session() as session:
-            result = registry.list_devices(session, flt, cursor=cursor or None, limit=PAGE_SIZE)
-        rows, next_cursor = result.devices, result.next_cursor
-    except ValidationFailedError as exc:
-        rows, next_cursor, error = [], None, exc.message
-    next_url = "/devices?" + urlencode({**params, "cursor": next_cursor}) if next_cursor else None
-    first_url = "/devices?" + urlencode(params) if cursor else None
-    return page(request, "devices.html", {
-        "devices": rows, "q": q, "state": state, "labels": labels, "error": error,
-        "states": [s.value for s in DeviceState], "next_url": next_url, "first_url": first_url,
-    }, principal=principal, status=422 if error else 200)
-
-
-@router.get("/devices/{device_id}")
-def device_page(request: Request, device_id: str, ctx: Ctx, principal: DeviceReader) -> Response:
-    since = utcnow() - CHART_WINDOW
-    with ctx.db.session() as session:
-        try:
-            device = registry.get_device(session, device_id)
-        except NotFoundError as exc:
-            return _not_found(request, principal, exc.message)
-        certs = identity.list_certificates(session, device_id=device.id)
-        status = telemetry.device_status(session, device.id)
-        snapshot = telemetry.latest_snapshot(session, device.id)
-        charts: list[Chart] = []
-        for metric, title, unit in CHARTS:
-            chart = line_chart(title, unit, telemetry.read_series(
-                session, device.id, metric, since=since))
-            if chart:
-                charts.append(chart)
-    transitions = sorted(
-        name for name, target in STATE_ACTIONS.items()
-        if target in ALLOWED_TRANSITIONS[device.state]
-    )
-    if DeviceState.DECOMMISSIONED in ALLOWED_TRANSITIONS[device.state]:
-        transitions.append("decommission")
-    return page(request, "device.html", {
-        "device": device, "certs": certs, "status": status, "snapshot": snapshot,
-        "charts": charts, "transitions": transitions, "done": request.query_params.get("done"),
-        "now": utcnow(),
-    }, principal=principal)
-
-
-def _confirm_context(action: str, device_id: str, serial: str) -> dict[str, object]:
-    return {
-        "action": action, "device_id": device_id, "serial": serial,
-        "text": ACTION_TEXT[action], "reasons": [r.value for r in RevocationReason],
-    }
-
-
-@router.get("/devices/{device_id}/confirm/{action}")
-def confirm_action(
-    request: Request, device_id: str, action: str, ctx: Ctx, principal: DeviceWriter,
-    serial: Annotated[str, Query(max_length=64)] = "",
-) -> HTMLResponse:
-    if action not in ACTION_TEXT or (action == "revoke" and not serial):
-        return _not_found(request, principal, f"no action {action!r}")
-    with ctx.db.session() as session:
-        try:
-            device = registry.get_device(session, device_id)
-        except NotFoundError as exc:
-            return _not_found(request, principal, exc.message)
-    return page(request, "confirm.html", {"device": device,
-                                          **_confirm_context(action, device.id, serial)},
-                principal=principal)
-
-
-@router.post("/devices/{device_id}/actions/{action}")
-def run_action(
-    request: Request, device_id: str, action: str, ctx: Ctx, principal: DeviceWriter,
-    reason: Annotated[str, Form(max_length=500)] = "",
-    serial: Annotated[str, Form(max_length=64)] = "",
-    revocation_reason: Annotated[str, Form(max_length=40)] = "unspecified",
-) -> Response:
-    if action not in ACTION_TEXT:
-        return _not_found(request, principal, f"no action {action!r}")
-    try:
-        with ctx.db.session() as session:
-            device = registry.get_device(session, device_id)
-            if action in STATE_ACTIONS:
-                registry.set_device_state(session, device.id, STATE_ACTIONS[action],
-                                          actor=principal.actor, reason=reason)
-            elif action == "decommission":
-                identity.decommission_device(session, ctx.fleet_ca(), device_id=device.id,
-                                             actor=principal.actor, reason=reason)
-            else:
-                if serial not in {c.serial_hex for c in
-                                  identity.list_certificates(session, device_id=device.id)}:
-                    raise ValidationFailedError("that certificate is not this device's",
-                                                field="serial")
-                try:
-                    why = RevocationReason(revocation_reason)
-                except ValueError as exc:
-                    raise ValidationFailedError("unknown revocation reason",
-                                                field="reason") from exc
-                identity.revoke_certificate(session, ctx.fleet_ca(), serial_hex=serial,
-                                            actor=principal.actor, reason=why)
-    except NotFoundError as exc:
-        return _not_found(request, principal, exc.message)
-    except FleetError as exc:
-        return page(request, "confirm.html", {
-            "device": None, "error": exc.message,
-            **_confirm_context(action, device_id, serial),
-        }, principal=principal, status=exc.http_status)
-    return RedirectResponse(f"/devices/{device.id}?done={action}", status_code=303,
-                            headers=PAGE_HEADERS)
 
 
 @router.get("/certificates")
@@ -229,8 +88,10 @@ def certificates(
 ) -> HTMLResponse:
     ca_info: dict[str, object] | None = None
     ca_error = None
-    with ctx.db.session() as session:
+    with ctx.db.read_session() as session:
         certs = identity.list_certificates(session, limit=CERT_SCAN_LIMIT)
+        expiring = listing.expiring_certificates(session, within=EXPIRY_WINDOW,
+                                                 soonest=CERT_SCAN_LIMIT)
     try:
         ca = ctx.fleet_ca()
         ca_info = {
@@ -242,18 +103,18 @@ def certificates(
         }
     except CaNotInitializedError as exc:
         ca_error = exc.message
-    expiring = _expiring(certs)
+    shown: list[object]
     if show == "expiring":
-        shown = expiring.certificates
+        shown = list(expiring.soonest)
     elif show == "revoked":
         shown = [c for c in certs if c.revoked_at is not None]
     else:
-        show, shown = "all", certs
+        show, shown = "all", list(certs)
     return page(request, "certificates.html", {
         "certs": shown, "show": show, "scanned": len(certs),
         "truncated": len(certs) >= CERT_SCAN_LIMIT, "ca": ca_info, "ca_error": ca_error,
         "revoked_count": sum(1 for c in certs if c.revoked_at), "now": utcnow(),
-        "expiring_count": len(expiring.certificates),
+        "expiring_count": expiring.count, "expiring_listed": len(expiring.soonest),
     }, principal=principal)
 
 

@@ -64,7 +64,8 @@ def nav_for(principal: Principal | None) -> list[tuple[str, str]]:
         return []
     items = [("/", "Overview")]
     if principal.can(Permission.DEVICES_READ):
-        items += [("/devices", "Devices"), ("/certificates", "Certificates & CA")]
+        items += [("/devices", "Devices"), ("/findings", "Findings"), ("/scans", "Scans"),
+                  ("/certificates", "Certificates & CA")]
     if principal.can(Permission.AUDIT_READ):
         items.append(("/audit", "Audit log"))
     if principal.can(Permission.OPERATORS_READ):

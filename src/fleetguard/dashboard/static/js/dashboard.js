@@ -72,9 +72,43 @@
     });
   }
 
-  if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", start);
-  } else {
+  // A running scan's page follows its progress; when it ends, the page re-renders itself
+  // from the server (results, exports), through htmx.
+  function followScan() {
+    var detail = document.getElementById("scan-detail");
+    if (!detail || detail.getAttribute("data-scan-status") !== "running" || !window.EventSource) {
+      return;
+    }
+    var id = detail.getAttribute("data-scan");
+    var source = new EventSource("/scans/" + encodeURIComponent(id) + "/events");
+    source.addEventListener("progress", function (ev) {
+      var data;
+      try { data = JSON.parse(ev.data); } catch (e) { return; }
+      var bar = document.getElementById("scan-progress");
+      var text = document.getElementById("scan-progress-text");
+      if (bar) { bar.value = data.percent; bar.textContent = data.percent + "%"; }
+      if (text && data.status === "running") {
+        text.textContent = data.done + " of " + (data.total || "?") + " probes";
+      }
+      if (data.status !== "running") {
+        source.close();
+        announce("Scan " + String(id).slice(0, 8) + "… " + data.status);
+        if (window.htmx) {
+          window.htmx.ajax("GET", window.location.pathname + window.location.search,
+                           { target: "#scan-detail", select: "#scan-detail", swap: "outerHTML" });
+        }
+      }
+    });
+  }
+
+  function boot() {
     start();
+    followScan();
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", boot);
+  } else {
+    boot();
   }
 })();
