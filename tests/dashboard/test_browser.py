@@ -1,6 +1,9 @@
 """End to end in headless Chromium (Debian's package, driven by Playwright) against a real
-`fleetguard serve`: log in with TOTP, overview, a device, revoke its certificate after a
-confirmation, watch a state change arrive live, find the revocation in the audit log.
+`fleetguard serve`: log in with TOTP; scan a loopback camera that still has a factory
+default telnet login from the Scans page and watch it finish live; from the overview's
+"default credentials" figure find that camera, open it, revoke its certificate after a
+confirmation, watch its state change arrive live and find the revocation in the audit log;
+an auditor sees no revoke action and the API refuses it the same.
 
 Screenshots of the main pages go to test-artifacts/dashboard/ (git-ignored).
 """
@@ -16,10 +19,13 @@ from typing import Any
 
 import pytest
 
+from fleetguard.scan.models import Service
 from tests.integration.server import FLEETGUARD, RunningServer, start_server
-from tests.support import code_for
+from tests.scan.lab import Lab, default_cred, telnet_login
+from tests.support import code_for, strong_password
 
 CHROMIUM = "/usr/bin/chromium"
+CAMERA_ADDRESS = "127.0.0.77"  # the weak camera's telnet, served by this test
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
@@ -78,16 +84,38 @@ def test_operator_journey_in_chromium(server: RunningServer, tmp_path: Path) -> 
         env=server.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    auditor_password = strong_password()
+    _ok(server.cli("operator", "add", "auditor-1", "--role", "auditor",
+                   stdin=auditor_password + "\n"))
+    # a camera that still logs in with a factory default (from the shipped list)
+    lab = Lab()
+    telnet_port = lab.tcp(CAMERA_ADDRESS, telnet_login(default_cred(Service.TELNET)))
     try:
-        console_errors = _journey(server, device_id, gateway_id)
+        console_errors = _journey(server, device_id, gateway_id, telnet_port, auditor_password)
     finally:
+        lab.close()
         agent.terminate()
         agent.wait(timeout=15)
     assert not console_errors, console_errors
-    assert time.monotonic() - started < 60
+    assert time.monotonic() - started < 90
 
 
-def _journey(server: RunningServer, device_id: str, gateway_id: str) -> list[str]:
+def _log_in(page: Page, base: str, username: str, password: str) -> None:
+    """Password, then a TOTP code; an operator without a second factor enrolls one."""
+    page.goto(f"{base}/login")
+    page.fill("#username", username)
+    page.fill("#password", password)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#code, h1:has-text('Fleet overview')")
+    if page.locator("#totp-secret").count():
+        page.fill("#code", code_for(page.inner_text("#totp-secret").strip()))
+        page.click("button[type=submit]")
+        page.click("text=Continue to the dashboard")
+    page.wait_for_url(f"{base}/")
+
+
+def _journey(server: RunningServer, device_id: str, gateway_id: str, telnet_port: int,
+             auditor_password: str) -> list[str]:
     console_errors: list[str] = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
@@ -132,10 +160,55 @@ def _journey(server: RunningServer, device_id: str, gateway_id: str) -> list[str
         page.click("button[type=submit]")
         page.wait_for_url(f"{base}/")
 
-        # 2. overview: counts click through to the filtered list
+        # the camera answers at its own address (the API's device update, as the CLI uses it)
+        csrf = next(c["value"] for c in context.cookies() if c["name"] == "__Host-fg_csrf")
+        r = page.request.patch(f"{base}/api/v1/devices/{device_id}",
+                               data={"addresses": [CAMERA_ADDRESS]},
+                               headers={"X-CSRF-Token": csrf})
+        assert r.status == 200, r.text()
+
+        # 2. a scan of the camera from the Scans page, with its safety options; its page
+        # follows the progress live and shows the results when it ends
+        page.click("nav >> text=Scans")
+        page.fill("#targets", CAMERA_ADDRESS)
+        page.fill("#ports", str(telnet_port))
+        page.fill("#opt-timeout", "1")
+        page.fill("#opt-login_delay", "0.05")
+        assert page.is_checked("#opt-credentials")
+        _shot(page, "03-scans")
+        page.click("#start-scan")
+        page.wait_for_url(re.compile(r"/scans/[0-9a-f-]{36}$"))
+        expect(page.locator("#scan-status")).to_have_text("finished", timeout=30_000)
+        expect(page.locator("#by-host")).to_contain_text(CAMERA_ADDRESS)
+        page.click("text=By check")
+        page.click("#by-check >> text=default-credentials")
+        expect(page.locator(".findings summary").first).to_contain_text("default-credentials")
+        _shot(page, "04-scan-results")
+        page.goto(f"{base}/scans")
+        expect(page.locator("td[data-label=Status]").first).to_contain_text("finished")
+
+        # 3. overview: every figure clicks through to the filtered list behind it; the
+        # "default credentials" figure leads to the camera
+        page.click("a.brand")
         page.wait_for_selector("text=Fleet overview")
         assert page.inner_text("a.tile.state-active .n") == "2"
-        _shot(page, "03-overview")
+        assert page.inner_text("#weak-default-credentials .n") == "1"
+        assert float(page.inner_text("#risk-score")) > 0
+        _shot(page, "05-overview")
+        page.click("#weak-default-credentials")
+        page.wait_for_url(f"{base}/devices?check=default-credentials")
+        expect(page.locator("table.devices tbody tr")).to_have_count(1)
+        expect(page.locator("table.devices tbody")).to_contain_text("cam-17")
+        _shot(page, "06-devices-default-credentials")
+        page.click("table.devices >> text=cam-17")
+        page.wait_for_url(f"{base}/devices/{device_id}")
+        expect(page.locator(".open-findings")).to_contain_text("default-credentials")
+        page.locator(".open-findings summary:has-text('default-credentials')").click()
+        expect(page.locator(".open-findings .evidence").first).to_be_visible()
+        _shot(page, "07-device-with-findings")
+
+        # the device list also filters and sorts in place
+        page.goto(f"{base}/")
         page.click("a.tile.state-active")
         page.wait_for_url(f"{base}/devices?state=active")
         assert page.locator("table.devices tbody tr").count() == 2
@@ -143,32 +216,33 @@ def _journey(server: RunningServer, device_id: str, gateway_id: str) -> list[str
         page.fill("#q", "gateway")
         expect(page.locator("table.devices tbody tr")).to_have_count(1)
         expect(page).to_have_url(re.compile(r"q=gateway"))
-        _shot(page, "04-devices")
         page.fill("#q", "")
         expect(page.locator("table.devices tbody tr")).to_have_count(2)
+        page.click("th >> text=Name")  # already by name: now descending
+        expect(page.locator("table.devices tbody tr").first).to_contain_text("gateway-2")
+        _shot(page, "08-devices")
 
-        # 3. a device; keep a second tab on it to see live updates
-        page.click("text=cam-17")
+        # 4. the camera; keep a second tab on it to see live updates
+        page.click("table.devices >> text=cam-17")
         page.wait_for_url(f"{base}/devices/{device_id}")
-        _shot(page, "05-device")
         watcher = context.new_page()
         watcher.on("console", on_console)
         watcher.goto(f"{base}/devices/{device_id}")
 
-        # 4. revoke its certificate, with a confirmation step
+        # 5. revoke its certificate, with a confirmation step
         page.click("a:has-text('Revoke…')")
         page.wait_for_selector("text=Confirm: revoke")
         page.select_option("#revocation_reason", "key_compromise")
-        _shot(page, "06-confirm-revoke")
+        _shot(page, "09-confirm-revoke")
         page.click("#confirm-action")
         page.wait_for_url(re.compile(r"done=revoke"))
         assert page.locator("text=key_compromise").count() >= 1
         assert page.locator(".badge:has-text('revoked')").count() == 1
-        _shot(page, "07-device-revoked")
+        _shot(page, "10-device-revoked")
         # the other tab re-renders itself from the live event: the certificate shows revoked
         expect(watcher.locator(".badge:has-text('revoked')")).to_have_count(1, timeout=10_000)
 
-        # 5. a state change arrives live in the other tab (server-sent events)
+        # 6. a state change arrives live in the other tab (server-sent events)
         page.click("a:has-text('Quarantine…')")
         page.fill("#reason", "revoked identity, investigating")
         page.click("#confirm-action")
@@ -178,17 +252,45 @@ def _journey(server: RunningServer, device_id: str, gateway_id: str) -> list[str
                                                                         timeout=10_000)
         watcher.wait_for_selector("#live-log p")
         expect(watcher.locator("a:has-text('Activate…')")).to_have_count(1)
-        _shot(watcher, "08-live-update")
+        _shot(watcher, "11-live-update")
 
-        # 6. the audit log has the revocation, and its chain verifies
+        # 7. the audit log has the revocation, and its chain verifies
         page.goto(f"{base}/audit")
         assert page.locator("td code:has-text('certificate.revoke')").count() == 1
         assert page.locator("#chain-result.ok").count() == 1
-        _shot(page, "09-audit")
+        _shot(page, "12-audit")
         page.goto(f"{base}/certificates")
-        _shot(page, "10-certificates")
+        _shot(page, "13-certificates")
         page.goto(f"{base}/operators")
-        _shot(page, "11-operators")
+        _shot(page, "14-operators")
+        page.goto(f"{base}/findings")
+        _shot(page, "15-findings")
+
+        # 8. an auditor sees the camera but no action on it, and the API refuses one too
+        auditor_context = browser.new_context(ignore_https_errors=True,
+                                              viewport={"width": 1280, "height": 800})
+        auditor = auditor_context.new_page()
+        auditor.on("console", on_console)
+        _log_in(auditor, base, "auditor-1", auditor_password)
+        auditor.goto(f"{base}/devices/{gateway_id}")
+        expect(auditor.locator("h1")).to_contain_text("gateway-2")
+        assert auditor.locator("text=Revoke…").count() == 0
+        assert auditor.locator("a[href*='/confirm/']").count() == 0
+        assert auditor.locator("#start-scan").count() == 0
+        serial = auditor.locator("td[data-label=Serial]").first.inner_text().strip()
+        auditor_csrf = next(c["value"] for c in auditor_context.cookies()
+                            if c["name"] == "__Host-fg_csrf")
+        refused = auditor.request.post(f"{base}/api/v1/certificates/{serial}/revoke",
+                                       data={"reason": "key_compromise"},
+                                       headers={"X-CSRF-Token": auditor_csrf})
+        assert refused.status == 403, refused.text()
+        refused = auditor.request.post(f"{base}/devices/{gateway_id}/actions/revoke",
+                                       form={"csrf_token": auditor_csrf, "serial": serial})
+        assert refused.status == 403
+        auditor.goto(f"{base}/devices/{gateway_id}")
+        expect(auditor.locator(".badge:has-text('revoked')")).to_have_count(0)
+        _shot(auditor, "16-device-as-auditor")
+        auditor_context.close()
 
         # keyboard: the skip link is the first stop and leads to the content
         page.goto(f"{base}/")
@@ -199,16 +301,17 @@ def _journey(server: RunningServer, device_id: str, gateway_id: str) -> list[str
         narrow = context.new_page()
         narrow.set_viewport_size({"width": 390, "height": 844})
         narrow.on("console", on_console)
-        narrow.goto(f"{base}/devices/{device_id}")
-        _shot(narrow, "12-device-narrow")
-        narrow.goto(f"{base}/")
-        _shot(narrow, "13-overview-narrow")
-        assert narrow.evaluate("document.documentElement.scrollWidth") <= 390
+        for url, name in ((f"/devices/{device_id}", "17-device-narrow"),
+                          ("/", "18-overview-narrow"), ("/devices", "19-devices-narrow"),
+                          ("/scans", "20-scans-narrow")):
+            narrow.goto(f"{base}{url}")
+            _shot(narrow, name)
+            assert narrow.evaluate("document.documentElement.scrollWidth") <= 390, url
 
         # the gateway's stored telemetry, drawn server-side as SVG
         page.goto(f"{base}/devices/{gateway_id}")
         expect(page.locator("svg polyline.line").first).to_be_visible()
-        _shot(page, "14-device-telemetry")
+        _shot(page, "21-device-telemetry")
 
         context.close()
         browser.close()
