@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -61,14 +64,74 @@ def create_db_engine(url: str) -> Engine:
     raise ConfigurationError(f"unsupported database URL scheme: {url.split(':', 1)[0]}")
 
 
+class SQLiteWriterLock:
+    """One SQLite writer at a time, across threads and across processes.
+
+    Threads queue on a re-entrant lock; processes (``serve --device-workers``) on an
+    advisory file lock beside the database, where a waiter blocks in the kernel and wakes
+    the moment the writer commits. Without it they would meet in SQLite's busy handler,
+    which sleeps 1, 2, 5, 10... ms between polls, and a short write would cost a waiter
+    several times its own length. Writers that do not take this lock (the sqlite3 shell)
+    still meet the busy timeout.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self._threads = threading.RLock()
+        self._depth = 0
+        self._path = path
+        self._fd: int | None = None
+        self._pid = 0
+
+    def _file(self) -> int | None:
+        if self._path is None:
+            return None
+        if self._fd is None or self._pid != os.getpid():  # a forked child needs its own
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._pid = os.getpid()
+        return self._fd
+
+    def __enter__(self) -> None:
+        self._threads.acquire()
+        try:
+            if self._depth == 0 and (fd := self._file()) is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._threads.release()
+            raise
+        self._depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        try:
+            if self._depth == 0 and self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+
+_writer_locks: dict[Path | None, SQLiteWriterLock] = {}
+_writer_locks_guard = threading.Lock()
+
+
+def _writer_lock_for(engine: Engine) -> SQLiteWriterLock:
+    """One lock per database file in a process, however many engines open it."""
+    database = engine.url.database
+    path = None
+    if database and database != ":memory:" and not database.startswith("file:"):
+        path = Path(database).resolve().with_name(Path(database).name + ".writer-lock")
+    with _writer_locks_guard:
+        if path is None:
+            return SQLiteWriterLock(None)
+        return _writer_locks.setdefault(path, SQLiteWriterLock(path))
+
+
 @dataclass
 class Database:
     engine: Engine
     sessions: sessionmaker[Session]
     read_sessions: sessionmaker[Session]
-    # SQLite has one writer at a time; threads of this process queue here, in order,
-    # instead of sleeping in SQLite's busy handler (which polls with growing sleeps).
-    write_lock: threading.RLock | None = None
+    # SQLite has one writer at a time: writers queue here (see SQLiteWriterLock).
+    write_lock: SQLiteWriterLock | None = None
 
     @property
     def dialect(self) -> str:
@@ -117,7 +180,7 @@ def open_database(url: str) -> Database:
     return Database(
         engine=engine, sessions=sessionmaker(engine, expire_on_commit=False),
         read_sessions=read_sessions,
-        write_lock=threading.RLock() if engine.dialect.name == "sqlite" else None,
+        write_lock=_writer_lock_for(engine) if engine.dialect.name == "sqlite" else None,
     )
 
 
