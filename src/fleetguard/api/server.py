@@ -10,7 +10,7 @@ import multiprocessing.process
 import signal
 import socket
 import ssl
-from collections.abc import Generator
+from collections.abc import Coroutine, Generator
 from typing import Any
 
 import uvicorn
@@ -18,7 +18,7 @@ import uvicorn
 from fleetguard.api import scan_jobs
 from fleetguard.api.app import create_app
 from fleetguard.api.device_app import create_device_app
-from fleetguard.api.tls_peer import PeerCertH11Protocol
+from fleetguard.api.tls_peer import peer_cert_protocol
 from fleetguard.core.config import Settings
 from fleetguard.core.errors import ConfigurationError, ValidationFailedError
 from fleetguard.identity import service as identity
@@ -69,9 +69,20 @@ def _device_server(
 ) -> _Server:
     device_app = create_device_app(db, ca, ingest=ingest)
     config = _config(device_app, settings, host, port, client_ca=str(ca.bundle_path),
-                     http=PeerCertH11Protocol)
+                     http=peer_cert_protocol())
     device_app.state.device_ctx.ssl_context = config.ssl
     return _Server(config)
+
+
+def _run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop when it is installed (faster TLS and socket work), else asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
 
 
 def _reuse_port_socket(host: str, port: int) -> socket.socket:
@@ -102,7 +113,7 @@ def run_device_worker(settings: Settings, host: str, port: int, log_format: str,
     signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
     signal.signal(signal.SIGINT, lambda *_: setattr(server, "should_exit", True))
     try:
-        asyncio.run(server.serve(sockets=[sock]))
+        _run_loop(server.serve(sockets=[sock]))
     finally:
         ca.close()
         db.dispose()
@@ -209,7 +220,7 @@ def run_servers(
         scheduler.cancel()
 
     try:
-        asyncio.run(serve_all())
+        _run_loop(serve_all())
     finally:
         for worker in workers:
             worker.terminate()
