@@ -109,3 +109,10 @@ def test_expiring_certificates_are_counted_exactly_and_soonest_first(db: Databas
     # days 0..7 expire within the window, minus the revoked one
     assert soon.count == 7
     assert [c.serial_hex for c in soon.soonest] == ["00", "01", "02"]
+
+
+def test_the_registry_list_honours_a_set_of_ids_too(db: Database) -> None:
+    ids = _fleet(db)
+    with db.read_session() as s:
+        page = registry.list_devices(s, DeviceFilter(device_ids=frozenset(ids[2:4])))
+    assert [d.id for d in page.devices] == ids[2:4]  # registration order

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import ipaddress
 import json
 import uuid
 from collections.abc import Iterable
-from datetime import datetime
 
-from sqlalchemy import Select, Table, and_, bindparam, exists, func, or_, select, update
+from sqlalchemy import Select, Table, bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from fleetguard.auditlog import append_audit_entry
@@ -30,6 +28,7 @@ from fleetguard.registry.models import (
     DeviceFilter,
     DeviceGroup,
     DevicePage,
+    DeviceSort,
     DeviceState,
     GroupKind,
     parse_label_query,
@@ -297,20 +296,6 @@ def _apply_label_query(query: Select[DeviceRow], text: str) -> Select[DeviceRow]
     return query
 
 
-def _encode_cursor(row: DeviceRow) -> str:
-    raw = json.dumps([row.created_at.isoformat(), row.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        stamp, ident = json.loads(raw)
-        return datetime.fromisoformat(stamp), str(uuid.UUID(ident))
-    except (ValueError, TypeError) as exc:
-        raise ValidationFailedError("cursor is not one this API gave out", field="cursor") from exc
-
-
 def _filtered(session: Session, flt: DeviceFilter) -> Select[DeviceRow]:
     query = select(DeviceRow)
     if flt.state is not None:
@@ -346,25 +331,11 @@ def list_devices(
     session: Session, flt: DeviceFilter | None = None, *, cursor: str | None = None,
     limit: int = 100,
 ) -> DevicePage:
-    """Oldest first, keyset-paginated on (created_at, id) so pages stay fast at any depth."""
-    limit = max(1, min(limit, MAX_PAGE))
-    query = _filtered(session, flt or DeviceFilter())
-    if cursor:
-        stamp, ident = _decode_cursor(cursor)
-        query = query.where(or_(
-            DeviceRow.created_at > stamp,
-            and_(DeviceRow.created_at == stamp, DeviceRow.id > ident),
-        ))
-    rows = list(session.execute(
-        query.order_by(DeviceRow.created_at, DeviceRow.id).limit(limit + 1)
-    ).scalars())
-    more = len(rows) > limit
-    rows = rows[:limit]
-    groups = _groups_of(session, [r.id for r in rows])
-    return DevicePage(
-        devices=[_to_device(r, groups.get(r.id)) for r in rows],
-        next_cursor=_encode_cursor(rows[-1]) if more and rows else None,
-    )
+    """Oldest first, keyset-paginated on (created_at, id) so pages stay fast at any depth
+    (:func:`fleetguard.registry.listing.browse_devices` in registration order)."""
+    from fleetguard.registry.listing import browse_devices  # (it builds on this module)
+
+    return browse_devices(session, flt, sort=DeviceSort.REGISTERED, cursor=cursor, limit=limit)
 
 
 def count_devices_by_state(session: Session) -> dict[DeviceState, int]:
