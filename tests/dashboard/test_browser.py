@@ -195,7 +195,13 @@ def _journey(server: RunningServer, device_id: str, gateway_id: str, telnet_port
         assert page.inner_text("#weak-default-credentials .n") == "1"
         assert float(page.inner_text("#risk-score")) > 0
         _shot(page, "05-overview")
-        page.click("#weak-default-credentials")
+        # by keyboard: Tab reaches the figure, Enter opens the list behind it
+        for _ in range(80):
+            page.keyboard.press("Tab")
+            if page.evaluate("document.activeElement.id") == "weak-default-credentials":
+                break
+        assert page.evaluate("document.activeElement.id") == "weak-default-credentials"
+        page.keyboard.press("Enter")
         page.wait_for_url(f"{base}/devices?check=default-credentials")
         expect(page.locator("table.devices tbody tr")).to_have_count(1)
         expect(page.locator("table.devices tbody")).to_contain_text("cam-17")

@@ -112,6 +112,18 @@ def test_overview_risk_figure_is_explained_and_its_trend_is_read_from_history(
     assert re.search(r'<polyline class="line" points="[^"]+"', r.text)
 
 
+def test_the_servers_scheduler_loop_keeps_the_risk_history(
+    browser_as: Callable[[Role], Browser], sqlite_db: Database,
+) -> None:
+    _device(sqlite_db, "cam-9", "127.0.0.59")
+    b = browser_as(Role.AUDITOR)
+    assert "No stored figures yet" in b.client.get("/").text
+    scan_jobs.run_due_scans(sqlite_db)  # what `fleetguard serve` runs every half minute
+    r = b.client.get("/")
+    assert "No stored figures yet" not in r.text
+    assert re.search(r'aria-label="Fleet risk, 1 stored hourly figures', r.text)
+
+
 def test_overview_counts_offline_devices_from_telemetry(
     browser_as: Callable[[Role], Browser], sqlite_db: Database, weak_fleet: dict[str, str],
 ) -> None:
