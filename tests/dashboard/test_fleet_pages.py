@@ -333,3 +333,17 @@ def test_unknown_scans_and_bad_findings_filters_are_4xx(
     assert b.client.get("/findings?severity=dire").status_code == 422
     assert b.client.get("/findings?cursor=zzz").status_code == 422
     assert b.client.get("/scans?cursor=zzz").status_code == 422
+
+
+def test_the_scan_list_refreshes_itself_only_while_a_scan_runs(
+    browser_as: Callable[[Role], Browser], sqlite_db: Database,
+) -> None:
+    from fleetguard.findings import ScanSource, create_scan
+    b = browser_as(Role.AUDITOR)
+    assert 'hx-trigger="every 2s"' not in b.client.get("/scans").text
+    with sqlite_db.session() as s:
+        create_scan(s, actor="test", source=ScanSource.SERVER, targets=["127.0.0.1"],
+                    options={})
+    r = b.client.get("/scans")
+    assert 'id="scan-list" hx-get="/scans" hx-trigger="every 2s"' in r.text
+    assert_safe_page(r)
