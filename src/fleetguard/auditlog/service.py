@@ -15,18 +15,18 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Table, bindparam, event, func, insert, select, update
+from sqlalchemy.orm import Session, SessionTransaction
 
 from fleetguard.auditlog.models import AuditEntry, ChainHead, ChainVerification
 from fleetguard.core.clock import utcnow
-from fleetguard.store import flushed_connection
 from fleetguard.store.tables import AuditEntryRow, AuditHeadRow
 
 GENESIS_HASH = "0" * 64
 _HEAD_ID = 1
 _VERIFY_BATCH = 1000
 _HEAD_CACHE = "fleetguard.audit_head"
+_PENDING = "fleetguard.audit_pending"
 
 
 def _canonical_details(details: dict[str, Any]) -> str:
@@ -58,13 +58,13 @@ _MOVE_HEAD = (update(_HEAD).where(_HEAD.c.id == _HEAD_ID)
 def _locked_head(session: Session) -> list[Any]:
     """[seq, entry_hash] of the chain head, locked for this transaction.
 
-    One lock per transaction: later appends in the same transaction reuse the cached head.
+    One lock per transaction: later writes in the same transaction reuse the cached head.
     """
     transaction = session.get_transaction()
     cached = session.info.get(_HEAD_CACHE)
     if cached is not None and cached[0] is transaction:
         return cast(list[Any], cached[1])
-    conn = flushed_connection(session)
+    conn = session.connection()
     row = conn.execute(_SELECT_HEAD).first()
     if row is None:  # created by migration 0001; a hand-made database may lack it
         conn.execute(insert(_HEAD).values(id=_HEAD_ID, seq=0, entry_hash=GENESIS_HASH))
@@ -82,25 +82,52 @@ def append_audit_entry(
     action: str,
     target: str,
     details: dict[str, Any] | None = None,
-) -> AuditEntry:
-    """Append in the caller's transaction, so the entry lands if and only if the change does."""
+) -> None:
+    """Record an entry in the caller's transaction: it lands if and only if the change does.
+
+    Entries are chained and written as the transaction commits (or when this session reads
+    the log), so the lock on the chain head, which every writer of the fleet needs, is held
+    for the last moment of a transaction rather than all of it.
+    """
+    session.connection()  # in a transaction, so a rollback forgets the entry
+    pending: list[tuple[datetime, str, str, str, str]] = session.info.setdefault(_PENDING, [])
+    pending.append((utcnow(), actor, action, target, _canonical_details(details or {})))
+
+
+def write_pending_entries(session: Session) -> None:
+    """Chain and write the entries this transaction has recorded so far."""
+    pending = session.info.pop(_PENDING, None)
+    if not pending:
+        return
     head = _locked_head(session)
-    prev_seq, prev = head
-    seq = prev_seq + 1
-    at = utcnow()
-    details_text = _canonical_details(details or {})
-    entry_hash = compute_entry_hash(
-        seq=seq, at=at, actor=actor, action=action, target=target,
-        details=details_text, prev_hash=prev,
-    )
+    seq, prev = head
+    rows = []
+    for at, actor, action, target, details_text in pending:
+        seq += 1
+        entry_hash = compute_entry_hash(
+            seq=seq, at=at, actor=actor, action=action, target=target,
+            details=details_text, prev_hash=prev,
+        )
+        rows.append({"seq": seq, "at": at, "actor": actor, "action": action,
+                     "target": target, "details": details_text, "prev_hash": prev,
+                     "entry_hash": entry_hash})
+        prev = entry_hash
     conn = session.connection()
-    conn.execute(_INSERT_ENTRY, {
-        "seq": seq, "at": at, "actor": actor, "action": action, "target": target,
-        "details": details_text, "prev_hash": prev, "entry_hash": entry_hash,
-    })
-    conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": entry_hash})
-    head[0], head[1] = seq, entry_hash
-    return AuditEntry(seq, at, actor, action, target, details or {}, prev, entry_hash)
+    conn.execute(_INSERT_ENTRY, rows)
+    conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev})
+    head[0], head[1] = seq, prev
+
+
+@event.listens_for(Session, "before_commit")
+def _write_before_commit(session: Session) -> None:
+    write_pending_entries(session)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_on_end(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # a rolled-back transaction's entries never happened
+        session.info.pop(_PENDING, None)
+        session.info.pop(_HEAD_CACHE, None)
 
 
 def _to_entry(row: AuditEntryRow) -> AuditEntry:
@@ -111,6 +138,7 @@ def _to_entry(row: AuditEntryRow) -> AuditEntry:
 
 
 def chain_head(session: Session) -> ChainHead:
+    write_pending_entries(session)  # this transaction's own entries first
     head = session.execute(
         select(AuditHeadRow.seq, AuditHeadRow.entry_hash).where(AuditHeadRow.id == _HEAD_ID)
     ).first()
@@ -127,6 +155,7 @@ def list_audit_entries(
     action: str | None = None,
     newest_first: bool = False,
 ) -> list[AuditEntry]:
+    write_pending_entries(session)  # this transaction's own entries first
     query = select(AuditEntryRow)
     if action:
         query = query.where(AuditEntryRow.action == action)
@@ -154,6 +183,7 @@ def _rows_in_order(session: Session) -> Iterator[AuditEntryRow]:
 
 def verify_chain(session: Session, anchored: ChainHead | None = None) -> ChainVerification:
     """Walk the whole chain; stop at the first entry that does not hold."""
+    write_pending_entries(session)  # this transaction's own entries first
     expected_prev = GENESIS_HASH
     expected_seq = 1
     checked = 0
