@@ -3,16 +3,12 @@ restrictions to a set of ids, and exact counts of expiring certificates."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 
-from fleetguard.core.clock import utcnow
 from fleetguard.core.errors import ValidationFailedError
 from fleetguard.registry import DeviceFilter, DeviceSort, DeviceState, listing
 from fleetguard.registry import service as registry
 from fleetguard.store import Database
-from fleetguard.store.tables import DeviceCertificateRow
 
 NAMES = ["delta", "alpha", "charlie", "bravo", "alpha", "echo", "bravo"]
 
@@ -89,26 +85,6 @@ def test_a_large_set_of_ids_is_one_parameter(db: Database) -> None:
     many = frozenset([*ids[:2], *(f"00000000-0000-4000-8000-{i:012d}" for i in range(40_000))])
     seen = _all_pages(db, DeviceSort.NAME, DeviceFilter(device_ids=many), limit=50)
     assert {d for _, _, d in seen} == set(ids[:2])
-
-
-def test_expiring_certificates_are_counted_exactly_and_soonest_first(db: Database) -> None:
-    ids = _fleet(db)
-    now = utcnow()
-    with db.session() as s:
-        for i in range(30):
-            s.add(DeviceCertificateRow(
-                serial_hex=f"{i:02x}", device_id=ids[i % len(ids)], issuer_key_id="k",
-                spki_sha256=f"{i:064x}", fingerprint_sha256=f"{i:064x}",
-                not_before=now - timedelta(days=80), not_after=now + timedelta(days=i),
-                certificate_pem="-", enrolled_via="token", created_at=now,
-                revoked_at=now if i == 3 else None,
-            ))
-    with db.read_session() as s:
-        soon = listing.expiring_certificates(s, within=timedelta(days=7, hours=1), now=now,
-                                             soonest=3)
-    # days 0..7 expire within the window, minus the revoked one
-    assert soon.count == 7
-    assert [c.serial_hex for c in soon.soonest] == ["00", "01", "02"]
 
 
 def test_the_registry_list_honours_a_set_of_ids_too(db: Database) -> None:

@@ -22,7 +22,7 @@ from fleetguard.identity import service as identity
 from fleetguard.identity.errors import CaNotInitializedError
 from fleetguard.operators import Permission
 from fleetguard.operators import service as operators
-from fleetguard.registry import DeviceState, listing
+from fleetguard.registry import DeviceState
 from fleetguard.registry import service as registry
 from fleetguard.telemetry import Sample
 from fleetguard.telemetry import service as telemetry
@@ -66,7 +66,7 @@ def overview(request: Request, ctx: Ctx, principal: Self) -> HTMLResponse:
             data["total"] = sum(counts.values())
             data["offline"] = sum(1 for on in telemetry.online_devices(session).values()
                                   if not on)
-            data["expiring"] = listing.expiring_certificates(session, within=EXPIRY_WINDOW)
+            data["expiring"] = identity.expiring_certificates(session, within=EXPIRY_WINDOW)
             data["shared"] = identity.shared_identity_alerts(session)
             data["severities"] = list(findings.count_findings_by_severity(session).items())
             data["weak"] = [(check, text, findings.count_devices_with_open_check(session, check))
@@ -90,7 +90,7 @@ def certificates(
     ca_error = None
     with ctx.db.read_session() as session:
         certs = identity.list_certificates(session, limit=CERT_SCAN_LIMIT)
-        expiring = listing.expiring_certificates(session, within=EXPIRY_WINDOW,
+        expiring = identity.expiring_certificates(session, within=EXPIRY_WINDOW,
                                                  soonest=CERT_SCAN_LIMIT)
     try:
         ca = ctx.fleet_ca()

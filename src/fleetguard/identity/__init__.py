@@ -6,6 +6,8 @@ from fleetguard.identity.models import (
     DeviceCertificate,
     EnrolledVia,
     EnrollmentResult,
+    ExpiringCertificate,
+    ExpiringCertificates,
     IssuedClaim,
     SharedIdentityAlert,
 )
@@ -16,6 +18,8 @@ __all__ = [
     "DeviceCertificate",
     "EnrolledVia",
     "EnrollmentResult",
+    "ExpiringCertificate",
+    "ExpiringCertificates",
     "IssuedClaim",
     "SharedIdentityAlert",
 ]

@@ -71,3 +71,18 @@ class SharedIdentityAlert:
     serial_hex: str
     device_id: str
     sources: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiringCertificate:
+    serial_hex: str
+    device_id: str
+    not_after: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiringCertificates:
+    """Every unrevoked certificate expiring in a window: the exact count, the soonest few."""
+
+    count: int
+    soonest: list[ExpiringCertificate]

@@ -21,7 +21,7 @@ from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from fleetguard.auditlog import append_audit_entry
-from fleetguard.core.clock import utcnow
+from fleetguard.core.clock import as_utc, utcnow
 from fleetguard.core.errors import ValidationFailedError
 from fleetguard.identity.errors import (
     CertificateNotFoundError,
@@ -37,6 +37,8 @@ from fleetguard.identity.models import (
     DeviceCertificate,
     EnrolledVia,
     EnrollmentResult,
+    ExpiringCertificate,
+    ExpiringCertificates,
     IssuedClaim,
     SharedIdentityAlert,
 )
@@ -427,6 +429,24 @@ def list_certificates(
     if device_id:
         query = query.where(DeviceCertificateRow.device_id == device_id)
     return [_to_cert(r) for r in session.execute(query.limit(limit)).scalars()]
+
+
+def expiring_certificates(
+    session: Session, *, within: timedelta, now: datetime | None = None, soonest: int = 10
+) -> ExpiringCertificates:
+    """Unrevoked device certificates whose validity ends within ``within`` of ``now``: the
+    exact count over the whole fleet (from the not_after index) and the ``soonest`` few."""
+    now = now or utcnow()
+    c = DeviceCertificateRow
+    where = (c.revoked_at.is_(None), c.not_after >= now, c.not_after <= now + within)
+    count = session.execute(select(func.count()).select_from(c).where(*where)).scalar_one()
+    rows = session.execute(
+        select(c.serial_hex, c.device_id, c.not_after).where(*where)
+        .order_by(c.not_after, c.serial_hex).limit(max(0, soonest))
+    ).all()  # fmt: skip
+    return ExpiringCertificates(
+        count=int(count), soonest=[ExpiringCertificate(s, d, as_utc(n)) for s, d, n in rows]
+    )
 
 
 def publish_crls(session: Session, ca: FleetCA) -> None:

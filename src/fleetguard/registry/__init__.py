@@ -9,8 +9,6 @@ from fleetguard.registry.models import (
     DevicePage,
     DeviceSort,
     DeviceState,
-    ExpiringCertificate,
-    ExpiringCertificates,
     GroupKind,
 )
 
@@ -23,7 +21,5 @@ __all__ = [
     "DevicePage",
     "DeviceSort",
     "DeviceState",
-    "ExpiringCertificate",
-    "ExpiringCertificates",
     "GroupKind",
 ]

@@ -13,25 +13,23 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from fleetguard.core.clock import as_utc, utcnow
+from fleetguard.core.clock import as_utc
 from fleetguard.core.errors import ValidationFailedError
 from fleetguard.registry.models import (
     DeviceFilter,
     DevicePage,
     DeviceSort,
     DeviceState,
-    ExpiringCertificate,
-    ExpiringCertificates,
 )
 from fleetguard.registry.service import MAX_PAGE, _filtered, _groups_of, _to_device
 from fleetguard.store.idset import in_id_set
-from fleetguard.store.tables import DeviceCertificateRow, DeviceRow
+from fleetguard.store.tables import DeviceRow
 
 # Each order's key columns (the id breaks ties) and whether it ascends.
 _SORT_KEYS: dict[DeviceSort, tuple[tuple[InstrumentedAttribute[Any], ...], bool]] = {
@@ -117,22 +115,4 @@ def device_ids_in_state(session: Session, state: DeviceState) -> frozenset[str]:
     ).scalars())  # fmt: skip
 
 
-def expiring_certificates(
-    session: Session, *, within: timedelta, now: datetime | None = None, soonest: int = 10
-) -> ExpiringCertificates:
-    """Unrevoked device certificates whose validity ends within ``within`` of ``now``: the
-    exact count over the whole fleet (from the not_after index) and the ``soonest`` few."""
-    now = now or utcnow()
-    c = DeviceCertificateRow
-    where = (c.revoked_at.is_(None), c.not_after >= now, c.not_after <= now + within)
-    count = session.execute(select(func.count()).select_from(c).where(*where)).scalar_one()
-    rows = session.execute(
-        select(c.serial_hex, c.device_id, c.not_after).where(*where)
-        .order_by(c.not_after, c.serial_hex).limit(max(0, soonest))
-    ).all()  # fmt: skip
-    return ExpiringCertificates(
-        count=int(count), soonest=[ExpiringCertificate(s, d, as_utc(n)) for s, d, n in rows]
-    )
-
-
-__all__ = ["browse_devices", "device_ids_in_state", "expiring_certificates"]
+__all__ = ["browse_devices", "device_ids_in_state"]

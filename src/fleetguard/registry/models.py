@@ -142,21 +142,6 @@ class DevicePage:
 
 
 @dataclass(frozen=True, slots=True)
-class ExpiringCertificate:
-    serial_hex: str
-    device_id: str
-    not_after: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class ExpiringCertificates:
-    """Every unrevoked certificate expiring in a window: the exact count, the soonest few."""
-
-    count: int
-    soonest: list[ExpiringCertificate]
-
-
-@dataclass(frozen=True, slots=True)
 class DeviceGroup:
     name: str
     kind: GroupKind
