@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fleetguard.core.errors import ValidationFailedError
 from fleetguard.operators import ApiToken, Operator, Role
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def optional_choice(kind: type[E], value: str | None, field: str) -> E | None:
+    """A query parameter naming one of an enum's values: empty or absent is none, an
+    unknown value a 422 listing the choices."""
+    if not value:
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(v.value for v in kind)
+        raise ValidationFailedError(f"{field} must be one of {allowed}", field=field) from None
 
 
 class StrictModel(BaseModel):

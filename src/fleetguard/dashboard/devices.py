@@ -15,11 +15,12 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from fleetguard import findings
+from fleetguard.api.schemas import optional_choice
 from fleetguard.core.clock import utcnow
 from fleetguard.core.errors import FleetError, NotFoundError, ValidationFailedError
 from fleetguard.core.severity import Severity
 from fleetguard.dashboard.charts import Chart, line_chart
-from fleetguard.dashboard.deps import Ctx, DeviceReader, DeviceWriter, choice, not_found
+from fleetguard.dashboard.deps import Ctx, DeviceReader, DeviceWriter, not_found
 from fleetguard.dashboard.render import page
 from fleetguard.dashboard.security import PAGE_HEADERS
 from fleetguard.findings import FindingFilter, FindingState
@@ -104,10 +105,10 @@ def devices(
     rows, next_cursor, error = [], None, None
     order = DeviceSort.NAME
     try:
-        order = choice(DeviceSort, sort, "sort") or DeviceSort.NAME
-        state_value = choice(DeviceState, state, "state")
-        online_value = choice(Online, online, "online")
-        min_severity = choice(Severity, severity, "severity")
+        order = optional_choice(DeviceSort, sort, "sort") or DeviceSort.NAME
+        state_value = optional_choice(DeviceState, state, "state")
+        online_value = optional_choice(Online, online, "online")
+        min_severity = optional_choice(Severity, severity, "severity")
         with ctx.db.read_session() as session:
             ids: frozenset[str] | None = None
             if online_value is not None:

@@ -26,10 +26,11 @@ from pydantic import ValidationError
 
 from fleetguard import findings
 from fleetguard.api import scan_jobs
+from fleetguard.api.schemas import optional_choice
 from fleetguard.api.schemas_scans import ScanStart
 from fleetguard.core.errors import FleetError, NotFoundError, ValidationFailedError
 from fleetguard.core.severity import Severity
-from fleetguard.dashboard.deps import Ctx, DeviceReader, DeviceWriter, choice, not_found
+from fleetguard.dashboard.deps import Ctx, DeviceReader, DeviceWriter, not_found
 from fleetguard.dashboard.render import page
 from fleetguard.dashboard.security import PAGE_HEADERS
 from fleetguard.findings import FindingFilter, FindingState, ScanDocument
@@ -240,8 +241,9 @@ def findings_page(
     rows: list[findings.Finding] = []
     next_cursor, error = None, None
     try:
-        flt = FindingFilter(severity=choice(Severity, severity, "severity"),
-                            check=check or None, state=choice(FindingState, state, "state"))
+        flt = FindingFilter(severity=optional_choice(Severity, severity, "severity"),
+                            check=check or None,
+                            state=optional_choice(FindingState, state, "state"))
         with ctx.db.read_session() as session:
             result = findings.list_findings(session, flt, cursor=cursor or None,
                                             limit=PAGE_SIZE)

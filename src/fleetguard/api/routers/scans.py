@@ -21,6 +21,7 @@ from fleetguard import findings
 from fleetguard.api import scan_jobs
 from fleetguard.api.authz import requires
 from fleetguard.api.context import AppContext, get_context
+from fleetguard.api.schemas import optional_choice
 from fleetguard.api.schemas_scans import (
     FindingOut,
     FindingPageOut,
@@ -50,7 +51,6 @@ Writer = Annotated[Principal, Depends(requires(Permission.DEVICES_WRITE))]
 MAX_DECODED_BYTES = findings.MAX_REPORT_BYTES
 MAX_HOSTS_SHOWN = 1000
 M = TypeVar("M", bound=BaseModel)
-E = TypeVar("E", Severity, FindingState)
 
 _UPLOAD_DOC = {
     "requestBody": {
@@ -189,16 +189,6 @@ def get_scan_report(scan_id: str, ctx: Ctx, _: Reader) -> JSONResponse:
     return JSONResponse(document)
 
 
-def _enum(kind: type[E], value: str | None, field: str) -> E | None:
-    if value is None:
-        return None
-    try:
-        return kind(value)
-    except ValueError:
-        allowed = ", ".join(v.value for v in kind)
-        raise ValidationFailedError(f"{field} must be one of {allowed}", field=field) from None
-
-
 def _page(
     ctx: AppContext, flt: FindingFilter, cursor: str | None, limit: int
 ) -> FindingPageOut:
@@ -231,9 +221,9 @@ def list_findings(
     """Worst first. Filters combine."""
     flt = FindingFilter(
         device_id=device_id, unmatched=unmatched, host=host,
-        severity=_enum(Severity, severity, "severity"),
-        min_severity=_enum(Severity, min_severity, "min_severity"), check=check,
-        state=_enum(FindingState, state, "state"),
+        severity=optional_choice(Severity, severity, "severity"),
+        min_severity=optional_choice(Severity, min_severity, "min_severity"), check=check,
+        state=optional_choice(FindingState, state, "state"),
     )  # fmt: skip
     return _page(ctx, flt, cursor, limit)
 
@@ -259,8 +249,8 @@ def device_findings(
     with ctx.db.read_session() as session:
         device = registry.get_device(session, device_id)
     flt = FindingFilter(
-        device_id=device.id, severity=_enum(Severity, severity, "severity"), check=check,
-        state=_enum(FindingState, state, "state"),
+        device_id=device.id, severity=optional_choice(Severity, severity, "severity"), check=check,
+        state=optional_choice(FindingState, state, "state"),
     )  # fmt: skip
     return _page(ctx, flt, cursor, limit)
 
