@@ -44,7 +44,7 @@ from fleetguard.protocol import (
 )
 from fleetguard.registry import service as registry
 from fleetguard.store import Database, open_database, upgrade_database
-from fleetguard.telemetry import IngestService
+from fleetguard.telemetry import Committed, IngestService
 
 PG_ADMIN = os.environ.get("FLEETGUARD_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -95,10 +95,10 @@ class Sink:
         self.latencies: list[float] = []
         self.lock = threading.Lock()
 
-    def committed(self, submitted: Sequence[float]) -> None:
+    def committed(self, done: Sequence[Committed]) -> None:
         now = time.perf_counter()
         with self.lock:
-            self.latencies.extend(now - s for s in submitted)
+            self.latencies.extend(now - c.submitted for c in done)
 
     def take(self) -> list[float]:
         with self.lock:

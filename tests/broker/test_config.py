@@ -65,6 +65,13 @@ def test_one_mutual_tls_listener_and_no_plaintext(files: BrokerFiles) -> None:
     assert Path(conf["crlfile"]).exists() and Path(conf["cafile"]).exists()
 
 
+def test_sessions_queue_enough_for_ingestion_that_acknowledges_after_commit(
+    files: BrokerFiles,
+) -> None:
+    # Mosquitto's default (1000 per session) would drop messages while ingestion catches up.
+    assert int(dict(_directives(files))["max_queued_messages"]) >= 100_000
+
+
 def test_dynsec_baseline_makes_the_service_the_admin_and_denies_all_else(
     files: BrokerFiles,
 ) -> None:

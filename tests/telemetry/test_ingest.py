@@ -11,12 +11,15 @@ from sqlalchemy import func, select
 from fleetguard.core.clock import utcnow
 from fleetguard.protocol import (
     InterfaceCounters,
+    ListeningSocket,
     MessageRejectedError,
     NetworkCounters,
     RejectReason,
+    TransportProto,
     encode_message,
     to_millis,
 )
+from fleetguard.registry import service as registry
 from fleetguard.store import Database
 from fleetguard.store.tables import TelemetryReportRow
 from fleetguard.telemetry import (
@@ -225,3 +228,35 @@ def test_stop_stores_everything_accepted(db: Database) -> None:
     service.stop()
     assert _rows(db) == 500
     assert to_millis(start) > 0
+
+
+def test_latest_snapshot_follows_every_report_whether_or_not_its_sockets_changed(
+    db: Database, ingest: IngestService
+) -> None:
+    device = add_device(db)
+    first = samples.telemetry().listening
+    other = [ListeningSocket(proto=TransportProto.TCP, address="0.0.0.0", port=4444, process="sh")]
+    start = utcnow() - timedelta(minutes=5)
+    seen: list[tuple[list[int], int | None]] = []
+    for seq, listening in enumerate([first, first, other, other, first], start=1):
+        sent = report(seq, start + timedelta(seconds=seq), listening=listening)
+        ingest.submit_telemetry(device, body(sent), "application/cbor")
+        assert ingest.flush()
+        with db.session() as session:
+            snapshot = latest_snapshot(session, device)
+        assert snapshot is not None and snapshot.at is not None
+        seen.append(([s["port"] for s in snapshot.listening], to_millis(snapshot.at)))
+        assert seen[-1][1] == sent.collected_at_ms
+    assert [ports for ports, _ in seen] == [[22, 5353], [22, 5353], [4444], [4444], [22, 5353]]
+
+
+def test_ingestion_records_registry_last_seen(db: Database, ingest: IngestService) -> None:
+    device = add_device(db)
+    with db.session() as session:
+        assert registry.get_device(session, device).last_seen_at is None
+    ingest.submit_heartbeat(device, encode_message(samples.heartbeat(), "application/cbor"),
+                            "application/cbor")
+    assert ingest.flush()
+    with db.session() as session:
+        seen = registry.get_device(session, device).last_seen_at
+    assert seen is not None and abs((utcnow() - seen).total_seconds()) < 60

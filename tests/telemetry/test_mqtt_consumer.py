@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import ssl
 import time
 from collections.abc import Iterator
@@ -137,3 +138,50 @@ def test_a_client_without_a_fleet_certificate_is_refused(tmp_path: Path, lab: tu
     except (ssl.SSLError, OSError):
         pass  # refused in the handshake (TLS 1.2), or on the first read (TLS 1.3)
     assert not client.is_connected()
+
+
+def test_a_message_not_yet_stored_is_not_acknowledged_and_comes_back(
+    sqlite_db: Database, lab: tuple[FleetCA, Broker], tmp_path: Path
+) -> None:
+    """The database is locked, so the first consumer cannot commit; it goes away without
+    acknowledging. A consumer with the same client id gets the message again and stores
+    it once the lock is gone (exactly one row: a redelivered message is a duplicate)."""
+    ca, broker = lab
+    db = sqlite_db
+    device = add_device(db)
+    service = ca.issue("fleetguard-service")
+    settings = MqttSettings(host="127.0.0.1", port=broker.port, ca_file=ca.ca_file,
+                            cert_file=service.cert, key_file=service.key, client_id="ingest-1")
+    locker = sqlite3.connect(str(db.engine.url.database), isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")  # no writer gets in while we hold this
+    first_ingest = IngestService(db, sweep_every_s=None, compact_every_s=None, linger_s=0.01)
+    first = MqttConsumer(first_ingest, settings)
+    first.start()
+    second_ingest = IngestService(db, sweep_every_s=None, compact_every_s=None, linger_s=0.01)
+    second: MqttConsumer | None = None
+    try:
+        assert first.wait_connected(15)
+        time.sleep(0.3)
+        pub = _publisher(ca, broker, ca.issue(device), device)
+        _publish(pub, f"fg/d/{device}/telemetry", encode_message(report(1), "application/cbor"))
+        pub.loop_stop()
+        pub.disconnect()
+        assert _wait(lambda: first.stats.accepted == 1)
+        first.stop()  # gone before its batch could commit: nothing was acknowledged
+        second = MqttConsumer(second_ingest, settings)
+        second.start()
+        assert _wait(lambda: second is not None and second.stats.accepted == 1), second.stats
+        locker.execute("ROLLBACK")
+        assert second_ingest.flush(30) and first_ingest.flush(30)
+    finally:
+        if locker.in_transaction:
+            locker.execute("ROLLBACK")
+        locker.close()
+        if second is not None:
+            second.stop()
+        first.stop()
+        first_ingest.stop()
+        second_ingest.stop()
+    with db.session() as session:
+        stored = read_series(session, device, Metric.CPU_PERCENT, since=utcnow().replace(year=2000))
+    assert len(stored) == 1

@@ -47,6 +47,7 @@ from fleetguard.pki import FleetCA
 log = logging.getLogger(__name__)
 
 SERVICE_CERT_VALIDITY = timedelta(days=90)
+MAX_QUEUED_MESSAGES = 300_000
 SERVICE_CERT_RENEW_BEFORE = timedelta(days=30)
 
 _MOSQUITTO_CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
@@ -156,6 +157,10 @@ def render_config(files: BrokerFiles, config: BrokerConfig, plugin: Path) -> str
         "connection_messages true",
         "log_timestamp true",
         "log_timestamp_format %Y-%m-%dT%H:%M:%S",
+        # QoS 1 messages a session holds beyond those in flight; past this Mosquitto
+        # drops them (default 1000). Ingestion acknowledges only after its commit, so a
+        # busy or restarting platform relies on this queue: about a minute at 5,000/s.
+        f"max_queued_messages {MAX_QUEUED_MESSAGES}",
         f"plugin {_check_path(plugin)}",
         f"plugin_opt_config_file {_check_path(files.dynsec_file)}",
         "",

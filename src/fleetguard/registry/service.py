@@ -8,6 +8,7 @@ import ipaddress
 import json
 import uuid
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 
 from sqlalchemy import Select, Table, bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -278,6 +279,28 @@ def record_device_seen(session: Session, device_id: str, address: str | None) ->
         known = json.loads(row.addresses)
         if ip not in known:
             row.addresses = json.dumps(_addresses([*known, ip]))
+
+
+def record_devices_seen(
+    session: Session, device_ids: Iterable[str], *, now: datetime | None = None
+) -> int:
+    """Last seen for many devices at once (telemetry, whatever its transport); as with
+    :func:`record_device_seen`, a device's row is written at most once a minute.
+    Returns how many rows were written."""
+    now = now or utcnow()
+    stale = now - timedelta(seconds=60)
+    ids = sorted(set(device_ids))
+    written = 0
+    conn = session.connection()
+    for start in range(0, len(ids), 500):
+        result = conn.execute(
+            update(DeviceRow)
+            .where(DeviceRow.id.in_(ids[start : start + 500]),
+                   or_(DeviceRow.last_seen_at.is_(None), DeviceRow.last_seen_at < stale))
+            .values(last_seen_at=now)
+        )
+        written += max(result.rowcount, 0)
+    return written
 
 
 def _apply_label_query(query: Select[DeviceRow], text: str) -> Select[DeviceRow]:

@@ -39,6 +39,7 @@ from fleetguard.telemetry.models import (
 from fleetguard.telemetry.service import (
     SYSTEM_ACTOR,
     UNKNOWN_DEVICE,
+    Committed,
     IngestService,
     compact_telemetry,
     device_status,
@@ -57,6 +58,7 @@ __all__ = [
     "CommandFinishedError",
     "CommandNotFoundError",
     "CommandState",
+    "Committed",
     "CompactionResult",
     "DeviceTelemetryStatus",
     "IngestOverloadedError",

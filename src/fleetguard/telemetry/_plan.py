@@ -1,9 +1,16 @@
-"""Turn accepted messages into rows: per-device state, deltas, dedupe. No database here."""
+"""Turn accepted messages into rows: per-device state, deltas, dedupe. No database here.
+
+Cheap by construction, for it runs in the one writer thread for every report: a report
+row is a tuple in :data:`REPORT_COLUMNS` order, and a device row update names only the
+columns that changed (the listening and connection lists, usually the same from one
+report to the next, are serialized only when they differ from what the row holds).
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -22,6 +29,14 @@ _LISTENING = TypeAdapter(list[ListeningSocket])
 _CONNECTIONS = TypeAdapter(list[Connection])
 _COUNTER_KEYS = ("bytes_in", "bytes_out", "packets_in", "packets_out", "tcp_attempts",
                  "tcp_attempt_fails")
+REPORT_COLUMNS = (
+    "device_key", "boot", "seq", "ts", "cpu_percent", "load_1", "memory_used_percent",
+    "disk_used_percent", "bytes_in", "bytes_out", "packets_in", "packets_out", "tcp_attempts",
+    "tcp_attempt_fails", "connections", "remote_peers", "listening_ports", "auth_failures",
+    "new_executables", "process_count", "uptime_s",
+)
+ReportRow = tuple[Any, ...]
+Snapshot = tuple[list[ListeningSocket], list[Connection]]
 
 
 def boot_key(boot_id: str) -> int:
@@ -44,6 +59,16 @@ class DeviceState:
     agent_version: str | None
     counters: dict[str, int]
     recent_executables: list[dict[str, Any]]
+    # The listening sockets and connections the row holds, when this process wrote them
+    # (None: not known here, so the next report's are written whatever they are).
+    snapshot: Snapshot | None = None
+
+    def copy(self) -> DeviceState:
+        return DeviceState(
+            self.key, self.device_id, self.boot_id, self.last_seq, self.last_report_ms,
+            self.last_seen_ms, self.interval_ms, self.agent_version, self.counters,
+            self.recent_executables, self.snapshot,
+        )
 
 
 @dataclass(slots=True)
@@ -52,13 +77,16 @@ class Item:
     message: TelemetryReport | Heartbeat
     received_ms: int
     submitted: float  # time.perf_counter() at submit
+    on_stored: Callable[[], None] | None = None
 
 
 @dataclass(slots=True)
 class Plan:
-    report_rows: list[dict[str, Any]] = field(default_factory=list)
+    report_rows: list[ReportRow] = field(default_factory=list)
     states: dict[str, DeviceState] = field(default_factory=dict)
-    snapshots: dict[str, tuple[TelemetryReport, int]] = field(default_factory=dict)
+    # device -> (latest report, its ts, whether its socket lists differ from the row's)
+    snapshots: dict[str, tuple[TelemetryReport, int, bool]] = field(default_factory=dict)
+    executables_changed: set[str] = field(default_factory=set)
     duplicates: int = 0
     expired: int = 0
     done: list[Item] = field(default_factory=list)
@@ -80,10 +108,8 @@ def plan_batch(
         if base is None:  # unknown device: the caller dropped it before planning
             continue
         state = plan.states.get(item.device_id)
-        if state is None:
-            state = replace(base, counters=dict(base.counters),
-                            recent_executables=list(base.recent_executables))
-            plan.states[item.device_id] = state
+        if state is None:  # counters and executables are replaced, never changed in place
+            state = plan.states[item.device_id] = base.copy()
         state.last_seen_ms = max(state.last_seen_ms, item.received_ms)
         message = item.message
         if isinstance(message, Heartbeat):
@@ -131,28 +157,40 @@ def plan_batch(
             state.recent_executables = _merge_executables(
                 state.recent_executables, message, ts
             )
+            plan.executables_changed.add(item.device_id)
         plan.report_rows.append(_row(state.key, message, ts, deltas))
-        plan.snapshots[item.device_id] = (message, ts)  # serialized once, for the latest
+        plan.snapshots[item.device_id] = (message, ts, False)
+    for device_id, (message, ts, _) in plan.snapshots.items():
+        # Compared with what the row holds (not with an earlier report of this batch).
+        state = plan.states[device_id]
+        held = state.snapshot
+        changed = (held is None or held[0] != message.listening
+                   or held[1] != message.connections)
+        plan.snapshots[device_id] = (message, ts, changed)
+        state.snapshot = (message.listening, message.connections)
     return plan
 
 
-def state_params(state: DeviceState) -> dict[str, Any]:
-    return {
+def device_update(plan: Plan, device_id: str, state: DeviceState) -> dict[str, Any]:
+    """The columns of this device's row to set after the batch, keyed by column ("k": key)."""
+    out: dict[str, Any] = {
         "k": state.key, "boot_id": state.boot_id, "last_seq": state.last_seq,
         "last_report_ms": state.last_report_ms, "last_seen_ms": state.last_seen_ms,
         "interval_ms": state.interval_ms, "agent_version": state.agent_version,
         "counters": json.dumps(state.counters, separators=(",", ":")),
-        "new_executables": json.dumps(state.recent_executables, separators=(",", ":")),
     }
-
-
-def snapshot_params(snapshot: tuple[TelemetryReport, int]) -> dict[str, Any]:
-    report, ts = snapshot
-    return {
-        "snapshot_ms": ts,
-        "listening": _LISTENING.dump_json(report.listening, exclude_none=True).decode(),
-        "connections": _CONNECTIONS.dump_json(report.connections, exclude_none=True).decode(),
-    }
+    if device_id in plan.executables_changed:
+        out["new_executables"] = json.dumps(state.recent_executables, separators=(",", ":"))
+    snapshot = plan.snapshots.get(device_id)
+    if snapshot is not None:
+        report, ts, changed = snapshot
+        out["snapshot_ms"] = ts
+        if changed:
+            out["listening"] = _LISTENING.dump_json(report.listening,
+                                                    exclude_none=True).decode()
+            out["connections"] = _CONNECTIONS.dump_json(report.connections,
+                                                        exclude_none=True).decode()
+    return out
 
 
 def _learn(current: int, observed: int, offline: OfflinePolicy) -> int:
@@ -191,7 +229,7 @@ def _cumulative(report: TelemetryReport) -> dict[str, int]:
 
 def _row(
     key: int, report: TelemetryReport, ts: int, deltas: dict[str, int | None] | None
-) -> dict[str, Any]:
+) -> ReportRow:
     total = report.memory_total_bytes
     memory = (
         100.0 * (total - min(report.memory_available_bytes, total)) / total if total else None
@@ -201,29 +239,30 @@ def _row(
         default=None,
     )
     d = deltas or {}
-    return {
-        "device_key": key,
-        "boot": boot_key(report.boot_id),
-        "seq": report.seq,
-        "ts": ts,
-        "cpu_percent": report.cpu_percent,
-        "load_1": report.load_1,
-        "memory_used_percent": memory,
-        "disk_used_percent": disk,
-        "bytes_in": _f(d.get("bytes_in")),
-        "bytes_out": _f(d.get("bytes_out")),
-        "packets_in": _f(d.get("packets_in")),
-        "packets_out": _f(d.get("packets_out")),
-        "tcp_attempts": _f(d.get("tcp_attempts")) if report.net else None,
-        "tcp_attempt_fails": _f(d.get("tcp_attempt_fails")) if report.net else None,
-        "connections": float(len(report.connections) + report.connections_omitted),
-        "remote_peers": float(len({c.remote_address for c in report.connections})),
-        "listening_ports": float(len(report.listening) + report.listening_omitted),
-        "auth_failures": _f(report.auth_failures),
-        "new_executables": float(len(report.new_executables)),
-        "process_count": float(report.process_count),
-        "uptime_s": report.uptime_s,
-    }
+    net = report.net is not None
+    return (
+        key,
+        boot_key(report.boot_id),
+        report.seq,
+        ts,
+        report.cpu_percent,
+        report.load_1,
+        memory,
+        disk,
+        _f(d.get("bytes_in")),
+        _f(d.get("bytes_out")),
+        _f(d.get("packets_in")),
+        _f(d.get("packets_out")),
+        _f(d.get("tcp_attempts")) if net else None,
+        _f(d.get("tcp_attempt_fails")) if net else None,
+        float(len(report.connections) + report.connections_omitted),
+        float(len({c.remote_address for c in report.connections})),
+        float(len(report.listening) + report.listening_omitted),
+        _f(report.auth_failures),
+        float(len(report.new_executables)),
+        float(report.process_count),
+        report.uptime_s,
+    )
 
 
 def _f(value: int | None) -> float | None:
@@ -233,9 +272,23 @@ def _f(value: int | None) -> float | None:
 def _merge_executables(
     recent: list[dict[str, Any]], report: TelemetryReport, ts: int
 ) -> list[dict[str, Any]]:
-    fresh = [
-        {**exe.model_dump(exclude_none=True), "seen_ms": ts} for exe in report.new_executables
-    ]
+    fresh = [_executable(exe.path, exe.sha256, exe.size_bytes, exe.pid, ts)
+             for exe in report.new_executables]
     keys = {(e["path"], e.get("sha256")) for e in fresh}
     kept = [e for e in recent if (e.get("path"), e.get("sha256")) not in keys]
     return [*kept, *fresh][-MAX_RECENT_EXECUTABLES:]
+
+
+def _executable(
+    path: str, sha256: str | None, size_bytes: int | None, pid: int | None, ts: int
+) -> dict[str, Any]:
+    """As ``model_dump(exclude_none=True)`` would give it, plus when it was seen."""
+    out: dict[str, Any] = {"path": path}
+    if sha256 is not None:
+        out["sha256"] = sha256
+    if size_bytes is not None:
+        out["size_bytes"] = size_bytes
+    if pid is not None:
+        out["pid"] = pid
+    out["seen_ms"] = ts
+    return out

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, insert, select, text, update
+from sqlalchemy import Connection, Table, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -18,7 +18,13 @@ from fleetguard.store.tables import (
     TelemetryRejectionRow,
     TelemetryReportRow,
 )
-from fleetguard.telemetry._plan import DeviceState, Plan, snapshot_params, state_params
+from fleetguard.telemetry._plan import (
+    REPORT_COLUMNS,
+    DeviceState,
+    Plan,
+    ReportRow,
+    device_update,
+)
 
 DEVICES: Table = TelemetryDeviceRow.__table__  # type: ignore[assignment]
 REPORTS: Table = TelemetryReportRow.__table__  # type: ignore[assignment]
@@ -78,8 +84,8 @@ def load_states(
     return found, unknown
 
 
-_PG_REPORT_TYPES = {"device_key": "integer", "boot": "bigint", "seq": "bigint", "ts": "bigint"}
-_PG_DEVICE_TYPES = {
+_PG_TYPES = {
+    "device_key": "integer", "boot": "bigint", "seq": "bigint", "ts": "bigint",
     "k": "integer", "boot_id": "varchar", "last_seq": "bigint", "last_report_ms": "bigint",
     "last_seen_ms": "bigint", "interval_ms": "integer", "agent_version": "varchar",
     "counters": "text", "new_executables": "text", "snapshot_ms": "bigint",
@@ -87,16 +93,21 @@ _PG_DEVICE_TYPES = {
 }
 
 
-def _pg_report_type(column: str) -> str:
-    return _PG_REPORT_TYPES.get(column, "double precision")  # every metric is a float
+def _pg_type(column: str, table: str) -> str:
+    if table == "telemetry_reports" and column not in ("device_key", "boot", "seq", "ts"):
+        return "double precision"  # every metric is a float
+    return _PG_TYPES[column]
 
 
 def write_plan(session: Session, plan: Plan) -> int:
     """Insert the reports (duplicates skipped by the key) and update device rows.
 
-    Returns how many report rows were new: RETURNING gives back only those, so duplicates
-    count exactly on both databases. PostgreSQL gets one statement per batch over arrays
-    (``unnest``), which its driver binds far faster than a many-row VALUES list.
+    Returns how many report rows were new (the driver's row count: a row skipped by
+    ``ON CONFLICT DO NOTHING`` is not counted, on either database). The statements go to
+    the driver as they are, without SQLAlchemy's per-row parameter processing:
+    ``executemany`` over tuples on SQLite; on PostgreSQL one statement per batch whose
+    rows travel as a single JSON document (``json_to_recordset``), which the driver
+    sends as one string instead of escaping element by element as it does for arrays.
     """
     conn = session.connection()
     postgres = conn.dialect.name == "postgresql"
@@ -105,53 +116,67 @@ def write_plan(session: Session, plan: Plan) -> int:
         if postgres:
             inserted = _pg_insert_reports(conn, plan.report_rows)
         else:
-            stmt = dialect_insert(conn, REPORTS).on_conflict_do_nothing(
-                index_elements=["device_key", "boot", "seq"]
-            ).returning(REPORTS.c.seq)
-            inserted = len(conn.execute(stmt, plan.report_rows).all())
-    with_snapshot: list[dict[str, Any]] = []
-    without: list[dict[str, Any]] = []
+            inserted = _sqlite_insert_reports(conn, plan.report_rows)
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for device_id, state in plan.states.items():
-        params = state_params(state)
-        snap = plan.snapshots.get(device_id)
-        if snap is None:
-            without.append(params)
-        else:
-            with_snapshot.append({**params, **snapshot_params(snap)})
-    for rows in (without, with_snapshot):
-        if not rows:
-            continue
+        params = device_update(plan, device_id, state)
+        groups.setdefault(tuple(params), []).append(params)
+    for columns, rows in groups.items():
         if postgres:
-            _pg_update_devices(conn, rows)
+            _pg_update_devices(conn, columns, rows)
         else:
-            values: dict[str, Any] = {n: bindparam(n) for n in rows[0] if n != "k"}
-            conn.execute(update(DEVICES).where(DEVICES.c.key == bindparam("k")).values(**values),
-                         rows)
+            _sqlite_update_devices(conn, columns, rows)
     return inserted
 
 
-def _pg_insert_reports(conn: Connection, rows: list[dict[str, Any]]) -> int:
-    columns = list(rows[0])
-    arrays = {c: [r[c] for r in rows] for c in columns}
-    sources = ", ".join(f"CAST(:{c} AS {_pg_report_type(c)}[])" for c in columns)
-    sql = (
-        f"INSERT INTO telemetry_reports ({', '.join(columns)}) "  # noqa: S608 - fixed names
-        f"SELECT * FROM unnest({sources}) "
-        "ON CONFLICT (device_key, boot, seq) DO NOTHING RETURNING seq"
+def _sqlite_insert_reports(conn: Connection, rows: list[ReportRow]) -> int:
+    marks = ", ".join("?" for _ in REPORT_COLUMNS)
+    result = conn.exec_driver_sql(
+        f"INSERT INTO telemetry_reports ({', '.join(REPORT_COLUMNS)}) "  # noqa: S608
+        f"VALUES ({marks}) ON CONFLICT (device_key, boot, seq) DO NOTHING",
+        rows,
     )
-    return len(conn.execute(text(sql), arrays).all())
+    return max(result.rowcount, 0)
 
 
-def _pg_update_devices(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    columns = list(rows[0])
-    arrays = {c: [r[c] for r in rows] for c in columns}
-    sources = ", ".join(f"CAST(:{c} AS {_PG_DEVICE_TYPES[c]}[])" for c in columns)
+def _sqlite_update_devices(
+    conn: Connection, columns: tuple[str, ...], rows: list[dict[str, Any]]
+) -> None:
+    sets = ", ".join(f"{c} = ?" for c in columns if c != "k")
+    conn.exec_driver_sql(
+        f"UPDATE telemetry_devices SET {sets} WHERE key = ?",  # noqa: S608 - fixed names
+        [(*(r[c] for c in columns if c != "k"), r["k"]) for r in rows],
+    )
+
+
+def _pg_recordset(columns: Sequence[str], table: str) -> str:
+    return ", ".join(f"{c} {_pg_type(c, table)}" for c in columns)
+
+
+def _pg_insert_reports(conn: Connection, rows: list[ReportRow]) -> int:
+    names = ", ".join(REPORT_COLUMNS)
+    record = _pg_recordset(REPORT_COLUMNS, "telemetry_reports")
+    document = json.dumps([dict(zip(REPORT_COLUMNS, r, strict=True)) for r in rows],
+                          separators=(",", ":"))
+    result = conn.exec_driver_sql(
+        f"INSERT INTO telemetry_reports ({names}) SELECT {names} "  # noqa: S608 - fixed names
+        f"FROM json_to_recordset(%s::json) AS v({record}) "
+        "ON CONFLICT (device_key, boot, seq) DO NOTHING",
+        (document,),
+    )
+    return max(result.rowcount, 0)
+
+
+def _pg_update_devices(
+    conn: Connection, columns: tuple[str, ...], rows: list[dict[str, Any]]
+) -> None:
     sets = ", ".join(f"{c} = v.{c}" for c in columns if c != "k")
-    sql = (
+    conn.exec_driver_sql(
         f"UPDATE telemetry_devices AS d SET {sets} "  # noqa: S608 - fixed names
-        f"FROM unnest({sources}) AS v({', '.join(columns)}) WHERE d.key = v.k"
+        f"FROM json_to_recordset(%s::json) AS v({_pg_recordset(columns, 'telemetry_devices')}) "
+        "WHERE d.key = v.k",
+        (json.dumps(rows, separators=(",", ":")),),
     )
-    conn.execute(text(sql), arrays)
 
 
 def add_rejections(

@@ -30,6 +30,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import delete, func, literal_column, select, update
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
@@ -47,6 +48,7 @@ from fleetguard.protocol import (
     TelemetryReport,
     decode_message,
 )
+from fleetguard.registry import service as registry
 from fleetguard.store import Database
 from fleetguard.store.tables import (
     TelemetryDeviceRow,
@@ -76,12 +78,21 @@ log = logging.getLogger("fleetguard.telemetry")
 SYSTEM_ACTOR = "system:telemetry"
 HOUR_MS = 3_600_000
 _MAX_SEQ = 2**63 - 1
+REGISTRY_SEEN_EVERY_S = 60.0  # the registry's last-seen is minute-grained
 _STOP = object()
 _FLUSH_MARK = object()
 # Reasons ingestion adds to the protocol's, counted in the same table.
 UNKNOWN_DEVICE = "unknown_device"
 
-CommittedHook = Callable[[Sequence[float]], None]
+class Committed(NamedTuple):
+    """One message as the commit hook sees it (``seq`` None: a heartbeat)."""
+
+    device_id: str
+    seq: int | None
+    submitted: float  # time.perf_counter() at submit
+
+
+CommittedHook = Callable[[Sequence[Committed]], None]
 
 
 def _ms(moment: datetime) -> int:
@@ -131,6 +142,8 @@ class IngestService:
         self._cache: dict[str, DeviceState] = {}
         self._cache_limit = cache_devices
         self._lock = threading.Lock()
+        # Held by the writer while it talks to the database, and by decoding: see below.
+        self._gate = threading.Lock()
         self._progress = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -139,6 +152,7 @@ class IngestService:
         self._rejections: dict[tuple[str, str], tuple[int, datetime, datetime]] = {}
         self._counts = {"accepted": 0, "stored": 0, "duplicates": 0, "expired": 0,
                         "unknown": 0, "rejected": 0, "batches": 0, "write_errors": 0}
+        self._seen_written: dict[str, float] = {}  # device -> monotonic time written
         self._next_sweep = 0.0
         self._next_compact = time.monotonic() + 60.0
 
@@ -237,10 +251,17 @@ class IngestService:
         content_type: ContentType | str,
         *,
         timeout: float | None = 1.0,
+        on_stored: Callable[[], None] | None = None,
     ) -> TelemetryReport | Heartbeat:
         """Decode, validate and queue one message of ``device_id`` (authenticated by the caller).
 
         ``timeout`` bounds the wait for room in the queue (None: wait as long as it takes).
+        ``on_stored`` is called by the writer thread once the message is settled in the
+        database: its batch committed (stored, or found a duplicate, or dropped as too
+        old or from an unknown device, or refused by the database and counted as a write
+        error). It is not called for a message lost because the database stayed
+        unreachable at shutdown. The MQTT consumer acknowledges a message to the broker
+        from here.
 
         Raises:
             MessageRejectedError: the message was refused; the reason is counted.
@@ -252,14 +273,15 @@ class IngestService:
         if kind not in (MessageKind.TELEMETRY, MessageKind.HEARTBEAT):
             raise ValueError("ingestion takes telemetry and heartbeats")
         try:
-            message = decode_message(data, content_type, expect=kind)
+            with self._gate:
+                message = decode_message(data, content_type, expect=kind)
             if isinstance(message, TelemetryReport) and message.seq > _MAX_SEQ:
                 raise MessageRejectedError(RejectReason.INVALID, "seq: beyond 2**63 - 1")
         except MessageRejectedError as exc:
             self.record_rejection(device_id, exc.reason)
             raise
         assert isinstance(message, TelemetryReport | Heartbeat)
-        item = Item(device_id, message, _ms(utcnow()), submitted)
+        item = Item(device_id, message, _ms(utcnow()), submitted, on_stored)
         self._put(item, timeout)
         return message
 
@@ -293,16 +315,27 @@ class IngestService:
     def _run(self) -> None:
         while True:
             items, marks, stop = self._drain()
+            settled = False
             try:
-                self._write(items)
+                settled = self._write(items)
             except Exception:  # never let the writer die; the batch was logged
                 log.exception("telemetry batch failed")
+            if settled:
+                self._settle(items)
             with self._progress:
                 self._finished += len(items) + marks
                 self._progress.notify_all()
             if stop:
                 return
             self._upkeep()
+
+    def _settle(self, items: list[Item]) -> None:
+        for item in items:
+            if item.on_stored is not None:
+                try:
+                    item.on_stored()
+                except Exception:  # a hook must not stop the writer
+                    log.exception("telemetry on_stored hook failed")
 
     def _drain(self) -> tuple[list[Item], int, bool]:
         items: list[Item] = []
@@ -312,9 +345,20 @@ class IngestService:
         except queue.Empty:
             return items, marks, False
         pending: list[object] = [first]
-        while len(pending) < self._max_batch:
+        # Linger: a batch fills for up to linger_s after its first message, so a busy
+        # writer commits a few large batches rather than many small ones.
+        deadline = time.monotonic() + self._linger_s
+        while len(pending) < self._max_batch and pending[-1] is not _STOP:
             try:
                 pending.append(self._queue.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                pending.append(self._queue.get(timeout=left))
             except queue.Empty:
                 break
         stop = False
@@ -350,19 +394,21 @@ class IngestService:
                 m, f, _ = self._rejections.get(key, (0, first, last))
                 self._rejections[key] = (n + m, min(first, f), last)
 
-    def _write(self, items: list[Item]) -> None:
+    def _write(self, items: list[Item]) -> bool:
+        """Store a batch; False only when it was given up (database gone at shutdown)."""
         rejections = self._take_rejections()
         if not items and not rejections:
-            return
+            return True
         delay = 0.25
         while True:
             try:
                 self._write_once(items, rejections)
-                return
+                return True
             except (OperationalError, DependencyError) as exc:
                 if self._stopping and delay > 8:
-                    log.error("database unreachable at shutdown; %d messages lost", len(items))
-                    return
+                    log.error("database unreachable at shutdown; %d messages not stored "
+                              "(not acknowledged either)", len(items))
+                    return False
                 log.warning("database unavailable, retrying the batch in %.1f s: %s", delay, exc)
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
@@ -370,6 +416,7 @@ class IngestService:
                 log.exception("telemetry batch refused; storing its messages one by one")
                 break
         self._write_one_by_one(items, rejections)
+        return True
 
     def _write_one_by_one(
         self, items: list[Item],
@@ -394,7 +441,7 @@ class IngestService:
     ) -> None:
         now_ms = _ms(utcnow())
         default_ms = int(self.offline.default_interval.total_seconds() * 1000)
-        with self.db.session() as session:
+        with self._gate, self.db.session() as session:
             known = {i.device_id: self._cache[i.device_id] for i in items
                      if i.device_id in self._cache}
             missing = {i.device_id for i in items} - known.keys()
@@ -416,7 +463,14 @@ class IngestService:
             plan = plan_batch(usable, known, self.retention, self.offline)
             inserted = write_plan(session, plan)
             add_rejections(session, rejections)
-        # Committed: only now does the cache learn the new states.
+            seen = self._registry_seen_due(plan.states)
+            if seen:
+                registry.record_devices_seen(session, seen)
+        # Committed: only now does the cache (and the last-seen memo) learn the new states.
+        stamp = time.monotonic()
+        if len(self._seen_written) > self._cache_limit:
+            self._seen_written.clear()
+        self._seen_written.update(dict.fromkeys(seen, stamp))
         if len(self._cache) + len(plan.states) > self._cache_limit:
             self._cache.clear()
         self._cache.update(plan.states)
@@ -430,7 +484,16 @@ class IngestService:
             c["expired"] += plan.expired
             c["unknown"] += dropped
         if self._on_committed is not None and items:
-            self._on_committed([i.submitted for i in items])
+            self._on_committed([
+                Committed(i.device_id, getattr(i.message, "seq", None), i.submitted)
+                for i in items
+            ])
+
+    def _registry_seen_due(self, states: dict[str, DeviceState]) -> list[str]:
+        """Devices whose registry last-seen this process has not written for a minute."""
+        limit = time.monotonic() - REGISTRY_SEEN_EVERY_S
+        written = self._seen_written
+        return [d for d in states if written.get(d, -1e18) < limit]
 
     def _upkeep(self) -> None:
         now = time.monotonic()
