@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -89,6 +91,43 @@ def test_a_key_bound_to_one_device_is_refused_for_another(sqlite_db: Database, c
         identity.enroll_with_token(s, ca, token=first, csr=_csr(key), source="x")
     with pytest.raises(KeyAlreadyBoundError), sqlite_db.session() as s:
         identity.enroll_with_token(s, ca, token=second, csr=_csr(key), source="x")
+
+
+def test_concurrent_enrollments_with_one_key_bind_it_once(db: Database, ca: FleetCA) -> None:
+    # The second enrollment checks for the key before the first commits; the database's
+    # unique index must still refuse it (on PostgreSQL both would otherwise pass).
+    key = ec.generate_private_key(ec.SECP256R1())
+    _, first = _device_with_token(db, ca, "a")
+    _, second = _device_with_token(db, ca, "b")
+    first_issued, release = threading.Event(), threading.Event()
+    outcome: list[object] = []
+
+    def enroll_first() -> None:
+        with db.session() as s:
+            identity.enroll_with_token(s, ca, token=first, csr=_csr(key), source="x")
+            first_issued.set()
+            release.wait(10)
+
+    def enroll_second() -> None:
+        first_issued.wait(10)
+        try:
+            with db.session() as s:
+                identity.enroll_with_token(s, ca, token=second, csr=_csr(key), source="x")
+            outcome.append("issued")
+        except KeyAlreadyBoundError as exc:
+            outcome.append(exc)
+
+    threads = [threading.Thread(target=enroll_first), threading.Thread(target=enroll_second)]
+    for t in threads:
+        t.start()
+    first_issued.wait(10)
+    time.sleep(0.3)  # let the second reach its check (PostgreSQL) or the writer lock (SQLite)
+    release.set()
+    for t in threads:
+        t.join(15)
+    assert len(outcome) == 1 and isinstance(outcome[0], KeyAlreadyBoundError)
+    with db.read_session() as s:
+        assert len(identity.list_certificates(s)) == 1
 
 
 def test_expired_token_is_refused(sqlite_db: Database, ca: FleetCA) -> None:

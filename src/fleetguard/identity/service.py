@@ -18,6 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from fleetguard.auditlog import append_audit_entry
@@ -87,6 +88,8 @@ _CONSUME_TOKEN = (
 _KEY_BOUND = select(_CERTIFICATES.c.device_id).where(
     _CERTIFICATES.c.spki_sha256 == bindparam("spki")).limit(1)
 _INSERT_CERTIFICATE = insert(_CERTIFICATES)
+_KEY_BOUND_MESSAGE = ("this public key is already bound to a certificate; every enrollment "
+                      "and renewal needs a fresh key pair")
 
 
 def _sha256(text: str) -> str:
@@ -150,10 +153,7 @@ def _checked_spki(session: Session, csr: bytes | str) -> tuple[x509.CertificateS
     spki = spki_sha256(request.public_key())
     bound = flushed_connection(session).execute(_KEY_BOUND, {"spki": spki}).first()
     if bound is not None:
-        raise KeyAlreadyBoundError(
-            "this public key is already bound to a certificate; every enrollment and "
-            "renewal needs a fresh key pair"
-        )
+        raise KeyAlreadyBoundError(_KEY_BOUND_MESSAGE)
     return request, spki
 
 
@@ -165,13 +165,19 @@ def _issue(
     issued = ca.issue_device_certificate(request, uuid.UUID(device_id), validity=validity)
     now = utcnow()
     serial = _serial_hex(issued.serial_number)
-    flushed_connection(session).execute(_INSERT_CERTIFICATE, {
-        "serial_hex": serial, "device_id": device_id, "issuer_key_id": issued.issuer_key_id,
-        "spki_sha256": issued.spki_sha256, "fingerprint_sha256": issued.fingerprint_sha256,
-        "not_before": issued.not_before, "not_after": issued.not_after,
-        "certificate_pem": issued.certificate_pem.decode(), "enrolled_via": via.value,
-        "created_at": now,
-    })
+    try:
+        flushed_connection(session).execute(_INSERT_CERTIFICATE, {
+            "serial_hex": serial, "device_id": device_id, "issuer_key_id": issued.issuer_key_id,
+            "spki_sha256": issued.spki_sha256, "fingerprint_sha256": issued.fingerprint_sha256,
+            "not_before": issued.not_before, "not_after": issued.not_after,
+            "certificate_pem": issued.certificate_pem.decode(), "enrolled_via": via.value,
+            "created_at": now,
+        })
+    except IntegrityError as exc:
+        if "spki_sha256" not in str(exc.orig):
+            raise
+        # Another enrollment with this key committed between the check and here.
+        raise KeyAlreadyBoundError(_KEY_BOUND_MESSAGE) from None
     append_audit_entry(
         session, actor=f"device:{device_id}", action=f"certificate.issue.{via.value}",
         target=f"certificate:{serial}",

@@ -66,7 +66,7 @@ class DeviceCertificateRow(Base):
     serial_hex: Mapped[str] = mapped_column(String(64), primary_key=True)
     device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)
     issuer_key_id: Mapped[str] = mapped_column(String(64))
-    spki_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    spki_sha256: Mapped[str] = mapped_column(String(64), index=True, unique=True)
     fingerprint_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     not_before: Mapped[datetime] = mapped_column(UTCDateTime())
     not_after: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
