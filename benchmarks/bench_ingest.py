@@ -1,26 +1,42 @@
-"""Telemetry ingestion end to end: bytes in -> decoded and validated -> committed to the database.
+"""Telemetry ingestion end to end, against the broker it sits behind, on SQLite and PostgreSQL.
 
-For SQLite and PostgreSQL (when reachable on 127.0.0.1:5432) this measures:
+In one run, for each database (PostgreSQL when reachable on 127.0.0.1:5432):
 
-1. the ceiling: decoding and validating the same payloads alone (no storage), one thread;
-2. sustained ingestion: every report submitted as fast as the service takes it (CBOR and
-   JSON mixed), until the last one is committed -> reports/s, and the ratio to (1);
-3. latency at the target rate: reports offered at --rate per second for --seconds;
-   p50/p99 from submit to commit.
+1. an installation (``init_installation``) with --devices enrolled devices (a key each,
+   made here, a certificate from the fleet CA), and a real Mosquitto started by
+   fleetguard's broker module (mutual TLS, dynsec ACLs per device) on a free port;
+2. raw broker rate (the ceiling): a load generator child process drives one mutual-TLS
+   connection per device with the simulator's MQTT transport (``fleetguard.sim``) and
+   publishes QoS 1 reports as fast as the broker acknowledges them; a plain paho
+   subscriber with the platform's service identity counts what it receives. Same
+   payloads (the simulator's camera/sensor/gateway reports, JSON), same listener;
+3. end to end: the same load generator and payloads -> Mosquitto -> the platform's
+   :class:`MqttConsumer` -> :class:`IngestService` -> database. ``max``: as fast as it
+   goes, reports/s = reports committed / (first publish .. last commit); then paced at
+   each of --rates reports/s: p50/p99 latency from publish (load generator's clock) to
+   commit (the commit hook's clock; one machine, one clock). CPU seconds per report of
+   the platform process and of the load generator are printed beside;
+4. memory per simulated device: the load generator's RSS growth after connecting all
+   devices, divided by their number;
+5. the in-process figure: ``submit()`` -> database, no broker (CBOR/JSON 3:1).
 
-Reports are realistic (tests/protocol/samples.py: 2 interfaces, 2 listening sockets,
-2 connections, 2 new executables, disks, kernel counters), each device's counters and seq
-advance. Target: 5,000 reports/s on each database (1.5 million devices every 5 minutes).
+Ratios printed: end to end against 5,000 reports/s (1.5 million devices every 5 min) and
+against half the raw broker rate. Everything runs on the one machine: load generator,
+broker, platform and PostgreSQL share its cores.
 
-    python benchmarks/bench_ingest.py [--devices 2000] [--reports 60000] [--rate 5000]
+    python benchmarks/bench_ingest.py [--devices 500] [--reports 20000] [--rates 5000 1000]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
+import resource
 import secrets
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -28,6 +44,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -47,6 +64,333 @@ from fleetguard.store import Database, open_database, upgrade_database
 from fleetguard.telemetry import Committed, IngestService
 
 PG_ADMIN = os.environ.get("FLEETGUARD_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+TARGET = 5000.0
+
+
+# -- the load generator (a child process) ----------------------------------------------
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def publish_all(clients: list[Any], topics: list[str], payloads: list[list[tuple[int, bytes]]],
+                      rate: float | None) -> tuple[list[list[float]], int]:
+    """Every device publishes its payloads in order, each after the PUBACK of the last."""
+    n = len(clients)
+    stamps: list[list[float]] = []
+    failed = 0
+    mono0 = time.monotonic()
+
+    async def device(i: int) -> None:
+        nonlocal failed
+        for r, (seq, data) in enumerate(payloads[i]):
+            if rate is not None:
+                delay = mono0 + (r * n + i) / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            sent = time.time()
+            try:
+                await clients[i].publish(topics[i], data)
+            except (OSError, ConnectionError, TimeoutError):
+                failed += 1
+                continue
+            stamps.append([i, seq, sent])
+
+    await asyncio.gather(*(device(i) for i in range(n)))
+    return stamps, failed
+
+
+def loadgen(spec_file: Path) -> None:
+    """Connect every device, then run the phases the parent asks for, one per stdin line.
+
+    A phase is ``<rate|max> <rounds>``: each device publishes ``rounds`` reports (QoS 1,
+    each waiting for its PUBACK). Prints one JSON line per phase: publish stamps
+    ``[[device_index, seq, unix_time], ...]``, sent and failed counts.
+    """
+    import random
+
+    from fleetguard.protocol import ContentType, TopicKind, device_topic
+    from fleetguard.sim import ContextFactory, DeviceModel, Profile, SimIdentity
+    from fleetguard.sim.mqtt import MiniMqttClient
+
+    spec = json.loads(spec_file.read_text())
+    identities = [SimIdentity(d["id"], d["name"], d["key"].encode(), d["chain"].encode())
+                  for d in spec["devices"]]
+    profiles = [Profile.CAMERA, Profile.SENSOR, Profile.SENSOR, Profile.GATEWAY]
+    now = int(time.time() * 1000)
+    models = [DeviceModel(index=i, profile=profiles[i % 4], rng=random.Random(i), now_ms=now)
+              for i in range(len(identities))]
+    contexts = ContextFactory(spec["ca_pem"].encode())
+    topics = [device_topic(__import__("uuid").UUID(i.device_id), TopicKind.TELEMETRY) for i in identities]
+
+    def make(rounds: int) -> list[list[tuple[int, bytes]]]:
+        start = int(time.time() * 1000) - rounds * 1000
+        out = []
+        for model in models:
+            reports = [model.report(start + r * 1000) for r in range(rounds)]
+            out.append([(rep.seq, encode_message(rep, ContentType.JSON)) for rep in reports])
+        return out
+
+    async def main() -> None:
+        base = rss()
+        limit = asyncio.Semaphore(100)
+        clients: list[MiniMqttClient] = []
+
+        async def connect(identity: SimIdentity) -> MiniMqttClient:
+            async with limit:
+                return await MiniMqttClient.connect(
+                    spec["host"], spec["port"], contexts(identity), client_id=identity.device_id,
+                    keepalive_s=120)
+
+        clients = list(await asyncio.gather(*(connect(i) for i in identities)))
+        connected = rss()
+        print(json.dumps({"ready": True, "rss_per_device": (connected - base) / len(clients),
+                          "devices": len(clients)}), flush=True)
+        loop = asyncio.get_running_loop()
+        while True:
+            line = await loop.run_in_executor(None, sys.stdin.readline)
+            if not line.strip() or line.strip() == "quit":
+                break
+            rate_text, rounds_text = line.split()
+            rounds = int(rounds_text)
+            payloads = make(rounds)
+            rate = None if rate_text == "max" else float(rate_text)
+            start = time.time()
+            stamps, failed = await publish_all(clients, topics, payloads, rate)
+            size = statistics.mean(len(d) for p in payloads for _, d in p)
+            print(json.dumps({"start": start, "end": time.time(), "sent": len(stamps),
+                              "failed": failed, "size": size, "stamps": stamps}), flush=True)
+        for client in clients:
+            client.disconnect()
+
+    asyncio.run(main())
+    contexts.close()
+
+
+class LoadGen:
+    def __init__(self, spec: dict[str, Any], directory: Path) -> None:
+        path = directory / "loadgen.json"
+        path.write_text(json.dumps(spec))
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--loadgen", str(path)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        self.hello = self._line()
+
+    def _line(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"load generator exited ({self.proc.wait()})")
+        data: dict[str, Any] = json.loads(line)
+        return data
+
+    def phase(self, rate: str, rounds: int) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{rate} {rounds}\n")
+        self.proc.stdin.flush()
+        return self._line()
+
+    def cpu(self) -> float:
+        """CPU seconds the load generator has used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("quit\n")
+        self.proc.stdin.flush()
+        self.proc.wait(timeout=60)
+
+
+# -- the platform side ----------------------------------------------------------------
+
+
+def enroll_devices(db: Any, ca: Any, n: int) -> list[dict[str, str]]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from fleetguard.identity import service as identity
+
+    out = []
+    for i in range(n):
+        key = ec.generate_private_key(ec.SECP256R1())
+        csr = (x509.CertificateSigningRequestBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"bench-{i}")]))
+               .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+        with db.session() as session:
+            device = registry.register_device(session, name=f"bench-{i}", actor="bench")
+            token, _ = identity.create_enrollment_token(session, ca, device_id=device.id, actor="bench")
+            result = identity.enroll_with_token(session, ca, token=token, csr=csr, source="127.0.0.1")
+        out.append({"id": device.id, "name": f"bench-{i}", "chain": result.chain_pem,
+                    "key": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                             serialization.NoEncryption()).decode()})
+    return out
+
+
+class CommitClock:
+    """Wall-clock commit time of every (device, seq), from the ingest commit hook."""
+
+    def __init__(self) -> None:
+        self.at: dict[tuple[str, int], float] = {}
+        self.lock = threading.Lock()
+
+    def committed(self, done: Sequence[Committed]) -> None:
+        now = time.time()
+        with self.lock:
+            for c in done:
+                if c.seq is not None:
+                    self.at[(c.device_id, c.seq)] = now
+
+
+def raw_rate(files: Any, gen: LoadGen, rounds: int) -> tuple[float, int, int, float]:
+    """Plain paho subscriber (service identity) counting what the broker delivers."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from fleetguard.broker import tls_context
+
+    got = {"n": 0, "last": 0.0}
+    ready = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-raw-{secrets.token_hex(3)}",
+                         protocol=mqtt.MQTTv5)
+    client.tls_set_context(tls_context(str(files.ca_bundle), str(files.service_cert), str(files.service_key)))
+
+    def on_message(_c: Any, _u: Any, _m: Any) -> None:
+        got["n"] += 1
+        got["last"] = time.time()
+
+    client.on_message = on_message
+    client.on_subscribe = lambda *_: ready.set()
+    client.on_connect = lambda c, *_: c.subscribe("fg/d/+/telemetry", qos=1)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.ReceiveMaximum = 10_000
+    client.connect(files.connect_host, files.port, properties=props)
+    client.loop_start()
+    assert ready.wait(15)
+    result = gen.phase("max", rounds)
+    deadline = time.time() + 60
+    while got["n"] < result["sent"] and time.time() < deadline:
+        time.sleep(0.05)
+    client.disconnect()
+    client.loop_stop()
+    received = got["n"]
+    return received / (got["last"] - result["start"]), result["sent"], received, result["size"]
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def end_to_end(db: Any, files: Any, gen: LoadGen, devices: list[dict[str, str]], rounds: int,
+               rates: list[float], seconds: float) -> dict[str, Any]:
+    from fleetguard.telemetry.mqtt_consumer import MqttConsumer, MqttSettings
+
+    clock = CommitClock()
+    ingest = IngestService(db, sweep_every_s=None, compact_every_s=None, on_committed=clock.committed)
+    consumer = MqttConsumer(ingest, MqttSettings(
+        host=files.connect_host, port=files.port, ca_file=files.ca_bundle,
+        cert_file=files.service_cert, key_file=files.service_key,
+        client_id=f"fleetguard-ingest-bench-{secrets.token_hex(3)}"))
+    consumer.start()
+    assert consumer.wait_connected(15)
+    time.sleep(0.5)  # the subscription lands
+    ids = [d["id"] for d in devices]
+    out: dict[str, Any] = {}
+    expected = 0
+    try:
+        phases = [("max", "max", rounds)] + [
+            (f"paced {r:g}", str(r), max(1, int(r * seconds) // len(devices))) for r in rates]
+        for name, phase_rate, n_rounds in phases:
+            before = ingest.stats()
+            cpu0, gen0, wall0 = time.process_time(), gen.cpu(), time.time()
+            result = gen.phase(phase_rate, n_rounds)
+            keys = [(ids[i], seq) for i, seq, _ in result["stamps"]]
+            deadline = time.time() + 120
+            while len(clock.at) < expected + len(keys) and time.time() < deadline:
+                time.sleep(0.1)  # a cheap check: this process is the one measured
+            expected += len(keys)
+            after = ingest.stats()
+            cpu = {"platform": time.process_time() - cpu0, "loadgen": gen.cpu() - gen0,
+                   "wall": time.time() - wall0}
+            with clock.lock:
+                lat = [clock.at[(ids[i], seq)] - t for i, seq, t in result["stamps"] if (ids[i], seq) in clock.at]
+                last = max(clock.at[k] for k in keys if k in clock.at)
+            out[name] = {
+                "sent": result["sent"], "failed": result["failed"], "committed": len(lat),
+                "stored": after.stored - before.stored, "duplicates": after.duplicates - before.duplicates,
+                "rate": len(lat) / (last - result["start"]),
+                "offered": result["sent"] / (result["end"] - result["start"]),
+                "p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "cpu": cpu,
+            }
+    finally:
+        consumer.stop()
+        ingest.stop()
+    out["consumer"] = consumer.stats
+    return out
+
+
+def run_platform(name: str, url: str, args: argparse.Namespace, directory: Path) -> None:
+    from tests.processes import free_port
+
+    from fleetguard.broker import BrokerConfig, running_broker
+    from fleetguard.core.config import load_settings
+    from fleetguard.identity.ca import open_installation_ca
+    from fleetguard.install import init_installation, open_installation_database
+    from fleetguard.keys import load_master_key
+
+    settings = load_settings(directory / "data", database_url=url)
+    init_installation(settings, admin_password=secrets.token_urlsafe(16))
+    db = open_installation_database(settings)
+    ca = open_installation_ca(settings, load_master_key(settings))
+    started = time.monotonic()
+    devices = enroll_devices(db, ca, args.devices)
+    enroll_s = time.monotonic() - started
+    config = BrokerConfig(host="127.0.0.1", port=free_port(), persistence=False)
+    rounds = max(1, args.reports // args.devices)
+    try:
+        with running_broker(settings, ca, db, config) as (process, _sync):
+            files = process.files
+            gen = LoadGen({"host": files.connect_host, "port": files.port,
+                           "ca_pem": files.ca_bundle.read_text(), "devices": devices}, directory)
+            try:
+                raw, sent, received, size = raw_rate(files, gen, rounds)
+                e2e = end_to_end(db, files, gen, devices, rounds, args.rates, args.seconds)
+            finally:
+                gen.close()
+    finally:
+        ca.close()
+        db.dispose()
+    m = e2e["max"]
+    print(f"\n[{name}, end to end: {args.devices} devices -> Mosquitto (mTLS, dynsec) -> MqttConsumer -> database]")
+    print(f"  {args.devices} devices enrolled in {enroll_s:.1f} s; reports: sim profiles, JSON, mean {size:.0f} bytes, QoS 1")
+    print(f"  raw broker rate (publisher -> Mosquitto -> paho subscriber): {raw:8,.0f} msg/s  ({received}/{sent} received)")
+    print(f"  ingested end to end, as fast as it goes:  {m['rate']:8,.0f} reports/s  ({m['committed']}/{m['sent']} committed, "
+          f"{m['failed']} publish failures, {m['duplicates']} duplicates)")
+    print(f"     vs target 5,000/s: {m['rate'] / TARGET:.2f}x   vs half the raw broker rate ({raw / 2:,.0f}): "
+          f"{m['rate'] / (raw / 2):.2f}x")
+    print(f"     publish->commit latency while saturated: p50 {m['p50']:7.1f} ms  p99 {m['p99']:7.1f} ms")
+    c = m["cpu"]
+    print(f"     CPU per report: platform process {1e6 * c['platform'] / m['committed']:.0f} us, "
+          f"load generator {1e6 * c['loadgen'] / m['committed']:.0f} us "
+          f"(of {2e6 * c['wall'] / m['committed']:.0f} us of 2 cores' time)")
+    for rate in args.rates:
+        p = e2e[f"paced {rate:g}"]
+        print(f"  paced at {p['offered']:,.0f} reports/s offered: {p['rate']:,.0f}/s committed ({p['committed']}/{p['sent']}), "
+              f"publish->commit p50 {p['p50']:7.1f} ms  p99 {p['p99']:7.1f} ms")
+    print(f"  simulator memory: {gen.hello['rss_per_device'] / 1024:.1f} KiB RSS per connected device "
+          f"({gen.hello['devices']} devices; 10,000 -> {gen.hello['rss_per_device'] * 10_000 / 1024**3:.2f} GiB, limit 2 GiB)")
+    print(f"  consumer: {e2e['consumer']}")
+
+
+# -- in process (no broker) -------------------------------------------------------------
 
 
 @dataclass
@@ -132,16 +476,13 @@ def paced(service: IngestService, sink: Sink, payloads: list[Payload], rate: flo
     return offered, sink.take()
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-def bench(name: str, url: str, args: argparse.Namespace) -> None:
+def bench_in_process(name: str, url: str, args: argparse.Namespace) -> None:
     db = open_database(url)
     upgrade_database(db)
-    devices = register(db, args.devices)
-    per_device = max(1, args.reports // args.devices)
+    devices = register(db, args.ip_devices)
+    per_device = max(1, args.ip_reports // args.ip_devices)
     sink = Sink()
     service = IngestService(db, sweep_every_s=None, compact_every_s=None, on_committed=sink.committed)
     service.start()
@@ -150,12 +491,12 @@ def bench(name: str, url: str, args: argparse.Namespace) -> None:
     payloads = make_payloads(devices, per_device, 2)
     ceiling = decode_ceiling(payloads)
     rate, lat = sustained(service, sink, payloads)
-    n_paced = int(args.rate * args.seconds)
-    paced_payloads = make_payloads(devices, max(1, n_paced // args.devices), 2 + per_device)
+    n_paced = int(args.rate * args.ip_seconds)
+    paced_payloads = make_payloads(devices, max(1, n_paced // args.ip_devices), 2 + per_device)
     offered, plat = paced(service, sink, paced_payloads, args.rate)
     service.stop()
     size = statistics.mean(len(p.data) for p in payloads)
-    print(f"\n[{name}] {len(payloads)} reports from {args.devices} devices, mean {size:.0f} bytes (CBOR/JSON 3:1)")
+    print(f"\n[{name}, in process: submit() -> database] {len(payloads)} reports from {args.ip_devices} devices, mean {size:.0f} bytes (CBOR/JSON 3:1)")
     print(f"  decode+validate alone (ceiling):  {ceiling:10,.0f} reports/s")
     print(f"  ingested end to end (stored):     {rate:10,.0f} reports/s   ratio to ceiling {rate / ceiling:.2f}   "
           f"vs target 5,000: {rate / 5000:.2f}x")
@@ -165,33 +506,59 @@ def bench(name: str, url: str, args: argparse.Namespace) -> None:
     db.dispose()
 
 
+def with_postgres(run: Any) -> None:
+    name = f"fg_bench_{secrets.token_hex(4)}"
+    try:
+        admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        print(f"\n[PostgreSQL] skipped: not reachable ({str(exc).splitlines()[0]})")
+        return
+    try:
+        run(PG_ADMIN.rsplit("/", 1)[0] + "/" + name)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--devices", type=int, default=2000)
-    parser.add_argument("--reports", type=int, default=60_000)
-    parser.add_argument("--rate", type=float, default=5000)
-    parser.add_argument("--seconds", type=float, default=6)
+    parser.add_argument("--devices", type=int, default=500)
+    parser.add_argument("--reports", type=int, default=20_000)
+    parser.add_argument("--rate", type=float, default=TARGET, help="in-process paced rate")
+    parser.add_argument("--rates", type=float, nargs="+", default=[TARGET, 1000.0],
+                        help="end-to-end paced rates (latency)")
+    parser.add_argument("--seconds", type=float, default=4)
+    parser.add_argument("--ip-devices", type=int, default=2000)
+    parser.add_argument("--ip-reports", type=int, default=30_000)
+    parser.add_argument("--ip-seconds", type=float, default=4)
     parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--only", choices=["e2e", "inprocess", "all"], default="all")
+    parser.add_argument("--loadgen", type=Path)
     args = parser.parse_args()
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if args.loadgen:
+        loadgen(args.loadgen)
+        return
     print(f"bench_ingest: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     if args.db in ("sqlite", "both"):
-        with tempfile.TemporaryDirectory() as tmp:
-            bench("SQLite (WAL)", f"sqlite:///{tmp}/bench.db", args)
+        if args.only in ("e2e", "all"):
+            with tempfile.TemporaryDirectory() as tmp:
+                run_platform("SQLite (WAL)", f"sqlite:///{tmp}/data/fleetguard.db", args, Path(tmp))
+        if args.only in ("inprocess", "all"):
+            with tempfile.TemporaryDirectory() as tmp:
+                bench_in_process("SQLite (WAL)", f"sqlite:///{tmp}/bench.db", args)
     if args.db in ("postgresql", "both"):
-        name = f"fg_bench_{secrets.token_hex(4)}"
-        try:
-            admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
-        except Exception as exc:
-            print(f"\n[PostgreSQL] skipped: not reachable ({str(exc).splitlines()[0]})")
-            return
-        try:
-            bench("PostgreSQL", PG_ADMIN.rsplit("/", 1)[0] + "/" + name, args)
-        finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
+        if args.only in ("e2e", "all"):
+            def e2e(url: str) -> None:
+                with tempfile.TemporaryDirectory() as tmp:
+                    run_platform("PostgreSQL", url, args, Path(tmp))
+            with_postgres(e2e)
+        if args.only in ("inprocess", "all"):
+            with_postgres(lambda url: bench_in_process("PostgreSQL", url, args))
 
 
 if __name__ == "__main__":

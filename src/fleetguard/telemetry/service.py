@@ -1,20 +1,34 @@
 """Telemetry ingestion: decode and validate, queue, store in batches; reads and upkeep.
 
-The write path, for 5,000 reports/s on two cores:
+The write path:
 
     submit_*() (any thread)            one writer thread
-    decode + validate (protocol)  ->   bounded queue  ->  drain up to ``max_batch`` items,
-    count rejections per device                          one transaction per batch:
-                                                         executemany INSERT of report rows
-                                                         (duplicates skipped by the key
-                                                         device, boot, seq), one UPDATE per
-                                                         touched device, rejection counts.
+    decode + validate (protocol)  ->   bounded queue  ->  a batch: up to ``max_batch``
+    count rejections per device                          messages, lingering ``linger_s``
+                                                         after the first; one transaction:
+                                                         INSERT of report rows (duplicates
+                                                         skipped by the key device, boot,
+                                                         seq), UPDATE of touched devices,
+                                                         rejection counts, registry
+                                                         last-seen (once a minute a device)
+
+What keeps the writer cheap (measured by ``benchmarks/bench_ingest.py``):
+
+* planning (``_plan``) is plain Python over the validated messages, the statements go
+  to the driver without SQLAlchemy's per-row parameter handling (``_store``), and a
+  device's socket lists are serialized only when they differ from what its row holds;
+* the *gate*: the writer holds it while it talks to the database, and decoding takes it
+  too. The sqlite3 module releases the GIL around every row it steps through; a decoding
+  thread that is busy would then keep the GIL for a switch interval (5 ms) each time, and
+  a batch of 2,000 rows took seconds. Pausing decoding for the few milliseconds of a
+  transaction costs little, since the two share one GIL anyway.
 
 A full queue pushes back on the caller (``IngestOverloadedError``, or blocking for the
-MQTT consumer) rather than dropping accepted data. A batch that the database refuses
-for a reason other than being unreachable is retried one message per transaction, so
-one bad message never takes a batch down with it; an unreachable database is retried
-with backoff, holding the batch.
+MQTT consumer) rather than dropping accepted data. ``on_stored`` tells a caller when its
+message is settled in the database (the MQTT consumer acknowledges it to the broker only
+then). A batch that the database refuses for a reason other than being unreachable is
+retried one message per transaction, so one bad message never takes a batch down with
+it; an unreachable database is retried with backoff, holding the batch.
 
 The same thread runs the upkeep when it is due: :func:`sweep_offline` and
 :func:`compact_telemetry`, so SQLite sees a single writer.
