@@ -15,9 +15,11 @@ from fleetguard.telemetry import (
     Metric,
     RetentionPolicy,
     compact_telemetry,
+    count_reporting_devices,
     device_status,
     read_rollups,
     read_series,
+    reporting_device_ids,
     sweep_offline,
 )
 from tests.telemetry.support import add_device, body, report
@@ -56,6 +58,25 @@ def test_offline_after_missed_intervals_recorded_once(db: Database, ingest: Inge
         assert sweep_offline(session, utcnow()).came_online == []
         assert device_status(session, device).online  # type: ignore[union-attr]
     assert _audit(db, "device.online") == [f"device:{device}"]
+
+
+def test_offline_devices_are_counted_and_listed_in_the_database(
+    db: Database, ingest: IngestService
+) -> None:
+    quiet, steady = add_device(db, "quiet"), add_device(db, "steady")
+    start = utcnow() - timedelta(minutes=3)
+    for seq in (1, 2, 3):  # every 60 s: three missed minutes make it offline
+        ingest.submit_telemetry(quiet, body(report(seq, start + timedelta(minutes=seq))),
+                                "application/cbor")
+    ingest.submit_telemetry(steady, body(report(1, interval_ms=600_000)), "application/cbor")
+    assert ingest.flush()
+    with db.session() as session:
+        sweep_offline(session, utcnow() + timedelta(seconds=200))
+    with db.read_session() as session:
+        assert count_reporting_devices(session, online=False) == 1
+        assert count_reporting_devices(session, online=True) == 1
+        assert reporting_device_ids(session, online=False) == {quiet}
+        assert reporting_device_ids(session, online=True) == {steady}
 
 
 def test_compaction_rolls_up_hours_and_deletes_old_raw_rows(db: Database) -> None:

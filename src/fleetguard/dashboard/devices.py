@@ -112,9 +112,8 @@ def devices(
         with ctx.db.read_session() as session:
             ids: frozenset[str] | None = None
             if online_value is not None:
-                want = online_value is Online.ONLINE
-                ids = frozenset(d for d, on in telemetry.online_devices(session).items()
-                                if on is want)
+                ids = telemetry.reporting_device_ids(session,
+                                                     online=online_value is Online.ONLINE)
             if check or min_severity is not None:
                 ids = _only(ids, findings.open_finding_device_ids(
                     session, check=check or None, min_severity=min_severity))

@@ -64,8 +64,7 @@ def overview(request: Request, ctx: Ctx, principal: Self) -> HTMLResponse:
             counts = registry.count_devices_by_state(session)
             data["states"] = [(s.value, counts[s]) for s in DeviceState]
             data["total"] = sum(counts.values())
-            data["offline"] = sum(1 for on in telemetry.online_devices(session).values()
-                                  if not on)
+            data["offline"] = telemetry.count_reporting_devices(session, online=False)
             data["expiring"] = identity.expiring_certificates(session, within=EXPIRY_WINDOW)
             data["shared"] = identity.shared_identity_alerts(session)
             data["severities"] = list(findings.count_findings_by_severity(session).items())

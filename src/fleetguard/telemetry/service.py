@@ -723,10 +723,19 @@ def rejection_counts(
     return out
 
 
-def online_devices(session: Session) -> dict[str, bool]:
-    """Every reporting device's recorded online state."""
-    rows = session.execute(select(TelemetryDeviceRow.device_id, TelemetryDeviceRow.online))
-    return {device_id: bool(online) for device_id, online in rows}
+def count_reporting_devices(session: Session, *, online: bool) -> int:
+    """How many reporting devices are recorded online (or offline): counted in the database."""
+    return int(session.execute(
+        select(func.count()).select_from(TelemetryDeviceRow)
+        .where(TelemetryDeviceRow.online.is_(online))
+    ).scalar_one())
+
+
+def reporting_device_ids(session: Session, *, online: bool) -> frozenset[str]:
+    """The reporting devices recorded online (or offline), for the device list's filter."""
+    return frozenset(session.execute(
+        select(TelemetryDeviceRow.device_id).where(TelemetryDeviceRow.online.is_(online))
+    ).scalars())
 
 
 __all__ = [
@@ -734,11 +743,12 @@ __all__ = [
     "UNKNOWN_DEVICE",
     "IngestService",
     "compact_telemetry",
+    "count_reporting_devices",
     "device_status",
     "latest_snapshot",
-    "online_devices",
     "read_rollups",
     "read_series",
     "rejection_counts",
+    "reporting_device_ids",
     "sweep_offline",
 ]
