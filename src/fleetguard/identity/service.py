@@ -161,8 +161,9 @@ def _issue(
     session: Session, ca: FleetCA, *, device_id: str, csr: bytes | str, via: EnrolledVia,
     validity: timedelta, source: str,
 ) -> EnrollmentResult:
-    request, _ = _checked_spki(session, csr)
-    issued = ca.issue_device_certificate(request, uuid.UUID(device_id), validity=validity)
+    # A key bound before is refused by the unique index on insert (below), which also
+    # settles two enrollments racing with one key.
+    issued = ca.issue_device_certificate(load_csr(csr), uuid.UUID(device_id), validity=validity)
     now = utcnow()
     serial = _serial_hex(issued.serial_number)
     try:
@@ -176,7 +177,6 @@ def _issue(
     except IntegrityError as exc:
         if "spki_sha256" not in str(exc.orig):
             raise
-        # Another enrollment with this key committed between the check and here.
         raise KeyAlreadyBoundError(_KEY_BOUND_MESSAGE) from None
     append_audit_entry(
         session, actor=f"device:{device_id}", action=f"certificate.issue.{via.value}",
@@ -211,7 +211,8 @@ def enroll_with_token(
                     validity=validity, source=source)
     if state is DeviceState.REGISTERED:
         registry.transition_device_state(session, device_id, DeviceState.ACTIVE,
-                                         actor=f"device:{device_id}", reason="enrolled")
+                                         actor=f"device:{device_id}", reason="enrolled",
+                                         locked_state=state)
     return result
 
 

@@ -236,14 +236,17 @@ def update_device(
 
 
 def transition_device_state(
-    session: Session, device_id: str, state: DeviceState, *, actor: str, reason: str = ""
+    session: Session, device_id: str, state: DeviceState, *, actor: str, reason: str = "",
+    locked_state: DeviceState | None = None,
 ) -> DeviceState:
     """Move a device to ``state`` (audited); returns the state it had. No-op if already there.
 
-    Plain statements rather than the unit of work: enrollment runs this on its hot path.
+    ``locked_state`` is the state the caller already read with ``device_state(...,
+    lock=True)`` in this transaction, which spares reading it again. Plain statements
+    rather than the unit of work: enrollment runs this on its hot path.
     """
     key = _device_key(device_id)
-    current = device_state(session, key, lock=True)
+    current = locked_state or device_state(session, key, lock=True)
     if state == current:
         return current
     if state not in ALLOWED_TRANSITIONS[current]:
