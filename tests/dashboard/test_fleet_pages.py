@@ -10,7 +10,6 @@ import json
 import re
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
 import pytest
 
@@ -18,49 +17,36 @@ from fleetguard.api import scan_jobs
 from fleetguard.auditlog import list_audit_entries
 from fleetguard.core.clock import utcnow
 from fleetguard.dashboard.scans import csv_cell
-from fleetguard.findings import ingest_report, parse_report_document
 from fleetguard.operators import Role
-from fleetguard.registry import DeviceChanges
 from fleetguard.registry import service as registry
 from fleetguard.store import Database
 from fleetguard.telemetry import IngestService, sweep_offline
 from tests.dashboard.conftest import Browser, hidden
 from tests.dashboard.test_pages import assert_safe_page
 from tests.findings.reports import finding, host, report
+from tests.findings.support import device_at, ingest_document
 from tests.findings.targets import telnet_device
 
 TELNET = ("tcp", 23, "telnet")
 HTTP = ("tcp", 80, "http")
 
 
-def _device(db: Database, name: str, address: str) -> str:
-    with db.session() as s:
-        d = registry.register_device(s, name=name, actor="test")
-        registry.update_device(s, d.id, DeviceChanges(addresses=[address]), actor="test")
-        return d.id
-
-
-def _ingest(db: Database, doc: dict[str, Any]) -> str:
-    with db.session() as s:
-        return ingest_report(s, parse_report_document(doc), actor="test:scanner").id
-
-
 @pytest.fixture
 def weak_fleet(sqlite_db: Database) -> dict[str, str]:
     """cam: default credentials and telnet; gw: cleartext http; ok: clean. One finding of cam
     was resolved by a later scan."""
-    ids = {"cam": _device(sqlite_db, "cam-1", "127.0.0.51"),
-           "gw": _device(sqlite_db, "gw-1", "127.0.0.52"),
-           "ok": _device(sqlite_db, "ok-1", "127.0.0.53")}
+    ids = {"cam": device_at(sqlite_db, "cam-1", "127.0.0.51"),
+           "gw": device_at(sqlite_db, "gw-1", "127.0.0.52"),
+           "ok": device_at(sqlite_db, "ok-1", "127.0.0.53")}
     hosts = [host("127.0.0.51", open_ports=(TELNET, HTTP)),
              host("127.0.0.52", open_ports=(HTTP,)), host("127.0.0.53")]
-    _ingest(sqlite_db, report(hosts, [
+    ingest_document(sqlite_db, report(hosts, [
         finding("127.0.0.51", 23, "default-credentials", evidence="login admin/admin: =1+2"),
         finding("127.0.0.51", 23, "cleartext-protocol"),
         finding("127.0.0.51", 80, "tls-self-signed-certificate", service="http"),
         finding("127.0.0.52", 80, "cleartext-protocol", service="http"),
     ]))
-    _ingest(sqlite_db, report(hosts, [
+    ingest_document(sqlite_db, report(hosts, [
         finding("127.0.0.51", 23, "default-credentials", evidence="login admin/admin: =1+2"),
         finding("127.0.0.51", 23, "cleartext-protocol"),
         finding("127.0.0.52", 80, "cleartext-protocol", service="http"),
@@ -102,7 +88,7 @@ def test_overview_risk_figure_is_explained_and_its_trend_is_read_from_history(
         # cam: critical 40 + high 20 = 60; gw: high 20; ok: 0 -> 80 / 3
         assert record_risk_snapshot(s, now=utcnow() - timedelta(hours=25)).score == 26.7
     # since then the gateway's cleartext service was closed: a rescan resolves it
-    _ingest(sqlite_db, report([host("127.0.0.52", open_ports=(HTTP,))], []))
+    ingest_document(sqlite_db, report([host("127.0.0.52", open_ports=(HTTP,))], []))
     b = browser_as(Role.AUDITOR)
     r = b.client.get("/")
     assert re.search(r'id="risk-score">20\.0<', r.text)
@@ -115,7 +101,7 @@ def test_overview_risk_figure_is_explained_and_its_trend_is_read_from_history(
 def test_the_servers_scheduler_loop_keeps_the_risk_history(
     browser_as: Callable[[Role], Browser], sqlite_db: Database,
 ) -> None:
-    _device(sqlite_db, "cam-9", "127.0.0.59")
+    device_at(sqlite_db, "cam-9", "127.0.0.59")
     b = browser_as(Role.AUDITOR)
     assert "No stored figures yet" in b.client.get("/").text
     scan_jobs.run_due_scans(sqlite_db)  # what `fleetguard serve` runs every half minute
@@ -266,7 +252,7 @@ def test_operator_starts_a_scan_watches_it_and_browses_and_exports_its_results(
     browser_as: Callable[[Role], Browser], sqlite_db: Database,
 ) -> None:
     address = "127.0.0.57"
-    cam = _device(sqlite_db, "telnet-cam", address)
+    cam = device_at(sqlite_db, "telnet-cam", address)
     b = browser_as(Role.OPERATOR)
     form = b.client.get("/scans")
     assert 'id="start-scan"' in form.text and 'name="login_delay"' in form.text
@@ -301,13 +287,13 @@ def test_operator_starts_a_scan_watches_it_and_browses_and_exports_its_results(
 def test_csv_export_neutralises_spreadsheet_formulas(
     browser_as: Callable[[Role], Browser], sqlite_db: Database,
 ) -> None:
-    scan_id = _ingest(sqlite_db, report([host("127.0.0.58", open_ports=(HTTP,))], [
+    scan = ingest_document(sqlite_db, report([host("127.0.0.58", open_ports=(HTTP,))], [
         finding("127.0.0.58", 80, "cleartext-protocol", service="http",
                 evidence='=HYPERLINK("http://evil.example","x")'),
         finding("127.0.0.58", 80, "service-exposed", service="http", evidence="@SUM(1)"),
     ]))
     b = browser_as(Role.AUDITOR)
-    rows = list(csv.DictReader(io.StringIO(b.client.get(f"/scans/{scan_id}/findings.csv").text)))
+    rows = list(csv.DictReader(io.StringIO(b.client.get(f"/scans/{scan.id}/findings.csv").text)))
     evidence = {r["check"]: r["evidence"] for r in rows}
     assert evidence["cleartext-protocol"].startswith("'=HYPERLINK")
     assert evidence["service-exposed"] == "'@SUM(1)"

@@ -4,44 +4,30 @@ open, the fleet risk score and its stored hourly history."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 from fleetguard.core.clock import utcnow
 from fleetguard.findings import (
     Severity,
     count_devices_with_open_check,
     fleet_risk,
-    ingest_report,
     open_finding_device_ids,
-    parse_report_document,
     record_risk_snapshot,
     risk_history,
 )
-from fleetguard.registry import DeviceChanges, DeviceState
+from fleetguard.registry import DeviceState
 from fleetguard.registry import service as registry
 from fleetguard.store import Database
 from tests.findings.reports import finding, host, report
+from tests.findings.support import device_at, ingest_document
 
 TELNET = ("tcp", 23, "telnet")
 
 
-def _device(db: Database, name: str, address: str) -> str:
-    with db.session() as session:
-        d = registry.register_device(session, name=name, actor="test")
-        registry.update_device(session, d.id, DeviceChanges(addresses=[address]), actor="test")
-        return d.id
-
-
-def _ingest(db: Database, doc: dict[str, Any]) -> None:
-    with db.session() as session:
-        ingest_report(session, parse_report_document(doc), actor="test:scanner")
-
-
 def _fleet_with_findings(db: Database) -> tuple[str, str, str]:
-    cam = _device(db, "cam", "127.0.0.31")
-    gw = _device(db, "gw", "127.0.0.32")
-    quiet = _device(db, "quiet", "127.0.0.33")
-    _ingest(db, report(
+    cam = device_at(db, "cam", "127.0.0.31")
+    gw = device_at(db, "gw", "127.0.0.32")
+    quiet = device_at(db, "quiet", "127.0.0.33")
+    ingest_document(db, report(
         [host("127.0.0.31", open_ports=(TELNET,)), host("127.0.0.32", open_ports=(TELNET,)),
          host("127.0.0.33")],
         [finding("127.0.0.31", 23, "default-credentials"),           # critical: 40
@@ -72,8 +58,8 @@ def test_fleet_risk_is_the_mean_capped_device_risk(db: Database) -> None:
 
 
 def test_device_risk_is_capped_at_100(db: Database) -> None:
-    _device(db, "bad", "127.0.0.41")
-    _ingest(db, report([host("127.0.0.41", open_ports=(TELNET,))],
+    device_at(db, "bad", "127.0.0.41")
+    ingest_document(db, report([host("127.0.0.41", open_ports=(TELNET,))],
                        [finding("127.0.0.41", port, "default-credentials")
                         for port in (21, 22, 23, 80)]))
     with db.read_session() as s:

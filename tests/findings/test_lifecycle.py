@@ -16,12 +16,10 @@ from fleetguard.findings import (
     FindingState,
     InvalidReportError,
     MatchMethod,
-    Scan,
     ScanStatus,
     Severity,
     count_findings_by_severity,
     devices_with_open_check,
-    ingest_report,
     list_findings,
     parse_report_document,
     scan_hosts,
@@ -31,26 +29,13 @@ from fleetguard.registry import DeviceChanges
 from fleetguard.registry import service as registry
 from fleetguard.store import Database
 from tests.findings.reports import finding, host, report
+from tests.findings.support import device_at, ingest_document
 
 CAM = "127.0.0.21"
 GW = "127.0.0.22"
 STRAY = "127.0.0.23"
 TELNET = ("tcp", 23, "telnet")
 HTTP = ("tcp", 80, "http")
-
-
-def _device(db: Database, name: str, address: str, serial: str | None = None) -> str:
-    with db.session() as session:
-        d = registry.register_device(session, name=name, actor="test", serial=serial)
-        registry.update_device(session, d.id, DeviceChanges(addresses=[address]), actor="test")
-        return d.id
-
-
-def _ingest(db: Database, doc: dict[str, Any], ports: frozenset[tuple[str, int]] | None = None
-            ) -> Scan:
-    with db.session() as session:
-        return ingest_report(session, parse_report_document(doc), actor="test:scanner",
-                             scanned_ports=ports)
 
 
 def _findings(db: Database, **kw: Any) -> dict[tuple[str, int, str], Any]:
@@ -60,12 +45,12 @@ def _findings(db: Database, **kw: Any) -> dict[tuple[str, int, str], Any]:
 
 
 def test_open_update_resolve_reopen(db: Database) -> None:
-    cam = _device(db, "cam-1", CAM)
+    cam = device_at(db, "cam-1", CAM)
     creds = finding(CAM, 23, "default-credentials", evidence="root:x***1")
     clear = finding(CAM, 23, "cleartext-protocol")
     web = finding(CAM, 80, "no-authentication", service="http")
 
-    first = _ingest(db, report([host(CAM, open_ports=(TELNET, HTTP))], [creds, clear, web]))
+    first = ingest_document(db, report([host(CAM, open_ports=(TELNET, HTTP))], [creds, clear, web]))
     assert first.status is ScanStatus.FINISHED
     assert first.outcome is not None
     assert (first.outcome.opened, first.outcome.resolved, first.outcome.hosts_matched) == (3, 0, 1)
@@ -76,7 +61,7 @@ def test_open_update_resolve_reopen(db: Database) -> None:
 
     # Rescan: the web page now asks for a login, telnet still takes the default password.
     creds2 = finding(CAM, 23, "default-credentials", evidence="admin:a***n", severity="critical")
-    second = _ingest(db, report([host(CAM, open_ports=(TELNET, HTTP))], [creds2, clear]))
+    second = ingest_document(db, report([host(CAM, open_ports=(TELNET, HTTP))], [creds2, clear]))
     assert second.outcome is not None
     assert (second.outcome.opened, second.outcome.updated, second.outcome.resolved) == (0, 2, 1)
     found = _findings(db, device_id=cam)
@@ -87,7 +72,7 @@ def test_open_update_resolve_reopen(db: Database) -> None:
     assert found[(CAM, 23, "default-credentials")].first_scan_id == first.id
 
     # It comes back.
-    third = _ingest(db, report([host(CAM, open_ports=(TELNET, HTTP))], [creds2, clear, web]))
+    third = ingest_document(db, report([host(CAM, open_ports=(TELNET, HTTP))], [creds2, clear, web]))
     assert third.outcome is not None
     assert (third.outcome.reopened, third.outcome.resolved) == (1, 0)
     again = _findings(db, device_id=cam)[(CAM, 80, "no-authentication")]
@@ -103,7 +88,7 @@ def test_open_update_resolve_reopen(db: Database) -> None:
 
 def test_unmatched_hosts_and_adoption_when_a_device_appears(db: Database) -> None:
     doc = report([host(STRAY, open_ports=(TELNET,))], [finding(STRAY, 23, "cleartext-protocol")])
-    scan = _ingest(db, doc)
+    scan = ingest_document(db, doc)
     assert scan.outcome is not None and scan.outcome.hosts_unmatched == 1
     with db.read_session() as session:
         (h,) = scan_hosts(session, scan.id)
@@ -112,8 +97,8 @@ def test_unmatched_hosts_and_adoption_when_a_device_appears(db: Database) -> Non
     assert f.subject == f"host:{STRAY}" and f.device_id is None
 
     # The host gets registered: the next scan moves its history to the device.
-    dev = _device(db, "stray", STRAY)
-    again = _ingest(db, doc)
+    dev = device_at(db, "stray", STRAY)
+    again = ingest_document(db, doc)
     assert again.outcome is not None and again.outcome.updated == 1 and again.outcome.opened == 0
     (g,) = _findings(db, device_id=dev).values()
     assert g.id == f.id and g.subject == f"device:{dev}" and g.matched_by is MatchMethod.ADDRESS
@@ -121,11 +106,11 @@ def test_unmatched_hosts_and_adoption_when_a_device_appears(db: Database) -> Non
 
 
 def test_serial_from_a_banner_wins_over_the_address(db: Database) -> None:
-    by_address = _device(db, "old-owner-of-address", GW)
-    by_serial = _device(db, "gateway", "127.0.0.99", serial="SN-12345")
+    by_address = device_at(db, "old-owner-of-address", GW)
+    by_serial = device_at(db, "gateway", "127.0.0.99", serial="SN-12345")
     doc = report([host(GW, open_ports=(TELNET,), serial="SN-12345")],
                  [finding(GW, 23, "cleartext-protocol")])
-    scan = _ingest(db, doc)
+    scan = ingest_document(db, doc)
     with db.read_session() as session:
         (h,) = scan_hosts(session, scan.id)
     assert h.device_id == by_serial and h.matched_by is MatchMethod.SERIAL
@@ -133,9 +118,9 @@ def test_serial_from_a_banner_wins_over_the_address(db: Database) -> None:
 
 
 def test_ambiguous_address_is_not_guessed(db: Database) -> None:
-    _device(db, "a", "127.0.0.30")
-    _device(db, "b", "127.0.0.30")
-    scan = _ingest(db, report([host("127.0.0.30", open_ports=(TELNET,))],
+    device_at(db, "a", "127.0.0.30")
+    device_at(db, "b", "127.0.0.30")
+    scan = ingest_document(db, report([host("127.0.0.30", open_ports=(TELNET,))],
                               [finding("127.0.0.30", 23, "cleartext-protocol")]))
     with db.read_session() as session:
         (h,) = scan_hosts(session, scan.id)
@@ -143,15 +128,15 @@ def test_ambiguous_address_is_not_guessed(db: Database) -> None:
 
 
 def test_a_host_not_covered_keeps_its_findings_open(db: Database) -> None:
-    cam, gw = _device(db, "cam", CAM), _device(db, "gw", GW)
-    _ingest(db, report([host(CAM, open_ports=(TELNET,)), host(GW, open_ports=(TELNET,))],
+    cam, gw = device_at(db, "cam", CAM), device_at(db, "gw", GW)
+    ingest_document(db, report([host(CAM, open_ports=(TELNET,)), host(GW, open_ports=(TELNET,))],
                        [finding(CAM, 23, "cleartext-protocol"), finding(GW, 23, "cleartext-protocol")]))
 
     # Rescan of the camera only; the gateway was not a target.
-    out = _ingest(db, report([host(CAM, open_ports=(TELNET,))], [finding(CAM, 23, "cleartext-protocol")]))
+    out = ingest_document(db, report([host(CAM, open_ports=(TELNET,))], [finding(CAM, 23, "cleartext-protocol")]))
     assert out.outcome is not None and out.outcome.resolved == 0
     # The gateway is a target but does not answer at all: nothing is resolved either.
-    out = _ingest(db, report([host(CAM, open_ports=(TELNET,)), host(GW, up=False)],
+    out = ingest_document(db, report([host(CAM, open_ports=(TELNET,)), host(GW, up=False)],
                              [finding(CAM, 23, "cleartext-protocol")]))
     assert out.outcome is not None and out.outcome.resolved == 0
     assert _findings(db, device_id=gw)[(GW, 23, "cleartext-protocol")].state is FindingState.OPEN
@@ -159,8 +144,8 @@ def test_a_host_not_covered_keeps_its_findings_open(db: Database) -> None:
 
 
 def test_only_covered_ports_and_checks_resolve(db: Database) -> None:
-    cam = _device(db, "cam", CAM)
-    _ingest(db, report([host(CAM, open_ports=(TELNET, HTTP, ("udp", 161, "snmp")))],
+    cam = device_at(db, "cam", CAM)
+    ingest_document(db, report([host(CAM, open_ports=(TELNET, HTTP, ("udp", 161, "snmp")))],
                        [finding(CAM, 23, "default-credentials"), finding(CAM, 23, "cleartext-protocol"),
                         finding(CAM, 80, "no-authentication", service="http"),
                         finding(CAM, 161, "snmp-default-community", protocol="udp", service="snmp")]))
@@ -168,11 +153,11 @@ def test_only_covered_ports_and_checks_resolve(db: Database) -> None:
     # scanned: unknown without the port list), SNMP open but no credentials were tried.
     doc = report([host(CAM, open_ports=(("udp", 161, "snmp"),), silent=(("tcp", 23),))], [],
                  credentials=False)
-    out = _ingest(db, doc)
+    out = ingest_document(db, doc)
     assert out.outcome is not None and (out.outcome.resolved, out.outcome.kept_open) == (0, 4)
 
     # With the port list, a closed port 80 counts as covered.
-    out = _ingest(db, doc, ports=frozenset({("tcp", 23), ("tcp", 80), ("udp", 161)}))
+    out = ingest_document(db, doc, ports=frozenset({("tcp", 23), ("tcp", 80), ("udp", 161)}))
     assert out.outcome is not None and out.outcome.resolved == 1
     state = {k[2]: f.state for k, f in _findings(db, device_id=cam).items()}
     assert state["no-authentication"] is FindingState.RESOLVED
@@ -182,15 +167,15 @@ def test_only_covered_ports_and_checks_resolve(db: Database) -> None:
     # A note that the check could not run there keeps it open too.
     note = {"host": CAM, "port": 23, "protocol": "tcp", "check": "default-credentials",
             "reason": "login prompt timed out"}
-    out = _ingest(db, report([host(CAM, open_ports=(TELNET,))], [finding(CAM, 23, "cleartext-protocol")],
+    out = ingest_document(db, report([host(CAM, open_ports=(TELNET,))], [finding(CAM, 23, "cleartext-protocol")],
                              notes=[note]))
     assert out.outcome is not None and out.outcome.resolved == 0
     assert _findings(db, device_id=cam)[(CAM, 23, "default-credentials")].state is FindingState.OPEN
 
 
 def test_counts_and_devices_with_a_check(db: Database) -> None:
-    cam, gw = _device(db, "cam", CAM), _device(db, "gw", GW)
-    _ingest(db, report([host(CAM, open_ports=(TELNET,)), host(GW, open_ports=(TELNET,)),
+    cam, gw = device_at(db, "cam", CAM), device_at(db, "gw", GW)
+    ingest_document(db, report([host(CAM, open_ports=(TELNET,)), host(GW, open_ports=(TELNET,)),
                         host(STRAY, open_ports=(TELNET,))],
                        [finding(CAM, 23, "default-credentials"), finding(GW, 23, "cleartext-protocol"),
                         finding(STRAY, 23, "default-credentials"),
@@ -208,7 +193,7 @@ def test_counts_and_devices_with_a_check(db: Database) -> None:
 def test_pagination_is_worst_first_and_complete(db: Database) -> None:
     findings = [finding(CAM, p, "service-exposed", severity=s)
                 for p, s in zip(range(1000, 1012), ["info", "low", "high", "critical"] * 3, strict=True)]
-    _ingest(db, report([host(CAM)], findings))
+    ingest_document(db, report([host(CAM)], findings))
     seen: list[Any] = []
     cursor = None
     with db.read_session() as session:
@@ -242,11 +227,11 @@ def test_malformed_reports_are_refused_with_the_field(mutate: Any, where: str) -
 
 
 def test_a_device_that_moved_is_followed(db: Database) -> None:
-    cam = _device(db, "cam", CAM)
-    _ingest(db, report([host(CAM, open_ports=(TELNET,))], [finding(CAM, 23, "cleartext-protocol")]))
+    cam = device_at(db, "cam", CAM)
+    ingest_document(db, report([host(CAM, open_ports=(TELNET,))], [finding(CAM, 23, "cleartext-protocol")]))
     with db.session() as session:
         registry.update_device(session, cam, DeviceChanges(addresses=["127.0.0.40"]), actor="test")
-    out = _ingest(db, report([host("127.0.0.40", open_ports=(("tcp", 22, "ssh"),))], []),
+    out = ingest_document(db, report([host("127.0.0.40", open_ports=(("tcp", 22, "ssh"),))], []),
                   ports=frozenset({("tcp", 22), ("tcp", 23)}))
     assert out.outcome is not None and out.outcome.resolved == 1
 
