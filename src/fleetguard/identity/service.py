@@ -148,13 +148,11 @@ def parse_enrollment_token(token: str) -> tuple[str, str]:
     return parts[1], parts[2]
 
 
-def _checked_spki(session: Session, csr: bytes | str) -> tuple[x509.CertificateSigningRequest, str]:
-    request = load_csr(csr)
-    spki = spki_sha256(request.public_key())
-    bound = flushed_connection(session).execute(_KEY_BOUND, {"spki": spki}).first()
-    if bound is not None:
+def _refuse_unusable_csr(session: Session, csr: bytes | str) -> None:
+    """Refuse a bad CSR or an already bound key before anything is created for it."""
+    spki = spki_sha256(load_csr(csr).public_key())
+    if flushed_connection(session).execute(_KEY_BOUND, {"spki": spki}).first() is not None:
         raise KeyAlreadyBoundError(_KEY_BOUND_MESSAGE)
-    return request, spki
 
 
 def _issue(
@@ -305,7 +303,7 @@ def enroll_with_claim(
             raise DeviceNotTrustedError(f"device {device.id} is {device.state.value}")
         device_id = device.id
     else:
-        _checked_spki(session, csr)  # refuse before creating anything
+        _refuse_unusable_csr(session, csr)
         existing = registry.find_device_by_serial(session, claim.serial)
         if existing is not None:
             raise ClaimNotAllowedError("a device with this serial is already registered")
