@@ -6,7 +6,7 @@ certificate row, the device's state change and two audit entries, all committed.
 In the same run, the ceiling: the same CA signing the same kind of CSRs in-process.
 
     python benchmarks/bench_enroll.py [--count 2000] [--clients 8] [--device-workers 1]
-                                      [--db sqlite|postgresql]
+                                      [--db sqlite|postgresql] [--profile FILE]
 
 Target (issue 3): at least 300 enrollments/s over HTTPS. The rate is taken from the
 server's own issue times of the first and the last certificate; the server's CPU time
@@ -20,6 +20,7 @@ import argparse
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -145,6 +146,26 @@ def wrk_enroll(
         proc.wait(timeout=10)
 
 
+def wrk_get_ceiling(device_port: int, connections: int, pid: int, seconds: int = 3
+                    ) -> tuple[float, float]:
+    """The same server answering a trivial GET (the CA bundle) over the same TLS: requests/s
+    and server CPU ms per request, the HTTP stack's own floor beside the enrollment cost."""
+    import re
+
+    before = cpu_seconds(pid)
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
+         f"https://127.0.0.1:{device_port}/v1/ca.pem"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    cpu = cpu_seconds(pid) - before
+    match = re.search(r"(\d+) requests in", out)
+    if match is None:
+        raise SystemExit("unexpected wrk output:\n" + out)
+    requests = int(match.group(1))
+    return requests / seconds, cpu / requests * 1000
+
+
 def python_enroll(
     url: str, tokens: list[str], csrs: list[str], clients: int, context: object
 ) -> tuple[int, float]:
@@ -171,6 +192,8 @@ def main() -> None:
     parser.add_argument("--python-client", action="store_true", help="no wrk")
     parser.add_argument("--device-workers", type=int, default=1)
     parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="record the server with py-spy (--gil, raw) while it enrolls")
     args = parser.parse_args()
     if args.db == "postgresql":
         from sqlalchemy import create_engine, text
@@ -248,6 +271,13 @@ def run(args: argparse.Namespace, database_url: str | None) -> None:
                     raise SystemExit("server did not start:\n" + log_path.read_text()) from None
                 time.sleep(0.2)
 
+        profiler = None
+        if args.profile:
+            profiler = subprocess.Popen(
+                ["py-spy", "record", "--gil", "--subprocesses", "-f", "raw", "-r", "250",
+                 "-o", args.profile, "-p", str(server.pid)], stdout=subprocess.DEVNULL,
+            )
+            time.sleep(1)
         cpu_before = cpu_seconds(server.pid)
         if shutil.which("wrk") and not args.python_client:
             total, elapsed = wrk_enroll(device_port, tokens, csrs, args.clients, tmp,
@@ -257,6 +287,11 @@ def run(args: argparse.Namespace, database_url: str | None) -> None:
             total, elapsed = python_enroll(url, tokens, csrs, args.clients, context)
             tool = f"{args.clients} Python client threads"
         cpu = cpu_seconds(server.pid) - cpu_before
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(timeout=30)
+        get_rate, get_cpu = (wrk_get_ceiling(device_port, args.clients, server.pid)
+                             if shutil.which("wrk") else (0.0, 0.0))
     finally:
         server.terminate()
         server.wait(timeout=15)
@@ -266,6 +301,9 @@ def run(args: argparse.Namespace, database_url: str | None) -> None:
           f"({tool}, keep-alive, {args.db}, {args.device_workers} device-endpoint processes)")
     print(f"server CPU per enrollment: {cpu / total * 1000:.2f} ms "
           f"(all server processes, {os.cpu_count()} CPUs)")
+    if get_rate:
+        print(f"bare GET on the same server (CA bundle): {get_rate:.0f}/s, "
+              f"server CPU per request: {get_cpu:.2f} ms")
     print(f"ceiling, in-process signing of the same CSRs: {ceiling:.0f}/s")
     print(f"ratio HTTPS/in-process: {rate / ceiling:.2f}")
     print(f"ratio to the {TARGET}/s target: {rate / TARGET:.2f}")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import fcntl
 import multiprocessing
 import os
+import threading
 from pathlib import Path
+from typing import Any
 
 from fleetguard.auditlog import append_audit_entry, verify_chain
 from fleetguard.store import open_database, upgrade_database
@@ -45,6 +47,62 @@ def test_nested_units_in_one_thread_keep_the_lock_until_the_outermost_ends(
             pass
         assert not _try_lock_elsewhere(tmp_path / "db.writer-lock")
     assert _try_lock_elsewhere(tmp_path / "db.writer-lock")
+
+
+def test_taking_the_lock_if_free_shuts_out_other_processes_until_released(
+    tmp_path: Path,
+) -> None:
+    lock = SQLiteWriterLock(tmp_path / "db.writer-lock")
+    assert lock.acquire_if_free()
+    assert not _try_lock_elsewhere(tmp_path / "db.writer-lock")
+    lock.release()
+    assert _try_lock_elsewhere(tmp_path / "db.writer-lock")
+
+
+def _hold_lock(path: str, held: Any, release: Any) -> None:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    held.set()
+    release.wait(60)
+    os.close(fd)
+
+
+def test_the_lock_is_not_free_while_another_process_holds_it(tmp_path: Path) -> None:
+    path = tmp_path / "db.writer-lock"
+    context = multiprocessing.get_context("spawn")
+    held, release = context.Event(), context.Event()
+    holder = context.Process(target=_hold_lock, args=(str(path), held, release))
+    holder.start()
+    try:
+        held.wait(60)
+        lock = SQLiteWriterLock(path)
+        assert not lock.acquire_if_free()
+        release.set()
+        holder.join(60)
+        assert lock.acquire_if_free()
+        lock.release()
+    finally:
+        release.set()
+        holder.join(60)
+
+
+def test_the_lock_is_not_free_while_another_thread_holds_it(tmp_path: Path) -> None:
+    lock = SQLiteWriterLock(tmp_path / "db.writer-lock")
+    taken: list[bool] = []
+    with lock:
+        thread = threading.Thread(target=lambda: taken.append(lock.acquire_if_free()))
+        thread.start()
+        thread.join()
+    assert taken == [False]
+
+
+def test_the_lock_is_not_free_for_the_thread_that_holds_it(tmp_path: Path) -> None:
+    # Its new unit of work would wait on its own open transaction.
+    lock = SQLiteWriterLock(tmp_path / "db.writer-lock")
+    with lock:
+        assert not lock.acquire_if_free()
+    assert lock.acquire_if_free()
+    lock.release()
 
 
 def test_engines_on_one_file_in_one_process_share_the_lock(tmp_path: Path) -> None:

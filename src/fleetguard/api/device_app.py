@@ -7,12 +7,14 @@ the next request), never from a header or a body field.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, ParamSpec, TypeVar
 
 from fastapi import Depends, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,6 +33,9 @@ from fleetguard.telemetry import IngestService
 
 # Room for the protocol's own limit, so an oversized message is refused and counted there.
 MAX_DEVICE_BODY = MAX_MESSAGE_BYTES + 64 * 1024
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass
@@ -61,7 +66,11 @@ class DeviceContext:
     claim_limiter: ClaimRateLimiter
     ssl_context: ssl.SSLContext | None = None
     ingest: IngestService | None = None
+    short_writes: ShortWrites = field(init=False)
     _manifest_mtime: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.short_writes = ShortWrites(self.db)
 
     def current_ca(self) -> FleetCA:
         """Pick up a CA rotation made by another process."""
@@ -112,6 +121,36 @@ class WhoAmI(BaseModel):
     serial: str
 
 
+class ShortWrites:
+    """Where the device endpoint runs a short unit of work (one enrollment: about a
+    millisecond of statements and one signature) without ever letting the event loop wait.
+
+    On SQLite the units of this process take turns (they would queue on the writer lock
+    anyway), and a unit whose turn comes while the writer lock is free runs right on the
+    event loop: nothing in it can then wait on another writer. The hop to a worker thread
+    and back, with the two threads handing the GIL to each other at every statement, cost
+    about a third of an HTTPS enrollment. A unit that finds the lock held by another
+    thread or process waits for it in the thread pool, as do all units on PostgreSQL,
+    where a row lock may wait on any transaction.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._turn = asyncio.Lock()
+
+    async def run(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        lock = self._db.write_lock
+        if lock is None:
+            return await run_in_threadpool(work, *args, **kwargs)
+        async with self._turn:
+            if lock.acquire_if_free():
+                try:
+                    return work(*args, **kwargs)
+                finally:
+                    lock.release()
+            return await run_in_threadpool(work, *args, **kwargs)
+
+
 async def get_device_context(request: Request) -> DeviceContext:
     ctx: DeviceContext = request.app.state.device_ctx
     return ctx
@@ -158,8 +197,7 @@ def create_device_app(
     @app.post("/v1/enroll", status_code=201)
     async def enroll(body: EnrollRequest, request: Request, ctx: Ctx) -> CertificateResponse:
         """With a one-time token, or with the batch claim certificate and an allowed serial."""
-        # One hop to the thread pool for all the blocking work (database, signing).
-        return await run_in_threadpool(_enroll, body, request, ctx)
+        return await ctx.short_writes.run(_enroll, body, request, ctx)
 
     def _enroll(body: EnrollRequest, request: Request, ctx: Ctx) -> CertificateResponse:
         source = client_address(request)

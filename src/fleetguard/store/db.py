@@ -100,6 +100,29 @@ class SQLiteWriterLock:
             raise
         self._depth += 1
 
+    def acquire_if_free(self) -> bool:
+        """Take the lock only if no thread or process holds it, without waiting.
+
+        For callers that must not block (an event loop). A thread that already holds it
+        gets False too: its new unit of work would wait on its own open transaction.
+        Release with ``release()``.
+        """
+        if not self._threads.acquire(blocking=False):
+            return False
+        try:
+            if self._depth or ((fd := self._file()) is not None
+                               and not _flock_nowait(fd)):
+                self._threads.release()
+                return False
+        except BaseException:
+            self._threads.release()
+            raise
+        self._depth = 1
+        return True
+
+    def release(self) -> None:
+        self.__exit__()
+
     def __exit__(self, *exc: object) -> None:
         self._depth -= 1
         try:
@@ -107,6 +130,14 @@ class SQLiteWriterLock:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
         finally:
             self._threads.release()
+
+
+def _flock_nowait(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 _writer_locks: dict[Path | None, SQLiteWriterLock] = {}

@@ -1,0 +1,123 @@
+"""Token enrollment through the device endpoint's app, and where its blocking work runs."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from fastapi import FastAPI
+
+from fleetguard.api.device_app import create_device_app
+from fleetguard.identity import service as identity
+from fleetguard.pki import FleetCA
+from fleetguard.registry import DeviceState
+from fleetguard.registry import service as registry
+from fleetguard.store import Database
+from fleetguard.telemetry import IngestService
+
+
+def _csr() -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cam")]))
+           .sign(key, hashes.SHA256()))
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _token(db: Database, ca: FleetCA) -> tuple[str, str]:
+    with db.session() as session:
+        device = registry.register_device(session, name="cam", actor="test")
+        token, _ = identity.create_enrollment_token(session, ca, device_id=device.id,
+                                                    actor="test")
+    return device.id, token
+
+
+@pytest.fixture
+def device_app(sqlite_db: Database, fleet_ca: FleetCA) -> Iterator[FastAPI]:
+    ingest = IngestService(sqlite_db)
+    yield create_device_app(sqlite_db, fleet_ca, ingest=ingest)
+    ingest.stop()
+
+
+def _enroll(app: FastAPI, *bodies: dict[str, str]) -> list[httpx.Response]:
+    async def run() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://device") as client:
+            return await asyncio.gather(*(client.post("/v1/enroll", json=b) for b in bodies))
+
+    return asyncio.run(run())
+
+
+def test_a_token_enrolls_once_and_activates_the_device(
+    device_app: FastAPI, sqlite_db: Database, fleet_ca: FleetCA
+) -> None:
+    device_id, token = _token(sqlite_db, fleet_ca)
+    first = _enroll(device_app, {"token": token, "csr": _csr()})
+    again = _enroll(device_app, {"token": token, "csr": _csr()})
+    assert first[0].status_code == 201
+    assert first[0].json()["device_id"] == device_id
+    assert again[0].status_code == 401
+    assert again[0].json()["error"]["code"] == "enrollment_token_invalid"
+    with sqlite_db.read_session() as session:
+        assert registry.get_device(session, device_id).state is DeviceState.ACTIVE
+
+
+def test_concurrent_enrollments_each_get_their_own_answer(
+    device_app: FastAPI, sqlite_db: Database, fleet_ca: FleetCA
+) -> None:
+    tokens = [_token(sqlite_db, fleet_ca) for _ in range(5)]
+    bodies = [{"token": token, "csr": _csr()} for _, token in tokens]
+    bodies[2]["csr"] = "not a CSR"
+    responses = _enroll(device_app, *bodies)
+    assert [r.status_code for r in responses] == [201, 201, 400, 201, 201]
+    assert responses[2].json()["error"]["code"] == "csr_malformed"
+    assert [r.json()["device_id"] for r in responses if r.status_code == 201] == [
+        device_id for i, (device_id, _) in enumerate(tokens) if i != 2
+    ]
+    # The refused request consumed nothing: its token still enrolls.
+    retry = _enroll(device_app, {"token": tokens[2][1], "csr": _csr()})
+    assert retry[0].status_code == 201
+
+
+def test_an_enrollment_waits_off_the_event_loop_while_another_thread_writes(
+    device_app: FastAPI, sqlite_db: Database, fleet_ca: FleetCA
+) -> None:
+    device_id, token = _token(sqlite_db, fleet_ca)
+    assert sqlite_db.write_lock is not None
+    holding, release = threading.Event(), threading.Event()
+    outcome: dict[str, bool] = {}
+
+    def writer() -> None:
+        with sqlite_db.write_lock:  # type: ignore[union-attr]
+            holding.set()
+            # Released by the test's event loop; the timeout only keeps a blocked loop
+            # from hanging the test.
+            outcome["released_by_loop"] = release.wait(timeout=30)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    holding.wait()
+
+    async def run() -> httpx.Response:
+        transport = httpx.ASGITransport(app=device_app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://device") as client:
+            pending = asyncio.create_task(
+                client.post("/v1/enroll", json={"token": token, "csr": _csr()}))
+            for _ in range(50):  # the loop keeps running other work meanwhile
+                await asyncio.sleep(0)
+            outcome["pending_while_held"] = not pending.done()
+            release.set()
+            return await pending
+
+    response = asyncio.run(run())
+    thread.join()
+    assert outcome == {"released_by_loop": True, "pending_while_held": True}
+    assert response.status_code == 201
+    assert response.json()["device_id"] == device_id
