@@ -9,14 +9,18 @@ the attempt would have arrived by then.
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from fleetguard.telemetry import IngestService
+from fleetguard.telemetry.mqtt_consumer import MqttConsumer, MqttSettings
 from tests.broker.conftest import Client, DeviceCreds, Fleet, drain_until
 
 NOT_AUTHORIZED = 135
@@ -146,3 +150,29 @@ def test_valid_certificate_of_a_suspended_device_gets_no_permission(
         client.close()
     got = drain_until(service.messages, _marker(fleet, device))
     assert b"from-suspended" not in [payload for _, payload in got]
+
+
+def test_the_ingest_consumer_with_a_device_identity_is_refused_its_subscription_and_retries(
+    fleet: Fleet, device: DeviceCreds, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only the service identity may read every device's telemetry: a consumer started
+    with a device's certificate never counts as connected, says why, and keeps trying."""
+    ingest = IngestService(fleet.db, sweep_every_s=None, compact_every_s=None)
+    consumer = MqttConsumer(ingest, MqttSettings(
+        host=fleet.files.connect_host, port=fleet.files.port, ca_file=fleet.files.ca_bundle,
+        cert_file=device.cert, key_file=device.key, client_id=f"not-the-platform-{device.device_id}",
+        reconnect_min_s=0, reconnect_max_s=0,
+    ))
+    refused = 0
+    with caplog.at_level("WARNING", logger="fleetguard.telemetry.mqtt"):
+        consumer.start()
+        try:
+            deadline = time.monotonic() + 10
+            while refused < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+                refused = sum("refused the subscription" in r.getMessage() for r in caplog.records)
+        finally:
+            consumer.stop()
+            ingest.stop()
+    assert refused >= 2
+    assert consumer.stats.connects == 0 and not consumer.connected

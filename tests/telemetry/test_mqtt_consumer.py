@@ -185,3 +185,91 @@ def test_a_message_not_yet_stored_is_not_acknowledged_and_comes_back(
     with db.session() as session:
         stored = read_series(session, device, Metric.CPU_PERCENT, since=utcnow().replace(year=2000))
     assert len(stored) == 1
+
+
+def test_qos0_telemetry_is_stored_without_an_acknowledgement(
+    db: Database, ingest: IngestService, lab: tuple[FleetCA, Broker]
+) -> None:
+    ca, broker = lab
+    device = add_device(db)
+    consumer = _consumer(ingest, ca, broker)
+    consumer.start()
+    try:
+        assert consumer.wait_connected(15)
+        time.sleep(0.3)
+        pub = _publisher(ca, broker, ca.issue(device), device)
+        pub.publish(f"fg/d/{device}/telemetry", encode_message(report(1, cpu_percent=7.0), "application/json"), qos=0).wait_for_publish(10)
+        pub.loop_stop()
+        pub.disconnect()
+        assert _wait(lambda: consumer.stats.accepted == 1)
+        assert ingest.flush()
+    finally:
+        consumer.stop()
+    with db.session() as session:
+        cpu = [s.value for s in read_series(session, device, Metric.CPU_PERCENT, since=utcnow().replace(year=2000))]
+    assert cpu == [7.0]
+
+
+class _GarbageBroker:
+    """A TLS listener that answers CONNECT with a CONNACK and then bytes no broker sends."""
+
+    def __init__(self, ca: FleetCA, garbage: bytes) -> None:
+        import socket
+        import threading
+
+        server = ca.issue("garbage-broker", server=True)
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(ca.ca_file))
+        self.context.load_cert_chain(server.cert, server.key)
+        self.garbage = garbage
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.connections = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                raw, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                with self.context.wrap_socket(raw, server_side=True) as conn:
+                    conn.recv(65536)  # CONNECT
+                    conn.sendall(b"\x20\x03\x00\x00\x00")  # CONNACK: accepted, no properties
+                    conn.recv(65536)  # SUBSCRIBE
+                    conn.sendall(b"\x90\x06\x00\x01\x00\x01\x01")  # SUBACK: both granted QoS 1
+                    self.connections += 1
+                    conn.sendall(self.garbage)
+                    conn.recv(65536)  # until the client hangs up
+            except OSError:
+                continue
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize("garbage", [
+    pytest.param(b"\x30\xff\xff\xff\xff\x01", id="remaining-length-too-long"),
+    pytest.param(b"\x34\x05\x00\x01ab", id="qos2-publish"),
+    pytest.param(b"\x32\x03\x00\x09a", id="topic-past-the-packet"),
+    pytest.param(b"\x30\x06\x00\x01a\x05\x01\x00", id="properties-past-the-packet"),
+    pytest.param(b"\x70\x00", id="unknown-packet-type"),
+])
+def test_a_broker_sending_garbage_is_dropped_and_the_consumer_reconnects(
+    db: Database, ingest: IngestService, tmp_path: Path, garbage: bytes
+) -> None:
+    ca = FleetCA(tmp_path)
+    fake = _GarbageBroker(ca, garbage)
+    service = ca.issue("fleetguard-service")
+    consumer = MqttConsumer(ingest, MqttSettings(
+        host="127.0.0.1", port=fake.port, ca_file=ca.ca_file, cert_file=service.cert,
+        key_file=service.key, reconnect_min_s=0, reconnect_max_s=0,
+    ))
+    consumer.start()
+    try:
+        assert _wait(lambda: fake.connections >= 3, 15)  # dropped each time, back each time
+        assert consumer.stats.accepted == 0 and consumer.stats.errors == 0
+    finally:
+        consumer.stop()
+        fake.close()

@@ -106,10 +106,12 @@ def serve_command(
     """Run the HTTPS operator API and the device endpoint (applies migrations first)."""
     from fleetguard.api.server import run_servers
     from fleetguard.core.logging import configure_logging
+    from fleetguard.core.runtime import tune_gc_for_service
 
     if log_format not in ("text", "json"):
         raise ValidationFailedError("--log-format must be text or json", field="log-format")
     configure_logging(log_format, log_level)
+    tune_gc_for_service()
     run_servers(
         settings_from(data_dir), host=host, port=port, device_port=device_port,
         insecure_http=insecure_http, device_workers=device_workers, log_format=log_format,

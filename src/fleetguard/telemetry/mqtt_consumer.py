@@ -22,7 +22,10 @@ commit; a full ingest queue blocks the network thread, which holds the broker ba
 bound is ``max_queued_messages`` in the generated ``mosquitto.conf``. An acknowledgement
 is only sent on the connection that received the message: after a reconnect the broker
 sends the unacknowledged messages again, and those are acknowledged instead. Reconnects
-back off from ``reconnect_min_s`` to ``reconnect_max_s`` (paho's own loop).
+back off from ``reconnect_min_s`` to ``reconnect_max_s``.
+
+The MQTT session is fleetguard's own (``telemetry._mqtt5``): one thread reads, hands each
+message to ingestion and sends the acknowledgements the writer releases, in batches.
 
 The content type is the MQTT 5 ``content-type`` property when present; otherwise it is
 recognised from the first byte (a JSON message is an object, ``{``; anything else is
@@ -37,12 +40,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from fleetguard.protocol import (
     ContentType,
@@ -51,6 +48,7 @@ from fleetguard.protocol import (
     parse_topic,
     subscription,
 )
+from fleetguard.telemetry._mqtt5 import Mqtt5Session, Publish, SessionSettings
 from fleetguard.telemetry.errors import IngestStoppedError
 from fleetguard.telemetry.service import IngestService
 
@@ -93,27 +91,31 @@ class MqttConsumer:
     def __init__(self, ingest: IngestService, settings: MqttSettings) -> None:
         self.ingest = ingest
         self.settings = settings
-        self.stats = ConsumerStats()
+        self._stats = ConsumerStats()  # written by the session's thread only
         self._connected = threading.Event()
-        self._lock = threading.Lock()
-        self._generation = 0  # one per connection: acknowledgements never cross one
-        self._client = self._make_client()
-
-    def _make_client(self) -> mqtt.Client:
-        s = self.settings
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2, client_id=s.client_id,
-            protocol=mqtt.MQTTv5, manual_ack=True,
+        self._thread: threading.Thread | None = None
+        self._session = Mqtt5Session(
+            self._session_settings(), self._topics(), self._on_publish,
+            on_connected=self._on_connected, on_disconnected=self._on_disconnected,
+            reconnect_min_s=settings.reconnect_min_s, reconnect_max_s=settings.reconnect_max_s,
         )
+
+    def _session_settings(self) -> SessionSettings:
+        s = self.settings
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(s.ca_file))
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(str(s.cert_file), str(s.key_file))
-        client.tls_set_context(context)
-        client.reconnect_delay_set(min_delay=s.reconnect_min_s, max_delay=s.reconnect_max_s)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        return client
+        return SessionSettings(
+            host=s.host, port=s.port, context=context, client_id=s.client_id,
+            server_hostname=s.server_hostname, keepalive_s=s.keepalive_s,
+            session_expiry_s=SESSION_EXPIRY_S, receive_maximum=s.receive_maximum,
+        )
+
+    @property
+    def stats(self) -> ConsumerStats:
+        stats = ConsumerStats(**{**self._stats.__dict__, "by_reason": dict(self._stats.by_reason)})
+        stats.stale_acks = self._session.stale_acks
+        return stats
 
     @property
     def connected(self) -> bool:
@@ -123,71 +125,57 @@ class MqttConsumer:
         return self._connected.wait(timeout)
 
     def start(self) -> None:
-        s = self.settings
         self.ingest.start()
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = SESSION_EXPIRY_S
-        props.ReceiveMaximum = max(1, min(self.settings.receive_maximum, 65535))
-        self._client.connect_async(s.host, s.port, keepalive=s.keepalive_s, clean_start=False,
-                                   properties=props)
-        self._client.loop_start()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._session.run, name="fleetguard-mqtt",
+                                            daemon=True)
+            self._thread.start()
 
     def stop(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._session.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
         self._connected.clear()
 
-    # -- callbacks (paho's network thread) ------------------------------------------
+    # -- the session's thread -----------------------------------------------------------
 
     def _topics(self) -> list[str]:
         topics = [subscription(TopicKind.TELEMETRY), subscription(TopicKind.HEARTBEAT)]
         group = self.settings.shared_group
         return [f"$share/{group}/{t}" for t in topics] if group else topics
 
-    def _on_connect(
-        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
-    ) -> None:
-        if getattr(reason, "is_failure", False):
-            log.warning("broker refused the connection: %s", reason)
-            return
-        with self._lock:
-            self.stats.connects += 1
-            self._generation += 1
-        client.subscribe([(topic, 1) for topic in self._topics()])
+    def _on_connected(self, session_present: bool) -> None:
+        self._stats.connects += 1
         self._connected.set()
-        log.info("connected to the broker at %s:%d", self.settings.host, self.settings.port)
+        log.info("connected to the broker at %s:%d (session %s)", self.settings.host,
+                 self.settings.port, "resumed" if session_present else "new")
 
-    def _on_disconnect(
-        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
-    ) -> None:
-        with self._lock:
-            self._generation += 1
+    def _on_disconnected(self, error: BaseException | None) -> None:
         self._connected.clear()
-        log.warning("disconnected from the broker (%s); reconnecting", reason)
+        if error is not None:
+            log.warning("disconnected from the broker (%s); reconnecting", error)
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+    def _on_publish(self, message: Publish, generation: int) -> None:
         try:
-            self._handle(message)
+            self._handle(message, generation)
         except Exception:  # nothing a device sends may stop the consumer
-            with self._lock:
-                self.stats.errors += 1
+            self._stats.errors += 1
             log.exception("unexpected error handling a message on %r", message.topic[:128])
 
-    def _handle(self, message: mqtt.MQTTMessage) -> None:
-        with self._lock:
-            self.stats.received += 1
-            generation = self._generation
-        ack = self._acker(message.mid, message.qos, generation)
+    def _handle(self, message: Publish, generation: int) -> None:
+        self._stats.received += 1
+        ack = self._acker(message.packet_id, generation)
         try:
             parsed = parse_topic(message.topic)
         except MessageRejectedError as exc:
             self._count(exc.reason.value, bad_topic=True)
             ack()
             return
-        payload = bytes(message.payload)
+        payload = message.payload
+        content_type = message.content_type or _sniff_content_type(payload)
         try:
             self.ingest.submit(str(parsed.device_id), parsed.message_kind, payload,
-                               _content_type(message, payload), timeout=None, on_stored=ack)
+                               content_type, timeout=None, on_stored=ack)
         except MessageRejectedError as exc:
             self._count(exc.reason.value)
             ack()
@@ -196,34 +184,27 @@ class MqttConsumer:
             log.warning("ingestion stopped; leaving a message of %s with the broker",
                         parsed.device_id)
             return
-        with self._lock:
-            self.stats.accepted += 1
+        self._stats.accepted += 1
 
-    def _acker(self, mid: int, qos: int, generation: int) -> Callable[[], None]:
-        def ack() -> None:
-            with self._lock:
-                current = generation == self._generation
-            if current and qos > 0:
-                self._client.ack(mid, qos)
-            elif qos > 0:
-                with self._lock:
-                    self.stats.stale_acks += 1
-
-        return ack
+    def _acker(self, packet_id: int, generation: int) -> Callable[[], None]:
+        session = self._session
+        if not packet_id:  # QoS 0: nothing to acknowledge
+            return _nothing
+        return lambda: session.ack(generation, packet_id)
 
     def _count(self, reason: str, *, bad_topic: bool = False) -> None:
-        with self._lock:
-            if bad_topic:
-                self.stats.bad_topics += 1
-            else:
-                self.stats.rejected += 1
-            self.stats.by_reason[reason] = self.stats.by_reason.get(reason, 0) + 1
+        if bad_topic:
+            self._stats.bad_topics += 1
+        else:
+            self._stats.rejected += 1
+        self._stats.by_reason[reason] = self._stats.by_reason.get(reason, 0) + 1
 
 
-def _content_type(message: mqtt.MQTTMessage, payload: bytes) -> str:
-    props = getattr(message, "properties", None)
-    declared = getattr(props, "ContentType", None) if props is not None else None
-    if isinstance(declared, str) and declared:
-        return declared
+def _nothing() -> None:
+    return None
+
+
+def _sniff_content_type(payload: bytes) -> str:
+    """No MQTT 5 content type (an MQTT 3.1.1 device): a JSON message is an object."""
     head = payload.lstrip(b" \t\r\n")[:1]
     return ContentType.JSON.value if head == b"{" else ContentType.CBOR.value
