@@ -9,6 +9,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
 
@@ -68,6 +69,14 @@ class CaCertificate:
     key_algorithm: KeyAlgorithm
     status: IssuingCaStatus | None = None  # None for the root
     created_at: datetime | None = None
+    # Derived once: every enrollment reads both (the token's pin, the chain, the bundle).
+    _fingerprint: str = field(init=False, repr=False, compare=False)
+    _pem: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_fingerprint",
+                           self.certificate.fingerprint(hashes.SHA256()).hex())
+        object.__setattr__(self, "_pem", self.certificate.public_bytes(Encoding.PEM))
 
     @property
     def key_id(self) -> str:
@@ -77,9 +86,7 @@ class CaCertificate:
 
     @property
     def fingerprint_sha256(self) -> str:
-        from cryptography.hazmat.primitives import hashes
-
-        return self.certificate.fingerprint(hashes.SHA256()).hex()
+        return self._fingerprint
 
     @property
     def not_after(self) -> datetime:
@@ -87,7 +94,7 @@ class CaCertificate:
 
     @property
     def pem(self) -> bytes:
-        return self.certificate.public_bytes(Encoding.PEM)
+        return self._pem
 
 
 @dataclass(frozen=True, slots=True)
