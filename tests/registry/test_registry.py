@@ -118,3 +118,12 @@ def test_csv_import_is_all_or_nothing_and_names_the_line(db: Database) -> None:
         registry.import_devices_csv(s, text, actor="t")
     with db.session() as s:
         assert registry.list_devices(s).devices == []
+
+
+def test_registered_device_ids_names_only_devices_the_registry_holds(db: Database) -> None:
+    with db.session() as session:
+        known = [registry.register_device(session, name=f"d{i}", actor="t").id for i in range(3)]
+    stranger = "00000000-0000-4000-8000-000000000001"
+    with db.read_session() as session:
+        found = registry.registered_device_ids(session, [*known, stranger, known[0]])
+    assert found == set(known)

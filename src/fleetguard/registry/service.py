@@ -306,6 +306,18 @@ def record_devices_seen(
     return written
 
 
+def registered_device_ids(session: Session, device_ids: Iterable[str]) -> set[str]:
+    """Which of these (canonical) device ids the registry holds: one query per 500."""
+    ids = sorted(set(device_ids))
+    found: set[str] = set()
+    conn = session.connection()
+    for start in range(0, len(ids), 500):
+        found.update(conn.execute(
+            select(DeviceRow.id).where(DeviceRow.id.in_(ids[start : start + 500]))
+        ).scalars())
+    return found
+
+
 def _apply_label_query(query: Select[DeviceRow], text: str) -> Select[DeviceRow]:
     for req in parse_label_query(text):
         has = exists().where(

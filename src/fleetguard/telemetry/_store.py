@@ -11,7 +11,6 @@ from sqlalchemy import Connection, Table, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from fleetguard.core.errors import NotFoundError
 from fleetguard.registry import service as registry
 from fleetguard.store.tables import (
     TelemetryDeviceRow,
@@ -60,14 +59,11 @@ def load_states(
                 interval_ms=r.interval_ms, agent_version=r.agent_version,
                 counters=json.loads(r.counters), recent_executables=json.loads(r.new_executables),
             )
-    unknown: set[str] = set()
-    for device_id in wanted:
-        if device_id in found:
-            continue
-        try:
-            registry.get_device(session, device_id)
-        except NotFoundError:
-            unknown.add(device_id)
+    first_reports = [d for d in wanted if d not in found]
+    registered = registry.registered_device_ids(session, first_reports) if first_reports else set()
+    unknown = set(first_reports) - registered
+    for device_id in first_reports:
+        if device_id in unknown:
             continue
         key = conn.execute(
             insert(DEVICES).values(
