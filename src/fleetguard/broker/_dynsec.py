@@ -201,9 +201,19 @@ class DynsecAdmin:
         A response with ``"error"`` is returned, not raised: see :meth:`execute`.
         """
         out: list[dict[str, Any]] = []
+        wait = self._timeout if timeout is None else timeout
         for start in range(0, len(commands), MAX_COMMANDS_PER_REQUEST):
             batch = commands[start : start + MAX_COMMANDS_PER_REQUEST]
-            out += self._request_once(batch, self._timeout if timeout is None else timeout)
+            try:
+                out += self._request_once(batch, wait)
+            except (DynsecTimeoutError, BrokerUnavailableError):
+                # The session can drop and come back right after it first connects
+                # (seen on a fresh broker) and the request goes unanswered: a request
+                # that only reads is sent once more when the channel is back.
+                if not all(str(c.get("command", "")).startswith(("list", "get"))
+                           for c in batch) or not self._ready.wait(wait):
+                    raise
+                out += self._request_once(batch, wait)
         return out
 
     def _request_once(
