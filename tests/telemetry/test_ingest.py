@@ -260,3 +260,50 @@ def test_ingestion_records_registry_last_seen(db: Database, ingest: IngestServic
     with db.session() as session:
         seen = registry.get_device(session, device).last_seen_at
     assert seen is not None and abs((utcnow() - seen).total_seconds()) < 60
+
+
+def _writer(db: Database) -> IngestService:
+    """One of several processes storing telemetry (``serve --device-workers``)."""
+    service = IngestService(db, sweep_every_s=None, compact_every_s=None, linger_s=0.01,
+                            exclusive_writer=False)
+    service.start()
+    return service
+
+
+def _store(service: IngestService, device: str, seq: int, start) -> None:  # type: ignore[no-untyped-def]
+    at = start + timedelta(minutes=seq)
+    service.submit_telemetry(device, body(report(seq, at, interfaces=_ifaces(seq))), "application/cbor")
+    assert service.flush()
+
+
+def test_deltas_stay_right_when_a_devices_reports_alternate_between_writers(db: Database) -> None:
+    device = add_device(db)
+    start = utcnow() - timedelta(minutes=10)
+    first, second = _writer(db), _writer(db)
+    try:
+        for seq, writer in ((1, first), (2, second), (3, first), (4, second)):
+            _store(writer, device, seq, start)
+    finally:
+        first.stop()
+        second.stop()
+    with db.session() as session:
+        values = [s.value for s in read_series(session, device, Metric.BYTES_IN, since=start)]
+    assert values == [1001.0] * 4  # each against the report before it, whoever stored it
+
+
+def test_a_late_report_at_another_writer_does_not_move_the_device_back(db: Database) -> None:
+    device = add_device(db)
+    start = utcnow() - timedelta(minutes=10)
+    first, second = _writer(db), _writer(db)
+    try:
+        _store(first, device, 1, start)
+        _store(second, device, 3, start)
+        _store(first, device, 2, start)  # late: the first writer last saw seq 1
+    finally:
+        first.stop()
+        second.stop()
+    with db.session() as session:
+        status = device_status(session, device)
+        values = [s.value for s in read_series(session, device, Metric.BYTES_IN, since=start)]
+    assert status is not None and status.last_seq == 3
+    assert values == [1001.0, 1001.0 * 2]  # seq 3 against seq 1; seq 2 stored without a delta

@@ -21,6 +21,7 @@ from fleetguard.api.device_app import create_device_app
 from fleetguard.api.tls_peer import peer_cert_protocol
 from fleetguard.core.config import Settings
 from fleetguard.core.errors import ConfigurationError, ValidationFailedError
+from fleetguard.core.runtime import tune_gc_for_service
 from fleetguard.identity import service as identity
 from fleetguard.identity.ca import open_installation_ca
 from fleetguard.install import open_installation_database
@@ -108,13 +109,17 @@ def run_device_worker(settings: Settings, host: str, port: int, log_format: str,
     configure_logging(log_format, log_level)
     db = open_installation_database(settings, migrate=False)
     ca = open_installation_ca(settings, load_master_key(settings))
-    server = _device_server(db, ca, settings, host, port)
+    # The main process sweeps and compacts; every process re-reads device state per batch.
+    ingest = IngestService(db, sweep_every_s=None, compact_every_s=None, exclusive_writer=False)
+    server = _device_server(db, ca, settings, host, port, ingest)
     sock = _reuse_port_socket(host, port)
     signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
     signal.signal(signal.SIGINT, lambda *_: setattr(server, "should_exit", True))
+    tune_gc_for_service()
     try:
         _run_loop(server.serve(sockets=[sock]))
     finally:
+        ingest.stop()
         ca.close()
         db.dispose()
 
@@ -149,7 +154,8 @@ def run_servers(
     serve_args: list[dict[str, object]] = [{}]
     workers: list[multiprocessing.process.BaseProcess] = []
     # Telemetry is stored by one writer thread per process, in batches.
-    ingest = IngestService(db)
+    # With several device processes, a device's reports may reach any of them.
+    ingest = IngestService(db, exclusive_writer=device_workers <= 1)
     ingest.start()
     consumer = _mqtt_consumer(settings, ingest, mqtt_broker) if mqtt_broker else None
     if consumer is not None:

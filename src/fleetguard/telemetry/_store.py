@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, insert, select
+from sqlalchemy import Connection, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -37,41 +37,62 @@ def dialect_insert(conn: Connection, table: Table) -> Any:
     return sqlite.insert(table)
 
 
+_STATE_COLUMNS = (DEVICES.c.key, DEVICES.c.device_id, DEVICES.c.boot_id, DEVICES.c.last_seq,
+                  DEVICES.c.last_report_ms, DEVICES.c.last_seen_ms, DEVICES.c.interval_ms,
+                  DEVICES.c.agent_version, DEVICES.c.counters, DEVICES.c.new_executables)
+
+
+def _select_states(
+    conn: Connection, device_ids: list[str], *, lock: bool
+) -> dict[str, DeviceState]:
+    # In device id order, so that writers in other processes lock rows in the same order.
+    query = (select(*_STATE_COLUMNS).where(DEVICES.c.device_id.in_(device_ids))
+             .order_by(DEVICES.c.device_id))
+    if lock:
+        query = query.with_for_update()
+    return {
+        r.device_id: DeviceState(
+            key=r.key, device_id=r.device_id, boot_id=r.boot_id, last_seq=r.last_seq,
+            last_report_ms=r.last_report_ms, last_seen_ms=r.last_seen_ms,
+            interval_ms=r.interval_ms, agent_version=r.agent_version,
+            counters=json.loads(r.counters), recent_executables=json.loads(r.new_executables),
+        )
+        for r in conn.execute(query)
+    }
+
+
 def load_states(
-    session: Session, device_ids: Iterable[str], *, now_ms: int, default_interval_ms: int
+    session: Session, device_ids: Iterable[str], *, now_ms: int, default_interval_ms: int,
+    lock: bool = False,
 ) -> tuple[dict[str, DeviceState], set[str]]:
-    """States of these devices, creating rows for first-time reporters; and unknown ids."""
+    """States of these devices, creating rows for first-time reporters; and unknown ids.
+
+    ``lock``: other processes write telemetry too; the rows are locked until commit
+    (PostgreSQL; SQLite's write transaction already excludes every other writer).
+    """
     wanted = sorted(set(device_ids))
     found: dict[str, DeviceState] = {}
     conn = session.connection()
     for start in range(0, len(wanted), _CHUNK):
-        chunk = wanted[start : start + _CHUNK]
-        rows = conn.execute(
-            select(DEVICES.c.key, DEVICES.c.device_id, DEVICES.c.boot_id, DEVICES.c.last_seq,
-                   DEVICES.c.last_report_ms, DEVICES.c.last_seen_ms, DEVICES.c.interval_ms,
-                   DEVICES.c.agent_version, DEVICES.c.counters, DEVICES.c.new_executables)
-            .where(DEVICES.c.device_id.in_(chunk))
-        ).all()
-        for r in rows:
-            found[r.device_id] = DeviceState(
-                key=r.key, device_id=r.device_id, boot_id=r.boot_id, last_seq=r.last_seq,
-                last_report_ms=r.last_report_ms, last_seen_ms=r.last_seen_ms,
-                interval_ms=r.interval_ms, agent_version=r.agent_version,
-                counters=json.loads(r.counters), recent_executables=json.loads(r.new_executables),
-            )
+        found.update(_select_states(conn, wanted[start : start + _CHUNK], lock=lock))
     first_reports = [d for d in wanted if d not in found]
     registered = registry.registered_device_ids(session, first_reports) if first_reports else set()
     unknown = set(first_reports) - registered
     for device_id in first_reports:
         if device_id in unknown:
             continue
+        # Another process may create the row first: then it is read (and locked) instead.
         key = conn.execute(
-            insert(DEVICES).values(
+            dialect_insert(conn, DEVICES).values(
                 device_id=device_id, last_seen_ms=now_ms, interval_ms=default_interval_ms,
                 online=True, online_changed_ms=now_ms, counters="{}", listening="[]",
                 connections="[]", new_executables="[]",
-            ).returning(DEVICES.c.key)
-        ).scalar_one()
+            ).on_conflict_do_nothing(index_elements=[DEVICES.c.device_id])
+            .returning(DEVICES.c.key)
+        ).scalar_one_or_none()
+        if key is None:
+            found.update(_select_states(conn, [device_id], lock=lock))
+            continue
         found[device_id] = DeviceState(
             key=key, device_id=device_id, boot_id=None, last_seq=None, last_report_ms=None,
             last_seen_ms=now_ms, interval_ms=default_interval_ms, agent_version=None,

@@ -143,8 +143,14 @@ class IngestService:
         compact_every_s: float | None = 3600.0,
         on_committed: CommittedHook | None = None,
         cache_devices: int = 200_000,
+        exclusive_writer: bool = True,
     ) -> None:
+        """``exclusive_writer``: False when other processes store telemetry into the same
+        database (``serve --device-workers``): a device's next report may reach any of
+        them, so each batch reads its devices' state afresh inside its transaction
+        (locked until commit) instead of trusting what this process remembers."""
         self.db = db
+        self._exclusive = exclusive_writer
         self.retention = retention or RetentionPolicy()
         self.offline = offline or OfflinePolicy()
         self._queue: queue.Queue[Item | object] = queue.Queue(maxsize=max_queue)
@@ -456,13 +462,14 @@ class IngestService:
         now_ms = _ms(utcnow())
         default_ms = int(self.offline.default_interval.total_seconds() * 1000)
         with self._gate, self.db.session() as session:
-            known = {i.device_id: self._cache[i.device_id] for i in items
-                     if i.device_id in self._cache}
+            cache = self._cache if self._exclusive else {}
+            known = {i.device_id: cache[i.device_id] for i in items if i.device_id in cache}
             missing = {i.device_id for i in items} - known.keys()
             unknown: set[str] = set()
             if missing:
                 loaded, unknown = load_states(session, missing, now_ms=now_ms,
-                                              default_interval_ms=default_ms)
+                                              default_interval_ms=default_ms,
+                                              lock=not self._exclusive)
                 known.update(loaded)
             usable = [i for i in items if i.device_id not in unknown]
             for device_id in unknown:
