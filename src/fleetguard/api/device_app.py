@@ -8,6 +8,7 @@ the next request), never from a header or a body field.
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 import threading
 import time
@@ -67,15 +68,16 @@ class DeviceContext:
     ssl_context: ssl.SSLContext | None = None
     ingest: IngestService | None = None
     short_writes: ShortWrites = field(init=False)
+    _manifest: str = field(init=False)
     _manifest_mtime: float = 0.0
 
     def __post_init__(self) -> None:
         self.short_writes = ShortWrites(self.db)
+        self._manifest = str(Path(self.ca.directory) / "manifest.json")
 
     def current_ca(self) -> FleetCA:
-        """Pick up a CA rotation made by another process."""
-        manifest = Path(self.ca.directory) / "manifest.json"
-        mtime = manifest.stat().st_mtime
+        """Pick up a CA rotation made by another process (one stat per request)."""
+        mtime = os.stat(self._manifest).st_mtime
         if mtime != self._manifest_mtime:
             if self._manifest_mtime:
                 self.ca.reload()
