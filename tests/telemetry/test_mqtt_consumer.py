@@ -238,10 +238,11 @@ class _GarbageBroker:
                     conn.recv(65536)  # CONNECT
                     conn.sendall(b"\x20\x03\x00\x00\x00")  # CONNACK: accepted, no properties
                     conn.recv(65536)  # SUBSCRIBE
-                    conn.sendall(b"\x90\x06\x00\x01\x00\x01\x01")  # SUBACK: both granted QoS 1
+                    conn.sendall(b"\x90\x05\x00\x01\x00\x01\x01")  # SUBACK: both granted QoS 1
                     self.connections += 1
                     conn.sendall(self.garbage)
-                    conn.recv(65536)  # until the client hangs up
+                    while conn.recv(65536):  # until the client hangs up (pings go unanswered)
+                        pass
             except OSError:
                 continue
 
@@ -251,8 +252,9 @@ class _GarbageBroker:
 
 @pytest.mark.parametrize("garbage", [
     pytest.param(b"\x30\xff\xff\xff\xff\x01", id="remaining-length-too-long"),
-    pytest.param(b"\x34\x05\x00\x01ab", id="qos2-publish"),
+    pytest.param(b"\x34\x06\x00\x01a\x00\x01\x00", id="qos2-publish"),
     pytest.param(b"\x32\x03\x00\x09a", id="topic-past-the-packet"),
+    pytest.param(b"\x32\x03\x00\x09a" + b"\xd0\x00" * 8, id="topic-into-the-next-packet"),
     pytest.param(b"\x30\x06\x00\x01a\x05\x01\x00", id="properties-past-the-packet"),
     pytest.param(b"\x70\x00", id="unknown-packet-type"),
 ])
@@ -273,3 +275,22 @@ def test_a_broker_sending_garbage_is_dropped_and_the_consumer_reconnects(
     finally:
         consumer.stop()
         fake.close()
+
+
+def test_a_broker_that_stops_answering_is_left_after_the_keepalive_and_reconnected(
+    db: Database, ingest: IngestService, tmp_path: Path
+) -> None:
+    ca = FleetCA(tmp_path)
+    silent = _GarbageBroker(ca, b"")  # accepts, then never answers a ping
+    service = ca.issue("fleetguard-service")
+    consumer = MqttConsumer(ingest, MqttSettings(
+        host="127.0.0.1", port=silent.port, ca_file=ca.ca_file, cert_file=service.cert,
+        key_file=service.key, keepalive_s=1, reconnect_min_s=0, reconnect_max_s=0,
+    ))
+    consumer.start()
+    try:
+        assert _wait(lambda: silent.connections >= 2, 10)
+        assert consumer.stats.connects >= 2
+    finally:
+        consumer.stop()
+        silent.close()

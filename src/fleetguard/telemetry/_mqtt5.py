@@ -455,7 +455,12 @@ class Mqtt5Session:
         qos = (first >> 1) & 0x3
         if qos > 1:
             raise ProtocolError("QoS 2 delivered on a QoS 1 subscription")
+        # The buffer may hold the next packets too: every field is checked against ``stop``.
+        if at + 2 > stop:
+            raise ProtocolError("PUBLISH without a topic")
         size = data[at] << 8 | data[at + 1]
+        if at + 2 + size + (2 if qos else 0) > stop:
+            raise ProtocolError("PUBLISH topic runs past the packet")
         topic = data[at + 2:at + 2 + size].decode("utf-8", "replace")
         at += 2 + size
         packet_id = 0
