@@ -86,38 +86,62 @@ def test_concurrent_enrollments_each_get_their_own_answer(
     assert retry[0].status_code == 201
 
 
-def test_an_enrollment_waits_off_the_event_loop_while_another_thread_writes(
-    device_app: FastAPI, sqlite_db: Database, fleet_ca: FleetCA
-) -> None:
-    device_id, token = _token(sqlite_db, fleet_ca)
-    assert sqlite_db.write_lock is not None
+def _enroll_while_another_thread_writes(
+    app: FastAPI, db: Database, *bodies: dict[str, str]
+) -> tuple[list[httpx.Response], dict[str, bool]]:
+    """Post while a writer thread holds the SQLite writer lock; the loop lets it go once
+    every request is under way. Says whether the loop released the writer (a loop blocked
+    on the lock could not) and whether the requests were still pending then."""
+    lock = db.write_lock
+    assert lock is not None
     holding, release = threading.Event(), threading.Event()
     outcome: dict[str, bool] = {}
 
     def writer() -> None:
-        with sqlite_db.write_lock:  # type: ignore[union-attr]
+        with lock:
             holding.set()
-            # Released by the test's event loop; the timeout only keeps a blocked loop
-            # from hanging the test.
+            # The timeout only keeps a blocked loop from hanging the test.
             outcome["released_by_loop"] = release.wait(timeout=30)
 
     thread = threading.Thread(target=writer)
     thread.start()
     holding.wait()
 
-    async def run() -> httpx.Response:
-        transport = httpx.ASGITransport(app=device_app)
+    async def run() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="https://device") as client:
-            pending = asyncio.create_task(
-                client.post("/v1/enroll", json={"token": token, "csr": _csr()}))
+            pending = [asyncio.create_task(client.post("/v1/enroll", json=b)) for b in bodies]
             for _ in range(50):  # the loop keeps running other work meanwhile
                 await asyncio.sleep(0)
-            outcome["pending_while_held"] = not pending.done()
+            outcome["pending_while_held"] = not any(task.done() for task in pending)
             release.set()
-            return await pending
+            return list(await asyncio.gather(*pending))
 
-    response = asyncio.run(run())
-    thread.join()
+    try:
+        responses = asyncio.run(run())
+    finally:
+        release.set()
+        thread.join()
+    return responses, outcome
+
+
+def test_an_enrollment_waits_off_the_event_loop_while_another_thread_writes(
+    device_app: FastAPI, sqlite_db: Database, fleet_ca: FleetCA
+) -> None:
+    device_id, token = _token(sqlite_db, fleet_ca)
+    responses, outcome = _enroll_while_another_thread_writes(
+        device_app, sqlite_db, {"token": token, "csr": _csr()})
     assert outcome == {"released_by_loop": True, "pending_while_held": True}
-    assert response.status_code == 201
-    assert response.json()["device_id"] == device_id
+    assert responses[0].status_code == 201
+    assert responses[0].json()["device_id"] == device_id
+
+
+def test_the_app_queues_enrollments_in_one_event_loop_after_another(
+    device_app: FastAPI, sqlite_db: Database, fleet_ca: FleetCA
+) -> None:
+    # Test clients and restarted servers bring a new loop to the same app.
+    for _ in range(2):
+        tokens = [_token(sqlite_db, fleet_ca)[1] for _ in range(3)]
+        responses, _ = _enroll_while_another_thread_writes(
+            device_app, sqlite_db, *({"token": t, "csr": _csr()} for t in tokens))
+        assert [r.status_code for r in responses] == [201, 201, 201]

@@ -138,13 +138,22 @@ class ShortWrites:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._turn = asyncio.Lock()
+
+    def _turn_here(self) -> asyncio.Lock:
+        # An asyncio lock belongs to one loop; a test client or a restarted server brings
+        # a new one to the same app.
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop, self._turn = loop, asyncio.Lock()
+        return self._turn
 
     async def run(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         lock = self._db.write_lock
         if lock is None:
             return await run_in_threadpool(work, *args, **kwargs)
-        async with self._turn:
+        async with self._turn_here():
             if lock.acquire_if_free():
                 try:
                     return work(*args, **kwargs)
