@@ -39,11 +39,23 @@ def _token(db: Database, ca: FleetCA) -> tuple[str, str]:
     return device.id, token
 
 
-@pytest.fixture
-def device_app(sqlite_db: Database, fleet_ca: FleetCA) -> Iterator[FastAPI]:
-    ingest = IngestService(sqlite_db)
-    yield create_device_app(sqlite_db, fleet_ca, ingest=ingest)
+def _app(db: Database, ca: FleetCA) -> Iterator[FastAPI]:
+    ingest = IngestService(db)
+    app = create_device_app(db, ca, ingest=ingest)
+    yield app
+    app.state.device_ctx.short_writes.close()
     ingest.stop()
+
+
+@pytest.fixture
+def device_app(db: Database, fleet_ca: FleetCA) -> Iterator[FastAPI]:
+    """On SQLite and on PostgreSQL."""
+    yield from _app(db, fleet_ca)
+
+
+@pytest.fixture
+def sqlite_device_app(sqlite_db: Database, fleet_ca: FleetCA) -> Iterator[FastAPI]:
+    yield from _app(sqlite_db, fleet_ca)
 
 
 def _enroll(app: FastAPI, *bodies: dict[str, str]) -> list[httpx.Response]:
@@ -56,23 +68,23 @@ def _enroll(app: FastAPI, *bodies: dict[str, str]) -> list[httpx.Response]:
 
 
 def test_a_token_enrolls_once_and_activates_the_device(
-    device_app: FastAPI, sqlite_db: Database, fleet_ca: FleetCA
+    device_app: FastAPI, db: Database, fleet_ca: FleetCA
 ) -> None:
-    device_id, token = _token(sqlite_db, fleet_ca)
+    device_id, token = _token(db, fleet_ca)
     first = _enroll(device_app, {"token": token, "csr": _csr()})
     again = _enroll(device_app, {"token": token, "csr": _csr()})
     assert first[0].status_code == 201
     assert first[0].json()["device_id"] == device_id
     assert again[0].status_code == 401
     assert again[0].json()["error"]["code"] == "enrollment_token_invalid"
-    with sqlite_db.read_session() as session:
+    with db.read_session() as session:
         assert registry.get_device(session, device_id).state is DeviceState.ACTIVE
 
 
 def test_concurrent_enrollments_each_get_their_own_answer(
-    device_app: FastAPI, sqlite_db: Database, fleet_ca: FleetCA
+    device_app: FastAPI, db: Database, fleet_ca: FleetCA
 ) -> None:
-    tokens = [_token(sqlite_db, fleet_ca) for _ in range(5)]
+    tokens = [_token(db, fleet_ca) for _ in range(5)]
     bodies = [{"token": token, "csr": _csr()} for _, token in tokens]
     bodies[2]["csr"] = "not a CSR"
     responses = _enroll(device_app, *bodies)
@@ -126,22 +138,22 @@ def _enroll_while_another_thread_writes(
 
 
 def test_an_enrollment_waits_off_the_event_loop_while_another_thread_writes(
-    device_app: FastAPI, sqlite_db: Database, fleet_ca: FleetCA
+    sqlite_device_app: FastAPI, sqlite_db: Database, fleet_ca: FleetCA
 ) -> None:
     device_id, token = _token(sqlite_db, fleet_ca)
     responses, outcome = _enroll_while_another_thread_writes(
-        device_app, sqlite_db, {"token": token, "csr": _csr()})
+        sqlite_device_app, sqlite_db, {"token": token, "csr": _csr()})
     assert outcome == {"released_by_loop": True, "pending_while_held": True}
     assert responses[0].status_code == 201
     assert responses[0].json()["device_id"] == device_id
 
 
 def test_the_app_queues_enrollments_in_one_event_loop_after_another(
-    device_app: FastAPI, sqlite_db: Database, fleet_ca: FleetCA
+    sqlite_device_app: FastAPI, sqlite_db: Database, fleet_ca: FleetCA
 ) -> None:
     # Test clients and restarted servers bring a new loop to the same app.
     for _ in range(2):
         tokens = [_token(sqlite_db, fleet_ca)[1] for _ in range(3)]
         responses, _ = _enroll_while_another_thread_writes(
-            device_app, sqlite_db, *({"token": t, "csr": _csr()} for t in tokens))
+            sqlite_device_app, sqlite_db, *({"token": t, "csr": _csr()} for t in tokens))
         assert [r.status_code for r in responses] == [201, 201, 201]
