@@ -127,3 +127,18 @@ def test_registered_device_ids_names_only_devices_the_registry_holds(db: Databas
     with db.read_session() as session:
         found = registry.registered_device_ids(session, [*known, stranger, known[0]])
     assert found == set(known)
+
+
+def test_a_csv_row_with_more_fields_than_the_header_is_refused_by_line(db: Database) -> None:
+    text = "name,vendor,labels\nok,Acme,site=a\ncam,Acme, Inc,site=b\n"
+    with pytest.raises(ValidationFailedError) as caught, db.session() as session:
+        registry.import_devices_csv(session, text, actor="t")
+    assert caught.value.message.startswith("line 3: more fields than the header's 3")
+    with db.read_session() as session:  # all rows or none
+        assert registry.list_devices(session, DeviceFilter(search="ok")).devices == []
+
+
+def test_a_bad_label_in_a_csv_row_is_named_once_with_its_line(db: Database) -> None:
+    with pytest.raises(ValidationFailedError) as caught, db.session() as session:
+        registry.import_devices_csv(session, "name,labels\ncam,site\n", actor="t")
+    assert caught.value.message == "line 2: label 'site' is not key=value"

@@ -14,6 +14,7 @@ from fleetguard.api.middleware import (
     SecurityHeadersMiddleware,
 )
 from fleetguard.api.routers import audit, auth, devices, operators, scans, system, tokens
+from fleetguard.api.routers.devices import IMPORT_PATH, MAX_CSV_BYTES
 from fleetguard.core.config import Settings
 from fleetguard.dashboard import install_dashboard
 from fleetguard.keys import MasterKey, load_master_key
@@ -56,5 +57,5 @@ def create_app(
     install_dashboard(app)
     app.add_middleware(AccessLogMiddleware, metrics=metrics)
     app.add_middleware(SecurityHeadersMiddleware, hsts=tls)
-    app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(BodyLimitMiddleware, larger={IMPORT_PATH: MAX_CSV_BYTES})
     return app

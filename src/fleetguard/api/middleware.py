@@ -34,23 +34,27 @@ async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
 class BodyLimitMiddleware:
     """Refuse bodies over the limit with 413, by header and while streaming."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES,
+                 larger: dict[str, int] | None = None) -> None:
+        """``larger``: exact paths allowed a bigger body (the route checks it again)."""
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = dict(larger or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.larger.get(scope.get("path", ""), self.max_bytes)
         too_large = {"error": {"code": "payload_too_large",
-                               "message": f"request body over {self.max_bytes} bytes"}}
+                               "message": f"request body over {limit} bytes"}}
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = -1
-                if declared < 0 or declared > self.max_bytes:
+                if declared < 0 or declared > limit:
                     await _send_json(send, 413 if declared > 0 else 400, too_large)
                     return
         if any(name == b"content-length" for name, _ in scope.get("headers", [])):
@@ -64,7 +68,7 @@ class BodyLimitMiddleware:
                 await self.app(scope, receive, send)
                 return
             body += message.get("body", b"")
-            if len(body) > self.max_bytes:
+            if len(body) > limit:
                 await _send_json(send, 413, too_large)
                 return
             if not message.get("more_body", False):

@@ -449,13 +449,12 @@ def _labels_to_text(labels: dict[str, str]) -> str:
     return ";".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
-def _labels_from_text(text: str, line: int) -> dict[str, str]:
+def _labels_from_text(text: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for part in filter(None, (p.strip() for p in text.split(";"))):
         key, sep, value = part.partition("=")
         if not sep:
-            raise ValidationFailedError(f"line {line}: label {part!r} is not key=value",
-                                        field="labels")
+            raise ValidationFailedError(f"label {part!r} is not key=value", field="labels")
         out[key.strip()] = value.strip()
     return out
 
@@ -496,12 +495,16 @@ def import_devices_csv(session: Session, text: str, *, actor: str) -> int:
     for line, record in enumerate(reader, start=2):
         if count >= MAX_CSV_ROWS:
             raise ValidationFailedError(f"at most {MAX_CSV_ROWS} rows per import", field="csv")
+        if None in record:  # csv.DictReader files a row's extra fields under None
+            raise ValidationFailedError(
+                f"line {line}: more fields than the header's {len(reader.fieldnames)}"
+                " (a value with a comma must be quoted)", field="csv")
         try:
             register_device(
                 session, name=record.get("name") or "", actor=actor,
                 serial=record.get("serial"), hardware_model=record.get("hardware_model"),
                 vendor=record.get("vendor"), firmware_version=record.get("firmware_version"),
-                labels=_labels_from_text(record.get("labels") or "", line),
+                labels=_labels_from_text(record.get("labels") or ""),
                 device_id=record.get("id") or None,
             )
         except (ValidationFailedError, DeviceExistsError) as exc:
