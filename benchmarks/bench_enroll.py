@@ -3,7 +3,10 @@
 Each enrollment is a full device request: TLS to the device endpoint, token lookup and
 consumption, CSR parsing and proof of possession, key-uniqueness check, signing, the
 certificate row, the device's state change and two audit entries, all committed.
-In the same run, the ceiling: the same CA signing the same kind of CSRs in-process.
+In the same run, the ceiling: the same CA signing the same kind of CSRs in-process; and,
+after the enrollments, the HTTP stack's floor: a trivial GET (the CA bundle) on the same
+server for 3 s, with its server CPU per request. `--profile FILE` records the server with
+py-spy (`--gil`, raw format) while it enrolls.
 
     python benchmarks/bench_enroll.py [--count 2000] [--clients 8] [--device-workers 1]
                                       [--db sqlite|postgresql] [--profile FILE]
