@@ -36,7 +36,80 @@ REPORT_COLUMNS = (
     "new_executables", "process_count", "uptime_s",
 )
 ReportRow = tuple[Any, ...]
-Snapshot = tuple[list[ListeningSocket], list[Connection]]
+# A device's listening sockets and connections as stored (JSON, ``exclude_none``).
+Snapshot = tuple[str, str]
+_Executable = tuple[str, str | None, int | None, int | None]  # path, sha256, size, pid
+
+
+@dataclass(frozen=True, slots=True)
+class ReportFacts:
+    """What storing a report needs, taken from it as soon as it is validated.
+
+    Ingestion holds reports while the writer works; a validated model of a gateway's
+    report is about 150 objects for the collector to walk, this a handful. The socket
+    lists are serialized here once, and compared as text with what the device's row holds.
+    """
+
+    seq: int
+    boot_id: str
+    collected_at_ms: int
+    period_start_ms: int
+    agent_version: str | None
+    counters: dict[str, int]
+    has_net: bool
+    # REPORT_COLUMNS from cpu_percent on, except the counter deltas
+    cpu_percent: float
+    load_1: float
+    memory_used_percent: float | None
+    disk_used_percent: float | None
+    connections: float
+    remote_peers: float
+    listening_ports: float
+    auth_failures: float | None
+    new_executable_count: float
+    process_count: float
+    uptime_s: float
+    snapshot: Snapshot
+    new_executables: tuple[_Executable, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatFacts:
+    agent_version: str | None
+
+
+def report_facts(report: TelemetryReport) -> ReportFacts:
+    total = report.memory_total_bytes
+    memory = (
+        100.0 * (total - min(report.memory_available_bytes, total)) / total if total else None
+    )
+    disk = max(
+        (100.0 * d.used_bytes / d.total_bytes for d in report.disks if d.total_bytes),
+        default=None,
+    )
+    return ReportFacts(
+        seq=report.seq, boot_id=report.boot_id, collected_at_ms=report.collected_at_ms,
+        period_start_ms=report.period_start_ms, agent_version=report.agent_version,
+        counters=_cumulative(report), has_net=report.net is not None,
+        cpu_percent=report.cpu_percent, load_1=report.load_1, memory_used_percent=memory,
+        disk_used_percent=disk,
+        connections=float(len(report.connections) + report.connections_omitted),
+        remote_peers=float(len({c.remote_address for c in report.connections})),
+        listening_ports=float(len(report.listening) + report.listening_omitted),
+        auth_failures=_f(report.auth_failures),
+        new_executable_count=float(len(report.new_executables)),
+        process_count=float(report.process_count), uptime_s=report.uptime_s,
+        snapshot=(_LISTENING.dump_json(report.listening, exclude_none=True).decode(),
+                  _CONNECTIONS.dump_json(report.connections, exclude_none=True).decode()),
+        new_executables=tuple((e.path, e.sha256, e.size_bytes, e.pid)
+                              for e in report.new_executables),
+    )
+
+
+def message_facts(message: TelemetryReport | Heartbeat) -> ReportFacts | HeartbeatFacts:
+    if isinstance(message, Heartbeat):
+        return HeartbeatFacts(message.agent_version)
+    return report_facts(message)
 
 
 def boot_key(boot_id: str) -> int:
@@ -74,7 +147,7 @@ class DeviceState:
 @dataclass(slots=True)
 class Item:
     device_id: str
-    message: TelemetryReport | Heartbeat
+    message: ReportFacts | HeartbeatFacts
     received_ms: int
     submitted: float  # time.perf_counter() at submit
     on_stored: Callable[[], None] | None = None
@@ -85,7 +158,7 @@ class Plan:
     report_rows: list[ReportRow] = field(default_factory=list)
     states: dict[str, DeviceState] = field(default_factory=dict)
     # device -> (latest report, its ts, whether its socket lists differ from the row's)
-    snapshots: dict[str, tuple[TelemetryReport, int, bool]] = field(default_factory=dict)
+    snapshots: dict[str, tuple[ReportFacts, int, bool]] = field(default_factory=dict)
     executables_changed: set[str] = field(default_factory=set)
     duplicates: int = 0
     expired: int = 0
@@ -112,7 +185,7 @@ def plan_batch(
             state = plan.states[item.device_id] = base.copy()
         state.last_seen_ms = max(state.last_seen_ms, item.received_ms)
         message = item.message
-        if isinstance(message, Heartbeat):
+        if isinstance(message, HeartbeatFacts):
             state.agent_version = message.agent_version
             continue
         ts = message.collected_at_ms
@@ -130,7 +203,7 @@ def plan_batch(
         if same_boot and message.seq == state.last_seq:
             plan.duplicates += 1
             continue
-        counters = _cumulative(message)
+        counters = message.counters
         if not newer:  # late, out of order: stored (deduped by the key), no deltas
             plan.report_rows.append(_row(state.key, message, ts, None))
             continue
@@ -164,10 +237,9 @@ def plan_batch(
         # Compared with what the row holds (not with an earlier report of this batch).
         state = plan.states[device_id]
         held = state.snapshot
-        changed = (held is None or held[0] != message.listening
-                   or held[1] != message.connections)
+        changed = held != message.snapshot
         plan.snapshots[device_id] = (message, ts, changed)
-        state.snapshot = (message.listening, message.connections)
+        state.snapshot = message.snapshot
     return plan
 
 
@@ -186,10 +258,7 @@ def device_update(plan: Plan, device_id: str, state: DeviceState) -> dict[str, A
         report, ts, changed = snapshot
         out["snapshot_ms"] = ts
         if changed:
-            out["listening"] = _LISTENING.dump_json(report.listening,
-                                                    exclude_none=True).decode()
-            out["connections"] = _CONNECTIONS.dump_json(report.connections,
-                                                        exclude_none=True).decode()
+            out["listening"], out["connections"] = report.snapshot
     return out
 
 
@@ -228,18 +297,10 @@ def _cumulative(report: TelemetryReport) -> dict[str, int]:
 
 
 def _row(
-    key: int, report: TelemetryReport, ts: int, deltas: dict[str, int | None] | None
+    key: int, report: ReportFacts, ts: int, deltas: dict[str, int | None] | None
 ) -> ReportRow:
-    total = report.memory_total_bytes
-    memory = (
-        100.0 * (total - min(report.memory_available_bytes, total)) / total if total else None
-    )
-    disk = max(
-        (100.0 * d.used_bytes / d.total_bytes for d in report.disks if d.total_bytes),
-        default=None,
-    )
     d = deltas or {}
-    net = report.net is not None
+    net = report.has_net
     return (
         key,
         boot_key(report.boot_id),
@@ -247,20 +308,20 @@ def _row(
         ts,
         report.cpu_percent,
         report.load_1,
-        memory,
-        disk,
+        report.memory_used_percent,
+        report.disk_used_percent,
         _f(d.get("bytes_in")),
         _f(d.get("bytes_out")),
         _f(d.get("packets_in")),
         _f(d.get("packets_out")),
         _f(d.get("tcp_attempts")) if net else None,
         _f(d.get("tcp_attempt_fails")) if net else None,
-        float(len(report.connections) + report.connections_omitted),
-        float(len({c.remote_address for c in report.connections})),
-        float(len(report.listening) + report.listening_omitted),
-        _f(report.auth_failures),
-        float(len(report.new_executables)),
-        float(report.process_count),
+        report.connections,
+        report.remote_peers,
+        report.listening_ports,
+        report.auth_failures,
+        report.new_executable_count,
+        report.process_count,
         report.uptime_s,
     )
 
@@ -270,10 +331,10 @@ def _f(value: int | None) -> float | None:
 
 
 def _merge_executables(
-    recent: list[dict[str, Any]], report: TelemetryReport, ts: int
+    recent: list[dict[str, Any]], report: ReportFacts, ts: int
 ) -> list[dict[str, Any]]:
-    fresh = [_executable(exe.path, exe.sha256, exe.size_bytes, exe.pid, ts)
-             for exe in report.new_executables]
+    fresh = [_executable(path, sha256, size, pid, ts)
+             for path, sha256, size, pid in report.new_executables]
     keys = {(e["path"], e.get("sha256")) for e in fresh}
     kept = [e for e in recent if (e.get("path"), e.get("sha256")) not in keys]
     return [*kept, *fresh][-MAX_RECENT_EXECUTABLES:]

@@ -70,7 +70,7 @@ from fleetguard.store.tables import (
     TelemetryReportRow,
     TelemetryRollupRow,
 )
-from fleetguard.telemetry._plan import DeviceState, Item, plan_batch
+from fleetguard.telemetry._plan import DeviceState, Item, message_facts, plan_batch
 from fleetguard.telemetry._store import add_rejections, dialect_insert, load_states, write_plan
 from fleetguard.telemetry.errors import IngestOverloadedError, IngestStoppedError
 from fleetguard.telemetry.models import (
@@ -301,7 +301,7 @@ class IngestService:
             self.record_rejection(device_id, exc.reason)
             raise
         assert isinstance(message, TelemetryReport | Heartbeat)
-        item = Item(device_id, message, _ms(utcnow()), submitted, on_stored)
+        item = Item(device_id, message_facts(message), _ms(utcnow()), submitted, on_stored)
         self._put(item, timeout)
         return message
 
