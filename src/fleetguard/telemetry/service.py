@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import re
 import threading
 import time
 import uuid
@@ -117,7 +118,12 @@ def _dt(millis: int) -> datetime:
     return datetime.fromtimestamp(millis / 1000, tz=UTC)
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _canonical(device_id: str) -> str:
+    if _CANONICAL_UUID.fullmatch(device_id):  # as str(UUID) writes it: the MQTT topics' form
+        return device_id
     return str(uuid.UUID(device_id))
 
 
