@@ -21,7 +21,9 @@ What keeps the writer cheap (measured by ``benchmarks/bench_ingest.py``):
   too. The sqlite3 module releases the GIL around every row it steps through; a decoding
   thread that is busy would then keep the GIL for a switch interval (5 ms) each time, and
   a batch of 2,000 rows took seconds. Pausing decoding for the few milliseconds of a
-  transaction costs little, since the two share one GIL anyway.
+  transaction costs little, since the two share one GIL anyway. SQLite only: on
+  PostgreSQL a batch is a few statements, and while the writer waits on the server
+  (GIL released) decoding goes on (end to end 7,272 -> 8,201-9,126 reports/s).
 
 A full queue pushes back on the caller (``IngestOverloadedError``, or blocking for the
 MQTT consumer) rather than dropping accepted data. ``on_stored`` tells a caller when its
@@ -36,6 +38,7 @@ The same thread runs the upkeep when it is due: :func:`sweep_offline` and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -467,7 +470,8 @@ class IngestService:
     ) -> None:
         now_ms = _ms(utcnow())
         default_ms = int(self.offline.default_interval.total_seconds() * 1000)
-        with self._gate, self.db.session() as session:
+        gate = self._gate if self.db.engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        with gate, self.db.session() as session:
             cache = self._cache if self._exclusive else {}
             known = {i.device_id: cache[i.device_id] for i in items if i.device_id in cache}
             missing = {i.device_id for i in items} - known.keys()
