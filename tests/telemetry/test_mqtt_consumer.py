@@ -294,3 +294,28 @@ def test_a_broker_that_stops_answering_is_left_after_the_keepalive_and_reconnect
     finally:
         consumer.stop()
         silent.close()
+
+
+def test_a_backlog_larger_than_one_read_is_taken_whole(
+    db: Database, ingest: IngestService, tmp_path: Path
+) -> None:
+    """Four megabytes arrive at once: the session reads at most a packet and a little more
+    before handling what it has, and still takes every message."""
+    ca = FleetCA(tmp_path)
+    topic = b"fg/d/00000000-0000-4000-8000-000000000001/telemetry"
+    payload = b"{" + b" " * 1000 + b"}"
+    body = len(topic).to_bytes(2, "big") + topic + b"\x00" + payload  # QoS 0, no properties
+    packet = b"\x30" + bytes([len(body) & 0x7F | 0x80, len(body) >> 7]) + body
+    flood = _GarbageBroker(ca, packet * 4000)
+    service = ca.issue("fleetguard-service")
+    consumer = MqttConsumer(ingest, MqttSettings(
+        host="127.0.0.1", port=flood.port, ca_file=ca.ca_file, cert_file=service.cert,
+        key_file=service.key, reconnect_min_s=5, reconnect_max_s=5,
+    ))
+    consumer.start()
+    try:
+        assert _wait(lambda: consumer.stats.received == 4000, 20), consumer.stats
+        assert consumer.stats.connects == 1 and consumer.stats.errors == 0
+    finally:
+        consumer.stop()
+        flood.close()

@@ -42,6 +42,7 @@ _PROPERTY_TYPES: dict[int, int] = {
     0x29: _BYTE, 0x2A: _BYTE,
 }
 _FIXED_SIZE = {_BYTE: 1, _TWO: 2, _FOUR: 4}
+_READ_AHEAD = 256 * 1024  # bytes read past a whole packet before the packets are handled
 
 
 class ProtocolError(ConnectionError):
@@ -348,6 +349,8 @@ class Mqtt5Session:
             while not self._stopping.is_set():
                 timeout = None if ping_every is None else max(
                     0.0, last_sent + ping_every - time.monotonic())
+                if sock.pending():  # decrypted bytes the kernel's socket no longer shows
+                    timeout = 0.0
                 events = selector.select(timeout)
                 now = time.monotonic()
                 for key, _ in events:
@@ -380,7 +383,9 @@ class Mqtt5Session:
 
     def _read_available(self, sock: ssl.SSLSocket, buffer: bytearray) -> bool:
         got = False
-        while True:
+        # Bounded: a broker that never pauses must not grow the buffer without end. The
+        # rest waits in the kernel or in the TLS layer (``pending``: see ``_serve``).
+        while len(buffer) < self.settings.maximum_packet_size + _READ_AHEAD:
             try:
                 data = sock.recv(262144)
             except (ssl.SSLWantReadError, BlockingIOError):
@@ -391,6 +396,7 @@ class Mqtt5Session:
                 raise ConnectionResetError("the broker closed the connection")
             buffer += data
             got = True
+        return got
 
     def _send(self, sock: ssl.SSLSocket, data: bytes) -> None:
         view = memoryview(data)
