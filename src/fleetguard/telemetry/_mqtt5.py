@@ -53,7 +53,7 @@ class RefusedError(ConnectionError):
     """The broker refused the connection or a subscription (a reason code >= 0x80)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Publish:
     topic: str
     payload: bytes

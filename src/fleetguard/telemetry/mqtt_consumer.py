@@ -43,6 +43,7 @@ from pathlib import Path
 
 from fleetguard.protocol import (
     ContentType,
+    MessageKind,
     MessageRejectedError,
     TopicKind,
     parse_topic,
@@ -55,6 +56,7 @@ from fleetguard.telemetry.service import IngestService
 log = logging.getLogger("fleetguard.telemetry.mqtt")
 
 SESSION_EXPIRY_S = 24 * 3600
+_TOPICS_REMEMBERED = 100_000  # past this the memo starts over
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,8 @@ class MqttConsumer:
         self.ingest = ingest
         self.settings = settings
         self._stats = ConsumerStats()  # written by the session's thread only
+        # topic -> (device id, kind): a device's topics come back with every message
+        self._topics_seen: dict[str, tuple[str, MessageKind]] = {}
         self._connected = threading.Event()
         self._thread: threading.Thread | None = None
         self._session = Mqtt5Session(
@@ -165,24 +169,31 @@ class MqttConsumer:
     def _handle(self, message: Publish, generation: int) -> None:
         self._stats.received += 1
         ack = self._acker(message.packet_id, generation)
-        try:
-            parsed = parse_topic(message.topic)
-        except MessageRejectedError as exc:
-            self._count(exc.reason.value, bad_topic=True)
-            ack()
-            return
+        known = self._topics_seen.get(message.topic)
+        if known is None:
+            try:
+                parsed = parse_topic(message.topic)
+            except MessageRejectedError as exc:
+                self._count(exc.reason.value, bad_topic=True)
+                ack()
+                return
+            known = (str(parsed.device_id), parsed.message_kind)
+            if len(self._topics_seen) >= _TOPICS_REMEMBERED:
+                self._topics_seen.clear()
+            self._topics_seen[message.topic] = known
+        device_id, kind = known
         payload = message.payload
         content_type = message.content_type or _sniff_content_type(payload)
         try:
-            self.ingest.submit(str(parsed.device_id), parsed.message_kind, payload,
-                               content_type, timeout=None, on_stored=ack)
+            self.ingest.submit(device_id, kind, payload, content_type, timeout=None,
+                               on_stored=ack)
         except MessageRejectedError as exc:
             self._count(exc.reason.value)
             ack()
             return
         except IngestStoppedError:  # not acknowledged: the broker keeps it for next time
             log.warning("ingestion stopped; leaving a message of %s with the broker",
-                        parsed.device_id)
+                        device_id)
             return
         self._stats.accepted += 1
 
