@@ -217,5 +217,7 @@ def _nothing() -> None:
 
 def _sniff_content_type(payload: bytes) -> str:
     """No MQTT 5 content type (an MQTT 3.1.1 device): a JSON message is an object."""
-    head = payload.lstrip(b" \t\r\n")[:1]
+    head = payload[:1]
+    if head in b" \t\r\n" and head:  # leading whitespace is rare: only then strip (a copy)
+        head = payload.lstrip(b" \t\r\n")[:1]
     return ContentType.JSON.value if head == b"{" else ContentType.CBOR.value

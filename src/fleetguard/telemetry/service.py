@@ -55,7 +55,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from fleetguard.auditlog import append_audit_entry
-from fleetguard.core.clock import utcnow
+from fleetguard.core.clock import now_ms, utcnow
 from fleetguard.core.errors import DependencyError
 from fleetguard.protocol import (
     ContentType,
@@ -310,7 +310,7 @@ class IngestService:
             self.record_rejection(device_id, exc.reason)
             raise
         assert isinstance(message, TelemetryReport | Heartbeat)
-        item = Item(device_id, message_facts(message), _ms(utcnow()), submitted, on_stored)
+        item = Item(device_id, message_facts(message), now_ms(), submitted, on_stored)
         self._put(item, timeout)
         return message
 
