@@ -14,6 +14,12 @@ import ssl
 import struct
 from collections.abc import Callable
 
+from fleetguard.protocol.mqtt_wire import (
+    MalformedVariableIntError,
+    decode_varint,
+    packet,
+    utf8_field,
+)
 from fleetguard.sim._tls import TlsClientProtocol
 
 _CONNECT, _CONNACK, _PUBLISH, _PUBACK = 0x10, 0x20, 0x30, 0x40
@@ -22,24 +28,6 @@ _SUBSCRIBE, _SUBACK, _PINGREQ, _PINGRESP, _DISCONNECT = 0x82, 0x90, 0xC0, 0xD0, 
 
 class MqttError(ConnectionError):
     pass
-
-
-def _remaining_length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _utf8(text: str) -> bytes:
-    raw = text.encode()
-    return struct.pack("!H", len(raw)) + raw
-
-
-def _packet(header: int, body: bytes) -> bytes:
-    return bytes([header]) + _remaining_length(len(body)) + body
 
 
 class MiniMqttClient(TlsClientProtocol):
@@ -84,8 +72,8 @@ class MiniMqttClient(TlsClientProtocol):
 
     async def _mqtt_connect(self) -> int:
         self._connack = asyncio.get_running_loop().create_future()
-        body = _utf8("MQTT") + bytes([4, 0x02]) + struct.pack("!H", self._keepalive)
-        self.send(_packet(_CONNECT, body + _utf8(self._client_id)))
+        body = utf8_field("MQTT") + bytes([4, 0x02]) + struct.pack("!H", self._keepalive)
+        self.send(packet(_CONNECT, body + utf8_field(self._client_id)))
         code = await self._connack
         self._schedule_ping()
         return code
@@ -113,7 +101,7 @@ class MiniMqttClient(TlsClientProtocol):
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waiting[packet_id] = future
         try:
-            self.send(_packet(_PUBLISH | 0x02, _utf8(topic) + struct.pack("!H", packet_id)
+            self.send(packet(_PUBLISH | 0x02, utf8_field(topic) + struct.pack("!H", packet_id)
                               + payload))
             async with asyncio.timeout(timeout_s):
                 await future
@@ -125,7 +113,8 @@ class MiniMqttClient(TlsClientProtocol):
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waiting[packet_id] = future
         try:
-            self.send(_packet(_SUBSCRIBE, struct.pack("!H", packet_id) + _utf8(topic) + b"\x01"))
+            self.send(packet(_SUBSCRIBE,
+                             struct.pack("!H", packet_id) + utf8_field(topic) + b"\x01"))
             async with asyncio.timeout(timeout_s):
                 granted = await future
         finally:
@@ -145,27 +134,21 @@ class MiniMqttClient(TlsClientProtocol):
     def plaintext_received(self, data: bytes) -> None:
         self._buffer += data
         while True:
-            packet = self._take_packet()
-            if packet is None:
+            taken = self._take_packet()
+            if taken is None:
                 return
-            self._handle(*packet)
+            self._handle(*taken)
 
     def _take_packet(self) -> tuple[int, bytes] | None:
         buf = self._buffer
-        if len(buf) < 2:
+        try:
+            found = decode_varint(buf, 1, len(buf))
+        except MalformedVariableIntError:
+            self.close()
             return None
-        length, multiplier, index = 0, 1, 1
-        while True:
-            if index >= len(buf) or index > 4:
-                if index > 4:
-                    self.close()
-                return None
-            byte = buf[index]
-            length += (byte & 0x7F) * multiplier
-            multiplier *= 128
-            index += 1
-            if not byte & 0x80:
-                break
+        if found is None:
+            return None
+        length, index = found
         if len(buf) < index + length:
             return None
         header, body = buf[0], bytes(buf[index:index + length])

@@ -24,6 +24,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from fleetguard.protocol.mqtt_wire import (
+    MalformedVariableIntError,
+    decode_varint,
+    encode_varint,
+    packet,
+    utf8_field,
+)
+
 log = logging.getLogger("fleetguard.telemetry.mqtt")
 
 _CONNECT, _CONNACK, _PUBLISH, _PUBACK = 1, 2, 3, 4
@@ -76,33 +84,19 @@ class SessionSettings:
     connect_timeout_s: float = 15.0
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
+def _varint_at(data: bytes | bytearray, at: int, end: int) -> tuple[int, int] | None:
+    try:
+        return decode_varint(data, at, end)
+    except MalformedVariableIntError as exc:
+        raise ProtocolError(str(exc)) from None
 
 
-def _utf8(text: str) -> bytes:
-    raw = text.encode()
-    return struct.pack("!H", len(raw)) + raw
-
-
-def _packet(kind: int, flags: int, body: bytes) -> bytes:
-    return bytes([kind << 4 | flags]) + _varint(len(body)) + body
-
-
-def _read_varint(data: bytes | bytearray | memoryview, at: int, end: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    for i in range(at, min(at + 4, end)):
-        byte = data[i]
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, i + 1
-        shift += 7
-    raise ProtocolError("malformed variable byte integer")
+def _read_varint(data: bytes | bytearray, at: int, end: int) -> tuple[int, int]:
+    """A variable byte integer that must end before ``end``."""
+    found = _varint_at(data, at, end)
+    if found is None:
+        raise ProtocolError("a variable byte integer runs past its field")
+    return found
 
 
 def _properties(data: bytes | bytearray, at: int, end: int) -> tuple[dict[int, object], int]:
@@ -296,13 +290,14 @@ class Mqtt5Session:
                  + struct.pack("!H", max(1, min(s.receive_maximum, 65535)))
                  + bytes([_PROP_MAXIMUM_PACKET_SIZE]) + struct.pack("!I", s.maximum_packet_size))
         # Protocol level 5; flags: no clean start (the broker keeps what was not acked).
-        head = _utf8("MQTT") + bytes([5, 0x00]) + struct.pack("!H", s.keepalive_s)
-        return _packet(_CONNECT, 0, head + _varint(len(props)) + props + _utf8(s.client_id))
+        head = utf8_field("MQTT") + bytes([5, 0x00]) + struct.pack("!H", s.keepalive_s)
+        return packet(_CONNECT << 4,
+                      head + encode_varint(len(props)) + props + utf8_field(s.client_id))
 
     def _subscribe_packet(self) -> bytes:
         # Packet id 1; options 0x01: QoS 1, local messages delivered, retain as published.
-        filters = b"".join(_utf8(topic) + b"\x01" for topic in self.topics)
-        return _packet(_SUBSCRIBE, 0x2, struct.pack("!H", 1) + b"\x00" + filters)
+        filters = b"".join(utf8_field(topic) + b"\x01" for topic in self.topics)
+        return packet(_SUBSCRIBE << 4 | 0x2, struct.pack("!H", 1) + b"\x00" + filters)
 
     def _read_packet_blocking(self, sock: ssl.SSLSocket, buffer: bytearray) -> tuple[int, bytes]:
         """(first byte, body) of the next packet, during the handshake (blocking socket)."""
@@ -317,14 +312,10 @@ class Mqtt5Session:
 
     def _split(self, buffer: bytearray) -> tuple[int, bytes] | None:
         """Take one whole packet off the front of ``buffer``, if there is one."""
-        if len(buffer) < 2:
+        found = _varint_at(buffer, 1, len(buffer))
+        if found is None:
             return None
-        try:
-            length, at = _read_varint(buffer, 1, len(buffer))
-        except ProtocolError:
-            if len(buffer) < 5:
-                return None
-            raise
+        length, at = found
         if length > self.settings.maximum_packet_size:
             raise ProtocolError(f"a packet of {length} bytes is over the maximum")
         if len(buffer) < at + length:
@@ -425,19 +416,10 @@ class Mqtt5Session:
         try:
             while end - at >= 2:
                 first = buffer[at]
-                # Remaining length: up to four bytes, 7 bits each.
-                length, shift, i = 0, 0, at + 1
-                while True:
-                    if i >= end:
-                        return
-                    byte = buffer[i]
-                    length |= (byte & 0x7F) << shift
-                    i += 1
-                    if not byte & 0x80:
-                        break
-                    shift += 7
-                    if shift > 21:
-                        raise ProtocolError("malformed remaining length")
+                found = _varint_at(buffer, at + 1, end)
+                if found is None:
+                    return
+                length, i = found
                 if length > self.settings.maximum_packet_size:
                     raise ProtocolError(f"a packet of {length} bytes is over the maximum")
                 stop = i + length
