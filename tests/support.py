@@ -1,4 +1,4 @@
-"""Helpers the tests share: strong passwords, TOTP codes, logging in through the API."""
+"""Helpers the tests share: strong passwords, TOTP codes, logging in through the API, CSRs."""
 
 from __future__ import annotations
 
@@ -6,6 +6,10 @@ import secrets
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlparse
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from fastapi.testclient import TestClient
 
 from fleetguard.operators import totp
@@ -58,3 +62,12 @@ def login_password_only(client: TestClient, username: str, password: str) -> Log
     assert r.status_code == 200, r.text
     assert r.json()["step"] == "done", r.text
     return LoggedIn(client, username, password, r.json()["csrf_token"])
+
+
+def csr_pem(common_name: str = "device") -> str:
+    """A P-256 certificate request for a fresh key (the key is not kept)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+           .sign(key, hashes.SHA256()))
+    return csr.public_bytes(serialization.Encoding.PEM).decode()

@@ -8,10 +8,6 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from fastapi import FastAPI
 
 from fleetguard.api.device_app import create_device_app
@@ -21,14 +17,7 @@ from fleetguard.registry import DeviceState
 from fleetguard.registry import service as registry
 from fleetguard.store import Database
 from fleetguard.telemetry import IngestService
-
-
-def _csr() -> str:
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cam")]))
-           .sign(key, hashes.SHA256()))
-    return csr.public_bytes(serialization.Encoding.PEM).decode()
+from tests.support import csr_pem
 
 
 def _token(db: Database, ca: FleetCA) -> tuple[str, str]:
@@ -71,8 +60,8 @@ def test_a_token_enrolls_once_and_activates_the_device(
     device_app: FastAPI, db: Database, fleet_ca: FleetCA
 ) -> None:
     device_id, token = _token(db, fleet_ca)
-    first = _enroll(device_app, {"token": token, "csr": _csr()})
-    again = _enroll(device_app, {"token": token, "csr": _csr()})
+    first = _enroll(device_app, {"token": token, "csr": csr_pem()})
+    again = _enroll(device_app, {"token": token, "csr": csr_pem()})
     assert first[0].status_code == 201
     assert first[0].json()["device_id"] == device_id
     assert again[0].status_code == 401
@@ -85,7 +74,7 @@ def test_concurrent_enrollments_each_get_their_own_answer(
     device_app: FastAPI, db: Database, fleet_ca: FleetCA
 ) -> None:
     tokens = [_token(db, fleet_ca) for _ in range(5)]
-    bodies = [{"token": token, "csr": _csr()} for _, token in tokens]
+    bodies = [{"token": token, "csr": csr_pem()} for _, token in tokens]
     bodies[2]["csr"] = "not a CSR"
     responses = _enroll(device_app, *bodies)
     assert [r.status_code for r in responses] == [201, 201, 400, 201, 201]
@@ -94,7 +83,7 @@ def test_concurrent_enrollments_each_get_their_own_answer(
         device_id for i, (device_id, _) in enumerate(tokens) if i != 2
     ]
     # The refused request consumed nothing: its token still enrolls.
-    retry = _enroll(device_app, {"token": tokens[2][1], "csr": _csr()})
+    retry = _enroll(device_app, {"token": tokens[2][1], "csr": csr_pem()})
     assert retry[0].status_code == 201
 
 
@@ -142,7 +131,7 @@ def test_an_enrollment_waits_off_the_event_loop_while_another_thread_writes(
 ) -> None:
     device_id, token = _token(sqlite_db, fleet_ca)
     responses, outcome = _enroll_while_another_thread_writes(
-        sqlite_device_app, sqlite_db, {"token": token, "csr": _csr()})
+        sqlite_device_app, sqlite_db, {"token": token, "csr": csr_pem()})
     assert outcome == {"released_by_loop": True, "pending_while_held": True}
     assert responses[0].status_code == 201
     assert responses[0].json()["device_id"] == device_id
@@ -155,5 +144,5 @@ def test_the_app_queues_enrollments_in_one_event_loop_after_another(
     for _ in range(2):
         tokens = [_token(sqlite_db, fleet_ca)[1] for _ in range(3)]
         responses, _ = _enroll_while_another_thread_writes(
-            sqlite_device_app, sqlite_db, *({"token": t, "csr": _csr()} for t in tokens))
+            sqlite_device_app, sqlite_db, *({"token": t, "csr": csr_pem()} for t in tokens))
         assert [r.status_code for r in responses] == [201, 201, 201]

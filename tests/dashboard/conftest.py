@@ -7,10 +7,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -24,7 +20,7 @@ from fleetguard.operators import service as operators
 from fleetguard.pki import FleetCA
 from fleetguard.registry import service as registry
 from fleetguard.store import Database
-from tests.support import code_for, strong_password
+from tests.support import code_for, csr_pem, strong_password
 
 HIDDEN = r'name="{}" value="([^"]*)"'
 
@@ -120,14 +116,6 @@ def browser_as(app: FastAPI, sqlite_db: Database) -> Iterator[Callable[[Role], B
         c.close()
 
 
-def _csr() -> str:
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = x509.CertificateSigningRequestBuilder().subject_name(
-        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "device")])
-    ).sign(key, hashes.SHA256())
-    return csr.public_bytes(serialization.Encoding.PEM).decode()
-
-
 @dataclass
 class EnrolledDevice:
     id: str
@@ -142,6 +130,6 @@ def enrolled_device(sqlite_db: Database, fleet_ca: FleetCA) -> EnrolledDevice:
         token, _ = identity.create_enrollment_token(s, fleet_ca, device_id=device.id,
                                                     actor="test")
     with sqlite_db.session() as s:
-        result = identity.enroll_with_token(s, fleet_ca, token=token, csr=_csr(),
+        result = identity.enroll_with_token(s, fleet_ca, token=token, csr=csr_pem(),
                                             source="127.0.0.1")
     return EnrolledDevice(device.id, result.serial_hex)

@@ -14,6 +14,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from fleetguard.core.clock import utcnow
 from fleetguard.protocol import encode_message
+from fleetguard.protocol.mqtt_wire import packet
 from fleetguard.store import Database
 from fleetguard.telemetry import IngestService, Metric, read_series, rejection_counts
 from fleetguard.telemetry.mqtt_consumer import MqttConsumer, MqttSettings
@@ -49,11 +50,13 @@ def _publish(client: mqtt.Client, topic: str, payload: bytes) -> None:
     assert info.is_published()
 
 
-def _consumer(ingest: IngestService, ca: FleetCA, broker: Broker) -> MqttConsumer:
+def _consumer(ingest: IngestService, ca: FleetCA, port: int, *, keepalive_s: int = 30,
+              reconnect_min_s: int = 1, reconnect_max_s: int = 2) -> MqttConsumer:
     service = ca.issue("fleetguard-service")
     return MqttConsumer(ingest, MqttSettings(
-        host="127.0.0.1", port=broker.port, ca_file=ca.ca_file, cert_file=service.cert,
-        key_file=service.key, reconnect_min_s=1, reconnect_max_s=2,
+        host="127.0.0.1", port=port, ca_file=ca.ca_file, cert_file=service.cert,
+        key_file=service.key, keepalive_s=keepalive_s, reconnect_min_s=reconnect_min_s,
+        reconnect_max_s=reconnect_max_s,
     ))
 
 
@@ -71,7 +74,7 @@ def test_consumer_ingests_good_telemetry_and_survives_bad_payloads(
 ) -> None:
     ca, broker = lab
     device = add_device(db)
-    consumer = _consumer(ingest, ca, broker)
+    consumer = _consumer(ingest, ca, broker.port)
     consumer.start()
     try:
         assert consumer.wait_connected(15)
@@ -105,7 +108,7 @@ def test_consumer_reconnects_after_a_broker_restart(
 ) -> None:
     ca, broker = lab
     device = add_device(db)
-    consumer = _consumer(ingest, ca, broker)
+    consumer = _consumer(ingest, ca, broker.port)
     consumer.start()
     try:
         assert consumer.wait_connected(15)
@@ -192,7 +195,7 @@ def test_qos0_telemetry_is_stored_without_an_acknowledgement(
 ) -> None:
     ca, broker = lab
     device = add_device(db)
-    consumer = _consumer(ingest, ca, broker)
+    consumer = _consumer(ingest, ca, broker.port)
     consumer.start()
     try:
         assert consumer.wait_connected(15)
@@ -210,17 +213,17 @@ def test_qos0_telemetry_is_stored_without_an_acknowledgement(
     assert cpu == [7.0]
 
 
-class _GarbageBroker:
-    """A TLS listener that answers CONNECT with a CONNACK and then bytes no broker sends."""
+class _ScriptedBroker:
+    """A TLS listener that answers CONNECT and SUBSCRIBE, then sends ``then`` and only reads."""
 
-    def __init__(self, ca: FleetCA, garbage: bytes) -> None:
+    def __init__(self, ca: FleetCA, then: bytes) -> None:
         import socket
         import threading
 
-        server = ca.issue("garbage-broker", server=True)
+        server = ca.issue("scripted-broker", server=True)
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(ca.ca_file))
         self.context.load_cert_chain(server.cert, server.key)
-        self.garbage = garbage
+        self.then = then
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.connections = 0
@@ -240,7 +243,7 @@ class _GarbageBroker:
                     conn.recv(65536)  # SUBSCRIBE
                     conn.sendall(b"\x90\x05\x00\x01\x00\x01\x01")  # SUBACK: both granted QoS 1
                     self.connections += 1
-                    conn.sendall(self.garbage)
+                    conn.sendall(self.then)
                     while conn.recv(65536):  # until the client hangs up (pings go unanswered)
                         pass
             except OSError:
@@ -262,12 +265,8 @@ def test_a_broker_sending_garbage_is_dropped_and_the_consumer_reconnects(
     db: Database, ingest: IngestService, tmp_path: Path, garbage: bytes
 ) -> None:
     ca = FleetCA(tmp_path)
-    fake = _GarbageBroker(ca, garbage)
-    service = ca.issue("fleetguard-service")
-    consumer = MqttConsumer(ingest, MqttSettings(
-        host="127.0.0.1", port=fake.port, ca_file=ca.ca_file, cert_file=service.cert,
-        key_file=service.key, reconnect_min_s=0, reconnect_max_s=0,
-    ))
+    fake = _ScriptedBroker(ca, garbage)
+    consumer = _consumer(ingest, ca, fake.port, reconnect_min_s=0, reconnect_max_s=0)
     consumer.start()
     try:
         assert _wait(lambda: fake.connections >= 3, 15)  # dropped each time, back each time
@@ -281,12 +280,9 @@ def test_a_broker_that_stops_answering_is_left_after_the_keepalive_and_reconnect
     db: Database, ingest: IngestService, tmp_path: Path
 ) -> None:
     ca = FleetCA(tmp_path)
-    silent = _GarbageBroker(ca, b"")  # accepts, then never answers a ping
-    service = ca.issue("fleetguard-service")
-    consumer = MqttConsumer(ingest, MqttSettings(
-        host="127.0.0.1", port=silent.port, ca_file=ca.ca_file, cert_file=service.cert,
-        key_file=service.key, keepalive_s=1, reconnect_min_s=0, reconnect_max_s=0,
-    ))
+    silent = _ScriptedBroker(ca, b"")  # accepts, then never answers a ping
+    consumer = _consumer(ingest, ca, silent.port, keepalive_s=1, reconnect_min_s=0,
+                         reconnect_max_s=0)
     consumer.start()
     try:
         assert _wait(lambda: silent.connections >= 2, 10)
@@ -305,13 +301,8 @@ def test_a_backlog_larger_than_one_read_is_taken_whole(
     topic = b"fg/d/00000000-0000-4000-8000-000000000001/telemetry"
     payload = b"{" + b" " * 1000 + b"}"
     body = len(topic).to_bytes(2, "big") + topic + b"\x00" + payload  # QoS 0, no properties
-    packet = b"\x30" + bytes([len(body) & 0x7F | 0x80, len(body) >> 7]) + body
-    flood = _GarbageBroker(ca, packet * 4000)
-    service = ca.issue("fleetguard-service")
-    consumer = MqttConsumer(ingest, MqttSettings(
-        host="127.0.0.1", port=flood.port, ca_file=ca.ca_file, cert_file=service.cert,
-        key_file=service.key, reconnect_min_s=5, reconnect_max_s=5,
-    ))
+    flood = _ScriptedBroker(ca, packet(0x30, body) * 4000)
+    consumer = _consumer(ingest, ca, flood.port, reconnect_min_s=5, reconnect_max_s=5)
     consumer.start()
     try:
         assert _wait(lambda: consumer.stats.received == 4000, 20), consumer.stats
