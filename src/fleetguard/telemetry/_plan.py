@@ -3,7 +3,7 @@
 Cheap by construction, for it runs in the one writer thread for every report: a report
 row is a tuple in :data:`REPORT_COLUMNS` order, and a device row update names only the
 columns that changed (the listening and connection lists, usually the same from one
-report to the next, are serialized only when they differ from what the row holds).
+report to the next, are written only when their text differs from what the row holds).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ What keeps the writer cheap (measured by ``benchmarks/bench_ingest.py``):
 
 * planning (``_plan``) is plain Python over the validated messages, the statements go
   to the driver without SQLAlchemy's per-row parameter handling (``_store``), and a
-  device's socket lists are serialized only when they differ from what its row holds;
+  device's socket lists are written only when they differ from what its row holds;
 * the *gate*: the writer holds it while it talks to the database, and decoding takes it
   too. The sqlite3 module releases the GIL around every row it steps through; a decoding
   thread that is busy would then keep the GIL for a switch interval (5 ms) each time, and
@@ -48,7 +48,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import delete, func, literal_column, select, update
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
@@ -171,8 +171,11 @@ class IngestService:
         self._cache: dict[str, DeviceState] = {}
         self._cache_limit = cache_devices
         self._lock = threading.Lock()
-        # Held by the writer while it talks to the database, and by decoding: see below.
+        # Held by the writer while it talks to the database, and by decoding: see the
+        # module docstring (SQLite only).
         self._gate = threading.Lock()
+        self._write_gate: contextlib.AbstractContextManager[Any] = (
+            self._gate if db.engine.dialect.name == "sqlite" else contextlib.nullcontext())
         self._progress = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -470,8 +473,7 @@ class IngestService:
     ) -> None:
         now_ms = _ms(utcnow())
         default_ms = int(self.offline.default_interval.total_seconds() * 1000)
-        gate = self._gate if self.db.engine.dialect.name == "sqlite" else contextlib.nullcontext()
-        with gate, self.db.session() as session:
+        with self._write_gate, self.db.session() as session:
             cache = self._cache if self._exclusive else {}
             known = {i.device_id: cache[i.device_id] for i in items if i.device_id in cache}
             missing = {i.device_id for i in items} - known.keys()
