@@ -174,13 +174,7 @@ class Mqtt5Session:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._sock: ssl.SSLSocket | None = None
         self.stale_acks = 0
-
-    @property
-    def generation(self) -> int:
-        """The current connection's number; :meth:`ack` takes it back."""
-        return self._generation
 
     def ack(self, generation: int, packet_id: int) -> None:
         with self._lock:
@@ -214,21 +208,20 @@ class Mqtt5Session:
             error: BaseException | None = None
             served = False
             try:
-                sock = self._connect()
+                sock, buffer = self._connect()
             except (OSError, ConnectionError, TimeoutError) as exc:
                 log.warning("cannot connect to the broker at %s:%d: %s",
                             self.settings.host, self.settings.port, exc)
             else:
                 served = True
                 try:
-                    self._serve(sock)
+                    self._serve(sock, buffer)
                 except (OSError, ConnectionError, TimeoutError) as exc:
                     error = exc
                 finally:
                     with self._lock:
                         self._generation += 1
                         self._acks.clear()
-                        self._sock = None
                     sock.close()
                     if self._on_disconnected is not None:
                         self._on_disconnected(error)
@@ -238,7 +231,8 @@ class Mqtt5Session:
                 break
             delay = min(self._reconnect_max_s, delay * 2)
 
-    def _connect(self) -> ssl.SSLSocket:
+    def _connect(self) -> tuple[ssl.SSLSocket, bytearray]:
+        """A connected, subscribed socket, and what was read past the SUBACK."""
         s = self.settings
         raw = socket.create_connection((s.host, s.port), timeout=s.connect_timeout_s)
         try:
@@ -274,14 +268,9 @@ class Mqtt5Session:
         except BaseException:
             sock.close()
             raise
-        self._pending_after_subscribe = buffer
-        with self._lock:
-            self._sock = sock
         if self._on_connected is not None:
             self._on_connected(session_present)
-        return sock
-
-    _pending_after_subscribe = bytearray()  # read past the SUBACK: served first
+        return sock, buffer
 
     def _connect_packet(self) -> bytes:
         s = self.settings
@@ -324,15 +313,14 @@ class Mqtt5Session:
         del buffer[:at + length]
         return first, body
 
-    def _serve(self, sock: ssl.SSLSocket) -> None:
+    def _serve(self, sock: ssl.SSLSocket, buffer: bytearray) -> None:
+        """Until stopped or the connection fails; ``buffer`` holds bytes already read."""
         s = self.settings
         generation = self._generation
         sock.setblocking(False)
         selector = selectors.DefaultSelector()
         selector.register(sock, selectors.EVENT_READ)
         selector.register(self._wake_r, selectors.EVENT_READ)
-        buffer = self._pending_after_subscribe
-        self._pending_after_subscribe = bytearray()
         last_sent = last_heard = time.monotonic()
         ping_every = s.keepalive_s * 0.5 if s.keepalive_s else None
         try:

@@ -139,6 +139,8 @@ class MqttConsumer:
         self._session.stop()
         if self._thread is not None:
             self._thread.join(timeout=30)
+            if not self._thread.is_alive():
+                self._session.close()
         self._connected.clear()
 
     # -- the session's thread -----------------------------------------------------------
