@@ -28,13 +28,13 @@ from fleetguard.protocol import (
     CommandResult,
     MessageKind,
     MessageRejectedError,
-    TelemetryReport,
     decode_message,
 )
 from fleetguard.registry import service as registry
 from fleetguard.telemetry import (
     IngestService,
     IngestStoppedError,
+    ReportFacts,
     pending_commands,
     record_command_result,
 )
@@ -71,7 +71,7 @@ async def _submit(
     data = await request.body()
     content_type = request.headers.get("content-type", "")
     try:
-        message = await run_in_threadpool(service.submit, device_id, kind, data, content_type)
+        facts = await run_in_threadpool(service.submit, device_id, kind, data, content_type)
     except MessageRejectedError as exc:
         return _rejected(exc)
     address = client_address(request)
@@ -82,8 +82,8 @@ async def _submit(
 
     await run_in_threadpool(seen)
     out: dict[str, Any] = {"accepted": True}
-    if isinstance(message, TelemetryReport):
-        out["seq"] = message.seq
+    if isinstance(facts, ReportFacts):
+        out["seq"] = facts.seq
     return out
 
 

@@ -169,6 +169,19 @@ def _decode_json(data: bytes) -> Message:
 
 
 def _decode_cbor(data: bytes) -> Message:
+    raw = parse_cbor(data)
+    try:
+        return _ADAPTER.validate_python(raw)
+    except ValidationError as exc:
+        _reject(lambda: raw, exc.errors(include_input=False, include_url=False))
+
+
+def parse_cbor(data: bytes) -> Any:
+    """One CBOR item, as the protocol allows it (step 2 above), not yet validated.
+
+    Raises:
+        MessageRejectedError: ``malformed`` or ``too_deep``.
+    """
     stream = io.BytesIO(data)
     try:
         raw = cbor2.CBORDecoder(
@@ -188,10 +201,7 @@ def _decode_cbor(data: bytes) -> Message:
         raise MessageRejectedError(RejectReason.TOO_DEEP, "nested too deeply") from None
     if stream.tell() != len(data):
         raise MessageRejectedError(RejectReason.MALFORMED, "trailing bytes after the message")
-    try:
-        return _ADAPTER.validate_python(raw)
-    except ValidationError as exc:
-        _reject(lambda: raw, exc.errors(include_input=False, include_url=False))
+    return raw
 
 
 def _refuse_tag(decoder: object, tag: object) -> NoReturn:

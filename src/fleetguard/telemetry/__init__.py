@@ -9,6 +9,7 @@ device to its own topics); nothing in a message body names the device.
 >>> service.flush(); service.stop()                                # doctest: +SKIP
 """
 
+from fleetguard.telemetry._plan import HeartbeatFacts, ReportFacts
 from fleetguard.telemetry.commands import (
     list_commands,
     pending_commands,
@@ -62,6 +63,7 @@ __all__ = [
     "Committed",
     "CompactionResult",
     "DeviceTelemetryStatus",
+    "HeartbeatFacts",
     "IngestOverloadedError",
     "IngestService",
     "IngestStats",
@@ -69,6 +71,7 @@ __all__ = [
     "Metric",
     "OfflinePolicy",
     "QueuedCommand",
+    "ReportFacts",
     "RetentionPolicy",
     "RollupPoint",
     "Sample",

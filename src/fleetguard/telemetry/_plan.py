@@ -9,18 +9,14 @@ report to the next, are written only when their text differs from what the row h
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import TypeAdapter
 
-from fleetguard.protocol import (
-    Connection,
-    Heartbeat,
-    ListeningSocket,
-    TelemetryReport,
-)
+from fleetguard.protocol import Connection, ListeningSocket, TelemetryReport
+from fleetguard.telemetry import _wire
 from fleetguard.telemetry.models import OfflinePolicy, RetentionPolicy
 
 MAX_RECENT_EXECUTABLES = 64
@@ -38,7 +34,100 @@ REPORT_COLUMNS = (
 ReportRow = tuple[Any, ...]
 # A device's listening sockets and connections as stored (JSON, ``exclude_none``).
 Snapshot = tuple[str, str]
-_Executable = tuple[str, str | None, int | None, int | None]  # path, sha256, size, pid
+_ExecutableRow = tuple[str, str | None, int | None, int | None]  # path, sha256, size, pid
+
+
+class _Disk(Protocol):
+    @property
+    def total_bytes(self) -> int: ...
+    @property
+    def used_bytes(self) -> int: ...
+
+
+class _Interface(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def bytes_in(self) -> int: ...
+    @property
+    def bytes_out(self) -> int: ...
+    @property
+    def packets_in(self) -> int: ...
+    @property
+    def packets_out(self) -> int: ...
+
+
+class _Net(Protocol):
+    @property
+    def tcp_active_opens(self) -> int: ...
+    @property
+    def tcp_attempt_fails(self) -> int: ...
+
+
+class _Peer(Protocol):
+    @property
+    def remote_address(self) -> str: ...
+
+
+class _Executable(Protocol):
+    @property
+    def path(self) -> str: ...
+    @property
+    def sha256(self) -> str | None: ...
+    @property
+    def size_bytes(self) -> int | None: ...
+    @property
+    def pid(self) -> int | None: ...
+
+
+class ReportSource(Protocol):
+    """What facts are taken from: a :class:`TelemetryReport`, or its struct (``_wire``)."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def boot_id(self) -> str: ...
+    @property
+    def collected_at_ms(self) -> int: ...
+    @property
+    def period_start_ms(self) -> int: ...
+    @property
+    def agent_version(self) -> str: ...
+    @property
+    def uptime_s(self) -> float: ...
+    @property
+    def cpu_percent(self) -> float: ...
+    @property
+    def load_1(self) -> float: ...
+    @property
+    def memory_total_bytes(self) -> int: ...
+    @property
+    def memory_available_bytes(self) -> int: ...
+    @property
+    def process_count(self) -> int: ...
+    @property
+    def disks(self) -> Sequence[_Disk]: ...
+    @property
+    def interfaces(self) -> Sequence[_Interface]: ...
+    @property
+    def net(self) -> _Net | None: ...
+    @property
+    def listening(self) -> Sequence[object]: ...
+    @property
+    def listening_omitted(self) -> int: ...
+    @property
+    def connections(self) -> Sequence[_Peer]: ...
+    @property
+    def connections_omitted(self) -> int: ...
+    @property
+    def new_executables(self) -> Sequence[_Executable]: ...
+    @property
+    def auth_failures(self) -> int | None: ...
+
+
+class HeartbeatSource(Protocol):
+    @property
+    def agent_version(self) -> str: ...
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass costs 2 us more to build, per report
@@ -70,7 +159,7 @@ class ReportFacts:
     process_count: float
     uptime_s: float
     snapshot: Snapshot
-    new_executables: tuple[_Executable, ...]
+    new_executables: tuple[_ExecutableRow, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +167,7 @@ class HeartbeatFacts:
     agent_version: str | None
 
 
-def report_facts(report: TelemetryReport) -> ReportFacts:
+def report_facts(report: ReportSource) -> ReportFacts:
     total = report.memory_total_bytes
     memory = (
         100.0 * (total - min(report.memory_available_bytes, total)) / total if total else None
@@ -99,17 +188,25 @@ def report_facts(report: TelemetryReport) -> ReportFacts:
         auth_failures=_f(report.auth_failures),
         new_executable_count=float(len(report.new_executables)),
         process_count=float(report.process_count), uptime_s=report.uptime_s,
-        snapshot=(_LISTENING.dump_json(report.listening, exclude_none=True).decode(),
-                  _CONNECTIONS.dump_json(report.connections, exclude_none=True).decode()),
+        snapshot=_snapshot(report),
         new_executables=tuple((e.path, e.sha256, e.size_bytes, e.pid)
                               for e in report.new_executables),
     )
 
 
-def message_facts(message: TelemetryReport | Heartbeat) -> ReportFacts | HeartbeatFacts:
-    if isinstance(message, Heartbeat):
-        return HeartbeatFacts(message.agent_version)
-    return report_facts(message)
+def message_facts(message: ReportSource | HeartbeatSource) -> ReportFacts | HeartbeatFacts:
+    if isinstance(message, (_wire.TelemetryStruct, TelemetryReport)):
+        return report_facts(message)
+    return HeartbeatFacts(message.agent_version)
+
+
+def _snapshot(report: ReportSource) -> Snapshot:
+    """The socket lists as stored: JSON, fields that are None left out (both ways alike)."""
+    if isinstance(report, TelemetryReport):
+        return (_LISTENING.dump_json(report.listening, exclude_none=True).decode(),
+                _CONNECTIONS.dump_json(report.connections, exclude_none=True).decode())
+    return (_wire.encode_json(report.listening).decode(),
+            _wire.encode_json(report.connections).decode())
 
 
 def boot_key(boot_id: str) -> int:
@@ -278,7 +375,7 @@ def _delta(current: int, previous: int | None) -> int | None:
     return current - previous
 
 
-def _cumulative(report: TelemetryReport) -> dict[str, int]:
+def _cumulative(report: ReportSource) -> dict[str, int]:
     bytes_in = bytes_out = packets_in = packets_out = 0
     for iface in report.interfaces:
         if iface.name == "lo" or iface.name.startswith("lo:"):

@@ -59,12 +59,9 @@ from fleetguard.core.clock import now_ms, utcnow
 from fleetguard.core.errors import DependencyError
 from fleetguard.protocol import (
     ContentType,
-    Heartbeat,
     MessageKind,
     MessageRejectedError,
     RejectReason,
-    TelemetryReport,
-    decode_message,
 )
 from fleetguard.registry import service as registry
 from fleetguard.store import Database
@@ -74,8 +71,16 @@ from fleetguard.store.tables import (
     TelemetryReportRow,
     TelemetryRollupRow,
 )
-from fleetguard.telemetry._plan import DeviceState, Item, message_facts, plan_batch
+from fleetguard.telemetry._plan import (
+    DeviceState,
+    HeartbeatFacts,
+    Item,
+    ReportFacts,
+    message_facts,
+    plan_batch,
+)
 from fleetguard.telemetry._store import add_rejections, dialect_insert, load_states, write_plan
+from fleetguard.telemetry._wire import decode_ingest_message
 from fleetguard.telemetry.errors import IngestOverloadedError, IngestStoppedError
 from fleetguard.telemetry.models import (
     METRIC_IDS,
@@ -260,20 +265,20 @@ class IngestService:
     def submit_telemetry(
         self, device_id: str, data: bytes, content_type: ContentType | str,
         *, timeout: float | None = 1.0,
-    ) -> TelemetryReport:
-        message = self.submit(device_id, MessageKind.TELEMETRY, data, content_type,
-                              timeout=timeout)
-        assert isinstance(message, TelemetryReport)
-        return message
+    ) -> ReportFacts:
+        facts = self.submit(device_id, MessageKind.TELEMETRY, data, content_type,
+                            timeout=timeout)
+        assert isinstance(facts, ReportFacts)
+        return facts
 
     def submit_heartbeat(
         self, device_id: str, data: bytes, content_type: ContentType | str,
         *, timeout: float | None = 1.0,
-    ) -> Heartbeat:
-        message = self.submit(device_id, MessageKind.HEARTBEAT, data, content_type,
-                              timeout=timeout)
-        assert isinstance(message, Heartbeat)
-        return message
+    ) -> HeartbeatFacts:
+        facts = self.submit(device_id, MessageKind.HEARTBEAT, data, content_type,
+                            timeout=timeout)
+        assert isinstance(facts, HeartbeatFacts)
+        return facts
 
     def submit(
         self,
@@ -284,16 +289,16 @@ class IngestService:
         *,
         timeout: float | None = 1.0,
         on_stored: Callable[[], None] | None = None,
-    ) -> TelemetryReport | Heartbeat:
+    ) -> ReportFacts | HeartbeatFacts:
         """Decode, validate and queue one message of ``device_id`` (authenticated by the caller).
 
-        ``timeout`` bounds the wait for room in the queue (None: wait as long as it takes).
-        ``on_stored`` is called by the writer thread once the message is settled in the
-        database: its batch committed (stored, or found a duplicate, or dropped as too
-        old or from an unknown device, or refused by the database and counted as a write
-        error). It is not called for a message lost because the database stayed
-        unreachable at shutdown. The MQTT consumer acknowledges a message to the broker
-        from here.
+        Returns what will be stored of it. ``timeout`` bounds the wait for room in the
+        queue (None: wait as long as it takes). ``on_stored`` is called by the writer
+        thread once the message is settled in the database: its batch committed (stored,
+        or found a duplicate, or dropped as too old or from an unknown device, or refused
+        by the database and counted as a write error). It is not called for a message lost
+        because the database stayed unreachable at shutdown. The MQTT consumer
+        acknowledges a message to the broker from here.
 
         Raises:
             MessageRejectedError: the message was refused; the reason is counted.
@@ -306,16 +311,15 @@ class IngestService:
             raise ValueError("ingestion takes telemetry and heartbeats")
         try:
             with self._gate:
-                message = decode_message(data, content_type, expect=kind)
-            if isinstance(message, TelemetryReport) and message.seq > _MAX_SEQ:
+                message = decode_ingest_message(data, content_type, kind)
+            facts = message_facts(message)
+            if isinstance(facts, ReportFacts) and facts.seq > _MAX_SEQ:
                 raise MessageRejectedError(RejectReason.INVALID, "seq: beyond 2**63 - 1")
         except MessageRejectedError as exc:
             self.record_rejection(device_id, exc.reason)
             raise
-        assert isinstance(message, TelemetryReport | Heartbeat)
-        item = Item(device_id, message_facts(message), now_ms(), submitted, on_stored)
-        self._put(item, timeout)
-        return message
+        self._put(Item(device_id, facts, now_ms(), submitted, on_stored), timeout)
+        return facts
 
     def record_rejection(self, device_id: str, reason: RejectReason | str) -> None:
         """Count a refused message of this device (stored with the next batch)."""
