@@ -8,7 +8,6 @@ report to the next, are written only when their text differs from what the row h
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -272,6 +271,7 @@ def plan_batch(
     plan = Plan()
     skew_ms = int(retention.max_clock_skew.total_seconds() * 1000)
     raw_ms = int(retention.raw.total_seconds() * 1000)
+    bounds = _IntervalBounds.of(offline)
     for item in items:
         plan.done.append(item)
         base = plan.states.get(item.device_id) or known.get(item.device_id)
@@ -317,7 +317,7 @@ def plan_batch(
         ):
             state.interval_ms = _learn(state.interval_ms,
                                        message.collected_at_ms - message.period_start_ms,
-                                       offline)
+                                       bounds)
         state.boot_id = message.boot_id
         state.last_seq = message.seq
         state.last_report_ms = message.collected_at_ms
@@ -346,10 +346,10 @@ def device_update(plan: Plan, device_id: str, state: DeviceState) -> dict[str, A
         "k": state.key, "boot_id": state.boot_id, "last_seq": state.last_seq,
         "last_report_ms": state.last_report_ms, "last_seen_ms": state.last_seen_ms,
         "interval_ms": state.interval_ms, "agent_version": state.agent_version,
-        "counters": json.dumps(state.counters, separators=(",", ":")),
+        "counters": _wire.encode_json(state.counters).decode(),
     }
     if device_id in plan.executables_changed:
-        out["new_executables"] = json.dumps(state.recent_executables, separators=(",", ":"))
+        out["new_executables"] = _wire.encode_json(state.recent_executables).decode()
     snapshot = plan.snapshots.get(device_id)
     if snapshot is not None:
         report, ts, changed = snapshot
@@ -359,12 +359,22 @@ def device_update(plan: Plan, device_id: str, state: DeviceState) -> dict[str, A
     return out
 
 
-def _learn(current: int, observed: int, offline: OfflinePolicy) -> int:
-    low = int(offline.min_interval.total_seconds() * 1000)
-    high = int(offline.max_interval.total_seconds() * 1000)
-    observed = min(max(observed, low), high)
-    default = int(offline.default_interval.total_seconds() * 1000)
-    if current == default:  # nothing learned yet: take the first observation as it is
+@dataclass(frozen=True, slots=True)
+class _IntervalBounds:
+    low: int
+    high: int
+    default: int
+
+    @classmethod
+    def of(cls, offline: OfflinePolicy) -> _IntervalBounds:
+        return cls(int(offline.min_interval.total_seconds() * 1000),
+                   int(offline.max_interval.total_seconds() * 1000),
+                   int(offline.default_interval.total_seconds() * 1000))
+
+
+def _learn(current: int, observed: int, bounds: _IntervalBounds) -> int:
+    observed = min(max(observed, bounds.low), bounds.high)
+    if current == bounds.default:  # nothing learned yet: take the first observation as it is
         return observed
     return round(current + _EWMA * (observed - current))
 
