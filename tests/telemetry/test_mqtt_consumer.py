@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import ssl
 import time
@@ -214,9 +215,10 @@ def test_qos0_telemetry_is_stored_without_an_acknowledgement(
 
 
 class _ScriptedBroker:
-    """A TLS listener that answers CONNECT and SUBSCRIBE, then sends ``then`` and only reads."""
+    """A TLS listener that answers CONNECT and SUBSCRIBE, then sends ``then`` and only reads
+    (or, with ``hang_up``, closes the connection)."""
 
-    def __init__(self, ca: FleetCA, then: bytes) -> None:
+    def __init__(self, ca: FleetCA, then: bytes, *, hang_up: bool = False) -> None:
         import socket
         import threading
 
@@ -224,6 +226,8 @@ class _ScriptedBroker:
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(ca.ca_file))
         self.context.load_cert_chain(server.cert, server.key)
         self.then = then
+        self.hang_up = hang_up
+        self.connected_at: list[float] = []
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.connections = 0
@@ -243,8 +247,9 @@ class _ScriptedBroker:
                     conn.recv(65536)  # SUBSCRIBE
                     conn.sendall(b"\x90\x05\x00\x01\x00\x01\x01")  # SUBACK: both granted QoS 1
                     self.connections += 1
+                    self.connected_at.append(time.monotonic())
                     conn.sendall(self.then)
-                    while conn.recv(65536):  # until the client hangs up (pings go unanswered)
+                    while not self.hang_up and conn.recv(65536):  # until the client hangs up (pings go unanswered)
                         pass
             except OSError:
                 continue
@@ -310,3 +315,41 @@ def test_a_backlog_larger_than_one_read_is_taken_whole(
     finally:
         consumer.stop()
         flood.close()
+
+
+def test_a_session_taken_over_is_not_taken_back_before_the_longest_backoff(
+    db: Database, ingest: IngestService, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ca = FleetCA(tmp_path)
+    fake = _ScriptedBroker(ca, b"\xe0\x01\x8e")  # DISCONNECT: session taken over
+    consumer = _consumer(ingest, ca, fake.port, reconnect_min_s=0, reconnect_max_s=3)
+    consumer.start()
+    try:
+        assert _wait(lambda: fake.connections == 1, 15)
+        time.sleep(1.5)
+        assert fake.connections == 1  # another client holds the session: not knocked off
+        assert "took this session over" in caplog.text
+        assert _wait(lambda: fake.connections == 2, 10)  # tried again after the longest wait
+        gap = fake.connected_at[1] - fake.connected_at[0]
+        assert 2.5 < gap < 6
+    finally:
+        consumer.stop()
+        fake.close()
+
+
+def test_a_broker_that_hangs_up_at_once_is_retried_less_and_less_often(
+    db: Database, ingest: IngestService, tmp_path: Path
+) -> None:
+    ca = FleetCA(tmp_path)
+    fake = _ScriptedBroker(ca, b"", hang_up=True)
+    consumer = _consumer(ingest, ca, fake.port, reconnect_min_s=1, reconnect_max_s=8)
+    consumer.start()
+    try:
+        assert _wait(lambda: fake.connections >= 4, 20)
+        at = fake.connected_at
+        gaps = [later - earlier for earlier, later in itertools.pairwise(at)]
+        assert gaps[0] < 1.8 and 1.8 < gaps[1] < 3.5 and 3.5 < gaps[2] < 6
+    finally:
+        consumer.stop()
+        fake.close()
+

@@ -50,6 +50,8 @@ _PROPERTY_TYPES: dict[int, int] = {
     0x29: _BYTE, 0x2A: _BYTE,
 }
 _FIXED_SIZE = {_BYTE: 1, _TWO: 2, _FOUR: 4}
+_SESSION_TAKEN_OVER = 0x8E
+_STABLE_S = 10.0  # a connection that lasted this long resets the reconnect backoff
 _READ_AHEAD = 256 * 1024  # bytes read past a whole packet before the packets are handled
 
 
@@ -59,6 +61,10 @@ class ProtocolError(ConnectionError):
 
 class RefusedError(ConnectionError):
     """The broker refused the connection or a subscription (a reason code >= 0x80)."""
+
+
+class SessionTakenOverError(ConnectionResetError):
+    """Another client connected with this session's client id (DISCONNECT reason 0x8E)."""
 
 
 @dataclass(slots=True)
@@ -207,6 +213,7 @@ class Mqtt5Session:
         while not self._stopping.is_set():
             error: BaseException | None = None
             served = False
+            connected_at = 0.0
             try:
                 sock, buffer = self._connect()
             except (OSError, ConnectionError, TimeoutError) as exc:
@@ -214,6 +221,7 @@ class Mqtt5Session:
                             self.settings.host, self.settings.port, exc)
             else:
                 served = True
+                connected_at = time.monotonic()
                 try:
                     self._serve(sock, buffer)
                 except (OSError, ConnectionError, TimeoutError) as exc:
@@ -225,7 +233,17 @@ class Mqtt5Session:
                     sock.close()
                     if self._on_disconnected is not None:
                         self._on_disconnected(error)
-            if served:
+            if isinstance(error, SessionTakenOverError):
+                # Taking the session straight back would make two clients with one id
+                # knock each other off for ever, each holding the session a moment.
+                log.error("another client connected to the broker as %r and took this "
+                          "session over; each client needs its own id. Retrying in %.0f s",
+                          self.settings.client_id, self._reconnect_max_s)
+                delay = self._reconnect_max_s
+            elif served and time.monotonic() - connected_at >= _STABLE_S:
+                # Only a connection that lasted starts the backoff over: a broker that
+                # closes every connection at once (as Mosquitto 2.0 does to a session
+                # taken over, without saying so) is retried less and less often.
                 delay = self._reconnect_min_s
             if self._stopping.wait(delay):
                 break
@@ -462,8 +480,8 @@ class Mqtt5Session:
         elif kind == _DISCONNECT:
             code = body[0] if body else 0
             props, _ = _properties(body, 1, len(body)) if len(body) > 1 else ({}, 1)
-            raise ConnectionResetError(f"the broker disconnected: reason 0x{code:02x}"
-                                       f"{_reason_text(props)}")
+            error = SessionTakenOverError if code == _SESSION_TAKEN_OVER else ConnectionResetError
+            raise error(f"the broker disconnected: reason 0x{code:02x}{_reason_text(props)}")
         elif kind in (_PINGRESP, _SUBACK, _PUBACK):
             return
         else:
