@@ -24,6 +24,7 @@ from fleetguard.telemetry._plan import (
     ReportRow,
     device_update,
 )
+from fleetguard.telemetry._wire import encode_json
 
 DEVICES: Table = TelemetryDeviceRow.__table__  # type: ignore[assignment]
 REPORTS: Table = TelemetryReportRow.__table__  # type: ignore[assignment]
@@ -173,8 +174,8 @@ def _pg_recordset(columns: Sequence[str], table: str) -> str:
 def _pg_insert_reports(conn: Connection, rows: list[ReportRow]) -> int:
     names = ", ".join(REPORT_COLUMNS)
     record = _pg_recordset(REPORT_COLUMNS, "telemetry_reports")
-    document = json.dumps([dict(zip(REPORT_COLUMNS, r, strict=True)) for r in rows],
-                          separators=(",", ":"))
+    # msgspec writes the document about 6x faster than json.dumps (floats, mostly).
+    document = encode_json([dict(zip(REPORT_COLUMNS, r, strict=True)) for r in rows]).decode()
     result = conn.exec_driver_sql(
         f"INSERT INTO telemetry_reports ({names}) SELECT {names} "  # noqa: S608 - fixed names
         f"FROM json_to_recordset(%s::json) AS v({record}) "
@@ -192,7 +193,7 @@ def _pg_update_devices(
         f"UPDATE telemetry_devices AS d SET {sets} "  # noqa: S608 - fixed names
         f"FROM json_to_recordset(%s::json) AS v({_pg_recordset(columns, 'telemetry_devices')}) "
         "WHERE d.key = v.k",
-        (json.dumps(rows, separators=(",", ":")),),
+        (encode_json(rows).decode(),),
     )
 
 
