@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -160,10 +161,12 @@ def _sqlite_insert_reports(conn: Connection, rows: list[ReportRow]) -> int:
 def _sqlite_update_devices(
     conn: Connection, columns: tuple[str, ...], rows: list[dict[str, Any]]
 ) -> None:
-    sets = ", ".join(f"{c} = ?" for c in columns if c != "k")
+    named = [c for c in columns if c != "k"]
+    sets = ", ".join(f"{c} = ?" for c in named)
+    params = operator.itemgetter(*named, "k")
     conn.exec_driver_sql(
         f"UPDATE telemetry_devices SET {sets} WHERE key = ?",  # noqa: S608 - fixed names
-        [(*(r[c] for c in columns if c != "k"), r["k"]) for r in rows],
+        [params(r) for r in rows],
     )
 
 
