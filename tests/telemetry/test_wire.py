@@ -26,12 +26,13 @@ from fleetguard.protocol import (
     encode_message,
 )
 from fleetguard.sim import DeviceModel, Profile
-from fleetguard.telemetry import HeartbeatFacts, ReportFacts
+from fleetguard.telemetry import HeartbeatFacts, ReportFacts, _wire
 from fleetguard.telemetry._plan import message_facts
 from fleetguard.telemetry._wire import (
     DerivationError,
     HeartbeatStruct,
     TelemetryStruct,
+    check_patterns,
     decode_ingest_message,
     derive_struct,
 )
@@ -216,8 +217,9 @@ def test_a_counter_beyond_int64_is_still_accepted_through_the_models():
 def test_a_pattern_end_anchor_does_not_take_a_trailing_newline():
     raw = json.loads(encode_message(samples.telemetry(), ContentType.JSON))
     raw["connections"][0]["remote_address"] += "\n"
+    decoded = msgspec.json.decode(json.dumps(raw).encode(), type=TelemetryStruct)
     with pytest.raises(msgspec.ValidationError):
-        msgspec.json.decode(json.dumps(raw).encode(), type=TelemetryStruct)
+        check_patterns(decoded)
 
 
 class _Strict(BaseModel):
@@ -259,3 +261,26 @@ def test_an_open_model_is_not_derived():
 
     with pytest.raises(DerivationError, match="closed"):
         derive_struct(Open)
+
+
+def test_strings_remembered_as_matching_stay_within_their_bound(monkeypatch):
+    monkeypatch.setattr(_wire, "_REMEMBERED", 8)
+    connection = samples.telemetry().connections[0]
+    for i in range(40):
+        report = samples.telemetry(connections=[
+            connection.model_copy(update={"remote_address": f"198.51.100.{i}"})])
+        data = encode_message(report, ContentType.JSON)
+        decoded = decode_ingest_message(data, ContentType.JSON, MessageKind.TELEMETRY)
+        assert isinstance(decoded, TelemetryStruct)
+    assert all(len(check.passed) <= 8 for checks in _wire._CHECKS.values()
+               for _, check in checks.own)
+
+
+def test_an_address_that_does_not_match_is_refused_however_many_have_matched():
+    for report in sim_reports():
+        decode_ingest_message(encode_message(report, ContentType.JSON), ContentType.JSON,
+                              MessageKind.TELEMETRY)
+    raw = json.loads(encode_message(samples.telemetry(), ContentType.JSON))
+    raw["connections"][0]["remote_address"] = "10.0.0.1 "
+    assert outcome(json.dumps(raw).encode(), ContentType.JSON, MessageKind.TELEMETRY,
+                   fast=True) is RejectReason.INVALID
