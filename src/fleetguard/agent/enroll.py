@@ -32,6 +32,7 @@ from cryptography.x509.verification import PolicyBuilder, Store, VerificationErr
 
 from fleetguard.core.errors import AuthenticationError, FleetError, UntrustedInputError
 from fleetguard.core.files import write_atomic
+from fleetguard.core.tls import client_context
 
 KEY_FILE = "device.key"
 CERT_FILE = "device.crt"
@@ -158,10 +159,9 @@ def fetch_pinned_root(server: str, fingerprint: str, *, timeout: float = 15.0) -
 
 def _client(server: str, root_pem: bytes, cert: Path | None = None,
             key: Path | None = None) -> httpx.Client:
-    context = ssl.create_default_context(cadata=root_pem.decode())
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if cert is not None and key is not None:
-        context.load_cert_chain(cert, key)
+    with_cert = cert is not None and key is not None
+    context = client_context(ca_pem=root_pem, cert_file=cert if with_cert else None,
+                             key_file=key if with_cert else None)
     return httpx.Client(base_url=server.rstrip("/"), verify=context, timeout=30)
 
 

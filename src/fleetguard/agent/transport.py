@@ -33,6 +33,7 @@ import httpx
 
 from fleetguard.agent.enroll import DeviceIdentity, device_client
 from fleetguard.core.errors import ConfigurationError, DependencyError
+from fleetguard.core.tls import client_context
 from fleetguard.protocol import ContentType, TopicKind, device_topic
 
 logger = logging.getLogger(__name__)
@@ -288,10 +289,9 @@ class MqttTransport:
         return device_topic(UUID(self._identity.device_id), kind)
 
     def _tls_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(cafile=str(self._identity.ca_path))
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(self._identity.cert_path, self._identity.key_path)
-        return context
+        return client_context(ca_file=self._identity.ca_path,
+                              cert_file=self._identity.cert_path,
+                              key_file=self._identity.key_path)
 
     async def connect(self) -> None:
         import paho.mqtt.client as mqtt

@@ -28,6 +28,7 @@ from fleetguard.broker.errors import (
     DynsecTimeoutError,
 )
 from fleetguard.broker.models import BrokerFiles
+from fleetguard.core.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +45,7 @@ class _Pending:
 
 def tls_context(ca_file: str, cert_file: str, key_file: str) -> ssl.SSLContext:
     """TLS 1.2+ client context that verifies the broker against the fleet CA bundle."""
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert_file, key_file)
-    return ctx
+    return client_context(ca_file=ca_file, cert_file=cert_file, key_file=key_file)
 
 
 class DynsecAdmin:

@@ -19,6 +19,7 @@ from fleetguard.core.errors import (
     FleetError,
     ValidationFailedError,
 )
+from fleetguard.core.tls import client_context
 
 TOKEN_ENV = "FLEETGUARD_API_TOKEN"  # noqa: S105  (the name of a variable)
 TIMEOUT_S = 120.0
@@ -63,7 +64,7 @@ def upload_report(
     verify: ssl.SSLContext | bool = True
     if ca_file is not None:
         try:
-            verify = ssl.create_default_context(cafile=str(ca_file))
+            verify = client_context(ca_file=ca_file)
         except (OSError, ssl.SSLError) as exc:
             raise ValidationFailedError(f"cannot read --ca-file {ca_file}: {exc}",
                                         field="ca-file") from None

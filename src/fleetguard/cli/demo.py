@@ -22,6 +22,7 @@ import typer
 
 from fleetguard.cli.common import console, err_console, handles_errors
 from fleetguard.core.errors import ConfigurationError, ValidationFailedError
+from fleetguard.core.tls import client_context
 
 DEMO_MARKER = ".fleetguard-demo"
 FLEETGUARD = [sys.executable, "-m", "fleetguard.cli"]
@@ -42,9 +43,8 @@ def _fresh_demo_dir(path: Path) -> None:
 
 def _wait_https(url: str, ca_file: Path, what: str, proc: subprocess.Popen[bytes],
                 log: Path, timeout: float = 60) -> None:
-    import ssl
 
-    context = ssl.create_default_context(cafile=str(ca_file))
+    context = client_context(ca_file=ca_file)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from fleetguard.core.errors import FleetError
+from fleetguard.core.tls import client_context
 
 
 class ProvisioningError(FleetError):
@@ -61,9 +62,7 @@ class ContextFactory:
         os.chmod(self._dir, 0o700)
 
     def __call__(self, identity: SimIdentity) -> ssl.SSLContext:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_verify_locations(cadata=self._ca)
+        context = client_context(ca_pem=self._ca)
         path = self._dir / "device.pem"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -80,12 +79,6 @@ class ContextFactory:
         for child in self._dir.iterdir():
             child.unlink(missing_ok=True)
         self._dir.rmdir()
-
-
-def _tls(ca_pem: bytes) -> ssl.SSLContext:
-    context = ssl.create_default_context(cadata=ca_pem.decode())
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
 
 
 async def _call(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -111,7 +104,7 @@ async def provision_fleet(
     progress: Callable[[int], None] | None = None,
 ) -> list[SimIdentity]:
     """Register, get a token for, and enroll each named device; returns identities in order."""
-    tls = _tls(ca_pem)
+    tls = client_context(ca_pem=ca_pem)
     limit = asyncio.Semaphore(concurrency)
     headers = {"Authorization": f"Bearer {api_token}"}
     done = 0

@@ -35,12 +35,12 @@ taken as CBOR, and a wrong guess is refused as malformed like any bad payload).
 from __future__ import annotations
 
 import logging
-import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fleetguard.core.tls import client_context
 from fleetguard.protocol import (
     ContentType,
     MessageKind,
@@ -106,9 +106,7 @@ class MqttConsumer:
 
     def _session_settings(self) -> SessionSettings:
         s = self.settings
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(s.ca_file))
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(str(s.cert_file), str(s.key_file))
+        context = client_context(ca_file=s.ca_file, cert_file=s.cert_file, key_file=s.key_file)
         return SessionSettings(
             host=s.host, port=s.port, context=context, client_id=s.client_id,
             server_hostname=s.server_hostname, keepalive_s=s.keepalive_s,
