@@ -72,3 +72,19 @@ def test_a_newly_entitled_device_makes_the_next_pass_full(
     fleet.enroll("sync-newcomer")
     assert sync.reconcile(force=False) is not None
     assert admin.listings > before
+
+
+def test_a_large_request_gets_time_in_proportion_to_its_commands(
+    fleet: Fleet, admin: CountingAdmin
+) -> None:
+    # A timeout no broker meets for 200 role creations: only the per-command allowance
+    # lets the request finish (the plugin's cost per command grows with the fleet).
+    hurried = DynsecAdmin.for_files(fleet.files, timeout=0.001)
+    hurried.connect(timeout=15)
+    try:
+        names = [f"test-bulk-{i:03d}" for i in range(200)]
+        hurried.execute([{"command": "createRole", "rolename": n} for n in names])
+    finally:
+        hurried.close()
+    listed = {str(r.get("rolename")) for r in admin.list_roles()}
+    assert set(names) <= listed
