@@ -27,6 +27,7 @@ import logging
 import os
 import pwd
 import shutil
+from collections.abc import Collection
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -203,8 +204,11 @@ def _service_client(service_name: str) -> dict[str, Any]:
     }
 
 
-def _merge_dynsec(state: dict[str, Any], service_name: str) -> dict[str, Any]:
-    """Keep the plugin's state, but put our baseline (admin, service, deny) back."""
+def _merge_dynsec(
+    state: dict[str, Any], service_name: str, entitled: Collection[str] | None = None
+) -> dict[str, Any]:
+    """Keep the plugin's state, but put our baseline (admin, service, deny) back, and, given
+    the ``entitled`` devices, their clients and roles as the sync loop would leave them."""
     fresh = initial_dynsec(service_name)
     state["defaultACLAccess"] = fresh["defaultACLAccess"]
     ours = {r["rolename"]: r for r in fresh["roles"]}
@@ -213,7 +217,30 @@ def _merge_dynsec(state: dict[str, Any], service_name: str) -> dict[str, Any]:
     clients = [c for c in state.get("clients", []) if c.get("username") != service_name]
     state["clients"] = [*clients, _service_client(service_name)]
     state.setdefault("groups", [])
+    if entitled is not None:
+        _put_devices(state, entitled)
     return state
+
+
+def _put_devices(state: dict[str, Any], entitled: Collection[str]) -> None:
+    """Device clients and roles written straight into the file, before the broker starts.
+
+    The plugin saves its whole file after every command, so its cost per command grows
+    with the fleet: provisioning 10,000 devices command by command on a fresh broker
+    takes many minutes. Written here, the sync loop's first pass finds nothing to do; it
+    still corrects whatever differs. Non-device clients and roles are left as they are.
+    """
+    wanted = set(entitled)
+    roles = [r for r in state["roles"]
+             if _acl.device_of_role(str(r.get("rolename", ""))) is None]
+    roles += [{"rolename": _acl.device_role(d), "acls": _acl.device_acls(d)}
+              for d in sorted(wanted)]
+    clients = [c for c in state["clients"]
+               if _acl.canonical_device_id(str(c.get("username", ""))) is None]
+    clients += [{"username": d, "textname": "fleetguard device",
+                 "roles": [{"rolename": _acl.device_role(d), "priority": 0}]}
+                for d in sorted(wanted)]
+    state["roles"], state["clients"] = roles, clients
 
 
 def _write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
@@ -250,7 +277,7 @@ def _ensure_service_identity(files: BrokerFiles, ca: FleetCA) -> None:
              files.service_name, issued.serial_hex, issued.not_after.isoformat())
 
 
-def _ensure_dynsec(files: BrokerFiles) -> None:
+def _ensure_dynsec(files: BrokerFiles, entitled: Collection[str] | None = None) -> None:
     if files.dynsec_file.exists():
         try:
             state = json.loads(files.dynsec_file.read_text())
@@ -261,16 +288,18 @@ def _ensure_dynsec(files: BrokerFiles) -> None:
                 f"{files.dynsec_file} is unreadable ({exc}); move it away to start afresh "
                 "(the platform re-creates every device's access within a second)"
             ) from exc
-        state = _merge_dynsec(state, files.service_name)
+        state = _merge_dynsec(state, files.service_name, entitled)
     else:
-        state = initial_dynsec(files.service_name)
+        state = _merge_dynsec(initial_dynsec(files.service_name), files.service_name, entitled)
     _write_private(files.dynsec_file, json.dumps(state, indent=2).encode() + b"\n")
 
 
 def write_broker_files(
-    settings: Settings, ca: FleetCA, config: BrokerConfig, *, plugin: Path
+    settings: Settings, ca: FleetCA, config: BrokerConfig, *, plugin: Path,
+    entitled: Collection[str] | None = None,
 ) -> BrokerFiles:
-    """Write the config, the dynsec baseline and the service identity (idempotent).
+    """Write the config, the dynsec baseline and the service identity (idempotent); with
+    ``entitled``, those devices' clients and roles too (and no other device's).
 
     Call it while the broker is stopped: the plugin owns the dynsec file while it runs.
     """
@@ -288,6 +317,6 @@ def write_broker_files(
         log.warning("running as root: the broker keeps root too (see `fleetguard broker "
                     "--help`); prefer a dedicated unprivileged account")
     _ensure_service_identity(files, ca)
-    _ensure_dynsec(files)
+    _ensure_dynsec(files, entitled)
     _write_private(files.config_file, render_config(files, config, plugin).encode())
     return files

@@ -68,14 +68,21 @@ _TOLERATED = ("already exists", "not found")
 
 
 def prepare_broker(
-    settings: Settings, ca: FleetCA, config: BrokerConfig | None = None
+    settings: Settings, ca: FleetCA, config: BrokerConfig | None = None,
+    *, db: Database | None = None,
 ) -> BrokerFiles:
-    """Write ``<data_dir>/broker`` (config, dynsec baseline, service identity).
+    """Write ``<data_dir>/broker`` (config, dynsec baseline, service identity); given the
+    database, every entitled device's dynsec client and role as well.
 
     Idempotent; call it before starting the broker, never while it runs.
     """
     config = config or BrokerConfig()
-    return write_broker_files(settings, ca, config, plugin=find_dynsec_plugin(config.dynsec_plugin))
+    entitled: set[str] | None = None
+    if db is not None:
+        with db.session() as session:
+            entitled = entitled_devices(session)
+    return write_broker_files(settings, ca, config, entitled=entitled,
+                              plugin=find_dynsec_plugin(config.dynsec_plugin))
 
 
 def ensure_mosquitto(config: BrokerConfig | None = None, *, install: bool = True) -> Path:
@@ -438,7 +445,7 @@ def running_broker(
 ) -> Iterator[tuple[BrokerProcess, BrokerSyncThread]]:
     """Prepare the files, start mosquitto and the sync loop; stop both on exit."""
     config = config or BrokerConfig()
-    files = prepare_broker(settings, ca, config)
+    files = prepare_broker(settings, ca, config, db=db)
     with (
         broker_process(files, config) as process,
         run_broker_sync(db, files, process=process, ca=ca) as sync,

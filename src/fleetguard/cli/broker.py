@@ -54,11 +54,12 @@ def broker_command(
     if not print_config:
         config = BrokerConfig(host=host, port=port, mosquitto=ensure_mosquitto(config))
     with open_installation_ca(settings, load_master_key(settings)) as ca:
-        files = prepare_broker(settings, ca, config)
         if print_config:
+            files = prepare_broker(settings, ca, config)
             print(files.config_file.read_text(), end="", flush=True)
             return
         db = open_installation_database(settings)
+        files = prepare_broker(settings, ca, config, db=db)
         stop = threading.Event()
 
         def _on_signal(_signum: int, _frame: FrameType | None) -> None:
