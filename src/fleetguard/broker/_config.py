@@ -225,10 +225,11 @@ def _merge_dynsec(
 def _put_devices(state: dict[str, Any], entitled: Collection[str]) -> None:
     """Device clients and roles written straight into the file, before the broker starts.
 
-    The plugin saves its whole file after every command, so its cost per command grows
-    with the fleet: provisioning 10,000 devices command by command on a fresh broker
-    takes many minutes. Written here, the sync loop's first pass finds nothing to do; it
-    still corrects whatever differs. Non-device clients and roles are left as they are.
+    The plugin's cost per command grows with what it holds (a createRole took 0.7 ms
+    beside 200 roles and 7.8 ms beside 10,000, more with ACLs and clients), so
+    provisioning 10,000 devices command by command on a fresh broker takes many minutes.
+    Written here, the sync loop's first pass finds nothing to do; it still corrects
+    whatever differs. Non-device clients and roles are left as they are.
     """
     wanted = set(entitled)
     roles = [r for r in state["roles"]
