@@ -266,7 +266,7 @@ class CommitClock:
 def raw_rate(files: Any, gen: LoadGen, rounds: int) -> tuple[float, int, int, float]:
     """The cheapest subscriber there is here (the consumer's own MQTT session with the
     service identity, counting and acknowledging at once) counting what the broker delivers."""
-    from fleetguard.broker import tls_context
+    from fleetguard.core.tls import client_context
     from fleetguard.telemetry._mqtt5 import Mqtt5Session, Publish, SessionSettings
 
     got = {"n": 0, "last": 0.0}
@@ -280,8 +280,9 @@ def raw_rate(files: Any, gen: LoadGen, rounds: int) -> tuple[float, int, int, fl
 
     session = Mqtt5Session(
         SessionSettings(host=files.connect_host, port=files.port,
-                        context=tls_context(str(files.ca_bundle), str(files.service_cert),
-                                            str(files.service_key)),
+                        context=client_context(ca_file=files.ca_bundle,
+                                               cert_file=files.service_cert,
+                                               key_file=files.service_key),
                         client_id=f"bench-raw-{secrets.token_hex(3)}", session_expiry_s=0),
         ["fg/d/+/telemetry"], on_publish, on_connected=lambda _present: ready.set())
     thread = threading.Thread(target=session.run, daemon=True)

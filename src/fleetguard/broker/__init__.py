@@ -25,7 +25,7 @@ from fleetguard.broker._acl import (
     device_role,
 )
 from fleetguard.broker._config import find_dynsec_plugin, find_mosquitto, initial_dynsec
-from fleetguard.broker._dynsec import DynsecAdmin, tls_context
+from fleetguard.broker._dynsec import DynsecAdmin
 from fleetguard.broker._process import BrokerProcess
 from fleetguard.broker.models import (
     DEFAULT_HOST,
@@ -81,5 +81,4 @@ __all__ = [
     "revoked_certificates",
     "run_broker_sync",
     "running_broker",
-    "tls_context",
 ]

@@ -49,11 +49,6 @@ class _Pending:
     responses: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
-def tls_context(ca_file: str, cert_file: str, key_file: str) -> ssl.SSLContext:
-    """TLS 1.2+ client context that verifies the broker against the fleet CA bundle."""
-    return client_context(ca_file=ca_file, cert_file=cert_file, key_file=key_file)
-
-
 class DynsecAdmin:
     """Request/response over ``$CONTROL``; use as a context manager or call ``close``."""
 
@@ -69,7 +64,7 @@ class DynsecAdmin:
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         self._host, self._port, self._timeout = host, port, timeout
-        self._ctx = tls_context(ca_file, cert_file, key_file)
+        self._ctx = client_context(ca_file=ca_file, cert_file=cert_file, key_file=key_file)
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id or f"fleetguard-dynsec-{secrets.token_hex(4)}",
