@@ -7,10 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from fleetguard.broker import (
     BrokerConfig,
@@ -28,6 +24,7 @@ from fleetguard.keys import load_master_key
 from fleetguard.registry import service as registry
 from tests.broker.conftest import MOSQUITTO
 from tests.processes import free_port
+from tests.support import csr_pem
 
 pytestmark = pytest.mark.process
 
@@ -35,10 +32,7 @@ STALE = "0b7e8d2c-3f4a-4b5c-8d6e-7f8091a2b3c4"
 
 
 def _enroll(db, ca, name: str) -> str:  # type: ignore[no-untyped-def]
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-           .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    csr = csr_pem(name).encode()
     with db.session() as session:
         device = registry.register_device(session, name=name, actor="test")
         token, _ = identity.create_enrollment_token(session, ca, device_id=device.id, actor="test")
