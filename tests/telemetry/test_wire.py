@@ -234,6 +234,22 @@ def test_a_constraint_the_derivation_does_not_know_stops_it():
         derive_struct(Stepped)
 
 
+def test_a_float_the_model_keeps_finite_is_derived_only_with_both_bounds():
+    class Finite(_Strict):
+        model_config = ConfigDict(allow_inf_nan=False)
+        x: float
+
+    class Bounded(Finite):
+        x: Annotated[float, Field(ge=0.0, le=1.0)]  # type: ignore[mutable-override]
+
+    with pytest.raises(DerivationError, match="both bounds"):
+        derive_struct(Finite)
+    struct = derive_struct(Bounded)
+    for value in (float("inf"), float("nan")):
+        with pytest.raises(msgspec.ValidationError):
+            msgspec.convert({"x": value}, struct, strict=True)
+
+
 def test_a_model_with_a_validator_is_not_derived():
     class Checked(_Strict):
         n: int

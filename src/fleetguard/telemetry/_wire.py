@@ -143,7 +143,7 @@ def _derive_struct(model: type[BaseModel]) -> type[msgspec.Struct]:
             raise DerivationError(f"{model.__name__}.{name}: aliases do not translate")
         patterns: list[_PatternCheck] = []
         annotation = _derive_type(info.annotation, info.metadata, f"{model.__name__}.{name}",
-                                  patterns)
+                                  patterns, finite=config.get("allow_inf_nan") is False)
         own.extend((name, check) for check in patterns)
         held = _held_checks(annotation)
         if held is not None:
@@ -178,16 +178,18 @@ def _held_checks(annotation: Any) -> tuple[bool, _Checks] | None:
 
 
 def _derive_type(
-    tp: Any, metadata: list[Any], where: str, patterns: list[_PatternCheck] | None
+    tp: Any, metadata: list[Any], where: str, patterns: list[_PatternCheck] | None,
+    *, finite: bool,
 ) -> Any:
     """``patterns`` collects the field's pattern check (None: a pattern cannot be checked
-    here, as in a list of strings, and does not translate)."""
+    here, as in a list of strings, and does not translate). ``finite``: the model refuses
+    infinities and NaN."""
     if get_origin(tp) is Annotated:
         base, *extra = get_args(tp)
         inner: list[Any] = []
         for item in extra:
             inner.extend(item.metadata if isinstance(item, FieldInfo) else [item])
-        return _derive_type(base, [*inner, *metadata], where, patterns)
+        return _derive_type(base, [*inner, *metadata], where, patterns, finite=finite)
     is_enum = isinstance(tp, type) and issubclass(tp, enum.StrEnum)
     constraints = _constraints(metadata, where, enum_field=is_enum)
     origin = get_origin(tp)
@@ -195,11 +197,12 @@ def _derive_type(
     if origin in (Union, types.UnionType):
         if constraints:
             raise DerivationError(f"{where}: constraints on a union do not translate")
-        arms = tuple(_derive_type(arm, [], where, patterns) for arm in get_args(tp))
+        arms = tuple(_derive_type(arm, [], where, patterns, finite=finite)
+                     for arm in get_args(tp))
         return Union[arms]  # noqa: UP007
     if origin is list:
         (item,) = get_args(tp)
-        derived = list[_derive_type(item, [], where, None)]  # type: ignore[misc]
+        derived = list[_derive_type(item, [], where, None, finite=finite)]  # type: ignore[misc]
     elif origin is Literal or tp is type(None):
         derived = tp
     elif isinstance(tp, type) and issubclass(tp, BaseModel):
@@ -208,6 +211,10 @@ def _derive_type(
         derived = tp
     else:
         raise DerivationError(f"{where}: type {tp!r} does not translate")
+    if derived is float and finite and not {"ge", "le"} <= constraints.keys():
+        # msgspec takes inf and NaN from CBOR where the model would not; both bounds refuse
+        # them (NaN fails every comparison).
+        raise DerivationError(f"{where}: a float the model keeps finite needs both bounds")
     pattern = constraints.pop("pattern", None)
     if pattern is not None:
         if derived is not str or patterns is None or patterns:
