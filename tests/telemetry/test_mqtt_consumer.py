@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import sqlite3
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,8 +41,12 @@ def _publisher(ca: FleetCA, broker: Broker, pair: Pair, client_id: str) -> mqtt.
     ctx = ssl.create_default_context(cafile=str(ca.ca_file))
     ctx.load_cert_chain(pair.cert, pair.key)
     client.tls_set_context(ctx)
+    accepted = threading.Event()
+    client.on_connect = lambda _c, _u, _f, reason, _p: reason.is_failure or accepted.set()
     client.connect("127.0.0.1", broker.port)
     client.loop_start()
+    # a QoS 0 publish sent before the CONNACK is not retried if anything goes wrong
+    assert accepted.wait(15), "the broker did not accept the test publisher"
     return client
 
 
@@ -202,10 +207,12 @@ def test_qos0_telemetry_is_stored_without_an_acknowledgement(
         assert consumer.wait_connected(15)
         time.sleep(0.3)
         pub = _publisher(ca, broker, ca.issue(device), device)
-        pub.publish(f"fg/d/{device}/telemetry", encode_message(report(1, cpu_percent=7.0), "application/json"), qos=0).wait_for_publish(10)
+        info = pub.publish(f"fg/d/{device}/telemetry", encode_message(report(1, cpu_percent=7.0), "application/json"), qos=0)
+        info.wait_for_publish(10)
+        assert info.is_published()
         pub.loop_stop()
         pub.disconnect()
-        assert _wait(lambda: consumer.stats.accepted == 1)
+        assert _wait(lambda: consumer.stats.accepted == 1), (consumer.stats, broker.log.read_text())
         assert ingest.flush()
     finally:
         consumer.stop()
@@ -220,7 +227,6 @@ class _ScriptedBroker:
 
     def __init__(self, ca: FleetCA, then: bytes, *, hang_up: bool = False) -> None:
         import socket
-        import threading
 
         server = ca.issue("scripted-broker", server=True)
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(ca.ca_file))
