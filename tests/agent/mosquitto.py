@@ -11,6 +11,7 @@ import shutil
 import ssl
 import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,13 +102,17 @@ class Subscriber:
         client.tls_set_context(ctx)
         client.reconnect_delay_set(0.1, 0.5)
         self._subscribed = threading.Event()
+        acked: set[int] = set()
 
         def on_connect(c: Any, _u: Any, _f: Any, _rc: Any, _p: Any) -> None:
+            acked.clear()
             for topic in topics:
                 c.subscribe(topic, qos=1)
 
-        def on_subscribe(*_args: Any) -> None:
-            self._subscribed.set()
+        def on_subscribe(_c: Any, _u: Any, mid: int, *_args: Any) -> None:
+            acked.add(mid)
+            if len(acked) >= len(topics):  # every topic, not just the first
+                self._subscribed.set()
 
         def on_message(_c: Any, _u: Any, msg: Any) -> None:
             with self._lock:
@@ -122,6 +127,14 @@ class Subscriber:
     def received(self, suffix: str = "") -> list[tuple[str, bytes]]:
         with self._lock:
             return [m for m in self.messages if m[0].endswith(suffix)]
+
+    def wait_for(self, count: int, suffix: str = "", timeout: float = 15) -> list[tuple[str, bytes]]:
+        """What arrived on topics ending in ``suffix``, once ``count`` have (or ``timeout`` passed):
+        a message the broker acknowledged to its publisher may still be on its way here."""
+        deadline = time.monotonic() + timeout
+        while len(self.received(suffix)) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.received(suffix)
 
     def publish(self, topic: str, payload: bytes) -> None:
         self.client.publish(topic, payload, qos=1).wait_for_publish(10)

@@ -123,10 +123,7 @@ def test_mqtt_fleet_one_connection_per_device_with_its_own_certificate(server: R
             return sim
 
         sim = asyncio.run(scenario())
-        import time
-
-        time.sleep(0.3)
-        received = sub.received("/telemetry")
+        received = sub.wait_for(sim.stats.reports_sent, "/telemetry")
     finally:
         if sub is not None:
             sub.close()
