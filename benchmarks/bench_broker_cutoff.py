@@ -9,6 +9,7 @@ with the revoked certificate is refused. The broker and the reconcile loop run a
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import statistics
@@ -100,6 +101,7 @@ def _refused(files: BrokerFiles, cert: Path, key: Path) -> bool:
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o711)  # as under /var/lib: the broker runs as its own account
         settings = load_settings(Path(tmp) / "data")
         init_installation(settings)
         db = open_installation_database(settings, migrate=False)

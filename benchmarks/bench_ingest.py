@@ -371,6 +371,7 @@ def run_platform(name: str, url: str, args: argparse.Namespace, directory: Path)
     from fleetguard.install import init_installation, open_installation_database
     from fleetguard.keys import load_master_key
 
+    os.chmod(directory, 0o711)  # as under /var/lib: the broker runs as its own account
     settings = load_settings(directory / "data", database_url=url)
     init_installation(settings, admin_password=secrets.token_urlsafe(16))
     db = open_installation_database(settings)

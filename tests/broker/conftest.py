@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import shutil
 import ssl
+import tempfile
 import threading
 import time
 import uuid
@@ -226,10 +228,20 @@ def drain_until(messages: queue.Queue[tuple[str, bytes]], marker: bytes,
 
 
 @pytest.fixture(scope="package")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+def reachable_tmp() -> Iterator[Path]:
+    """A directory other accounts may traverse (pytest's own are 0700): a broker started by
+    root over a data dir in here runs as the mosquitto account, as it does under /var/lib."""
+    path = Path(tempfile.mkdtemp(prefix="fg-broker-"))
+    os.chmod(path, 0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="package")
+def fleet(reachable_tmp: Path) -> Iterator[Fleet]:
     if not MOSQUITTO.exists() or shutil.which("openssl") is None:
         pytest.skip("mosquitto 2 is not installed at /usr/sbin/mosquitto")
-    tmp = tmp_path_factory.mktemp("broker")
+    tmp = reachable_tmp
     settings = load_settings(tmp / "data")
     init_installation(settings)
     db = open_installation_database(settings, migrate=False)

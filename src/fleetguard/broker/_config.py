@@ -11,16 +11,13 @@ Layout of ``<data_dir>/broker`` (mode 0700, like the data dir)::
 The broker's server certificate is the installation's (``<data_dir>/tls``), its trust
 anchors the fleet CA bundle, its CRL file the fleet CA's ``crl/crls.pem``.
 
-Privileges: mosquitto started as root drops to the ``mosquitto`` account and can then
-no longer reach a data dir that is 0700. We write ``user <the current account>``, so the
-broker runs as the account that owns the data dir and nothing there is opened to anyone
-else: the server key, the dynsec state and the CRLs stay private. Running fleetguard (and
-so the broker) as a dedicated unprivileged account is the recommended deployment; as
-root the broker keeps root, which we log as a warning.
+Privileges: started by root, the broker runs as ``mosquitto`` and gets only the access to
+the data dir it needs (see ``_account``); run by another account, it runs as that one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import logging
@@ -38,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from fleetguard.broker import _acl
+from fleetguard.broker._account import choose_broker_account, grant_broker_access
 from fleetguard.broker.errors import BrokerConfigError, MosquittoNotFoundError
 from fleetguard.broker.models import BrokerConfig, BrokerFiles
 from fleetguard.core.clock import utcnow
@@ -130,9 +128,8 @@ def broker_files(settings: Settings, ca: FleetCA, config: BrokerConfig) -> Broke
     return files
 
 
-def render_config(files: BrokerFiles, config: BrokerConfig, plugin: Path) -> str:
-    """mosquitto.conf: one mutual-TLS listener, dynsec, nothing else."""
-    user = pwd.getpwuid(os.geteuid()).pw_name
+def render_config(files: BrokerFiles, config: BrokerConfig, plugin: Path, user: str) -> str:
+    """mosquitto.conf: one mutual-TLS listener, dynsec, nothing else; run as ``user``."""
     persistence = (
         ["persistence true", f"persistence_location {files.state_dir}/", "autosave_interval 60"]
         if config.persistence
@@ -146,7 +143,7 @@ def render_config(files: BrokerFiles, config: BrokerConfig, plugin: Path) -> str
         "# sends SIGHUP when the CRL changes and kicks revoked devices itself.",
         "per_listener_settings false",
         "allow_anonymous false",
-        # See the module docstring: the broker stays with the data dir's owner.
+        # mosquitto switches to this account before it reads anything below.
         f"user {user}",
         *persistence,
         "log_dest stderr",
@@ -314,10 +311,20 @@ def write_broker_files(
         raise BrokerConfigError(
             f"the installation lacks {', '.join(map(str, missing))} (run `fleetguard init`)"
         )
-    if os.geteuid() == 0:
-        log.warning("running as root: the broker keeps root too (see `fleetguard broker "
-                    "--help`); prefer a dedicated unprivileged account")
+    account = choose_broker_account(config.run_as)
     _ensure_service_identity(files, ca)
     _ensure_dynsec(files, entitled)
-    _write_private(files.config_file, render_config(files, config, plugin).encode())
-    return files
+    _write_private(files.config_file, render_config(files, config, plugin, account.name).encode())
+    refused = grant_broker_access(files, settings.data_dir, account)
+    if refused is not None:
+        if config.run_as is not None:
+            raise BrokerConfigError(f"the broker cannot run as {account.name!r}: {refused}")
+        root = pwd.getpwuid(os.geteuid()).pw_name
+        log.warning("the broker keeps %s: %s. Put the data dir where %r can reach it (under "
+                    "/var/lib, say), or run fleetguard as an unprivileged account",
+                    root, refused, account.name)
+        _write_private(files.config_file, render_config(files, config, plugin, root).encode())
+        return dataclasses.replace(files, run_as=root)
+    if account.uid == 0 and config.run_as is not None:
+        log.warning("the broker runs as root, as asked; prefer an account of its own")
+    return dataclasses.replace(files, run_as=account.name)

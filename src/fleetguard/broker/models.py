@@ -23,6 +23,9 @@ class BrokerConfig:
     persistence: bool = True
     mosquitto: Path | None = None
     dynsec_plugin: Path | None = None
+    # The account mosquitto runs as. None: ``mosquitto`` when started by root and that
+    # account can reach the broker's files (else root, with a warning), or the current one.
+    run_as: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,7 @@ class BrokerFiles:
     service_name: str
     host: str
     port: int
+    run_as: str = ""  # the account mosquitto runs as, once the files are written
 
     @property
     def connect_host(self) -> str:

@@ -26,14 +26,20 @@ def broker_command(
             help="Write the broker files, print mosquitto.conf for an external broker, exit.",
         ),
     ] = False,
+    run_as: Annotated[
+        str | None,
+        typer.Option(help="Account mosquitto runs as when this runs as root (default: "
+                          "mosquitto, or root if that account cannot reach the data dir)."),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
 ) -> None:
     """Run Mosquitto with mutual TLS and per-device permissions until Ctrl-C.
 
     Each device may publish only under fg/d/<its uuid>/ and subscribe only to its
     command topic; a revoked, decommissioned or suspended device is cut off within
-    seconds. Mosquitto runs as the account running this command (it owns the data dir);
-    run fleetguard as a dedicated unprivileged account, not root.
+    seconds. Started by root, mosquitto runs as the mosquitto account, which may read only
+    the server's certificate and key, the CA bundle, the CRL and its own config and state;
+    otherwise it runs as the account running this command.
     """
     from fleetguard.broker import (
         BrokerConfig,
@@ -50,9 +56,10 @@ def broker_command(
 
     configure_logging("text", log_level)
     settings = settings_from(data_dir)
-    config = BrokerConfig(host=host, port=port)
+    config = BrokerConfig(host=host, port=port, run_as=run_as)
     if not print_config:
-        config = BrokerConfig(host=host, port=port, mosquitto=ensure_mosquitto(config))
+        config = BrokerConfig(host=host, port=port, run_as=run_as,
+                              mosquitto=ensure_mosquitto(config))
     with open_installation_ca(settings, load_master_key(settings)) as ca:
         if print_config:
             files = prepare_broker(settings, ca, config)
@@ -72,7 +79,8 @@ def broker_command(
                 broker_process(files, config) as process,
                 run_broker_sync(db, files, process=process, ca=ca) as sync,
             ):
-                console.print(f"broker listening on {host}:{port} (mutual TLS); "
+                console.print(f"broker listening on {host}:{port} (mutual TLS) as "
+                              f"{files.run_as}; "
                               f"{sync.sync.last_report.entitled if sync.sync.last_report else 0}"
                               " devices entitled; Ctrl-C stops it")
                 while not stop.wait(0.5):
