@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from fleetguard.broker import BrokerConfig, prepare_broker
+from fleetguard.broker._account import choose_broker_account, grant_broker_access
 from fleetguard.broker.errors import BrokerConfigError
 from fleetguard.core.config import Settings, load_settings
 from fleetguard.identity.ca import open_installation_ca
@@ -117,3 +118,21 @@ def test_an_account_that_does_not_exist_is_an_error(unreachable: tuple[Settings,
     settings, ca = unreachable
     with pytest.raises(BrokerConfigError, match="no account 'fg-no-such-account'"):
         prepare_broker(settings, ca, BrokerConfig(port=18884, run_as="fg-no-such-account"))
+
+
+def test_a_link_left_in_the_state_dir_hands_nothing_over(
+    reachable_tmp: Path, fleet: Fleet
+) -> None:
+    victim = reachable_tmp / "root-only"
+    victim.write_text("root's")
+    os.chmod(victim, 0o600)
+    link = fleet.files.state_dir / "planted"
+    link.symlink_to(victim)
+    try:
+        data_dir = fleet.tmp / "data"
+        assert grant_broker_access(fleet.files, data_dir, choose_broker_account(None)) is None
+        assert victim.stat().st_uid == 0 and victim.stat().st_mode & 0o777 == 0o600
+        assert fleet.files.dynsec_file.stat().st_uid == _account().pw_uid
+    finally:
+        link.unlink()
+        victim.unlink()

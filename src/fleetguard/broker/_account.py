@@ -173,10 +173,21 @@ def grant_broker_access(files: BrokerFiles, data_dir: Path, account: BrokerAccou
 
 
 def _hand_over(state_dir: Path, account: BrokerAccount) -> None:
-    """The state directory and what it holds belong to the account (0700 / 0600)."""
+    """The state directory and the files in it belong to the account (0700 / 0600).
+
+    The account could have left a link there pointing at a file of root's: nothing is
+    followed (``O_NOFOLLOW``), and what is not a plain file is left alone.
+    """
     os.chown(state_dir, account.uid, account.gid)
     os.chmod(state_dir, 0o700)
     for entry in state_dir.iterdir():
-        if entry.is_file() and not entry.is_symlink():
-            os.chown(entry, account.uid, account.gid)
-            os.chmod(entry, 0o600)
+        try:
+            fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:  # a link (ELOOP), or gone
+            continue
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                os.fchown(fd, account.uid, account.gid)
+                os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
