@@ -136,3 +136,21 @@ def test_a_link_left_in_the_state_dir_hands_nothing_over(
     finally:
         link.unlink()
         victim.unlink()
+
+
+def test_a_dynsec_file_replaced_by_a_link_is_refused_not_followed(
+    unreachable: tuple[Settings, FleetCA], tmp_path: Path
+) -> None:
+    settings, ca = unreachable
+    files = prepare_broker(settings, ca, BrokerConfig(port=18884))
+    secret = tmp_path / "root-only.json"
+    secret.write_text(json.dumps({"clients": [], "roles": [], "secret": "root's"}))
+    files.dynsec_file.unlink()
+    files.dynsec_file.symlink_to(secret)
+    try:
+        with pytest.raises(BrokerConfigError, match="is unreadable"):
+            prepare_broker(settings, ca, BrokerConfig(port=18884))
+    finally:
+        files.dynsec_file.unlink()
+    prepare_broker(settings, ca, BrokerConfig(port=18884))
+    assert "root's" not in files.dynsec_file.read_text()

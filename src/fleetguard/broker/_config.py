@@ -275,13 +275,20 @@ def _ensure_service_identity(files: BrokerFiles, ca: FleetCA) -> None:
              files.service_name, issued.serial_hex, issued.not_after.isoformat())
 
 
+def _read_own_file(path: Path) -> bytes:
+    """A file the broker's account may have replaced: never through a link it left."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read()
+
+
 def _ensure_dynsec(files: BrokerFiles, entitled: Collection[str] | None = None) -> None:
-    if files.dynsec_file.exists():
+    if files.dynsec_file.exists() or files.dynsec_file.is_symlink():
         try:
-            state = json.loads(files.dynsec_file.read_text())
+            state = json.loads(_read_own_file(files.dynsec_file))
             if not isinstance(state, dict):
                 raise ValueError("not a JSON object")
-        except ValueError as exc:
+        except (ValueError, OSError) as exc:
             raise BrokerConfigError(
                 f"{files.dynsec_file} is unreadable ({exc}); move it away to start afresh "
                 "(the platform re-creates every device's access within a second)"
