@@ -1,10 +1,12 @@
 """The files the broker runs on: ``mosquitto.conf``, the dynsec JSON, the service identity.
 
-Layout of ``<data_dir>/broker`` (mode 0700, like the data dir)::
+Layout of ``<data_dir>/broker`` (0700; 0710 with the group of the broker's account when
+it runs as its own, see ``_account``)::
 
     mosquitto.conf       regenerated on every start; do not edit
     mosquitto.log        the broker's log (its stderr)
     service/             the platform's own MQTT identity: service.crt (+ chain), service.key
+    state/               the broker account's own, when it runs as its own
     state/dynsec.json    dynamic security state: written by us once, then by the plugin
     state/mosquitto.db   persistence (when on)
 
