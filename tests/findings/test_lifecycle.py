@@ -18,6 +18,7 @@ from fleetguard.findings import (
     MatchMethod,
     ScanStatus,
     Severity,
+    close_findings_of_decommissioned_device,
     count_findings_by_severity,
     devices_with_open_check,
     list_findings,
@@ -245,3 +246,33 @@ def test_stale_running_scans_fail(db: Database) -> None:
         assert fail_stale_scans(session, silent_for=timedelta(hours=1), actor="test") == []
         assert fail_stale_scans(session, silent_for=timedelta(seconds=-1), actor="test") == [scan.id]
         assert get_scan(session, scan.id).status is ScanStatus.FAILED
+
+
+def test_a_decommissioned_devices_open_findings_are_resolved_with_the_reason(db: Database) -> None:
+    cam = device_at(db, "cam-gone", CAM)
+    gw = device_at(db, "gw-stays", GW)
+    ingest_document(db, report(
+        [host(CAM, open_ports=(TELNET, HTTP)), host(GW, open_ports=(TELNET,))],
+        [finding(CAM, 23, "cleartext-protocol"), finding(CAM, 80, "no-authentication", service="http"),
+         finding(GW, 23, "cleartext-protocol")],
+    ))
+    with db.session() as session:
+        before = sum(count_findings_by_severity(session).values())
+        closed = close_findings_of_decommissioned_device(session, cam, actor="test")
+    assert (before, closed) == (3, 2)
+    assert all(f.state is FindingState.RESOLVED and f.resolved_at is not None
+               for f in _findings(db, device_id=cam).values())
+    assert [f.state for f in _findings(db, device_id=gw).values()] == [FindingState.OPEN]
+    with db.read_session() as session:
+        assert sum(count_findings_by_severity(session).values()) == 1
+        entry = list_audit_entries(session, action="finding.resolve", limit=10)[-1]
+        assert verify_chain(session).ok
+    assert entry.target == f"device:{cam}"
+    assert entry.details["reason"] == "device decommissioned" and entry.details["count"] == 2
+
+
+def test_a_device_without_open_findings_closes_nothing_and_audits_nothing(db: Database) -> None:
+    cam = device_at(db, "cam-clean", CAM)
+    with db.session() as session:
+        assert close_findings_of_decommissioned_device(session, cam, actor="test") == 0
+        assert list_audit_entries(session, action="finding.resolve", limit=10) == []

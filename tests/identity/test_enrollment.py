@@ -19,6 +19,7 @@ from sqlalchemy import update
 from fleetguard.core.clock import utcnow
 from fleetguard.core.config import Settings
 from fleetguard.core.errors import FleetError
+from fleetguard.findings import FindingState, count_findings_by_severity
 from fleetguard.identity import service as identity
 from fleetguard.identity.ca import init_installation_ca
 from fleetguard.identity.errors import (
@@ -33,6 +34,8 @@ from fleetguard.registry import DeviceState
 from fleetguard.registry import service as registry
 from fleetguard.store import Database
 from fleetguard.store.tables import EnrollmentTokenRow
+from tests.findings.reports import finding, host, report
+from tests.findings.support import device_at, ingest_document
 
 
 @pytest.fixture
@@ -162,6 +165,17 @@ def test_decommission_revokes_certificates_and_kills_tokens(sqlite_db: Database,
         assert all(c.revoked_at for c in identity.list_certificates(s, device_id=device_id))
     with pytest.raises((EnrollmentTokenInvalidError, DeviceNotTrustedError)), sqlite_db.session() as s:
         identity.enroll_with_token(s, ca, token=spare, csr=_csr(), source="x")
+
+
+def test_decommission_resolves_the_devices_open_findings(sqlite_db: Database, ca: FleetCA) -> None:
+    device_id = device_at(sqlite_db, "cam-retired", "127.0.0.31")
+    ingest_document(sqlite_db, report([host("127.0.0.31", open_ports=(("tcp", 23, "telnet"),))],
+                                      [finding("127.0.0.31", 23, "cleartext-protocol")]))
+    with sqlite_db.session() as s:
+        identity.decommission_device(s, ca, device_id=device_id, actor="t")
+        assert sum(count_findings_by_severity(s, device_id=device_id).values()) == 0
+        assert sum(count_findings_by_severity(s, device_id=device_id,
+                                              state=FindingState.RESOLVED).values()) == 1
 
 
 def _der(pem: str) -> bytes:

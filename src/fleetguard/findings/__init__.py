@@ -56,6 +56,7 @@ from fleetguard.findings.models import (
 from fleetguard.findings.service import (
     SCHEDULER_ACTOR,
     claim_due_schedules,
+    close_findings_of_decommissioned_device,
     count_findings_by_severity,
     create_scan,
     create_schedule,
@@ -106,6 +107,7 @@ __all__ = [
     "ScheduleNotFoundError",
     "Severity",
     "claim_due_schedules",
+    "close_findings_of_decommissioned_device",
     "count_devices_with_open_check",
     "count_findings_by_severity",
     "create_scan",

@@ -4,7 +4,8 @@ Lifecycle of a finding, keyed by (subject, port, protocol, check) where the subj
 matched device or, for a host no device claims, its address:
 
     first sight -> open;  seen again -> updated (last seen, evidence, severity, address);
-    a later scan that covered it and did not see it -> resolved;  seen again -> reopened.
+    a later scan that covered it and did not see it -> resolved;  seen again -> reopened;
+    its device decommissioned -> resolved (no scan matches that device again).
 
 "Covered" is strict, so that a scan that could not look never claims a fix: the host was
 in the scan and answered (``status: up``); the port was open in that scan or is known to
@@ -621,6 +622,36 @@ def ingest_report(
 
     record_risk_snapshot(session, now=now)
     return _to_scan(scan)
+
+
+def close_findings_of_decommissioned_device(
+    session: Session, device_id: str, *, actor: str, now: datetime | None = None
+) -> int:
+    """Resolve the open findings of a device that has left the fleet for good.
+
+    Scans no longer match hosts to a decommissioned device, so no scan could ever resolve
+    them; left open they would count in the fleet's open findings for ever. One
+    ``finding.resolve`` audit entry lists them, with the reason. Returns how many.
+    """
+    now = now or utcnow()
+    rows = list(session.execute(
+        select(FindingRow).where(FindingRow.device_id == device_id,
+                                 FindingRow.state == FindingState.OPEN.value)
+        .order_by(FindingRow.id)
+    ).scalars())  # fmt: skip
+    if not rows:
+        return 0
+    for row in rows:
+        row.state, row.resolved_at = FindingState.RESOLVED.value, now
+    append_audit_entry(
+        session, actor=actor, action="finding.resolve", target=f"device:{device_id}",
+        details={**_listing(rows), "reason": "device decommissioned"},
+    )
+    session.flush()
+    from fleetguard.findings.fleet import record_risk_snapshot
+
+    record_risk_snapshot(session, now=now)
+    return len(rows)
 
 
 def _listing(rows: list[FindingRow]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from fleetguard import findings
 from fleetguard.auditlog import append_audit_entry
 from fleetguard.core.clock import as_utc, utcnow
 from fleetguard.core.errors import ValidationFailedError
@@ -527,10 +528,12 @@ def revoke_certificate(
 def decommission_device(
     session: Session, ca: FleetCA, *, device_id: str, actor: str, reason: str = ""
 ) -> None:
-    """Final: the device's certificates are revoked and its tokens die with it."""
+    """Final: the device's certificates are revoked, its tokens die with it and its open
+    findings are resolved (no scan will match it again to resolve them)."""
     device = registry.set_device_state(session, device_id, DeviceState.DECOMMISSIONED,
                                        actor=actor, reason=reason)
     now = utcnow()
+    findings.close_findings_of_decommissioned_device(session, device.id, actor=actor, now=now)
     for token in session.execute(
         select(EnrollmentTokenRow).where(
             EnrollmentTokenRow.device_id == device.id, EnrollmentTokenRow.used_at.is_(None)
