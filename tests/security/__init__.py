@@ -1,0 +1,1 @@
+"""Regression tests named after attacks on the platform itself (docs/security.md)."""
