@@ -13,6 +13,7 @@ from fleetguard.scan import (
     ScanScopeTooLargeError,
     Transport,
     build_options,
+    expand_target_files,
     parse_ports,
     parse_targets,
 )
@@ -38,13 +39,38 @@ def test_addresses_cidrs_ranges() -> None:
     assert addrs("127.0.0.1", "127.0.0.1/32") == ["127.0.0.1"]  # de-duplicated
 
 
-def test_hostname_and_file(tmp_path: Path) -> None:
+def test_hostname() -> None:
     t = parse_targets(["localhost"])
     assert t and all(x.name == "localhost" for x in t)
     assert {x.address for x in t} <= {"127.0.0.1", "::1"}
+
+
+def test_target_file_is_expanded_by_the_cli_helper(tmp_path: Path) -> None:
     f = tmp_path / "targets.txt"
     f.write_text("# lab\n127.0.0.5\n\n127.0.0.6-7  # range\n")
-    assert addrs(f"@{f}") == ["127.0.0.5", "127.0.0.6", "127.0.0.7"]
+    items = expand_target_files([f"@{f}", "127.0.0.9"])
+    assert items == ["127.0.0.5", "127.0.0.6-7", "127.0.0.9"]
+    assert addrs(*items) == ["127.0.0.5", "127.0.0.6", "127.0.0.7", "127.0.0.9"]
+
+
+def test_parse_targets_never_reads_a_file(tmp_path: Path) -> None:
+    f = tmp_path / "targets.txt"
+    f.write_text("127.0.0.5\n")
+    with pytest.raises(InvalidTargetError, match="read by the CLI only") as caught:
+        parse_targets([f"@{f}"])
+    assert "127.0.0.5" not in caught.value.message
+
+
+def test_unreadable_target_file_is_named() -> None:
+    with pytest.raises(InvalidTargetError, match="cannot read target file"):
+        expand_target_files(["@/nonexistent/file"])
+
+
+def test_a_long_bad_target_is_echoed_truncated() -> None:
+    with pytest.raises(InvalidTargetError) as caught:
+        parse_targets(["x!" * 500])
+    assert len(caught.value.message) < 200
+    assert "(1000 characters)" in caught.value.message
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ from fleetguard.scan import (
     ScanReport,
     Severity,
     build_options,
+    expand_target_files,
     report_document,
     run_scan,
     to_csv,
@@ -143,7 +144,7 @@ def scan_command(
     try:
         base_url = check_server(server, api_token) if server else None
         options = build_options(
-            targets,
+            expand_target_files(targets),
             ports=ports,
             max_addresses=max_addresses,
             timeout=timeout,

@@ -20,6 +20,21 @@ scripts; codes never change once published.
 
 from __future__ import annotations
 
+#: How much of a caller's value an error message may quote.
+EXCERPT_CHARS = 64
+
+
+def excerpt(value: str, limit: int = EXCERPT_CHARS) -> str:
+    """The caller's value, quoted and cut to ``limit`` characters, for an error message.
+
+    An error names the offending token and no more: a message that echoed a whole value
+    could carry back whatever the server was tricked into reading.
+    """
+    if len(value) <= limit:
+        return repr(value)
+    return repr(value[:limit]) + f"... ({len(value)} characters)"
+
+
 
 class FleetError(Exception):
     """Root of every error fleetguard raises across a package boundary."""

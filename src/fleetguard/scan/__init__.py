@@ -35,7 +35,7 @@ from fleetguard.scan.models import (
 from fleetguard.scan.options import ScanOptions
 from fleetguard.scan.report import to_csv, to_json
 from fleetguard.scan.service import ProgressSink, build_options, report_document, run_scan, scan
-from fleetguard.scan.targets import parse_ports, parse_targets
+from fleetguard.scan.targets import expand_target_files, parse_ports, parse_targets
 
 __all__ = [
     "CATALOGUE",
@@ -60,6 +60,7 @@ __all__ = [
     "Target",
     "Transport",
     "build_options",
+    "expand_target_files",
     "parse_ports",
     "parse_targets",
     "report_document",

@@ -1,11 +1,15 @@
-"""Parse what to scan: targets (addresses, CIDRs, ranges, hostnames, @file) and port specs.
+"""Parse what to scan: targets (addresses, CIDRs, ranges, hostnames) and port specs.
 
 Targets:
     192.0.2.7            one IPv4 address          2001:db8::7      one IPv6 address
     192.0.2.0/28         a CIDR (v4 or v6); network and broadcast of a v4 /0-/30 are skipped
     192.0.2.10-20        a range in the last octet 192.0.2.10-192.0.2.20   a full range
     camera.lan           a hostname: every address it resolves to
-    @targets.txt         one target per line; blank lines and ``#`` comments ignored
+
+``@targets.txt`` (one target per line) is the CLI's convenience, expanded on the
+operator's machine by ``expand_target_files`` before anything is parsed: a target that
+reaches ``parse_targets`` never names a file, so nothing sent to the server can make it
+read one.
 
 Ports (nmap style): ``default``, ``23,80-90``, ``T:23,U:161``; a ``T:``/``U:`` prefix
 sets the transport for the items that follow it; ``default`` adds the IoT default set.
@@ -19,6 +23,7 @@ import socket
 from collections.abc import Iterable
 from pathlib import Path
 
+from fleetguard.core.errors import excerpt
 from fleetguard.scan.errors import InvalidPortSpecError, InvalidTargetError, ScanScopeTooLargeError
 from fleetguard.scan.models import PortSpec, Target, Transport
 
@@ -74,7 +79,9 @@ def parse_ports(spec: str) -> list[PortSpec]:
     for raw in spec.split(","):
         item = raw.strip()
         if not item:
-            raise InvalidPortSpecError(f"empty item in port specification {spec!r}", field="ports")
+            raise InvalidPortSpecError(
+                f"empty item in port specification {excerpt(spec)}", field="ports"
+            )
         upper = item[:2].upper()
         if upper in ("T:", "U:"):
             transport = Transport.TCP if upper == "T:" else Transport.UDP
@@ -89,13 +96,17 @@ def parse_ports(spec: str) -> list[PortSpec]:
             last = int(hi) if sep else first
         except ValueError:
             raise InvalidPortSpecError(
-                f"not a port or port range: {raw.strip()!r} (use e.g. 23, 8000-8100, U:161)",
+                f"not a port or port range: {excerpt(raw.strip())} (use e.g. 23, 8000-8100, U:161)",
                 field="ports",
             ) from None
         if not (1 <= first <= 65535 and 1 <= last <= 65535):
-            raise InvalidPortSpecError(f"port out of range 1-65535: {raw.strip()!r}", field="ports")
+            raise InvalidPortSpecError(
+                f"port out of range 1-65535: {excerpt(raw.strip())}", field="ports"
+            )
         if last < first:
-            raise InvalidPortSpecError(f"reversed port range: {raw.strip()!r}", field="ports")
+            raise InvalidPortSpecError(
+                f"reversed port range: {excerpt(raw.strip())}", field="ports"
+            )
         for port in range(first, last + 1):
             out[(port, transport)] = PortSpec(port, transport)
     return sorted(out.values(), key=lambda p: (p.transport.value, p.port))
@@ -112,7 +123,7 @@ def _resolve(name: str) -> list[str]:
         infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise InvalidTargetError(
-            f"cannot resolve host name {name!r}: {exc}", field="targets"
+            f"cannot resolve host name {excerpt(name)}: {exc}", field="targets"
         ) from None
     seen: dict[str, None] = {}
     for info in infos:
@@ -135,7 +146,7 @@ def _expand_one(item: str, budget: int) -> list[Target]:
             net = ipaddress.ip_network(item, strict=False)
         except ValueError:
             raise InvalidTargetError(
-                f"not a valid CIDR network: {item!r}", field="targets"
+                f"not a valid CIDR network: {excerpt(item)}", field="targets"
             ) from None
         size = net.num_addresses
         if size > budget:
@@ -153,17 +164,17 @@ def _expand_one(item: str, budget: int) -> list[Target]:
     elif item.count("-") == 1 and _looks_like_address_range(item):
         first_s, last_s = (s.strip() for s in item.split("-"))
     elif item.count("-") == 1 and not _HOSTNAME.match(item):
-        raise InvalidTargetError(f"not a valid address range: {item!r}", field="targets")
+        raise InvalidTargetError(f"not a valid address range: {excerpt(item)}", field="targets")
     if first_s:
         try:
             first = ipaddress.ip_address(first_s)
             last = ipaddress.ip_address(last_s)
         except ValueError:
             raise InvalidTargetError(
-                f"not a valid address range: {item!r}", field="targets"
+                f"not a valid address range: {excerpt(item)}", field="targets"
             ) from None
         if first.version != last.version or int(last) < int(first):
-            raise InvalidTargetError(f"not a valid address range: {item!r}", field="targets")
+            raise InvalidTargetError(f"not a valid address range: {excerpt(item)}", field="targets")
         count = int(last) - int(first) + 1
         if count > budget:
             raise ScanScopeTooLargeError(
@@ -175,7 +186,9 @@ def _expand_one(item: str, budget: int) -> list[Target]:
     # hostname
     if _HOSTNAME.match(item) and not item.replace(".", "").isdigit():
         return [Target(a, name=item.rstrip(".")) for a in _resolve(item)]
-    raise InvalidTargetError(f"not an address, CIDR, range or host name: {item!r}", field="targets")
+    raise InvalidTargetError(
+        f"not an address, CIDR, range or host name: {excerpt(item)}", field="targets"
+    )
 
 
 def _looks_like_address_range(item: str) -> bool:
@@ -188,20 +201,34 @@ def _looks_like_address_range(item: str) -> bool:
     return True
 
 
-def _read_target_file(path_s: str) -> list[str]:
-    path = Path(path_s)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidTargetError(
-            f"cannot read target file {path_s!r}: {exc}", field="targets"
-        ) from None
-    items: list[str] = []
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            items.extend(line.split())
-    return items
+def expand_target_files(items: Iterable[str]) -> list[str]:
+    """The CLI's ``@file`` items replaced by the targets listed in each file.
+
+    One target per line, blank lines and ``#`` comments ignored. For the operator's own
+    machine only: the server never calls this, and ``parse_targets`` refuses ``@``.
+    """
+    out: list[str] = []
+    for item in items:
+        item = item.strip()
+        if not item.startswith("@"):
+            out.append(item)
+            continue
+        path_s = item[1:]
+        try:
+            text = Path(path_s).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InvalidTargetError(
+                f"cannot read target file {path_s!r}: {exc.strerror or exc}", field="targets"
+            ) from None
+        except UnicodeDecodeError:
+            raise InvalidTargetError(
+                f"target file {path_s!r} is not UTF-8 text", field="targets"
+            ) from None
+        for line in text.splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                out.extend(line.split())
+    return out
 
 
 def parse_targets(
@@ -214,9 +241,12 @@ def parse_targets(
         if not item:
             continue
         if item.startswith("@"):
-            raw.extend(_read_target_file(item[1:]))
-        else:
-            raw.append(item)
+            raise InvalidTargetError(
+                f"not a target: {excerpt(item)} (target files are read by the CLI only; "
+                "send the targets themselves)",
+                field="targets",
+            )
+        raw.append(item)
     if not raw:
         raise InvalidTargetError("no target given", field="targets")
     seen: dict[str, Target] = {}
@@ -236,6 +266,7 @@ __all__ = [
     "DEFAULT_TCP_PORTS",
     "DEFAULT_UDP_PORTS",
     "default_ports",
+    "expand_target_files",
     "parse_ports",
     "parse_targets",
 ]
