@@ -60,7 +60,7 @@ def _enroll(db: Database, ca: FleetCA, directory: Path, name: str) -> tuple[str,
     with db.session() as session:
         device = registry.register_device(session, name=name, actor="bench")
         token, _ = identity.create_enrollment_token(session, ca, device_id=device.id,
-                                                    actor="bench")
+                                                    actor="bench", issuer=None)
         result = identity.enroll_with_token(session, ca, token=token, csr=csr, source="bench")
     cert, key_file = directory / f"{name}.crt", directory / f"{name}.key"
     cert.write_text(result.chain_pem)

@@ -236,7 +236,7 @@ def run(args: argparse.Namespace, database_url: str | None) -> None:
         for i in range(args.count):
             device = registry.register_device(session, name=f"bench-{i}", actor="bench")
             token, _ = identity.create_enrollment_token(session, ca, device_id=device.id,
-                                                        actor="bench")
+                                                        actor="bench", issuer=None)
             tokens.append(token)
     csrs = [make_csr() for _ in range(args.count)]
 

@@ -240,7 +240,7 @@ def enroll_devices(db: Any, ca: Any, n: int) -> list[dict[str, str]]:
                .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
         with db.session() as session:
             device = registry.register_device(session, name=f"bench-{i}", actor="bench")
-            token, _ = identity.create_enrollment_token(session, ca, device_id=device.id, actor="bench")
+            token, _ = identity.create_enrollment_token(session, ca, device_id=device.id, actor="bench", issuer=None)
             result = identity.enroll_with_token(session, ca, token=token, csr=csr, source="127.0.0.1")
         out.append({"id": device.id, "name": f"bench-{i}", "chain": result.chain_pem,
                     "key": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,

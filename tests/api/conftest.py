@@ -52,7 +52,7 @@ def add_operator(sqlite_db: Database) -> Callable[[str, Role], str]:
         password = strong_password()
         with sqlite_db.session() as session:
             operators.create_operator(
-                session, username=username, password=password, role=role, actor="test"
+                session, username=username, password=password, role=role, actor="test", issuer=None
             )
         return password
 

@@ -97,10 +97,10 @@ def tokens(sqlite_db: Database) -> dict[Role, str]:
         for role in Role:
             name = f"matrix-{role.value}"
             operators.create_operator(
-                session, username=name, password=strong_password(), role=role, actor="test"
+                session, username=name, password=strong_password(), role=role, actor="test", issuer=None
             )
             out[role] = operators.create_api_token(
-                session, username=name, name="matrix", role=None, ttl=None, actor="test"
+                session, username=name, name="matrix", role=None, ttl=None, actor="test", issuer=None
             ).token
     return out
 

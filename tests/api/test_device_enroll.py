@@ -24,7 +24,7 @@ def _token(db: Database, ca: FleetCA) -> tuple[str, str]:
     with db.session() as session:
         device = registry.register_device(session, name="cam", actor="test")
         token, _ = identity.create_enrollment_token(session, ca, device_id=device.id,
-                                                    actor="test")
+                                                    actor="test", issuer=None)
     return device.id, token
 
 

@@ -56,7 +56,7 @@ def test_expired_token_is_refused(app: FastAPI, sqlite_db: Database, add_operato
     add_operator("bot", Role.OPERATOR)
     with sqlite_db.session() as session:
         issued = operators.create_api_token(
-            session, username="bot", name="short", role=None, ttl=timedelta(seconds=1), actor="t"
+            session, username="bot", name="short", role=None, ttl=timedelta(seconds=1), actor="t", issuer=None
         )
         row = session.execute(select(ApiTokenRow)).scalar_one()
         row.expires_at = row.created_at - timedelta(seconds=1)
@@ -88,7 +88,7 @@ def test_tokens_of_a_disabled_operator_stop_working(
     user = login_as(Role.OPERATOR)
     token = user.client.post("/api/v1/tokens", json={"name": "ci"}, headers=user.headers()).json()["token"]
     with sqlite_db.session() as session:
-        operators.set_operator_disabled(session, username=user.username, disabled=True, actor="t")
+        operators.set_operator_disabled(session, username=user.username, disabled=True, actor="t", issuer=None)
     assert new_client(app).get("/api/v1/me", headers=_bearer(token)).status_code == 401
 
 
@@ -98,7 +98,7 @@ def test_operator_cannot_revoke_someone_elses_token(
     add_operator("other", Role.OPERATOR)
     with sqlite_db.session() as session:
         theirs = operators.create_api_token(
-            session, username="other", name="theirs", role=None, ttl=None, actor="t"
+            session, username="other", name="theirs", role=None, ttl=None, actor="t", issuer=None
         )
     user = login_as(Role.OPERATOR)
     r = user.client.delete(f"/api/v1/tokens/{theirs.info.token_id}", headers=user.headers())

@@ -86,7 +86,7 @@ class Fleet:
         with self.db.session() as session:
             device = registry.register_device(session, name=name, actor="test")
             token, _ = identity.create_enrollment_token(
-                session, self.ca, device_id=device.id, actor="test"
+                session, self.ca, device_id=device.id, actor="test", issuer=None
             )
             result = identity.enroll_with_token(
                 session, self.ca, token=token, csr=csr, source="127.0.0.1"

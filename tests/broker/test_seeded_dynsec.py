@@ -35,7 +35,7 @@ def _enroll(db, ca, name: str) -> str:  # type: ignore[no-untyped-def]
     csr = csr_pem(name).encode()
     with db.session() as session:
         device = registry.register_device(session, name=name, actor="test")
-        token, _ = identity.create_enrollment_token(session, ca, device_id=device.id, actor="test")
+        token, _ = identity.create_enrollment_token(session, ca, device_id=device.id, actor="test", issuer=None)
         identity.enroll_with_token(session, ca, token=token, csr=csr, source="127.0.0.1")
     return str(device.id)
 

@@ -105,7 +105,7 @@ def browser_as(app: FastAPI, sqlite_db: Database) -> Iterator[Callable[[Role], B
         password = strong_password()
         with sqlite_db.session() as s:
             operators.create_operator(s, username=username, password=password, role=role,
-                                      actor="test")
+                                      actor="test", issuer=None)
         client = new_client(app)
         clients.append(client)
         secret = form_login(client, username, password)
@@ -128,7 +128,7 @@ def enrolled_device(sqlite_db: Database, fleet_ca: FleetCA) -> EnrolledDevice:
         device = registry.register_device(s, name="cam-17", serial="SN17",
                                           labels={"site": "berlin"}, actor="test")
         token, _ = identity.create_enrollment_token(s, fleet_ca, device_id=device.id,
-                                                    actor="test")
+                                                    actor="test", issuer=None)
     with sqlite_db.session() as s:
         result = identity.enroll_with_token(s, fleet_ca, token=token, csr=csr_pem(),
                                             source="127.0.0.1")

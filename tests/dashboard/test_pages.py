@@ -99,7 +99,7 @@ def test_admin_enrolls_totp_and_logs_in_again_with_it(
     password = strong_password()
     with sqlite_db.session() as s:
         operators.create_operator(s, username="root-admin", password=password,
-                                  role=Role.ADMIN, actor="test")
+                                  role=Role.ADMIN, actor="test", issuer=None)
     with new_client(app) as client:
         secret = form_login(client, "root-admin", password)
         assert secret
@@ -133,7 +133,7 @@ def test_wrong_password_and_foreign_login_forms_are_refused(anonymous: TestClien
                                                            sqlite_db: Database) -> None:
     with sqlite_db.session() as s:
         operators.create_operator(s, username="viewer", password=strong_password(),
-                                  role=Role.AUDITOR, actor="test")
+                                  role=Role.AUDITOR, actor="test", issuer=None)
     r = anonymous.get("/login")
     token = hidden(r.text, "login_token")
     r = anonymous.post("/login", data={"username": "viewer", "password": "wrong-password-1",
@@ -151,7 +151,7 @@ def test_login_never_redirects_off_site(app: FastAPI, sqlite_db: Database) -> No
     password = strong_password()
     with sqlite_db.session() as s:
         operators.create_operator(s, username="viewer", password=password, role=Role.AUDITOR,
-                                  actor="test")
+                                  actor="test", issuer=None)
     with new_client(app) as client:
         r = client.get("/login?next=//evil.example/x")
         assert hidden(r.text, "next") == "/"

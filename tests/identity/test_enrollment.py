@@ -60,7 +60,7 @@ def _csr(key: ec.EllipticCurvePrivateKey | None = None, *, greedy: bool = False)
 def _device_with_token(db: Database, ca: FleetCA, name: str = "cam") -> tuple[str, str]:
     with db.session() as s:
         device = registry.register_device(s, name=name, actor="t")
-        token, _ = identity.create_enrollment_token(s, ca, device_id=device.id, actor="t")
+        token, _ = identity.create_enrollment_token(s, ca, device_id=device.id, actor="t", issuer=None)
     return device.id, token
 
 
@@ -160,7 +160,7 @@ def test_decommission_revokes_certificates_and_kills_tokens(sqlite_db: Database,
     device_id, token = _device_with_token(sqlite_db, ca)
     with sqlite_db.session() as s:
         identity.enroll_with_token(s, ca, token=token, csr=_csr(), source="x")
-        spare, _ = identity.create_enrollment_token(s, ca, device_id=device_id, actor="t")
+        spare, _ = identity.create_enrollment_token(s, ca, device_id=device_id, actor="t", issuer=None)
         identity.decommission_device(s, ca, device_id=device_id, actor="t")
         assert all(c.revoked_at for c in identity.list_certificates(s, device_id=device_id))
     with pytest.raises((EnrollmentTokenInvalidError, DeviceNotTrustedError)), sqlite_db.session() as s:

@@ -77,7 +77,8 @@ def operator_add(
     password = _read_password(password_file)
     with db_session(data_dir) as session:
         op = service.create_operator(
-            session, username=username, password=password, role=role, actor=cli_actor()
+            session, username=username, password=password, role=role, actor=cli_actor(),
+            issuer=None,
         )
     console.print(f"added {op.username} ({op.role.value})")
 
@@ -107,9 +108,22 @@ def operator_disable(username: str, data_dir: DataDirOption = None) -> None:
 
     with db_session(data_dir) as session:
         service.set_operator_disabled(
-            session, username=username, disabled=True, actor=cli_actor()
+            session, username=username, disabled=True, actor=cli_actor(), issuer=None
         )
     console.print(f"disabled {username}")
+
+
+@operator_app.command("enable")
+@handles_errors
+def operator_enable(username: str, data_dir: DataDirOption = None) -> None:
+    """Enable a disabled operator again (e.g. the admin locked out by a mistake)."""
+    from fleetguard.operators import service
+
+    with db_session(data_dir) as session:
+        service.set_operator_disabled(
+            session, username=username, disabled=False, actor=cli_actor(), issuer=None
+        )
+    console.print(f"enabled {username}")
 
 
 @operator_app.command("reset-mfa")
@@ -119,7 +133,7 @@ def operator_reset_mfa(username: str, data_dir: DataDirOption = None) -> None:
     from fleetguard.operators import service
 
     with db_session(data_dir) as session:
-        service.reset_mfa(session, username=username, actor=cli_actor())
+        service.reset_mfa(session, username=username, actor=cli_actor(), issuer=None)
     console.print(f"MFA reset for {username}")
 
 
@@ -138,7 +152,7 @@ def token_create(
     with db_session(data_dir) as session:
         issued = service.create_api_token(
             session, username=username, name=name, role=role, ttl=timedelta(days=days),
-            actor=cli_actor(),
+            actor=cli_actor(), issuer=None,
         )
     err_console.print(
         f"token {issued.info.token_id} for {issued.info.operator} "

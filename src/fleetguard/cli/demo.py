@@ -102,11 +102,11 @@ def demo_command(
     with db.session() as session:
         operators.create_operator(
             session, username="simulator", password=_strong(), role=Role.OPERATOR,
-            actor="demo",
+            actor="demo", issuer=None,
         )
         sim_token = operators.create_api_token(
             session, username="simulator", name="demo fleet", role=None,
-            ttl=timedelta(days=1), actor="demo",
+            ttl=timedelta(days=1), actor="demo", issuer=None,
         ).token
     db.dispose()
 

@@ -154,7 +154,8 @@ def device_token(
 
     with fleet_ca(data_dir) as ca, db_session(data_dir) as session:
         token, _ = identity.create_enrollment_token(
-            session, ca, device_id=device_id, actor=cli_actor(), ttl=timedelta(hours=hours)
+            session, ca, device_id=device_id, actor=cli_actor(), issuer=None,
+            ttl=timedelta(hours=hours),
         )
     print(token)
 
@@ -274,7 +275,8 @@ def claim_create(
     serials = serials_file.read_text().splitlines()
     with fleet_ca(data_dir) as ca, db_session(data_dir) as session:
         issued = identity.create_claim_batch(session, ca, name=name, serials=serials,
-                                             actor=cli_actor(), validity=timedelta(days=days))
+                                             actor=cli_actor(), issuer=None,
+                                             validity=timedelta(days=days))
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_atomic(out_dir / "claim.key", issued.key_pem.encode(), mode=0o600)
     (out_dir / "claim.crt").write_text(issued.certificate_pem)

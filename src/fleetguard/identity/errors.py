@@ -9,7 +9,8 @@
     │   └── ClaimNotAllowedError         serial not on the batch's list, already enrolled,
     │                                   or a claim certificate used for anything but enrollment
     ├── ConflictError
-    │   └── KeyAlreadyBoundError         the CSR's key belongs to another certificate
+    │   ├── KeyAlreadyBoundError         the CSR's key belongs to another certificate
+    │   └── ClaimBatchExistsError        a claim batch of that name exists
     ├── NotFoundError
     │   └── CertificateNotFoundError
     └── ConfigurationError
@@ -51,3 +52,7 @@ class CertificateNotFoundError(NotFoundError):
 
 class CaNotInitializedError(ConfigurationError):
     code = "ca_not_initialized"
+
+
+class ClaimBatchExistsError(ConflictError):
+    code = "claim_batch_exists"

@@ -24,9 +24,10 @@ from sqlalchemy.orm import Session
 from fleetguard import findings
 from fleetguard.auditlog import append_audit_entry
 from fleetguard.core.clock import as_utc, utcnow
-from fleetguard.core.errors import ValidationFailedError
+from fleetguard.core.errors import ValidationFailedError, excerpt
 from fleetguard.identity.errors import (
     CertificateNotFoundError,
+    ClaimBatchExistsError,
     ClaimNotAllowedError,
     DeviceCertificateRejectedError,
     DeviceNotTrustedError,
@@ -44,6 +45,8 @@ from fleetguard.identity.models import (
     IssuedClaim,
     SharedIdentityAlert,
 )
+from fleetguard.operators import Principal
+from fleetguard.operators.service import ensure_may_mint
 from fleetguard.pki import (
     CLAIM_URI_PREFIX,
     DEFAULT_DEVICE_VALIDITY,
@@ -116,13 +119,15 @@ def _to_cert(row: DeviceCertificateRow) -> DeviceCertificate:
 
 
 def create_enrollment_token(
-    session: Session, ca: FleetCA, *, device_id: str, actor: str,
+    session: Session, ca: FleetCA, *, device_id: str, actor: str, issuer: Principal | None,
     ttl: timedelta = TOKEN_DEFAULT_TTL,
 ) -> tuple[str, datetime]:
     """A single-use token bound to one device; it carries the fleet root's fingerprint so
-    the device can pin the platform from its first connection."""
+    the device can pin the platform from its first connection. It lives no longer than
+    the credential that asks for it."""
     if not timedelta(minutes=1) <= ttl <= TOKEN_MAX_TTL:
         raise ValidationFailedError("token lifetime must be 1 minute to 90 days", field="ttl")
+    ensure_may_mint(issuer, what="an enrollment token", expires_at=utcnow() + ttl)
     device = registry.get_device(session, device_id)
     if device.state not in TRUSTED_STATES:
         raise DeviceNotTrustedError(f"device {device.id} is {device.state.value}")
@@ -240,12 +245,18 @@ def _batch(row: ClaimBatchRow, session: Session) -> ClaimBatch:
 
 def create_claim_batch(
     session: Session, ca: FleetCA, *, name: str, serials: Iterable[str], actor: str,
-    validity: timedelta = timedelta(days=365),
+    issuer: Principal | None, validity: timedelta = timedelta(days=365),
 ) -> IssuedClaim:
-    """A claim key and certificate for a production batch, with its serial allow-list."""
+    """A claim key and certificate for a production batch, with its serial allow-list.
+    The certificate lives no longer than the credential that asks for it."""
     clean = name.strip()
     if not 1 <= len(clean) <= 100:
         raise ValidationFailedError("batch name must be 1-100 characters", field="name")
+    ensure_may_mint(issuer, what="a claim certificate", expires_at=utcnow() + validity)
+    if session.execute(
+        select(ClaimBatchRow.id).where(ClaimBatchRow.name == clean)
+    ).first() is not None:
+        raise ClaimBatchExistsError(f"a claim batch named {excerpt(clean)} already exists")
     wanted = sorted({s.strip() for s in serials if s.strip()})
     if not wanted or len(wanted) > MAX_CLAIM_SERIALS:
         raise ValidationFailedError(f"give 1-{MAX_CLAIM_SERIALS} serials", field="serials")
@@ -265,7 +276,12 @@ def create_claim_batch(
         not_after=issued.not_after, labels="{}", created_at=utcnow(),
     )
     session.add(row)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:  # the same name, taken by a request that committed meanwhile
+        raise ClaimBatchExistsError(
+            f"a claim batch named {excerpt(clean)} already exists"
+        ) from None
     for serial in wanted:
         session.add(ClaimSerialRow(batch_id=row.id, serial=serial))
     append_audit_entry(

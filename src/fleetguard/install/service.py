@@ -140,7 +140,7 @@ def init_installation(
             )
             operators.create_operator(
                 session, username=admin_username, password=password, role=Role.ADMIN,
-                actor="system",
+                actor="system", issuer=None,
             )
     finally:
         db.dispose()

@@ -9,16 +9,20 @@
     │   └── WeakPasswordError          the password policy said no, with its reason
     ├── RateLimitedError
     │   └── LockedOutError             too many failures for this account or address
+    ├── PermissionDeniedError
+    │   └── CredentialTooWideError     a credential asked to mint a wider or longer-lived one
     ├── NotFoundError
     │   └── OperatorNotFoundError
     └── ConflictError
-        └── OperatorExistsError
+        ├── OperatorExistsError
+        └── LastAdminError             the change would leave no enabled admin
 """
 
 from fleetguard.core.errors import (
     AuthenticationError,
     ConflictError,
     NotFoundError,
+    PermissionDeniedError,
     RateLimitedError,
     ValidationFailedError,
 )
@@ -50,3 +54,11 @@ class OperatorNotFoundError(NotFoundError):
 
 class OperatorExistsError(ConflictError):
     code = "operator_exists"
+
+
+class CredentialTooWideError(PermissionDeniedError):
+    code = "credential_too_wide"
+
+
+class LastAdminError(ConflictError):
+    code = "last_admin"

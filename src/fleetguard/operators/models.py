@@ -79,6 +79,9 @@ class Principal:
     role: Role
     via: str  # "session" or "token:<token id>"
     session_id: int | None = None
+    # When the credential behind this request stops working: a token's expiry. None for a
+    # session, the operator's own login (password and, for admins, a second factor).
+    credential_expires_at: datetime | None = None
 
     @property
     def actor(self) -> str:

@@ -20,7 +20,9 @@ from fleetguard.core.errors import PermissionDeniedError, ValidationFailedError
 from fleetguard.keys import MasterKey, open_secret, seal_secret
 from fleetguard.operators import passwords, throttle, totp
 from fleetguard.operators.errors import (
+    CredentialTooWideError,
     InvalidCredentialError,
+    LastAdminError,
     LoginFailedError,
     MfaFailedError,
     OperatorExistsError,
@@ -89,12 +91,54 @@ def _get_row(session: Session, username: str) -> OperatorRow:
     return row
 
 
+# --- what a credential may mint ---------------------------------------------------------
+
+
+def ensure_may_mint(
+    issuer: Principal | None, *, what: str, role: Role | None = None,
+    expires_at: datetime | None = None,
+) -> None:
+    """A credential mints only credentials of at most its own scope and lifetime.
+
+    ``issuer`` is the principal of the request (its role is already the lesser of the
+    operator's role and the token's scope); None is local administration (the CLI, run by
+    whoever owns the installation). ``role`` is the rights the new credential carries,
+    ``expires_at`` when it stops working (None: never, as an operator account). Every
+    route that hands out a token, an account, an enrollment token, a claim certificate or
+    a second-factor reset goes through here.
+    """
+    if issuer is None:
+        return
+    if role is not None and ROLE_RANK[role] > ROLE_RANK[issuer.role]:
+        raise CredentialTooWideError(
+            f"a credential with role {issuer.role.value} cannot create {what} with role "
+            f"{role.value}"
+        )
+    limit = issuer.credential_expires_at
+    if limit is not None and (expires_at is None or expires_at > limit):
+        lasting = "that never expires" if expires_at is None else "that outlives it"
+        raise CredentialTooWideError(
+            f"an API token (expires {limit.isoformat(timespec='seconds')}) cannot create "
+            f"{what} {lasting}; use a shorter lifetime, or log in",
+        )
+
+
+def _enabled_admins(session: Session) -> int:
+    return len(session.execute(
+        select(OperatorRow.id).where(
+            OperatorRow.role == Role.ADMIN.value, OperatorRow.disabled.is_(False)
+        )
+    ).all())
+
+
 # --- operators -------------------------------------------------------------------------
 
 
 def create_operator(
-    session: Session, *, username: str, password: str, role: Role, actor: str
+    session: Session, *, username: str, password: str, role: Role, actor: str,
+    issuer: Principal | None,
 ) -> Operator:
+    ensure_may_mint(issuer, what="an operator", role=role)
     name = validate_username(username)
     passwords.check_password_policy(password, name)
     exists = session.execute(
@@ -130,9 +174,17 @@ def get_operator(session: Session, username: str) -> Operator:
 
 
 def set_operator_disabled(
-    session: Session, *, username: str, disabled: bool, actor: str
+    session: Session, *, username: str, disabled: bool, actor: str,
+    issuer: Principal | None,
 ) -> Operator:
+    """Disable (ends sessions, stops tokens) or enable again; never the last enabled admin."""
     row = _get_row(session, username)
+    if not disabled:  # enabling hands the account's credentials back
+        ensure_may_mint(issuer, what="an enabled operator", role=Role(row.role))
+    elif not row.disabled and row.role == Role.ADMIN.value and _enabled_admins(session) <= 1:
+        raise LastAdminError(
+            f"{row.username} is the last enabled admin; enable or add another admin first"
+        )
     row.disabled = disabled
     row.updated_at = utcnow()
     if disabled:
@@ -158,9 +210,13 @@ def change_password(
     )
 
 
-def reset_mfa(session: Session, *, username: str, actor: str) -> Operator:
+def reset_mfa(
+    session: Session, *, username: str, actor: str, issuer: Principal | None
+) -> Operator:
     """Remove the second factor; the operator enrolls again at the next login."""
     row = _get_row(session, username)
+    # Whoever resets a second factor and knows the password holds the account.
+    ensure_may_mint(issuer, what="a second-factor reset", role=Role(row.role))
     if row.totp_secret_id is not None:
         secret = session.get(SecretRow, row.totp_secret_id)
         row.totp_secret_id = None
@@ -463,11 +519,17 @@ def create_api_token(
     role: Role | None,
     ttl: timedelta | None,
     actor: str,
+    issuer: Principal | None,
 ) -> IssuedToken:
-    """A token acts for its operator with at most the operator's role."""
+    """A token acts for its operator with at most the operator's role, and at most the
+    issuing credential's role and lifetime (a token of a token neither widens nor outlives
+    it). Without a role it takes the lesser of the operator's and the issuer's."""
     owner = _get_row(session, username)
     owner_role = Role(owner.role)
-    role = role or owner_role
+    ceiling = owner_role
+    if issuer is not None and ROLE_RANK[issuer.role] < ROLE_RANK[ceiling]:
+        ceiling = issuer.role
+    role = role or ceiling
     if ROLE_RANK[role] > ROLE_RANK[owner_role]:
         raise PermissionDeniedError(
             f"a token cannot have more rights than its operator ({owner_role.value})",
@@ -476,12 +538,13 @@ def create_api_token(
     ttl = ttl or TOKEN_DEFAULT_TTL
     if ttl <= timedelta(0) or ttl > TOKEN_MAX_TTL:
         raise ValidationFailedError("token lifetime must be between 1 s and 365 days", field="ttl")
+    now = utcnow()
+    ensure_may_mint(issuer, what="a token", role=role, expires_at=now + ttl)
     clean_name = name.strip()
     if not 1 <= len(clean_name) <= 100:
         raise ValidationFailedError("token name must be 1-100 characters", field="name")
     token_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
-    now = utcnow()
     row = ApiTokenRow(
         token_id=token_id, operator_id=owner.id, name=clean_name, role=role.value,
         secret_hash=_sha256(secret), created_at=now, expires_at=now + ttl,
@@ -554,7 +617,8 @@ def authenticate_api_token(session: Session, *, token: str, source: str) -> Prin
     # A token never outranks its operator, even if the operator was demoted later.
     role = min(Role(row.role), Role(owner.role), key=lambda r: ROLE_RANK[r])
     return Principal(
-        operator_id=owner.id, username=owner.username, role=role, via=f"token:{row.token_id}"
+        operator_id=owner.id, username=owner.username, role=role, via=f"token:{row.token_id}",
+        credential_expires_at=row.expires_at,
     )
 
 

@@ -128,10 +128,15 @@ def export_devices(
 ) -> StreamingResponse:
     flt = _filter(state, None, None, labels, None)
     session = ctx.db.sessions()
+    try:  # a bad filter is a 4xx here, before the 200 and the first line are sent
+        lines = registry.export_devices_csv(session, flt)
+    except BaseException:
+        session.close()
+        raise
 
     def rows() -> Iterator[str]:
         try:
-            yield from registry.export_devices_csv(session, flt)
+            yield from lines
         finally:
             session.close()
 
@@ -217,7 +222,7 @@ def create_enrollment_token(
     ca = ctx.fleet_ca()
     with ctx.db.session() as session:
         token, expires = identity.create_enrollment_token(
-            session, ca, device_id=device_id, actor=principal.actor,
+            session, ca, device_id=device_id, actor=principal.actor, issuer=principal,
             ttl=timedelta(hours=body.ttl_hours),
         )
     return EnrollmentTokenOut(token=token, expires_at=expires,
@@ -327,7 +332,8 @@ def create_claim_batch(body: ClaimBatchCreate, ctx: Ctx, principal: PkiAdmin) ->
     with ctx.db.session() as session:
         issued = identity.create_claim_batch(
             session, ctx.fleet_ca(), name=body.name, serials=body.serials,
-            actor=principal.actor, validity=timedelta(days=body.validity_days),
+            actor=principal.actor, issuer=principal,
+            validity=timedelta(days=body.validity_days),
         )
     return ClaimIssued(batch=_batch(issued.batch), claim_key_pem=issued.key_pem,
                        claim_certificate_pem=issued.certificate_pem,

@@ -59,7 +59,7 @@ def create_operator(
     with ctx.db.session() as session:
         op = operators.create_operator(
             session, username=body.username, password=body.password, role=body.role,
-            actor=principal.actor,
+            actor=principal.actor, issuer=principal,
         )
     return OperatorOut.of(op)
 
@@ -73,11 +73,14 @@ def get_operator(
         return OperatorOut.of(operators.get_operator(session, username))
 
 
-def _set_disabled(ctx: AppContext, username: str, disabled: bool, actor: str) -> OperatorOut:
+def _set_disabled(
+    ctx: AppContext, username: str, disabled: bool, principal: Principal
+) -> OperatorOut:
     with ctx.db.session() as session:
         return OperatorOut.of(
             operators.set_operator_disabled(
-                session, username=username, disabled=disabled, actor=actor
+                session, username=username, disabled=disabled, actor=principal.actor,
+                issuer=principal,
             )
         )
 
@@ -87,7 +90,7 @@ def disable_operator(
     username: str, ctx: Ctx,
     principal: Annotated[Principal, Depends(requires(Permission.OPERATORS_WRITE))],
 ) -> OperatorOut:
-    return _set_disabled(ctx, username, True, principal.actor)
+    return _set_disabled(ctx, username, True, principal)
 
 
 @router.post("/operators/{username}/enable")
@@ -95,7 +98,7 @@ def enable_operator(
     username: str, ctx: Ctx,
     principal: Annotated[Principal, Depends(requires(Permission.OPERATORS_WRITE))],
 ) -> OperatorOut:
-    return _set_disabled(ctx, username, False, principal.actor)
+    return _set_disabled(ctx, username, False, principal)
 
 
 @router.post("/operators/{username}/reset-mfa")
@@ -105,5 +108,7 @@ def reset_operator_mfa(
 ) -> OperatorOut:
     with ctx.db.session() as session:
         return OperatorOut.of(
-            operators.reset_mfa(session, username=username, actor=principal.actor)
+            operators.reset_mfa(
+                session, username=username, actor=principal.actor, issuer=principal
+            )
         )

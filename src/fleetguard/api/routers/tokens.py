@@ -32,12 +32,12 @@ def create_token(
     body: TokenCreate, ctx: Ctx,
     principal: Annotated[Principal, Depends(requires(Permission.TOKENS_WRITE_OWN))],
 ) -> TokenIssued:
-    """A token for yourself, with your role or a lesser one. The secret is shown only here."""
+    """A token for yourself, with at most the role and the lifetime of the credential you
+    call with. The secret is shown only here."""
     with ctx.db.session() as session:
         issued = operators.create_api_token(
-            session, username=principal.username, name=body.name,
-            role=body.role or principal.role, ttl=timedelta(days=body.ttl_days),
-            actor=principal.actor,
+            session, username=principal.username, name=body.name, role=body.role,
+            ttl=timedelta(days=body.ttl_days), actor=principal.actor, issuer=principal,
         )
     return TokenIssued(token=issued.token, info=TokenOut.of(issued.info))
 
