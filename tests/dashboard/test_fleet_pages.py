@@ -16,7 +16,7 @@ import pytest
 from fleetguard.api import scan_jobs
 from fleetguard.auditlog import list_audit_entries
 from fleetguard.core.clock import utcnow
-from fleetguard.dashboard.scans import csv_cell
+from fleetguard.core.spreadsheet import csv_cell
 from fleetguard.operators import Role
 from fleetguard.registry import service as registry
 from fleetguard.store import Database

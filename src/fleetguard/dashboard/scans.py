@@ -30,6 +30,7 @@ from fleetguard.api.schemas import optional_choice
 from fleetguard.api.schemas_scans import ScanStart
 from fleetguard.core.errors import FleetError, NotFoundError, ValidationFailedError
 from fleetguard.core.severity import Severity
+from fleetguard.core.spreadsheet import csv_cell
 from fleetguard.dashboard.deps import Ctx, DeviceReader, DeviceWriter, not_found
 from fleetguard.dashboard.render import page
 from fleetguard.dashboard.security import PAGE_HEADERS
@@ -50,16 +51,6 @@ SAFETY_OPTIONS = (
 )
 CSV_COLUMNS = ("host", "device_id", "port", "protocol", "service", "check", "severity",
                "title", "evidence", "remediation", "references")
-# A spreadsheet runs a cell that starts with one of these as a formula.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_cell(value: object) -> str:
-    """A CSV cell a spreadsheet shows as text: a leading formula character gets a quote."""
-    text = "" if value is None else str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
-
-
 def _defaults() -> dict[str, Any]:
     return ScanStart(targets=["127.0.0.1"]).options.model_dump()
 
@@ -259,5 +250,5 @@ def findings_page(
     }, principal=principal, status=422 if error else 200)
 
 
-__all__ = ["csv_cell", "router"]
+__all__ = ["router"]
 

@@ -7,7 +7,7 @@ import io
 import ipaddress
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 
 from sqlalchemy import Select, Table, bindparam, exists, func, or_, select, update
@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from fleetguard.auditlog import append_audit_entry
 from fleetguard.core.clock import utcnow
 from fleetguard.core.errors import ValidationFailedError
+from fleetguard.core.spreadsheet import csv_cell
 from fleetguard.registry.errors import (
     DeviceExistsError,
     DeviceNotFoundError,
@@ -459,26 +460,33 @@ def _labels_from_text(text: str) -> dict[str, str]:
     return out
 
 
-def export_devices_csv(session: Session, flt: DeviceFilter | None = None) -> Iterable[str]:
-    """Stream CSV lines, page by page."""
+def export_devices_csv(session: Session, flt: DeviceFilter | None = None) -> Iterator[str]:
+    """CSV lines, page by page, every cell safe to open in a spreadsheet.
+
+    The filter is checked and the first page read before this returns: a bad filter is an
+    error for the caller, not a download cut off after its header line.
+    """
+    return _device_csv_pages(session, flt, list_devices(session, flt, limit=MAX_PAGE))
+
+
+def _device_csv_pages(
+    session: Session, flt: DeviceFilter | None, page: DevicePage
+) -> Iterator[str]:
     buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(CSV_COLUMNS)
+    csv.writer(buf).writerow(CSV_COLUMNS)
     yield buf.getvalue()
-    cursor = None
     while True:
-        page = list_devices(session, flt, cursor=cursor, limit=MAX_PAGE)
         buf = io.StringIO()
         writer = csv.writer(buf)
         for d in page.devices:
-            writer.writerow([
-                d.id, d.name, d.serial or "", d.hardware_model or "", d.vendor or "",
-                d.firmware_version or "", _labels_to_text(d.labels), d.state.value,
-            ])
+            writer.writerow([csv_cell(v) for v in (
+                d.id, d.name, d.serial, d.hardware_model, d.vendor, d.firmware_version,
+                _labels_to_text(d.labels), d.state.value,
+            )])
         yield buf.getvalue()
         if page.next_cursor is None:
             return
-        cursor = page.next_cursor
+        page = list_devices(session, flt, cursor=page.next_cursor, limit=MAX_PAGE)
 
 
 def import_devices_csv(session: Session, text: str, *, actor: str) -> int:

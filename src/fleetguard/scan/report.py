@@ -6,6 +6,7 @@ import csv
 import io
 import json
 
+from fleetguard.core.spreadsheet import csv_cell
 from fleetguard.scan.models import ScanReport
 
 CSV_COLUMNS = (
@@ -25,7 +26,7 @@ def to_csv(report: ScanReport) -> str:
     for f in report.findings:
         d = f.to_dict()
         d["references"] = "; ".join(f.references)
-        w.writerow([d[c] for c in CSV_COLUMNS])
+        w.writerow([csv_cell(d[c]) for c in CSV_COLUMNS])
     return buf.getvalue()
 
 
