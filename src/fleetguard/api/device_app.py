@@ -11,6 +11,7 @@ import asyncio
 import contextvars
 import functools
 import os
+import re
 import ssl
 import threading
 import time
@@ -33,6 +34,8 @@ from fleetguard.pki import FleetCA
 from fleetguard.protocol import MAX_MESSAGE_BYTES
 from fleetguard.store import Database
 from fleetguard.telemetry import IngestService
+
+_CA_ID = re.compile(r"[0-9a-f]{1,64}", re.ASCII)
 
 # Room for the protocol's own limit, so an oversized message is refused and counted there.
 MAX_DEVICE_BODY = MAX_MESSAGE_BYTES + 64 * 1024
@@ -278,13 +281,16 @@ def create_device_app(
 
     @app.get("/v1/crl/{ca_id}.der")
     def crl_der(ca_id: str, ctx: Ctx) -> Response:
-        directory = Path(ctx.current_ca().crl_directory)
-        if not ca_id.replace("-", "").isalnum():
+        # A CA id is lower-case hex: anything else names no CRL, and never reaches a path
+        # (a 300-character name made the file system refuse it with a 500).
+        if _CA_ID.fullmatch(ca_id) is None:
             raise NotFoundError("no such CRL")
-        path = directory / f"{ca_id}.crl.der"
-        if not path.is_file():
-            raise NotFoundError("no such CRL")
-        return Response(path.read_bytes(), media_type="application/pkix-crl")
+        path = Path(ctx.current_ca().crl_directory) / f"{ca_id}.crl.der"
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError("no such CRL") from None
+        return Response(data, media_type="application/pkix-crl")
 
     install_error_handlers(app)
     app.add_middleware(SecurityHeadersMiddleware, hsts=True)
