@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
 import shutil
@@ -11,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,13 +122,14 @@ class Client:
     key: Path | None
     client_id: str = field(default_factory=lambda: f"t-{uuid.uuid4().hex[:10]}")
     ca_file: Path | None = None
+    protocol: int = mqtt.MQTTv5  # MQTTv311: as the device agent speaks
 
     def __post_init__(self) -> None:
         ctx = ssl.create_default_context(cafile=str(self.ca_file or self.files.ca_bundle))
         if self.cert is not None and self.key is not None:
             ctx.load_cert_chain(str(self.cert), str(self.key))
         self.mqtt = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                                protocol=mqtt.MQTTv5)
+                                protocol=self.protocol)
         self.mqtt.tls_set_context(ctx)
         self.mqtt.reconnect_delay_set(1, 1)
         self.connects = 0
@@ -227,29 +230,32 @@ def drain_until(messages: queue.Queue[tuple[str, bytes]], marker: bytes,
     raise AssertionError(f"marker {marker!r} never arrived; got {got}")
 
 
-@pytest.fixture(scope="package")
-def reachable_tmp() -> Iterator[Path]:
+@contextmanager
+def reachable_directory(prefix: str = "fg-broker-") -> Iterator[Path]:
     """A directory other accounts may traverse (pytest's own are 0700): a broker started by
     root over a data dir in here runs as the mosquitto account, as it does under /var/lib."""
-    path = Path(tempfile.mkdtemp(prefix="fg-broker-"))
+    path = Path(tempfile.mkdtemp(prefix=prefix))
     os.chmod(path, 0o711)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture(scope="package")
-def fleet(reachable_tmp: Path) -> Iterator[Fleet]:
+@contextmanager
+def running_fleet(tmp: Path, config: BrokerConfig | None = None) -> Iterator[Fleet]:
+    """An installation in ``tmp/data`` and its broker (``config``'s limits, a free port, no
+    persistence) with the sync loop, the log watch and an admin; all stopped on exit."""
     if not MOSQUITTO.exists() or shutil.which("openssl") is None:
         pytest.skip("mosquitto 2 is not installed at /usr/sbin/mosquitto")
-    tmp = reachable_tmp
     settings = load_settings(tmp / "data")
     init_installation(settings)
     db = open_installation_database(settings, migrate=False)
     ca = open_installation_ca(settings, load_master_key(settings))
-    files = prepare_broker(
-        settings, ca, BrokerConfig(port=free_port(), persistence=False, mosquitto=MOSQUITTO)
-    )
-    process = broker_process(files, BrokerConfig(mosquitto=MOSQUITTO))
+    config = dataclasses.replace(config or BrokerConfig(), port=free_port(), persistence=False,
+                                 mosquitto=MOSQUITTO)
+    files = prepare_broker(settings, ca, config)
+    process = broker_process(files, config)
     process.start()
     try:
         sync = run_broker_sync(db, files, process=process, ca=ca)
@@ -263,6 +269,18 @@ def fleet(reachable_tmp: Path) -> Iterator[Fleet]:
         ca.close()
         db.dispose()
     assert code == 0, (files.log_file.read_text())[-2000:]
+
+
+@pytest.fixture(scope="package")
+def reachable_tmp() -> Iterator[Path]:
+    with reachable_directory() as path:
+        yield path
+
+
+@pytest.fixture(scope="package")
+def fleet(reachable_tmp: Path) -> Iterator[Fleet]:
+    with running_fleet(reachable_tmp) as fleet:
+        yield fleet
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import pwd
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -53,7 +54,7 @@ def test_the_broker_runs_as_the_mosquitto_account(fleet: Fleet) -> None:
 
 def test_the_broker_account_reads_what_the_broker_needs(fleet: Fleet) -> None:
     files = fleet.files
-    for path in (files.server_cert, files.server_key, files.ca_bundle, files.crl_file,
+    for path in (files.tls_cert, files.tls_key, files.ca_bundle, files.crl_file,
                  files.config_file):
         assert _readable_by_broker_account(path), path
 
@@ -61,10 +62,18 @@ def test_the_broker_account_reads_what_the_broker_needs(fleet: Fleet) -> None:
 def test_the_broker_account_reads_none_of_the_platforms_secrets(fleet: Fleet) -> None:
     data = fleet.tmp / "data"
     secrets = [data / "master.key", data / "fleetguard.db", data / "ca" / "keys",
-               fleet.files.service_key, fleet.files.log_file]
+               data / "tls" / "server.key", fleet.files.service_key, fleet.files.log_file]
     secrets += list((data / "ca" / "keys").iterdir())
     assert all(p.exists() for p in secrets)
     assert [p for p in secrets if _readable_by_broker_account(p)] == []
+
+
+def test_the_platforms_tls_key_stays_root_only(fleet: Fleet) -> None:
+    key = fleet.tmp / "data" / "tls" / "server.key"
+    st = key.stat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o600)
+    assert stat.S_IMODE(key.parent.stat().st_mode) == 0o700
+    assert not _readable_by_broker_account(key)
 
 
 def test_the_plugin_saves_dynsec_changes_as_the_broker_account(fleet: Fleet) -> None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import stat
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from fleetguard.broker import (
     ADMIN_ROLE,
@@ -18,12 +21,15 @@ from fleetguard.broker import (
     initial_dynsec,
     prepare_broker,
 )
+from fleetguard.broker._config import TLS_CERT_VALIDITY, renew_tls_identity
 from fleetguard.broker.errors import BrokerConfigError
+from fleetguard.core.clock import utcnow
 from fleetguard.core.config import Settings, load_settings
 from fleetguard.identity.ca import open_installation_ca
 from fleetguard.install import init_installation
 from fleetguard.keys import load_master_key
 from fleetguard.pki import FleetCA
+from fleetguard.protocol import MAX_MESSAGE_BYTES
 
 DEVICE = "0b7e8d2c-3f4a-4b5c-8d6e-7f8091a2b3c4"
 
@@ -59,7 +65,9 @@ def test_one_mutual_tls_listener_and_no_plaintext(files: BrokerFiles) -> None:
     assert conf["allow_anonymous"] == "false"
     assert conf["cafile"].endswith("/ca/bundle.pem")
     assert conf["crlfile"].endswith("/ca/crl/crls.pem")
-    assert conf["certfile"].endswith("/tls/server.crt")
+    assert conf["certfile"] == str(files.tls_cert)
+    assert conf["certfile"].endswith("/broker/tls/broker.crt")
+    assert conf["keyfile"].endswith("/broker/tls/broker.key")
     assert conf["plugin"].endswith("mosquitto_dynamic_security.so")
     assert conf["plugin_opt_config_file"] == str(files.dynsec_file)
     assert Path(conf["crlfile"]).exists() and Path(conf["cafile"]).exists()
@@ -132,3 +140,77 @@ def test_bad_listener_settings_are_refused(
     settings, ca = installation
     with pytest.raises(BrokerConfigError):
         prepare_broker(settings, ca, config)
+
+
+def test_packet_and_queue_limits_leave_room_for_the_largest_valid_message(
+    files: BrokerFiles,
+) -> None:
+    conf = dict(_directives(files))
+    packet = int(conf["max_packet_size"])
+    # The largest valid message, on the longest device topic, with MQTT 5 properties.
+    topic = f"fg/d/{DEVICE}/cmd/result"
+    headers = 5 + 2 + len(topic) + 2 + 64
+    assert MAX_MESSAGE_BYTES + headers <= packet <= 2 * MAX_MESSAGE_BYTES
+    assert 0 < int(conf["max_queued_bytes"]) <= 1024**3
+    assert 0 < int(conf["max_inflight_bytes"]) <= int(conf["max_queued_bytes"])
+    assert "message_size_limit" not in conf  # deprecated: refuses without disconnecting
+
+
+@pytest.mark.parametrize("config", [
+    BrokerConfig(max_packet_bytes=MAX_MESSAGE_BYTES),  # would cut off valid devices
+    BrokerConfig(max_queued_bytes=0),  # Mosquitto's "no limit"
+    BrokerConfig(max_queued_messages=0),
+    BrokerConfig(max_inflight_bytes=0),
+])
+def test_limits_that_refuse_valid_messages_or_lift_a_bound_are_refused(
+    installation: tuple[Settings, FleetCA], config: BrokerConfig
+) -> None:
+    settings, ca = installation
+    with pytest.raises(BrokerConfigError):
+        prepare_broker(settings, ca, config)
+
+
+def _names(cert: x509.Certificate) -> set[str]:
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return {*san.get_values_for_type(x509.DNSName),
+            *map(str, san.get_values_for_type(x509.IPAddress))}
+
+
+def test_the_broker_has_a_tls_identity_of_its_own_for_the_servers_names(
+    installation: tuple[Settings, FleetCA], files: BrokerFiles
+) -> None:
+    settings, ca = installation
+    broker = x509.load_pem_x509_certificate(files.tls_cert.read_bytes())
+    server = x509.load_pem_x509_certificate(settings.server_cert_file.read_bytes())
+    key = serialization.load_pem_private_key(files.tls_key.read_bytes(), password=None)
+    assert key.public_key() == broker.public_key() != server.public_key()
+    assert _names(broker) == _names(server) == {"localhost", "127.0.0.1", "::1"}
+    assert broker.issuer in {c.certificate.subject for c in ca.issuing_cas}
+    assert files.tls_key.parent == files.directory / "tls"
+    assert stat.S_IMODE(files.tls_key.stat().st_mode) in (0o600, 0o640)
+    assert stat.S_IMODE(settings.server_key_file.stat().st_mode) == 0o600
+
+
+def test_a_listen_address_is_named_by_the_certificate_too(
+    installation: tuple[Settings, FleetCA],
+) -> None:
+    settings, ca = installation
+    try:
+        files = prepare_broker(settings, ca, BrokerConfig(host="192.0.2.10", port=18883))
+        cert = x509.load_pem_x509_certificate(files.tls_cert.read_bytes())
+        assert _names(cert) == {"localhost", "127.0.0.1", "::1", "192.0.2.10"}
+    finally:
+        prepare_broker(settings, ca, BrokerConfig(host="0.0.0.0", port=18883))
+
+
+def test_the_broker_certificate_is_kept_while_fresh_and_renewed_when_due(
+    installation: tuple[Settings, FleetCA], files: BrokerFiles
+) -> None:
+    _, ca = installation
+    before = files.tls_cert.read_bytes()
+    assert not renew_tls_identity(files, ca)
+    assert files.tls_cert.read_bytes() == before
+    assert renew_tls_identity(files, ca, now=utcnow() + TLS_CERT_VALIDITY - timedelta(days=29))
+    renewed = x509.load_pem_x509_certificate(files.tls_cert.read_bytes())
+    assert renewed.serial_number != x509.load_pem_x509_certificate(before).serial_number
+    assert not renew_tls_identity(files, ca)

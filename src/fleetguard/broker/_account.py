@@ -9,14 +9,17 @@ creates): a process that parses untrusted TLS and MQTT should not hold root. Ins
 data dir that account gets no more than it needs, through the directories' and files'
 group (set to the account's own group, and only where the group bits were empty):
 
-    data dir, ca/, ca/crl/, tls/, broker/    traverse only (g+x): nothing can be listed
-    tls/server.key, broker/mosquitto.conf    read (g+r); certificates and CRLs are already
-                                             world-readable (0644)
+    data dir, ca/, ca/crl/, broker/,         traverse only (g+x): nothing can be listed
+    broker/tls/
+    broker/tls/broker.key,                   read (g+r); certificates and CRLs are already
+    broker/mosquitto.conf                    world-readable (0644)
     broker/state/                            owned by it: the plugin rewrites dynsec.json,
                                              the broker its persistence file
 
 Everything else stays the owner's alone: the master key, the database, the CA's keys,
-the platform's own MQTT identity (``broker/service``), the broker's log.
+the platform's own TLS key (``tls/server.key``: the broker has a key of its own) and MQTT
+identity (``broker/service``), the broker's log. Earlier versions opened ``tls/`` and
+``tls/server.key`` to the account; that is withdrawn (``withdraw``) on every start.
 
 Directories above the data dir are not ours to change. When one of them keeps the account
 out (``/root`` is 0700, so a data dir under root's home is out of reach) and the account
@@ -30,6 +33,7 @@ import logging
 import os
 import pwd
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,14 +117,22 @@ def _widen_group(path: Path, account: BrokerAccount, want: int) -> None:
     os.chmod(path, mode | (want << 3))
 
 
-def grant_broker_access(files: BrokerFiles, data_dir: Path, account: BrokerAccount) -> str | None:
+def grant_broker_access(
+    files: BrokerFiles, data_dir: Path, account: BrokerAccount, *,
+    withdraw: Sequence[Path] = (),
+) -> str | None:
     """Open to ``account`` what the broker reads and writes; ``None`` when done, else why
-    not (and then nothing was changed).
+    not (and then nothing was opened).
+
+    ``withdraw``: paths the account no longer needs; where their group is the account's,
+    the group's bits are cleared first, whatever else happens.
 
     Call it after the files are written: the dynsec file is handed to the account.
     """
     if account.uid == os.geteuid():
         return None
+    for path in withdraw:
+        _withdraw_group(path, account)
     data_dir = data_dir.resolve()
     closed = _closed_directory(data_dir.parent, account)
     if closed is not None:
@@ -128,7 +140,7 @@ def grant_broker_access(files: BrokerFiles, data_dir: Path, account: BrokerAccou
     changes: dict[Path, int] = {}
     chain_dirs: set[Path] = set()
     needed: set[Path] = set()  # what the broker reads inside the data dir
-    for path in (files.server_cert, files.server_key, files.ca_bundle, files.crl_file,
+    for path in (files.tls_cert, files.tls_key, files.ca_bundle, files.crl_file,
                  files.config_file):
         path = path.resolve()
         if not path.is_relative_to(data_dir):  # configured elsewhere: check, never change
@@ -170,6 +182,19 @@ def grant_broker_access(files: BrokerFiles, data_dir: Path, account: BrokerAccou
                  account.name, ", ".join(str(e.relative_to(data_dir)) for e in closings))
     _hand_over(files.state_dir, account)
     return None
+
+
+def _withdraw_group(path: Path, account: BrokerAccount) -> None:
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    mode = stat.S_IMODE(st.st_mode)
+    if (stat.S_ISLNK(st.st_mode) or st.st_uid != os.geteuid() or st.st_gid != account.gid
+            or not mode & 0o070):
+        return
+    os.chmod(path, mode & ~0o070)
+    log.info("%s is no longer open to %r", path, account.name)
 
 
 def _hand_over(state_dir: Path, account: BrokerAccount) -> None:

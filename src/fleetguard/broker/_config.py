@@ -1,17 +1,20 @@
-"""The files the broker runs on: ``mosquitto.conf``, the dynsec JSON, the service identity.
+"""The files the broker runs on: ``mosquitto.conf``, the dynsec JSON, its identities.
 
 Layout of ``<data_dir>/broker`` (0700; 0710 with the group of the broker's account when
 it runs as its own, see ``_account``)::
 
     mosquitto.conf       regenerated on every start; do not edit
     mosquitto.log        the broker's log (its stderr)
+    tls/                 the broker's own TLS server identity: broker.crt (+ chain), broker.key
     service/             the platform's own MQTT identity: service.crt (+ chain), service.key
     state/               the broker account's own, when it runs as its own
     state/dynsec.json    dynamic security state: written by us once, then by the plugin
     state/mosquitto.db   persistence (when on)
 
-The broker's server certificate is the installation's (``<data_dir>/tls``), its trust
-anchors the fleet CA bundle, its CRL file the fleet CA's ``crl/crls.pem``.
+The broker's server certificate is its own, issued by the fleet CA for the names of the
+installation's server certificate (the names devices reach the platform by) and the
+listen address; the installation's ``tls/server.key`` stays the platform's alone. Its
+trust anchors are the fleet CA bundle, its CRL file the fleet CA's ``crl/crls.pem``.
 
 Privileges: started by root, the broker runs as ``mosquitto`` and gets only the access to
 the data dir it needs (see ``_account``); run by another account, it runs as that one.
@@ -21,25 +24,26 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import ipaddress
 import json
 import logging
 import os
 import pwd
 import shutil
 from collections.abc import Collection
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtensionOID, NameOID
 
 from fleetguard.broker import _acl
 from fleetguard.broker._account import choose_broker_account, grant_broker_access
 from fleetguard.broker.errors import BrokerConfigError, MosquittoNotFoundError
-from fleetguard.broker.models import BrokerConfig, BrokerFiles
+from fleetguard.broker.models import MAX_PACKET_BYTES, BrokerConfig, BrokerFiles
 from fleetguard.core.clock import utcnow
 from fleetguard.core.config import Settings
 from fleetguard.core.files import write_atomic
@@ -48,8 +52,14 @@ from fleetguard.pki import FleetCA
 log = logging.getLogger(__name__)
 
 SERVICE_CERT_VALIDITY = timedelta(days=90)
-MAX_QUEUED_MESSAGES = 300_000
 SERVICE_CERT_RENEW_BEFORE = timedelta(days=30)
+# The broker's TLS certificate: renewed at start, and by the sync loop while it runs
+# (Mosquitto reloads its certificate on SIGHUP), once fewer than 30 days are left.
+TLS_CERT_VALIDITY = timedelta(days=90)
+TLS_CERT_RENEW_BEFORE = timedelta(days=30)
+# Names the broker's certificate carries when the installation's has none to copy.
+_DEFAULT_TLS_NAMES = ("localhost", "127.0.0.1", "::1")
+_WILDCARD_HOSTS = ("", "0.0.0.0", "::")  # noqa: S104 - compared, never bound
 
 _MOSQUITTO_CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 _PLUGIN_GLOBS = (
@@ -102,12 +112,63 @@ def _check_listener(config: BrokerConfig) -> None:
         raise BrokerConfigError(f"not a listen address: {config.host!r}")
 
 
+def _check_limits(config: BrokerConfig) -> None:
+    if config.max_packet_bytes < MAX_PACKET_BYTES:
+        raise BrokerConfigError(
+            f"max_packet_bytes {config.max_packet_bytes} would disconnect devices sending "
+            f"valid messages (the largest takes {MAX_PACKET_BYTES} bytes with its headers)"
+        )
+    for name in ("max_queued_messages", "max_queued_bytes", "max_inflight_bytes"):
+        if getattr(config, name) <= 0:  # 0 is Mosquitto's "no limit"
+            raise BrokerConfigError(f"{name} must be positive")
+
+
+def _san_names(cert: x509.Certificate) -> list[str]:
+    try:
+        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+    except x509.ExtensionNotFound:
+        return []
+    assert isinstance(san, x509.SubjectAlternativeName)
+    dns = [str(n) for n in san.get_values_for_type(x509.DNSName)]
+    ips = [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+    return dns + ips
+
+
+def _tls_names(settings: Settings, config: BrokerConfig) -> tuple[str, ...]:
+    """The installation's server names (those devices reach the platform by), and the
+    listen address unless it is a wildcard: what the broker's certificate must name."""
+    try:
+        server = x509.load_pem_x509_certificate(settings.server_cert_file.read_bytes())
+        names = _san_names(server)
+    except (OSError, ValueError):
+        names = []
+    names = names or list(_DEFAULT_TLS_NAMES)
+    host = config.host.strip("[]")
+    ip = _is_ip(host)
+    if host in _WILDCARD_HOSTS or (ip is not None and getattr(ip, "scope_id", None)):
+        pass  # every address, or a link-local one with a zone: nothing to name
+    elif ip is not None:
+        names.append(str(ip))
+    elif all(c.isalnum() or c in ".-" for c in host):
+        names.append(host.lower().rstrip("."))
+    return tuple(dict.fromkeys(names))
+
+
+def _is_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
 def broker_files(settings: Settings, ca: FleetCA, config: BrokerConfig) -> BrokerFiles:
     """Where everything is, without writing anything."""
     _check_listener(config)
+    _check_limits(config)
     directory = settings.data_dir / "broker"
     state = directory / "state"
     service = directory / "service"
+    tls = directory / "tls"
     files = BrokerFiles(
         directory=directory,
         config_file=directory / "mosquitto.conf",
@@ -116,16 +177,16 @@ def broker_files(settings: Settings, ca: FleetCA, config: BrokerConfig) -> Broke
         log_file=directory / "mosquitto.log",
         ca_bundle=ca.bundle_path,
         crl_file=ca.crl_directory / "crls.pem",
-        server_cert=settings.server_cert_file,
-        server_key=settings.server_key_file,
+        tls_cert=tls / "broker.crt",
+        tls_key=tls / "broker.key",
         service_cert=service / "service.crt",
         service_key=service / "service.key",
         service_name=config.service_name,
         host=config.host,
         port=config.port,
+        tls_names=_tls_names(settings, config),
     )
-    for path in (files.directory, files.ca_bundle, files.crl_file, files.server_cert,
-                 files.server_key):
+    for path in (files.directory, files.ca_bundle, files.crl_file):
         _check_path(path)
     return files
 
@@ -157,17 +218,22 @@ def render_config(files: BrokerFiles, config: BrokerConfig, plugin: Path, user: 
         "connection_messages true",
         "log_timestamp true",
         "log_timestamp_format %Y-%m-%dT%H:%M:%S",
-        # QoS 1 messages a session holds beyond those in flight; past this Mosquitto
-        # drops them (default 1000). Ingestion acknowledges only after its commit, so a
-        # busy or restarting platform relies on this queue: about a minute at 5,000/s.
-        f"max_queued_messages {MAX_QUEUED_MESSAGES}",
+        # Limits (models.py says why each is what it is). A client sending a packet over
+        # max_packet_size is disconnected as soon as its header is read; `fleetguard
+        # broker` reads the notice in this log and counts it against the device.
+        f"max_packet_size {config.max_packet_bytes}",
+        # A session's queue beyond what is in flight, whichever limit comes first; past
+        # it Mosquitto drops messages for that client (and logs it once).
+        f"max_queued_messages {config.max_queued_messages}",
+        f"max_queued_bytes {config.max_queued_bytes}",
+        f"max_inflight_bytes {config.max_inflight_bytes}",
         f"plugin {_check_path(plugin)}",
         f"plugin_opt_config_file {_check_path(files.dynsec_file)}",
         "",
         f"listener {files.port} {files.host}",
         "protocol mqtt",
-        f"certfile {files.server_cert}",
-        f"keyfile {files.server_key}",
+        f"certfile {files.tls_cert}",
+        f"keyfile {files.tls_key}",
         f"cafile {files.ca_bundle}",
         f"crlfile {files.crl_file}",
         "require_certificate true",
@@ -277,6 +343,67 @@ def _ensure_service_identity(files: BrokerFiles, ca: FleetCA) -> None:
              files.service_name, issued.serial_hex, issued.not_after.isoformat())
 
 
+def _tls_identity_is_current(files: BrokerFiles, ca: FleetCA, now: datetime) -> bool:
+    """The broker's certificate exists, matches its key, names ``files.tls_names``, comes
+    from a current issuing CA, and has more than ``TLS_CERT_RENEW_BEFORE`` left."""
+    try:
+        cert = x509.load_pem_x509_certificate(files.tls_cert.read_bytes())
+        key = serialization.load_pem_private_key(files.tls_key.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError):
+        return False
+    issuers = {c.certificate.subject for c in ca.issuing_cas if c.not_after > now}
+    return (
+        key.public_key() == cert.public_key()
+        and sorted(_san_names(cert)) == sorted(files.tls_names)
+        and cert.issuer in issuers
+        and cert.not_valid_after_utc - now > TLS_CERT_RENEW_BEFORE
+    )
+
+
+def renew_tls_identity(
+    files: BrokerFiles, ca: FleetCA, *, now: datetime | None = None
+) -> bool:
+    """Issue the broker a new key and certificate when :func:`_tls_identity_is_current`
+    says so; True when it did (the running broker takes them on SIGHUP).
+
+    The key is written 0600, or 0640 with the group of ``files.run_as`` when the broker
+    runs as another account (``_account`` opens it the same way at start).
+    """
+    if _tls_identity_is_current(files, ca, now or utcnow()):
+        return False
+    names = files.tls_names or _DEFAULT_TLS_NAMES
+    ips = [ip for ip in map(_is_ip, names) if ip is not None]
+    dns = [n for n in names if _is_ip(n) is None]
+    key = ec.generate_private_key(ec.SECP256R1())
+    issued = ca.issue_server_certificate(
+        key.public_key(), dns_names=dns, ip_addresses=ips, validity=TLS_CERT_VALIDITY,
+    )
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    _write_private(files.tls_key, pem)
+    group = _group_of(files.run_as)
+    if group is not None:
+        os.chown(files.tls_key, -1, group)
+        os.chmod(files.tls_key, 0o640)
+    write_atomic(files.tls_cert, issued.chain_pem, mode=0o644)
+    log.info("broker TLS certificate issued for %s (serial %s, until %s)",
+             ", ".join(names), issued.serial_hex, issued.not_after.isoformat())
+    return True
+
+
+def _group_of(account: str) -> int | None:
+    """The group of the account the broker runs as, when that is not us."""
+    if not account:
+        return None
+    try:
+        entry = pwd.getpwnam(account)
+    except KeyError:
+        return None
+    return None if entry.pw_uid == os.geteuid() else entry.pw_gid
+
+
 def _read_own_file(path: Path) -> bytes:
     """A file the broker's account may have replaced: never through a link it left."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
@@ -311,20 +438,24 @@ def write_broker_files(
     Call it while the broker is stopped: the plugin owns the dynsec file while it runs.
     """
     files = broker_files(settings, ca, config)
-    for directory in (files.directory, files.state_dir, files.service_cert.parent):
+    for directory in (files.directory, files.state_dir, files.service_cert.parent,
+                      files.tls_cert.parent):
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(directory, 0o700)
-    missing = [p for p in (files.ca_bundle, files.crl_file, files.server_cert, files.server_key)
+    missing = [p for p in (files.ca_bundle, files.crl_file, settings.server_cert_file)
                if not p.exists()]
     if missing:
         raise BrokerConfigError(
             f"the installation lacks {', '.join(map(str, missing))} (run `fleetguard init`)"
         )
     account = choose_broker_account(config.run_as)
+    renew_tls_identity(files, ca)
     _ensure_service_identity(files, ca)
     _ensure_dynsec(files, entitled)
     _write_private(files.config_file, render_config(files, config, plugin, account.name).encode())
-    refused = grant_broker_access(files, settings.data_dir, account)
+    # Earlier versions opened the platform's own TLS key to the broker's account.
+    refused = grant_broker_access(files, settings.data_dir, account,
+                                  withdraw=(settings.tls_dir, settings.server_key_file))
     if refused is not None:
         if config.run_as is not None:
             raise BrokerConfigError(f"the broker cannot run as {account.name!r}: {refused}")

@@ -13,7 +13,7 @@ import logging
 import secrets
 import ssl
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 5.0
 MAX_COMMANDS_PER_REQUEST = 200
+# A request is one MQTT packet, and the broker disconnects any client, ours too, whose
+# packet is over its max_packet_size (at least 256 KiB + 4 KiB): a batch also ends
+# before its JSON passes this (200 createRole of a device's six ACLs: 175 KiB).
+MAX_REQUEST_BYTES = 128 * 1024
 # Time allowed per command of a request, beyond the admin's timeout. The plugin's cost
 # per command grows with what it holds: a createRole took 0.7 ms beside 200 roles and
 # 7.8 ms beside 10,000 on a 2-core machine, so a batch of 200 needs seconds at fleet size
@@ -48,6 +52,24 @@ class _Pending:
     expected: int
     done: threading.Event = field(default_factory=threading.Event)
     responses: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+def _batches(
+    commands: Sequence[Mapping[str, Any]],
+) -> Iterator[Sequence[Mapping[str, Any]]]:
+    """Runs of at most ``MAX_COMMANDS_PER_REQUEST`` commands and, but for a single command
+    that is bigger on its own, ``MAX_REQUEST_BYTES`` of JSON (with correlation data)."""
+    start, size = 0, 0
+    for i, command in enumerate(commands):
+        # ', "correlationData": "<16 hex>.<index>"' and the separator: under 48 bytes.
+        cost = len(json.dumps(command)) + 48
+        if i > start and (i - start >= MAX_COMMANDS_PER_REQUEST
+                          or size + cost > MAX_REQUEST_BYTES):
+            yield commands[start:i]
+            start, size = i, 0
+        size += cost
+    if start < len(commands):
+        yield commands[start:]
 
 
 class DynsecAdmin:
@@ -203,8 +225,7 @@ class DynsecAdmin:
         see :meth:`execute`.
         """
         out: list[dict[str, Any]] = []
-        for start in range(0, len(commands), MAX_COMMANDS_PER_REQUEST):
-            batch = commands[start : start + MAX_COMMANDS_PER_REQUEST]
+        for batch in _batches(commands):
             wait = (self._timeout if timeout is None else timeout) + (
                 SECONDS_PER_COMMAND * len(batch))
             try:

@@ -39,7 +39,8 @@ def port_accepts(host: str, port: int, timeout: float = 0.2) -> bool:
 class BrokerProcess:
     """One ``mosquitto -c <config>`` child, in its own session (Ctrl-C reaches us, not it).
 
-    Its stderr (the broker's log) goes to ``files.log_file``.
+    Its stderr (the broker's log) goes to ``files.log_file``, appended; ``log_offset`` is
+    where this run's lines start.
     """
 
     def __init__(self, files: BrokerFiles, executable: Path) -> None:
@@ -47,6 +48,7 @@ class BrokerProcess:
         self.executable = executable
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self.log_offset = 0
 
     def __enter__(self) -> BrokerProcess:
         self.start()
@@ -71,6 +73,7 @@ class BrokerProcess:
             raise BrokerStartError(f"something already listens on {host}:{port}")
         self._log = open(self.files.log_file, "ab")  # noqa: SIM115 - closed in stop()
         os.chmod(self.files.log_file, 0o600)
+        self.log_offset = os.fstat(self._log.fileno()).st_size
         self._proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
             [str(self.executable), "-c", str(self.files.config_file)],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
@@ -95,7 +98,8 @@ class BrokerProcess:
         raise BrokerStartError(f"mosquitto did not open {host}:{port} within {timeout:g} s")
 
     def reload(self) -> None:
-        """SIGHUP: mosquitto re-reads the CRL (for new connections only)."""
+        """SIGHUP: mosquitto re-reads the CRL (for new connections only) and its own
+        certificate and key (for new connections too)."""
         if not self.running or self._proc is None:
             raise BrokerError("the broker is not running")
         self._proc.send_signal(signal.SIGHUP)

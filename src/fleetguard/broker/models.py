@@ -5,9 +5,34 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from fleetguard.protocol import MAX_MESSAGE_BYTES
+
 DEFAULT_PORT = 8883
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_SERVICE_NAME = "fleetguard-platform"
+
+# The broker's limits (``mosquitto.conf``; docs/decisions.md, "Broker limits").
+#: MQTT headers beside the largest valid message: fixed header (5), topic (2 + at most
+#: 128, the protocol's topic limit), packet id (2), MQTT 5 properties (content type,
+#: expiry, correlation data, ...); 4 KiB is several times what any of our clients send.
+PACKET_HEADROOM = 4096
+#: A whole MQTT packet a client sends (any kind, any client, MQTT 3.1.1 or 5): one that
+#: is bigger is refused from its fixed header, before the broker reads or allocates its
+#: body, and the client is disconnected. MQTT 5 clients are told the limit in CONNACK.
+MAX_PACKET_BYTES = MAX_MESSAGE_BYTES + PACKET_HEADROOM
+#: QoS 1 messages a session holds beyond those in flight (Mosquitto's default is 1000).
+#: Ingestion acknowledges only after its commit, so a busy or restarting platform relies
+#: on this queue: about a minute at 5,000 reports/s.
+MAX_QUEUED_MESSAGES = 300_000
+#: The same queue in payload bytes, whichever limit comes first: 300,000 reports of the
+#: simulator's mean 2.5 KB (JSON; CBOR is smaller) fit in 750 MB, so at 512 MiB a full
+#: queue is some 200,000 reports, 40 s at 5,000/s and 3.5 min at 1,000/s; without it,
+#: 300,000 messages of the largest size were 78 GB.
+MAX_QUEUED_BYTES = 512 * 1024 * 1024
+#: Payload bytes in flight to (or from) one client. The ingest session asks for 10,000
+#: unacknowledged messages (MQTT 5 Receive Maximum): 25 MB at 2.5 KB, 2.6 GB at the
+#: largest size. Bounded here, the count still decides for ordinary reports.
+MAX_INFLIGHT_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,15 +51,21 @@ class BrokerConfig:
     # The account mosquitto runs as. None: ``mosquitto`` when started by root and that
     # account can reach the broker's files (else root, with a warning), or the current one.
     run_as: str | None = None
+    max_packet_bytes: int = MAX_PACKET_BYTES
+    max_queued_messages: int = MAX_QUEUED_MESSAGES
+    max_queued_bytes: int = MAX_QUEUED_BYTES
+    max_inflight_bytes: int = MAX_INFLIGHT_BYTES
 
 
 @dataclass(frozen=True, slots=True)
 class BrokerFiles:
     """Everything ``prepare_broker`` wrote or points the broker at (all absolute paths).
 
-    The ``service_*`` files are the platform's own MQTT identity (CN=``service_name``):
-    the dynsec admin, allowed to read ``fg/d/+/#`` and to publish commands. Ingestion
-    connects with the same files (and a client id of its own).
+    The ``tls_*`` files are the broker's own TLS server identity (from the fleet CA, for
+    ``tls_names``); the installation's ``tls/server.key`` is the platform's, and the
+    broker's account never reads it. The ``service_*`` files are the platform's own MQTT
+    identity (CN=``service_name``): the dynsec admin, allowed to read ``fg/d/+/#`` and to
+    publish commands. Ingestion connects with the same files (and a client id of its own).
     """
 
     directory: Path
@@ -44,14 +75,15 @@ class BrokerFiles:
     log_file: Path
     ca_bundle: Path
     crl_file: Path
-    server_cert: Path
-    server_key: Path
+    tls_cert: Path
+    tls_key: Path
     service_cert: Path
     service_key: Path
     service_name: str
     host: str
     port: int
     run_as: str = ""  # the account mosquitto runs as, once the files are written
+    tls_names: tuple[str, ...] = ()  # DNS names and IP addresses the broker's certificate names
 
     @property
     def connect_host(self) -> str:

@@ -8,6 +8,13 @@ Mosquitto 2.0.x facts this is built around (``research/trust.md`` section 3):
 * dynsec ACLs have no ``%u``/``%c`` patterns: each device gets a role of its own;
 * every ACL is evaluated per packet, so removing a client's role takes effect at once.
 
+Given the process, the sync also follows its log (``_logwatch``): a device that sends a
+packet over ``max_packet_size`` is disconnected by Mosquitto, and counted here as a
+refused message of that device, reason ``too_large``, in the telemetry domain's
+per-device rejection counts (:func:`fleetguard.telemetry.rejection_counts`), the same
+counts ingestion keeps for the messages it refuses. And while it runs, the broker's TLS
+certificate is renewed (then SIGHUP) before it expires.
+
 So cutting a device off is three steps, in this order: SIGHUP after the CRL changed (new
 handshakes with the revoked certificate fail), ``disableClient`` (kicks the live session
 in every 2.0 version), ``deleteClient``/``deleteRole`` (an unknown username has no
@@ -41,8 +48,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fleetguard.broker import _acl
-from fleetguard.broker._config import find_dynsec_plugin, find_mosquitto, write_broker_files
+from fleetguard.broker._config import (
+    find_dynsec_plugin,
+    find_mosquitto,
+    renew_tls_identity,
+    write_broker_files,
+)
 from fleetguard.broker._dynsec import DynsecAdmin
+from fleetguard.broker._logwatch import BrokerLogWatch
 from fleetguard.broker._process import BrokerProcess
 from fleetguard.broker.errors import MosquittoNotFoundError
 from fleetguard.broker.models import BrokerConfig, BrokerFiles, ReconcileReport
@@ -51,9 +64,11 @@ from fleetguard.core.config import Settings
 from fleetguard.core.errors import FleetError
 from fleetguard.identity.service import refresh_crls_if_due
 from fleetguard.pki import FleetCA
+from fleetguard.protocol import RejectReason
 from fleetguard.registry import TRUSTED_STATES
 from fleetguard.store import Database
 from fleetguard.store.tables import DeviceCertificateRow, DeviceRow
+from fleetguard.telemetry import IngestService
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +76,7 @@ RECONCILE_INTERVAL = 1.0
 FULL_RECONCILE_INTERVAL = 60.0
 CRL_POLL_INTERVAL = 0.2
 CRL_REFRESH_INTERVAL = 600.0
+TLS_RENEW_CHECK_INTERVAL = 3600.0
 _TOLERATED = ("already exists", "not found")
 
 
@@ -296,9 +312,14 @@ class BrokerSync:
         interval: float = RECONCILE_INTERVAL,
         crl_poll: float = CRL_POLL_INTERVAL,
         full_interval: float = FULL_RECONCILE_INTERVAL,
+        renew_tls: Callable[[], bool] | None = None,
     ) -> None:
+        """``renew_tls``: renews the broker's certificate when due, True when it did
+        (then ``on_crl_change`` makes the broker load it); checked once an hour."""
         self._db, self._admin, self._crl_file = db, admin, crl_file
         self._on_crl_change, self._ca = on_crl_change, ca
+        self._renew_tls = renew_tls
+        self._next_tls_check = time.monotonic() + TLS_RENEW_CHECK_INTERVAL
         self._interval, self._poll = interval, crl_poll
         self._crl = _crl_stamp(crl_file)
         self._revoked: set[str] | None = None
@@ -353,12 +374,20 @@ class BrokerSync:
             if refresh_crls_if_due(session, self._ca):
                 log.info("CRLs republished before their nextUpdate")
 
+    def _renew_tls_if_due(self) -> None:
+        if self._renew_tls is None or time.monotonic() < self._next_tls_check:
+            return
+        self._next_tls_check = time.monotonic() + TLS_RENEW_CHECK_INTERVAL
+        if self._renew_tls() and self._on_crl_change is not None:
+            self._on_crl_change()  # SIGHUP: new handshakes get the new certificate
+
     def run(self, stop: threading.Event) -> None:
         """Until ``stop`` is set. Errors are logged and retried, never raised."""
         due = 0.0
         while not stop.is_set():
             try:
                 self._refresh_crls()
+                self._renew_tls_if_due()
                 changed = self.crl_changed()
                 if changed and self._on_crl_change is not None:
                     self._on_crl_change()
@@ -378,11 +407,47 @@ class BrokerSync:
         self.last_error = message
 
 
-class BrokerSyncThread:
-    """A running :class:`BrokerSync` in a daemon thread; ``stop()`` ends it and the admin."""
+class DeviceRejections:
+    """Counts a device's refused packets where ingestion counts its refused messages: the
+    telemetry domain's rejection counts per device and reason, written by an
+    :class:`IngestService` of our own that ingests nothing (no upkeep, no cache), started
+    on the first count. ``close()`` writes what is pending."""
 
-    def __init__(self, sync: BrokerSync, admin: DynsecAdmin) -> None:
+    def __init__(self, db: Database, reason: RejectReason = RejectReason.TOO_LARGE) -> None:
+        self._db, self._reason = db, reason
+        self._ingest: IngestService | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, device_id: str) -> None:
+        with self._lock:
+            if self._ingest is None:
+                self._ingest = IngestService(self._db, max_queue=1, sweep_every_s=None,
+                                             compact_every_s=None, exclusive_writer=False)
+                self._ingest.start()
+            ingest = self._ingest
+        ingest.record_rejection(device_id, self._reason)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Until every count so far is in the database."""
+        return self._ingest is None or self._ingest.flush(timeout)
+
+    def close(self) -> None:
+        with self._lock:
+            ingest, self._ingest = self._ingest, None
+        if ingest is not None:
+            ingest.stop()
+
+
+class BrokerSyncThread:
+    """A running :class:`BrokerSync` in a daemon thread, and the broker's log watch when
+    there is one; ``stop()`` ends them and the admin."""
+
+    def __init__(
+        self, sync: BrokerSync, admin: DynsecAdmin, *,
+        log_watch: BrokerLogWatch | None = None, rejections: DeviceRejections | None = None,
+    ) -> None:
         self.sync, self._admin = sync, admin
+        self.log_watch, self.rejections = log_watch, rejections
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=sync.run, args=(self._stop,), name="fleetguard-broker-sync", daemon=True
@@ -394,6 +459,10 @@ class BrokerSyncThread:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        if self.log_watch is not None:
+            self.log_watch.stop(timeout)
+        if self.rejections is not None:
+            self.rejections.close()
         if self._thread.is_alive():
             self._thread.join(timeout)
         self._admin.close()
@@ -417,23 +486,40 @@ def run_broker_sync(
     """Connect as the service identity, set the baseline, reconcile once, and keep
     reconciling in a thread. CRL changes SIGHUP ``process`` (or call ``on_crl_change``,
     e.g. to signal an external broker). With ``ca``, CRLs are republished before they
-    expire (an expired CRL makes Mosquitto refuse every device).
+    expire (an expired CRL makes Mosquitto refuse every device), and the broker's TLS
+    certificate is renewed before it does. With ``process``, its log is followed from
+    where this run of it began: an oversized packet is counted against the device that
+    sent it (:class:`DeviceRejections`).
     """
     if on_crl_change is None and process is not None:
         on_crl_change = process.reload
     if on_crl_change is None:
         log.warning("no way to reload the broker: revoked certificates can reconnect until "
                     "the broker re-reads %s", files.crl_file)
-    admin = connect_admin(files)
+    watch: BrokerLogWatch | None = None
+    rejections: DeviceRejections | None = None
+    if process is not None:
+        rejections = DeviceRejections(db)
+        watch = BrokerLogWatch(files.log_file, process.log_offset,
+                               on_oversize=rejections).start()
+    renew = (lambda: renew_tls_identity(files, ca)) if ca is not None else None
     try:
-        ensure_broker_baseline(admin, files.service_name)
-        sync = BrokerSync(db, admin, crl_file=files.crl_file, on_crl_change=on_crl_change,
-                          ca=ca, interval=interval)
-        sync.reconcile()
+        admin = connect_admin(files)
+        try:
+            ensure_broker_baseline(admin, files.service_name)
+            sync = BrokerSync(db, admin, crl_file=files.crl_file, on_crl_change=on_crl_change,
+                              ca=ca, interval=interval, renew_tls=renew)
+            sync.reconcile()
+        except BaseException:
+            admin.close()
+            raise
     except BaseException:
-        admin.close()
+        if watch is not None:
+            watch.stop()
+        if rejections is not None:
+            rejections.close()
         raise
-    return BrokerSyncThread(sync, admin).start()
+    return BrokerSyncThread(sync, admin, log_watch=watch, rejections=rejections).start()
 
 
 @contextmanager
