@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
+from fleetguard.auditlog import attach_audit_keys
 from fleetguard.core.config import Settings
 from fleetguard.keys import MasterKey
 from fleetguard.store import Database, open_database, upgrade_database
@@ -66,18 +67,21 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    """A migrated database, on SQLite and on PostgreSQL."""
+def db(database_url: str, master_key: MasterKey) -> Iterator[Database]:
+    """A migrated database, on SQLite and on PostgreSQL, keyed by ``master_key`` as an
+    installation's is (its sessions write keyed audit entries)."""
     database = open_database(database_url)
     upgrade_database(database)
+    attach_audit_keys(database, master_key)
     yield database
     database.dispose()
 
 
 @pytest.fixture
-def sqlite_db(tmp_path: Path) -> Iterator[Database]:
+def sqlite_db(tmp_path: Path, master_key: MasterKey) -> Iterator[Database]:
     database = open_database(f"sqlite:///{tmp_path / 'fleetguard.db'}")
     upgrade_database(database)
+    attach_audit_keys(database, master_key)
     yield database
     database.dispose()
 

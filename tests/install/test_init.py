@@ -108,7 +108,7 @@ def test_rotate_master_reencrypts_every_secret(tmp_path: Path) -> None:
     assert count == 3  # the TOTP-like secret, the root CA key and the issuing CA key
     assert load_master_key(settings).key_id == new.key_id != old.key_id
     with db.session() as session:
-        row = session.query(SecretRow).one()
+        row = session.query(SecretRow).filter_by(purpose="t").one()
         assert open_secret(new, row.sealed, b"ctx") == b"s3"
         assert session.query(OperatorRow).count() == 1
     assert isinstance(new, MasterKey)

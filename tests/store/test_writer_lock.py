@@ -9,7 +9,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from fleetguard.auditlog import append_audit_entry, verify_chain
+from fleetguard.auditlog import append_audit_entry, attach_audit_keys, verify_chain
+from fleetguard.keys import MasterKey
 from fleetguard.store import open_database, upgrade_database
 from fleetguard.store.db import SQLiteWriterLock
 
@@ -127,8 +128,9 @@ def test_the_lock_file_is_private(tmp_path: Path) -> None:
         db.dispose()
 
 
-def _append_entries(url: str, worker: int) -> None:
+def _append_entries(url: str, worker: int, master: bytes) -> None:
     db = open_database(url)
+    attach_audit_keys(db, MasterKey(master))
     try:
         for i in range(40):
             with db.session() as session:
@@ -140,11 +142,14 @@ def _append_entries(url: str, worker: int) -> None:
 
 def test_writers_in_several_processes_build_one_valid_chain(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    master = MasterKey(os.urandom(32))
     db = open_database(url)
     upgrade_database(db)
+    attach_audit_keys(db, master)
     try:
         context = multiprocessing.get_context("spawn")
-        workers = [context.Process(target=_append_entries, args=(url, n)) for n in range(3)]
+        workers = [context.Process(target=_append_entries, args=(url, n, master.material))
+                   for n in range(3)]
         for worker in workers:
             worker.start()
         for worker in workers:

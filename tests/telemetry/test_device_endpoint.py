@@ -13,8 +13,10 @@ from typing import TypeVar
 import httpx
 import pytest
 
+from fleetguard.core.config import load_settings
+from fleetguard.install import open_installation_database
 from fleetguard.protocol import CommandName, CommandResult, CommandStatus, encode_message
-from fleetguard.store import Database, open_database
+from fleetguard.store import Database
 from fleetguard.telemetry import Metric, queue_command, read_series, rejection_counts
 from tests.integration.server import FLEETGUARD, RunningServer, start_server
 from tests.protocol import samples
@@ -33,7 +35,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 @pytest.fixture(scope="module")
 def store(server: RunningServer) -> Iterator[Database]:
-    db = open_database(f"sqlite:///{server.data_dir / 'fleetguard.db'}")
+    # The server's installation, keyed by its master key: these tests write audited rows.
+    db = open_installation_database(load_settings(server.data_dir), migrate=False)
     yield db
     db.dispose()
 

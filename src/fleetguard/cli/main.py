@@ -8,7 +8,8 @@ import typer
 
 from fleetguard import __version__
 from fleetguard.agent.cli import agent_app
-from fleetguard.cli.admin import audit_app, operator_app, token_app
+from fleetguard.cli.admin import operator_app, token_app
+from fleetguard.cli.audit import audit_app
 from fleetguard.cli.broker import broker_command
 from fleetguard.cli.demo import demo_command
 from fleetguard.cli.fleet import ca_app, cert_app, claim_app, device_app
@@ -37,7 +38,8 @@ app.add_typer(db_app, name="db", help="Database schema migrations.")
 app.add_typer(keys_app, name="keys", help="The master key that encrypts secrets at rest.")
 app.add_typer(operator_app, name="operator", help="Operators: add, list, disable, reset MFA.")
 app.add_typer(token_app, name="token", help="API tokens: create, list, revoke.")
-app.add_typer(audit_app, name="audit-log", help="Verify the audit log or print its head.")
+app.add_typer(audit_app, name="audit-log",
+              help="The keyed audit log: verify it; print, export and check its head.")
 app.command("broker", help="Run Mosquitto with mutual TLS and per-device permissions.")(
     broker_command
 )

@@ -12,7 +12,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import inspect, select
 
-from fleetguard.auditlog import append_audit_entry
+from fleetguard.auditlog import (
+    ROTATION_ACTION,
+    append_audit_entry,
+    attach_audit_keys,
+    exported_head_path,
+    retire_audit_key,
+)
 from fleetguard.core.config import Settings
 from fleetguard.core.errors import ConflictError
 from fleetguard.core.files import write_new_private
@@ -77,10 +83,26 @@ def _existing_artifacts(settings: Settings) -> list[Path]:
     return [p for p in candidates if p.exists()]
 
 
-def open_installation_database(settings: Settings, *, migrate: bool = True) -> Database:
+def open_installation_database(
+    settings: Settings, *, migrate: bool = True, master_key: MasterKey | None = None
+) -> Database:
+    """The installation's database, migrated, with its audit keys attached.
+
+    The audit keys come from the master key (``master_key``, else loaded from the
+    settings): every session of the database can append keyed audit entries, and the
+    first keyed start over a log written before 0007 checkpoints its unkeyed entries.
+    Without the master key this fails (``MasterKeyMissingError``) rather than opening a
+    database whose audit entries could not be keyed.
+    """
+    master = master_key or load_master_key(settings)
     db = open_database(settings.database_url)
-    if migrate:
-        upgrade_database(db)
+    try:
+        if migrate:
+            upgrade_database(db)
+        attach_audit_keys(db, master, exported_head=exported_head_path(settings.data_dir))
+    except BaseException:
+        db.dispose()
+        raise
     return db
 
 
@@ -128,7 +150,7 @@ def init_installation(
             settings, ca, hostnames=hostnames or ["localhost"],
             addresses=addresses or ["127.0.0.1", "::1"],
         )
-    db = open_installation_database(settings)
+    db = open_installation_database(settings, master_key=master)
     generated = admin_password is None
     password = admin_password or generate_admin_password()
     try:
@@ -175,7 +197,10 @@ def rotate_master_key(
     """Rewrap every stored secret under a new key, then replace the key file.
 
     The database changes commit before the file is replaced; the new key is first
-    written beside the old one so that a crash in between loses neither.
+    written beside the old one so that a crash in between loses neither. The old audit
+    key is kept sealed under the new master key (old entries stay verifiable), the
+    rotation's entry, still under the old audit key, names both keys, and ``db`` goes on
+    with the new audit key. Other processes holding the old master key must restart.
     """
     old = load_master_key(settings)
     new = new_key or MasterKey(os.urandom(32))
@@ -185,11 +210,13 @@ def rotate_master_key(
     with db.session() as session:
         count = rewrap_stored_secrets(session, old, new)
         count += rewrap_sealed_ca_keys(ca_dir(settings), old, new)
+        retire_audit_key(session, old, new)
         append_audit_entry(
-            session, actor="system", action="keys.rotate_master", target="master-key",
+            session, actor="system", action=ROTATION_ACTION, target="master-key",
             details={"old_key_id": old.key_id.hex(), "new_key_id": new.key_id.hex(),
                      "secrets": count},
         )
     if not settings.master_key_b64:
         os.replace(pending, settings.master_key_file)
+    attach_audit_keys(db, new, exported_head=exported_head_path(settings.data_dir))
     return new, count

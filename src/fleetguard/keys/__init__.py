@@ -1,5 +1,7 @@
-"""Where secrets live: the master key and AES-256-GCM envelope encryption under it."""
+"""Where secrets live: the master key, AES-256-GCM envelope encryption under it, and keys
+derived from it for one purpose each (HKDF)."""
 
+from fleetguard.keys.derive import derive_key, hkdf_expand
 from fleetguard.keys.envelope import (
     MasterKey,
     SealedSecret,
@@ -17,6 +19,8 @@ __all__ = [
     "MasterKey",
     "SealedSecret",
     "create_master_key_file",
+    "derive_key",
+    "hkdf_expand",
     "load_master_key",
     "open_secret",
     "rewrap_secret",

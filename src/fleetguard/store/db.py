@@ -199,6 +199,22 @@ class Database:
         finally:
             session.close()
 
+    def share_with_sessions(self, name: str, value: object) -> None:
+        """Put ``value`` in the ``info`` of every session this database opens from now on.
+
+        How something the installation holds in memory reaches code that only gets a
+        session: the audit log's keys, set once when the installation is opened with its
+        master key (``fleetguard.auditlog.attach_audit_keys``), so no caller passes them.
+        """
+        for factory in (self.sessions, self.read_sessions):
+            info = dict(factory.kw.get("info") or {})
+            info[name] = value
+            factory.configure(info=info)
+
+    def shared_with_sessions(self, name: str) -> object | None:
+        value: object | None = (self.sessions.kw.get("info") or {}).get(name)
+        return value
+
     def dispose(self) -> None:
         self.engine.dispose()
 

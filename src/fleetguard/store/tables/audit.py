@@ -18,7 +18,11 @@ class AuditEntryRow(Base):
     target: Mapped[str] = mapped_column(String(300))
     details: Mapped[str] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64))
+    # For keyed entries, an HMAC-SHA256 under the audit key named by ``key_id`` (the id of
+    # the master key it was derived from); for entries written before the chain was keyed
+    # (``key_id`` NULL, migration 0007), a plain SHA-256.
     entry_hash: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class AuditHeadRow(Base):
