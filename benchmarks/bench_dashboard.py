@@ -35,11 +35,12 @@ from sqlalchemy import insert, select
 from fleetguard import findings
 from fleetguard.core.clock import utcnow
 from fleetguard.core.config import load_settings
+from fleetguard.install import open_installation_database
 from fleetguard.operators import totp
 from fleetguard.registry import DeviceState
 from fleetguard.registry import service as registry
 from fleetguard.registry.service import MAX_CSV_ROWS
-from fleetguard.store import Database, open_database
+from fleetguard.store import Database
 from fleetguard.store.tables import DeviceRow, TelemetryDeviceRow
 
 FLEETGUARD = [sys.executable, "-m", "fleetguard.cli"]
@@ -120,7 +121,8 @@ def free_port() -> int:
 
 def populate(data_dir: Path) -> None:
     settings = load_settings(data_dir)
-    db = open_database(settings.database_url)
+    # keyed by the installation's master key: the imports and state changes are audited
+    db = open_installation_database(settings, migrate=False)
     started = time.perf_counter()
     done = 0
     while done < DEVICES:
