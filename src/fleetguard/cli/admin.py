@@ -1,4 +1,4 @@
-"""Local administration over the data dir: operators, tokens and the audit log.
+"""Local administration over the data dir: operators and tokens (the audit log: ``audit``).
 
 Whoever can read the data dir (master key, database) already holds every secret, so
 these commands act directly on the database; each change is audited as ``cli:<user>``.
@@ -7,7 +7,6 @@ these commands act directly on the database; each change is audited as ``cli:<us
 from __future__ import annotations
 
 import getpass
-import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +24,6 @@ from fleetguard.operators import Role
 
 operator_app = typer.Typer(help="Operators: add, list, disable, reset MFA.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens: create, list, revoke.", no_args_is_help=True)
-audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 
 
 def cli_actor() -> str:
@@ -190,52 +188,3 @@ def token_revoke(token_id: str, data_dir: DataDirOption = None) -> None:
     with db_session(data_dir) as session:
         service.revoke_api_token(session, token_id=token_id, actor=cli_actor())
     console.print(f"revoked {token_id}")
-
-
-@audit_app.command("verify")
-@handles_errors
-def audit_verify(
-    expect_head: Annotated[
-        str | None,
-        typer.Option(help="A head recorded earlier as SEQ:HASH; verify it is still in the chain."),
-    ] = None,
-    data_dir: DataDirOption = None,
-) -> None:
-    """Walk the hash chain; exit 1 and name the first bad entry if anything was changed."""
-    from fleetguard.auditlog import ChainHead, verify_chain
-
-    anchored = None
-    if expect_head:
-        seq, _, digest = expect_head.partition(":")
-        if not seq.isdigit() or len(digest) != 64:
-            raise ValidationFailedError("--expect-head is SEQ:SHA256HEX", field="expect-head")
-        anchored = ChainHead(int(seq), digest)
-    with db_session(data_dir) as session:
-        result = verify_chain(session, anchored)
-    if result.ok:
-        console.print(
-            f"audit log intact: {result.entries_checked} entries, head "
-            f"{result.head.seq}:{result.head.entry_hash}", highlight=False,
-        )
-        return
-    err_console.print(f"[red]audit log TAMPERED[/red]: first bad entry {result.first_bad_seq}")
-    for problem in result.problems:
-        err_console.print(f"  {problem}")
-    raise typer.Exit(1)
-
-
-@audit_app.command("head")
-@handles_errors
-def audit_head(
-    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
-    data_dir: DataDirOption = None,
-) -> None:
-    """Print the head (SEQ:SHA256) to keep somewhere outside the platform."""
-    from fleetguard.auditlog import chain_head
-
-    with db_session(data_dir) as session:
-        head = chain_head(session)
-    if as_json:
-        print(json.dumps({"seq": head.seq, "entry_hash": head.entry_hash}))
-    else:
-        print(f"{head.seq}:{head.entry_hash}")
