@@ -52,8 +52,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy import create_engine, text
 from tests.protocol import samples
 
+from fleetguard.auditlog import attach_audit_keys
 from fleetguard.core.clock import utcnow
 from fleetguard.core.runtime import tune_gc_for_service
+from fleetguard.keys import MasterKey
 from fleetguard.protocol import (
     InterfaceCounters,
     MessageKind,
@@ -515,6 +517,7 @@ def paced(service: IngestService, sink: Sink, payloads: list[Payload], rate: flo
 def bench_in_process(name: str, url: str, args: argparse.Namespace) -> None:
     db = open_database(url)
     upgrade_database(db)
+    attach_audit_keys(db, MasterKey(os.urandom(32)))  # registering devices is audited
     devices = register(db, args.ip_devices)
     per_device = max(1, args.ip_reports // args.ip_devices)
     sink = Sink()
