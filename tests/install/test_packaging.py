@@ -1,7 +1,8 @@
-"""packaging/: the server's systemd unit runs unprivileged, sandboxed, and stays that way.
+"""packaging/: the server's and the broker's systemd units run unprivileged, sandboxed, and
+stay that way.
 
 The exposure figure is systemd's own score (``systemd-analyze security``, 0 = locked down,
-10 = unprotected); the unit reached 1.1 with systemd 252, and what is left is the network
+10 = unprotected); both units reached 1.1 with systemd 252, and what is left is the network
 itself (devices, operators and scans need it), Unix sockets, the host's root directory and
 ProtectClock='s read-only access to the RTC. A change that loosens the unit fails here.
 """
@@ -18,6 +19,7 @@ import pytest
 
 PACKAGING = Path(__file__).resolve().parents[2] / "packaging"
 UNIT = PACKAGING / "fleetguard.service"
+UNITS = {"serve": UNIT, "broker": PACKAGING / "fleetguard-broker.service"}
 SYSUSERS = PACKAGING / "sysusers.d" / "fleetguard.conf"
 TMPFILES = PACKAGING / "tmpfiles.d" / "fleetguard.conf"
 MAX_EXPOSURE = 1.1
@@ -78,10 +80,11 @@ def _systemd_analyze() -> str:
     return tool
 
 
-def test_exposure_stays_at_or_below_the_recorded_figure() -> None:
+@pytest.mark.parametrize("command", sorted(UNITS))
+def test_exposure_stays_at_or_below_the_recorded_figure(command: str) -> None:
     tool = _systemd_analyze()
     done = subprocess.run(
-        [tool, "security", "--offline=true", "--no-pager", str(UNIT)],
+        [tool, "security", "--offline=true", "--no-pager", str(UNITS[command])],
         capture_output=True, text=True, encoding="utf-8", errors="replace", check=False,
         env={**os.environ, "SYSTEMD_COLORS": "0", "SYSTEMD_PAGER": "cat"},
     )
@@ -99,8 +102,9 @@ def test_exposure_stays_at_or_below_the_recorded_figure() -> None:
     assert names <= ACCEPTED_FLAGS, f"newly flagged: {sorted(names - ACCEPTED_FLAGS)}"
 
 
-def test_the_unit_never_runs_as_root_and_writes_only_its_state_dir() -> None:
-    service = unit_settings(UNIT)["Service"]
+@pytest.mark.parametrize("command", sorted(UNITS))
+def test_the_unit_never_runs_as_root_and_writes_only_its_state_dir(command: str) -> None:
+    service = unit_settings(UNITS[command])["Service"]
 
     def one(key: str) -> str | None:
         values = service.get(key)
@@ -125,10 +129,12 @@ def test_the_unit_never_runs_as_root_and_writes_only_its_state_dir() -> None:
     assert "PermissionsStartOnly" not in service
     # '+' and '!' run a command with full privileges, outside the sandbox.
     for key in EXEC_KEYS:
-        for command in service.get(key, []):
-            assert not command.lstrip("-@:|").startswith(("+", "!")), f"{key}={command}"
+        for line in service.get(key, []):
+            assert not line.lstrip("-@:|").startswith(("+", "!")), f"{key}={line}"
     [start] = service["ExecStart"]
-    assert start.startswith("/opt/fleetguard/bin/fleetguard serve --data-dir ${STATE_DIRECTORY}")
+    assert start.startswith(
+        f"/opt/fleetguard/bin/fleetguard {command} --data-dir ${{STATE_DIRECTORY}}"
+    )
 
 
 def test_the_account_and_its_dir_match_the_unit() -> None:
@@ -160,8 +166,8 @@ def test_sysusers_and_tmpfiles_make_the_account_and_a_0700_dir(tmp_path: Path) -
     assert (made.st_uid, made.st_gid, made.st_mode & 0o7777) == (uid, gid, 0o700)
 
 
-def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
-    """`systemd-analyze verify` in a root that has the program the unit starts."""
+def test_systemd_accepts_the_units(tmp_path: Path) -> None:
+    """`systemd-analyze verify` in a root that has the program the units start."""
     tool = _systemd_analyze()
     system_units = Path("/usr/lib/systemd/system")
     if not (system_units / "multi-user.target").exists():
@@ -172,13 +178,15 @@ def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
     program.chmod(0o755)
     shutil.copytree(system_units, tmp_path / "usr" / "lib" / "systemd" / "system",
                     symlinks=True)
-    installed = tmp_path / "etc" / "systemd" / "system" / UNIT.name
-    installed.parent.mkdir(parents=True)
-    shutil.copy(UNIT, installed)
+    installed = tmp_path / "etc" / "systemd" / "system"
+    installed.mkdir(parents=True)
+    for unit in UNITS.values():
+        shutil.copy(unit, installed / unit.name)
     done = subprocess.run(
-        [tool, "verify", f"--root={tmp_path}", f"/etc/systemd/system/{UNIT.name}"],
+        [tool, "verify", f"--root={tmp_path}",
+         *(f"/etc/systemd/system/{unit.name}" for unit in UNITS.values())],
         capture_output=True, text=True, check=False,
         env={**os.environ, "SYSTEMD_LOG_LEVEL": "notice"},
     )
     assert done.returncode == 0, done.stderr
-    assert UNIT.name not in done.stderr, done.stderr
+    assert not any(unit.name in done.stderr for unit in UNITS.values()), done.stderr
