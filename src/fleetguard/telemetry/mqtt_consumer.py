@@ -19,7 +19,9 @@ The consumer asks the broker for up to ``receive_maximum`` unacknowledged messag
 flight (MQTT 5 Receive Maximum), enough to fill the writer's batches while earlier ones
 commit; a full ingest queue blocks the network thread, which holds the broker back
 (backpressure). The broker keeps what it cannot send yet in the session's queue, whose
-bound is ``max_queued_messages`` in the generated ``mosquitto.conf``. An acknowledgement
+bounds are ``max_queued_messages`` and ``max_queued_bytes`` in the generated
+``mosquitto.conf`` (whichever comes first; past it the broker drops, and ``fleetguard
+broker`` logs which client it drops for). An acknowledgement
 is only sent on the connection that received the message: after a reconnect the broker
 sends the unacknowledged messages again, and those are acknowledged instead. Reconnects
 back off from ``reconnect_min_s`` to ``reconnect_max_s``.
