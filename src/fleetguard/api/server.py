@@ -14,9 +14,19 @@ from collections.abc import Coroutine, Generator
 from typing import Any
 
 import uvicorn
+from uvicorn.config import create_ssl_context
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from fleetguard.api import scan_jobs
 from fleetguard.api.app import create_app
+from fleetguard.api.connection_limits import (
+    DEVICE_ENDPOINT,
+    OPERATOR_API,
+    ConnectionGuard,
+    GuardedServer,
+    ListenerLimits,
+    fit_to_open_files,
+)
 from fleetguard.api.device_app import create_device_app
 from fleetguard.api.tls_peer import peer_cert_protocol
 from fleetguard.core.config import Settings
@@ -37,7 +47,7 @@ SCAN_SCHEDULER_EVERY_S = 30
 log = logging.getLogger("fleetguard.server")
 
 
-class _Server(uvicorn.Server):
+class _Server(GuardedServer):
     """Signals are handled once for both servers, below."""
 
     @contextlib.contextmanager
@@ -45,34 +55,45 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _config(
-    app: Any, settings: Settings, host: str, port: int, *, tls: bool = True,
-    client_ca: str | None = None, http: type[asyncio.Protocol] | str = "auto",
-) -> uvicorn.Config:
-    """uvicorn with our TLS (1.2+, strong ciphers), no server header, no access log."""
+def _tls_context(settings: Settings, client_ca: str | None = None) -> ssl.SSLContext:
+    """Our TLS: 1.2+, strong ciphers; client certificates checked against ``client_ca``."""
+    context = create_ssl_context(
+        certfile=settings.server_cert_file, keyfile=settings.server_key_file, password=None,
+        ssl_version=ssl.PROTOCOL_TLS_SERVER,
+        cert_reqs=ssl.CERT_OPTIONAL if client_ca else ssl.CERT_NONE, ca_certs=client_ca,
+        ciphers=STRONG_CIPHERS,
+    )
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def _server(
+    app: Any, host: str, port: int, *, name: str, limits: ListenerLimits,
+    tls: ssl.SSLContext | None, http: type[asyncio.Protocol] = HttpToolsProtocol,
+) -> _Server:
+    """uvicorn with no server header, no access log, and a connection guard of its own.
+
+    The guard accepts, counts, then starts TLS with a short handshake timeout, so uvicorn
+    itself is given no TLS. See connection_limits.
+    """
     config = uvicorn.Config(
-        app, host=host, port=port, http=http, log_config=None, access_log=False,
-        server_header=False, proxy_headers=False,
-        ssl_certfile=str(settings.server_cert_file) if tls else None,
-        ssl_keyfile=str(settings.server_key_file) if tls else None,
-        ssl_ciphers=STRONG_CIPHERS,
-        ssl_ca_certs=client_ca, ssl_cert_reqs=ssl.CERT_OPTIONAL if client_ca else ssl.CERT_NONE,
+        app, host=host, port=port, http=http, ws="none", log_config=None,
+        access_log=False, server_header=False, proxy_headers=False,
+        timeout_keep_alive=max(1, round(limits.idle_timeout_s)),
     )
     config.load()
-    if config.ssl is not None:
-        config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
-    return config
+    return _Server(config, guard=ConnectionGuard(name, limits), tls=tls)
 
 
 def _device_server(
     db: Database, ca: FleetCA, settings: Settings, host: str, port: int,
-    ingest: IngestService | None = None,
+    ingest: IngestService | None = None, limits: ListenerLimits = DEVICE_ENDPOINT,
 ) -> _Server:
     device_app = create_device_app(db, ca, ingest=ingest)
-    config = _config(device_app, settings, host, port, client_ca=str(ca.bundle_path),
-                     http=peer_cert_protocol())
-    device_app.state.device_ctx.ssl_context = config.ssl
-    return _Server(config)
+    tls = _tls_context(settings, client_ca=str(ca.bundle_path))
+    device_app.state.device_ctx.ssl_context = tls
+    return _server(device_app, host, port, name="device endpoint", limits=limits, tls=tls,
+                   http=peer_cert_protocol())
 
 
 def _run_loop(main: Coroutine[Any, Any, None]) -> None:
@@ -102,16 +123,17 @@ def _reuse_port_socket(host: str, port: int) -> socket.socket:
 
 
 def run_device_worker(settings: Settings, host: str, port: int, log_format: str,
-                      log_level: str) -> None:
-    """An extra device-endpoint process (``serve --device-workers N``)."""
+                      log_level: str, limits: ListenerLimits = DEVICE_ENDPOINT) -> None:
+    """An extra device-endpoint process (``serve --device-workers N``); limits per process."""
     from fleetguard.core.logging import configure_logging
 
     configure_logging(log_format, log_level)
+    [limits] = fit_to_open_files([limits])
     db = open_installation_database(settings, migrate=False)
     ca = open_installation_ca(settings, load_master_key(settings))
     # The main process sweeps and compacts; every process re-reads device state per batch.
     ingest = IngestService(db, sweep_every_s=None, compact_every_s=None, exclusive_writer=False)
-    server = _device_server(db, ca, settings, host, port, ingest)
+    server = _device_server(db, ca, settings, host, port, ingest, limits)
     sock = _reuse_port_socket(host, port)
     signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
     signal.signal(signal.SIGINT, lambda *_: setattr(server, "should_exit", True))
@@ -144,13 +166,22 @@ def _mqtt_consumer(settings: Settings, ingest: IngestService, broker: str) -> Mq
 def run_servers(
     settings: Settings, *, host: str, port: int, device_port: int, insecure_http: bool,
     device_workers: int = 1, log_format: str = "text", log_level: str = "info",
-    mqtt_broker: str | None = None,
+    mqtt_broker: str | None = None, operator_limits: ListenerLimits = OPERATOR_API,
+    device_limits: ListenerLimits = DEVICE_ENDPOINT,
 ) -> None:
+    # Both listeners' connections must fit in this process's open files together.
+    fitted = fit_to_open_files(
+        [operator_limits, device_limits] if device_port else [operator_limits]
+    )
+    operator_limits, fitted_device = fitted[0], fitted[-1]
     db = open_installation_database(settings)
     master = load_master_key(settings)
     ca = open_installation_ca(settings, master)
     api = create_app(settings, db=db, master_key=master, ca=ca, tls=not insecure_http)
-    servers = [_Server(_config(api, settings, host, port, tls=not insecure_http))]
+    servers = [_server(
+        api, host, port, name="operator API", limits=operator_limits,
+        tls=None if insecure_http else _tls_context(settings),
+    )]
     serve_args: list[dict[str, object]] = [{}]
     workers: list[multiprocessing.process.BaseProcess] = []
     # Telemetry is stored by one writer thread per process, in batches.
@@ -161,14 +192,16 @@ def run_servers(
     if consumer is not None:
         consumer.start()
     if device_port:
-        servers.append(_device_server(db, ca, settings, host, device_port, ingest))
+        servers.append(_device_server(db, ca, settings, host, device_port, ingest,
+                                      fitted_device))
         if device_workers > 1:
             serve_args.append({"sockets": [_reuse_port_socket(host, device_port)]})
             spawn = multiprocessing.get_context("spawn")
             for _ in range(device_workers - 1):
                 process = spawn.Process(
                     target=run_device_worker,
-                    args=(settings, host, device_port, log_format, log_level), daemon=True,
+                    args=(settings, host, device_port, log_format, log_level, device_limits),
+                    daemon=True,
                 )
                 process.start()
                 workers.append(process)

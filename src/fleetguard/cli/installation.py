@@ -96,6 +96,12 @@ def serve_command(
     device_workers: Annotated[
         int, typer.Option(min=1, max=64, help="Processes serving the device endpoint.")
     ] = 1,
+    device_max_connections: Annotated[int, typer.Option(
+        min=1, help="Connections each device-endpoint process keeps open at most.",
+    )] = 8192,
+    device_max_per_address: Annotated[int, typer.Option(
+        min=1, help="Of those, from one client address (a NAT may hide many devices).",
+    )] = 512,
     mqtt_broker: Annotated[
         str | None,
         typer.Option(help="Ingest telemetry from `fleetguard broker` at HOST:PORT."),
@@ -104,18 +110,28 @@ def serve_command(
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
 ) -> None:
     """Run the HTTPS operator API and the device endpoint (applies migrations first)."""
+    from dataclasses import replace
+
+    from fleetguard.api.connection_limits import DEVICE_ENDPOINT
     from fleetguard.api.server import run_servers
     from fleetguard.core.logging import configure_logging
     from fleetguard.core.runtime import tune_gc_for_service
 
     if log_format not in ("text", "json"):
         raise ValidationFailedError("--log-format must be text or json", field="log-format")
+    if device_max_per_address > device_max_connections:
+        raise ValidationFailedError(
+            "--device-max-per-address must not exceed --device-max-connections",
+            field="device-max-per-address",
+        )
+    device_limits = replace(DEVICE_ENDPOINT, max_connections=device_max_connections,
+                            max_per_address=device_max_per_address)
     configure_logging(log_format, log_level)
     tune_gc_for_service()
     run_servers(
         settings_from(data_dir), host=host, port=port, device_port=device_port,
         insecure_http=insecure_http, device_workers=device_workers, log_format=log_format,
-        log_level=log_level, mqtt_broker=mqtt_broker,
+        log_level=log_level, mqtt_broker=mqtt_broker, device_limits=device_limits,
     )
 
 
