@@ -132,27 +132,9 @@ def _race(app: FastAPI, db: Database, password: str, code: str) -> list[tuple[in
     return answers
 
 
-XFAIL_RACE_ON_POSTGRES = (
-    "bug: on PostgreSQL two logins sending the same {what} at the same moment both get a "
-    "session. operators/service.py complete_mfa_login (service.py:318) {where}, without a "
-    "lock (no SELECT ... FOR UPDATE, no conditional UPDATE ... WHERE ... RETURNING as "
-    "identity's _CONSUME_TOKEN uses), so under READ COMMITTED both transactions find the "
-    "code unused and both commit; on SQLite the writer lock (BEGIN IMMEDIATE) serialises them"
-)
-
-
-def _xfail_on_postgres(request: pytest.FixtureRequest, what: str, where: str) -> None:
-    if request.node.callspec.params.get("database_url") == "postgresql":
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason=XFAIL_RACE_ON_POSTGRES.format(what=what, where=where)))
-
-
 def test_totp_replay_race_only_one_of_two_simultaneous_logins_with_a_code_wins(
-    any_app: FastAPI, db: Database, any_admin: LoggedIn, request: pytest.FixtureRequest
+    any_app: FastAPI, db: Database, any_admin: LoggedIn
 ) -> None:
-    _xfail_on_postgres(request, "TOTP code",
-                       "reads the operator row with session.get (:323), compares the code's "
-                       "step with row.last_totp_step (:330) and writes it back (:332)")
     assert any_admin.totp_secret
     code = code_for(any_admin.totp_secret, 1)
     answers = _race(any_app, db, any_admin.password, code)
@@ -160,11 +142,8 @@ def test_totp_replay_race_only_one_of_two_simultaneous_logins_with_a_code_wins(
 
 
 def test_recovery_code_replay_race_only_one_of_two_simultaneous_logins_wins(
-    any_app: FastAPI, db: Database, any_admin: LoggedIn, request: pytest.FixtureRequest
+    any_app: FastAPI, db: Database, any_admin: LoggedIn
 ) -> None:
-    _xfail_on_postgres(request, "recovery code",
-                       "calls _consume_recovery_code (:302), which selects the codes with "
-                       "used_at IS NULL (:307) and sets used_at by primary key (:313)")
     assert any_admin.recovery_codes
     answers = _race(any_app, db, any_admin.password, any_admin.recovery_codes[0])
     assert sorted(answers) == [(200, 200), (401, 401)], answers

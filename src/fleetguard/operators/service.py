@@ -287,8 +287,12 @@ def _new_challenge(session: Session, row: OperatorRow, purpose: str, source: str
 
 
 def _open_challenge(session: Session, challenge: str, purpose: str) -> LoginChallengeRow:
+    # Locked (on PostgreSQL) until the step commits: two requests racing with one challenge
+    # see each other's use instead of both passing.
     row = session.execute(
-        select(LoginChallengeRow).where(LoginChallengeRow.challenge_hash == _sha256(challenge))
+        select(LoginChallengeRow)
+        .where(LoginChallengeRow.challenge_hash == _sha256(challenge))
+        .with_for_update().execution_options(populate_existing=True)
     ).scalar_one_or_none()
     now = utcnow()
     if (
@@ -315,13 +319,28 @@ def _consume_recovery_code(session: Session, operator_id: int, code: str) -> boo
     return False
 
 
+def _locked_operator(session: Session, operator_id: int) -> OperatorRow:
+    """The operator's row, locked (on PostgreSQL) until this unit of work ends.
+
+    A second factor is checked against state the check then changes (the last TOTP step,
+    unused recovery codes); two logins racing with one code each read the old state unless
+    the second waits for the first to commit and reads again.
+    """
+    row = session.execute(
+        select(OperatorRow).where(OperatorRow.id == operator_id)
+        .with_for_update().execution_options(populate_existing=True)
+    ).scalar_one_or_none()
+    if row is None:
+        raise MfaFailedError("the login step has expired or is unknown; log in again")
+    return row
+
+
 def complete_mfa_login(
     session: Session, master: MasterKey, *, challenge: str, code: str, source: str
 ) -> LoginResult:
     """Second step: a TOTP code (never accepted twice) or a single-use recovery code."""
     chal = _open_challenge(session, challenge, "mfa")
-    row = session.get(OperatorRow, chal.operator_id)
-    assert row is not None
+    row = _locked_operator(session, chal.operator_id)
     keys = [throttle.account_key(row.username), throttle.address_key(source)]
     throttle.ensure_not_locked(session, keys)
     if row.disabled or not row.mfa_enabled or row.totp_secret_id is None:
@@ -383,8 +402,7 @@ def confirm_mfa_enrollment(
 ) -> tuple[LoginResult, list[str]]:
     """Enable MFA once the operator proves the authenticator works; returns recovery codes."""
     chal = _open_challenge(session, challenge, "enroll")
-    row = session.get(OperatorRow, chal.operator_id)
-    assert row is not None
+    row = _locked_operator(session, chal.operator_id)
     keys = [throttle.account_key(row.username), throttle.address_key(source)]
     throttle.ensure_not_locked(session, keys)
     if chal.pending_secret_id is None:
