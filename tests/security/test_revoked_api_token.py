@@ -82,3 +82,20 @@ def test_session_of_a_disabled_operator_is_refused(
     r = owner.client.post("/api/v1/devices", json={"name": "planted"}, headers=owner.headers())
     assert r.status_code == 401
     assert _device_names(admin) == []
+
+
+def test_api_token_stays_refused_after_its_operator_is_enabled_again(
+    attacker: TestClient, login_as: Callable[[Role], LoggedIn]
+) -> None:
+    """Disabling revokes the tokens: enabling the account again hands back its password
+    login, not a token that may have leaked while it was suspected."""
+    owner = login_as(Role.OPERATOR)
+    admin = login_as(Role.ADMIN)
+    token_id, stolen = _token(owner)
+    for action in ("disable", "enable"):
+        r = admin.client.post(f"/api/v1/operators/{owner.username}/{action}",
+                              headers=admin.headers())
+        assert r.status_code == 200, r.text
+    _refused_everything(attacker, stolen)
+    tokens = {t["token_id"]: t for t in admin.client.get("/api/v1/tokens").json()}
+    assert tokens[token_id]["revoked_at"] is not None

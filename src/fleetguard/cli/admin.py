@@ -101,7 +101,7 @@ def operator_list(data_dir: DataDirOption = None) -> None:
 @operator_app.command("disable")
 @handles_errors
 def operator_disable(username: str, data_dir: DataDirOption = None) -> None:
-    """Disable an operator and end their sessions; their tokens stop working."""
+    """Disable an operator: their sessions end and their API tokens are revoked."""
     from fleetguard.operators import service
 
     with db_session(data_dir) as session:

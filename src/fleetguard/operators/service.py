@@ -177,9 +177,14 @@ def set_operator_disabled(
     session: Session, *, username: str, disabled: bool, actor: str,
     issuer: Principal | None,
 ) -> Operator:
-    """Disable (ends sessions, stops tokens) or enable again; never the last enabled admin."""
+    """Disable or enable again; never the last enabled admin.
+
+    Disabling ends the operator's sessions and revokes their API tokens: an account is
+    usually disabled because it is suspected, and enabling it again must not bring back
+    a token that may have been stolen meanwhile. Enabling hands back the password login.
+    """
     row = _get_row(session, username)
-    if not disabled:  # enabling hands the account's credentials back
+    if not disabled:
         ensure_may_mint(issuer, what="an enabled operator", role=Role(row.role))
     elif not row.disabled and row.role == Role.ADMIN.value and _enabled_admins(session) <= 1:
         raise LastAdminError(
@@ -187,13 +192,28 @@ def set_operator_disabled(
         )
     row.disabled = disabled
     row.updated_at = utcnow()
+    details: dict[str, object] = {}
     if disabled:
         _end_all_sessions(session, row.id)
+        details["tokens_revoked"] = _revoke_all_tokens(session, row.id)
     append_audit_entry(
         session, actor=actor, action="operator.disable" if disabled else "operator.enable",
-        target=f"operator:{row.username}",
+        target=f"operator:{row.username}", details=details,
     )
     return _to_operator(row)
+
+
+def _revoke_all_tokens(session: Session, operator_id: int) -> list[str]:
+    now = utcnow()
+    revoked = []
+    for token in session.execute(
+        select(ApiTokenRow).where(
+            ApiTokenRow.operator_id == operator_id, ApiTokenRow.revoked_at.is_(None)
+        )
+    ).scalars():
+        token.revoked_at = now
+        revoked.append(token.token_id)
+    return revoked
 
 
 def change_password(
