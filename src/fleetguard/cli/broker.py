@@ -38,7 +38,7 @@ def broker_command(
     Each device may publish only under fg/d/<its uuid>/ and subscribe only to its
     command topic; a revoked, decommissioned or suspended device is cut off within
     seconds. Started by root, mosquitto runs as the mosquitto account, which may read only
-    the server's certificate and key, the CA bundle, the CRL and its own config and state;
+    the broker's own certificate and key, the CA bundle, the CRL and its own config and state;
     otherwise it runs as the account running this command.
     """
     from fleetguard.broker import (
