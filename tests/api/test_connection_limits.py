@@ -62,27 +62,26 @@ def _socket(made: list[socket.socket]) -> socket.socket:
     return ours
 
 
-def test_a_full_listener_evicts_the_connection_waiting_longest_and_never_a_busy_one(
+def test_a_full_listener_evicts_an_idle_connection_first_and_never_a_busy_one(
     sockets: list[socket.socket],
 ) -> None:
     async def scenario() -> None:
         guard = ConnectionGuard("test", ListenerLimits(max_connections=3, max_per_address=2))
-        first = guard.admit("a", _socket(sockets))
-        second = guard.admit("b", _socket(sockets))
-        third = guard.admit("c", _socket(sockets))
-        assert first and second and third
-        assert guard.admit("a", _socket(sockets)) is not None  # evicts `first`
-        assert not first.admitted and second.admitted
-        guard.busy(second)  # the app works for it: not evictable
-        guard.waiting(third)  # waits again: last in line
-        assert guard.admit("d", _socket(sockets)) is not None  # evicts the 4th, not third
-        assert second.admitted and third.admitted and guard.open == 3
-        guard.busy(third)
-        assert guard.admit("e", _socket(sockets)) is not None  # evicts the 5th
-        guard.busy(next(iter(guard._waiting)))  # everything busy now
-        assert guard.admit("f", _socket(sockets)) is None
+        slow = guard.admit("a", _socket(sockets))
+        working = guard.admit("b", _socket(sockets))
+        idle = guard.admit("c", _socket(sockets))
+        assert slow and working and idle
+        guard.waiting(slow, mid_request=True)  # sending a request, slowly
+        guard.busy(working)  # the app works for it
+        fourth = guard.admit("a", _socket(sockets))  # evicts the idle one, not the older slow
+        assert fourth and not idle.admitted and slow.admitted and working.admitted
+        guard.busy(fourth)
+        assert guard.admit("d", _socket(sockets)) is not None  # then the slow one
+        assert not slow.admitted and working.admitted and guard.open == 3
+        guard.busy(next(iter(guard._idle)))  # everything busy now
+        assert guard.admit("e", _socket(sockets)) is None
         assert guard.events["refused: listener full"] == 1
-        assert guard.events["evicted for a newer connection"] == 3
+        assert guard.events["evicted for a newer connection"] == 2
 
     asyncio.run(scenario())
 

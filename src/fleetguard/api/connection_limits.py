@@ -176,7 +176,12 @@ class Ticket:
 
 
 class ConnectionGuard:
-    """One listener's connections: counted per address and in all, oldest waiter first."""
+    """One listener's connections: counted per address and in all.
+
+    When full, a new connection first evicts one with no request under way (in its TLS
+    handshake, or idle), which loses nothing; then one sending a request slowly; each the
+    one waiting longest. The app's connections are not candidates.
+    """
 
     def __init__(self, name: str, limits: ListenerLimits) -> None:
         self.name = name
@@ -184,7 +189,8 @@ class ConnectionGuard:
         self.open = 0
         self._per_address: dict[str, int] = {}
         # Insertion-ordered: the first entry has waited longest on its client.
-        self._waiting: dict[Ticket, None] = {}
+        self._idle: dict[Ticket, None] = {}
+        self._receiving: dict[Ticket, None] = {}
         self.events: Counter[str] = Counter()
         self._unlogged: Counter[str] = Counter()
         self._logged_at: float | None = None
@@ -194,19 +200,20 @@ class ConnectionGuard:
             self.note("refused: too many from one address")
             return None
         if self.open >= self.limits.max_connections:
-            if not self._waiting:
+            waiting = self._idle or self._receiving
+            if not waiting:
                 self.note("refused: listener full")
                 return None
             self.note("evicted for a newer connection")
-            next(iter(self._waiting)).evict()
+            next(iter(waiting)).evict()
         ticket = Ticket(self, key, sock)
         self.open += 1
         self._per_address[key] = self._per_address.get(key, 0) + 1
-        self._waiting[ticket] = None
+        self._idle[ticket] = None
         return ticket
 
     def release(self, ticket: Ticket) -> None:
-        self._waiting.pop(ticket, None)
+        self.busy(ticket)
         self.open -= 1
         left = self._per_address[ticket.key] - 1
         if left:
@@ -214,14 +221,15 @@ class ConnectionGuard:
         else:
             del self._per_address[ticket.key]
 
-    def waiting(self, ticket: Ticket) -> None:
-        """The connection waits on its client again: last in line for eviction."""
+    def waiting(self, ticket: Ticket, *, mid_request: bool) -> None:
+        """The connection waits on its client again: last in its line for eviction."""
         if ticket.admitted:
-            self._waiting.pop(ticket, None)
-            self._waiting[ticket] = None
+            self.busy(ticket)
+            (self._receiving if mid_request else self._idle)[ticket] = None
 
     def busy(self, ticket: Ticket) -> None:
-        self._waiting.pop(ticket, None)
+        self._idle.pop(ticket, None)
+        self._receiving.pop(ticket, None)
 
     def note(self, event: str) -> None:
         """Count what happened; log a summary at most once a minute."""
@@ -277,6 +285,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._fg_state = _CLOSED
         self.fg_ticket.release()
+        self.fg_ticket.protocol = None  # no cycle left for the collector
         if self._fg_timer is not None:
             self._fg_timer.cancel()
             self._fg_timer = None
@@ -339,7 +348,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if state == _APP:
             self.fg_ticket.guard.busy(self.fg_ticket)
             return
-        self.fg_ticket.guard.waiting(self.fg_ticket)
+        self.fg_ticket.guard.waiting(self.fg_ticket, mid_request=state != _IDLE)
         deadline = self._fg_deadline()
         if deadline is not None:
             self._fg_arm(deadline)
