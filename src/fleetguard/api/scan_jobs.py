@@ -11,16 +11,17 @@ the scanner (``fleetguard.scan``) and the findings it feeds (``fleetguard.findin
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from fleetguard import findings
-from fleetguard.core.errors import FleetError, ValidationFailedError
+from fleetguard.core.errors import FleetError, ValidationFailedError, excerpt
 from fleetguard.findings import Scan, ScanCapacityError, ScanSource
 from fleetguard.scan import ScanOptions, build_options, report_document, run_scan
 from fleetguard.store import Database
@@ -45,16 +46,104 @@ OPTION_NAMES = frozenset(
 _lock = threading.Lock()
 _running: dict[str, threading.Thread] = {}
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: The networks server-run scans may reach; None (the default) is anywhere.
+_scope: tuple[Network, ...] | None = None
+
+
+def restrict_targets(networks: Iterable[str] | None) -> None:
+    """Let server-run scans (API and schedules) reach only these networks; None lifts it.
+
+    Inside a scope a target must be written as an address, a CIDR or a range: a host name
+    is refused before anything resolves it, since the lookup is itself traffic and what
+    it would resolve to is unknown beforehand. The API fuzzer confines scans to loopback
+    with this (tests/security/fuzz_support.py).
+    """
+    global _scope
+    _scope = None if networks is None else tuple(
+        ipaddress.ip_network(n, strict=False) for n in networks
+    )
+
+
+def target_scope() -> tuple[Network, ...] | None:
+    return _scope
+
+
+def _inside(first: ipaddress.IPv4Address | ipaddress.IPv6Address,
+            last: ipaddress.IPv4Address | ipaddress.IPv6Address,
+            scope: tuple[Network, ...]) -> bool:
+    return any(
+        net.version == first.version == last.version
+        and first in net and last in net
+        for net in scope
+    )
+
+
+def _literal_bounds(item: str) -> tuple[Any, Any] | None:
+    """First and last address of an address, CIDR or range expression; None otherwise."""
+    try:
+        net = ipaddress.ip_network(item, strict=False)
+    except ValueError:
+        pass
+    else:
+        return net[0], net[-1]
+    left, sep, right = item.partition("-")
+    if not sep:
+        return None
+    try:
+        first = ipaddress.ip_address(left.strip())
+        right = right.strip()
+        if right.isdigit() and len(right) <= 3 and first.version == 4:
+            last: Any = ipaddress.ip_address(str(first).rsplit(".", 1)[0] + "." + right)
+        else:
+            last = ipaddress.ip_address(right)
+    except ValueError:
+        return None
+    return first, last
+
+
+def _check_scope(targets: Sequence[str]) -> None:
+    scope = _scope
+    if scope is None:
+        return
+    allowed = ", ".join(str(n) for n in scope)
+    for raw in targets:
+        item = raw.strip()
+        if not item:
+            continue
+        bounds = _literal_bounds(item)
+        if bounds is None:
+            raise ValidationFailedError(
+                f"target {excerpt(item)}: this server scans only addresses, networks or "
+                f"ranges within {allowed}", field="targets",
+            )  # fmt: skip
+        if not _inside(*bounds, scope):
+            raise ValidationFailedError(
+                f"target {excerpt(item)} is outside what this server may scan ({allowed})",
+                field="targets",
+            )
+
 
 def scan_options(targets: Sequence[str], ports: str, options: Mapping[str, Any]) -> ScanOptions:
-    """Validated ScanOptions for a server-run scan (422 on bad targets, ports or options)."""
+    """Validated ScanOptions for a server-run scan (422 on bad targets, ports or options,
+    and on targets outside the scan scope, see :func:`restrict_targets`)."""
     unknown = set(options) - OPTION_NAMES
     if unknown:
         raise ValidationFailedError(f"unknown scan option {sorted(unknown)[0]!r}",
                                     field="options")
-    return build_options(
+    _check_scope(targets)
+    parsed = build_options(
         list(targets), ports=ports, max_addresses=MAX_SERVER_SCAN_ADDRESSES, **dict(options)
     )
+    scope = _scope
+    if scope is not None:
+        for t in parsed.targets:
+            address = ipaddress.ip_address(t.address)
+            if not _inside(address, address, scope):
+                raise ValidationFailedError(
+                    f"target {t.address} is outside what this server may scan", field="targets"
+                )
+    return parsed
 
 
 def scanned_ports(options: ScanOptions) -> frozenset[tuple[str, int]]:
@@ -226,10 +315,12 @@ def run_due_scans(db: Database, *, now: datetime | None = None) -> list[str]:
 __all__ = [
     "MAX_RUNNING_SCANS",
     "MAX_SERVER_SCAN_ADDRESSES",
+    "restrict_targets",
     "run_due_scans",
     "running_scans",
     "scan_options",
     "scanned_ports",
     "start_scan",
+    "target_scope",
     "wait_for_scans",
 ]

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
-from fleetguard.api.schemas import StrictModel
+from fleetguard.api.schemas import VISIBLE, JsonInt, StrictModel
 from fleetguard.findings import Finding, Scan, ScanHost, ScanSchedule
 
 Target = Annotated[str, Field(min_length=1, max_length=300)]
@@ -16,6 +16,8 @@ Target = Annotated[str, Field(min_length=1, max_length=300)]
 class ScanOptionsIn(StrictModel):
     """Safety options of a scan the server runs (see docs/scan-checks.md, Safety)."""
 
+    # Lax (a number may come as a string): the dashboard's scan form validates its text
+    # fields with this model too.
     timeout: float = Field(default=1.5, ge=0.05, le=30)
     concurrency: int = Field(default=256, ge=1, le=4096)
     host_concurrency: int = Field(default=32, ge=1, le=256)
@@ -157,11 +159,11 @@ class FindingSummaryOut(BaseModel):
 
 
 class ScheduleCreate(StrictModel):
-    name: str = Field(min_length=1, max_length=100)
+    name: str = Field(min_length=1, max_length=100, pattern=VISIBLE)
     targets: list[Target] = Field(min_length=1, max_length=256)
     ports: str = Field(default="default", min_length=1, max_length=500)
     options: ScanOptionsIn = Field(default_factory=ScanOptionsIn)
-    interval_s: int = Field(ge=60, le=31 * 86400)
+    interval_s: JsonInt = Field(ge=60, le=31 * 86400)
     first_run_at: datetime | None = None
 
 

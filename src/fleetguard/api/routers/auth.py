@@ -15,12 +15,15 @@ from fleetguard.api.schemas import (
     MfaCodeRequest,
     MfaEnrollmentResponse,
     OperatorOut,
+    error_responses,
 )
 from fleetguard.operators import LoginResult, LoginStep, Permission, Principal
 from fleetguard.operators import service as operators
 from fleetguard.operators.service import SESSION_ABSOLUTE
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+#: A failed step (wrong password or code, an unknown or expired challenge) is a 401.
+STEP_FAILED = error_responses(401)
 Ctx = Annotated[AppContext, Depends(get_context)]
 
 
@@ -44,7 +47,7 @@ def _respond(result: LoginResult, response: Response, ctx: AppContext) -> LoginR
     )
 
 
-@router.post("/login")
+@router.post("/login", responses=STEP_FAILED)
 def login(body: LoginRequest, request: Request, response: Response, ctx: Ctx) -> LoginResponse:
     """Password step. Answers the same for an unknown user and a wrong password."""
     with ctx.db.session() as session:
@@ -55,7 +58,7 @@ def login(body: LoginRequest, request: Request, response: Response, ctx: Ctx) ->
     return _respond(result, response, ctx)
 
 
-@router.post("/mfa")
+@router.post("/mfa", responses=STEP_FAILED)
 def mfa(body: MfaCodeRequest, request: Request, response: Response, ctx: Ctx) -> LoginResponse:
     """Second step: a TOTP code (each accepted once) or a single-use recovery code."""
     with ctx.db.session() as session:
@@ -66,7 +69,7 @@ def mfa(body: MfaCodeRequest, request: Request, response: Response, ctx: Ctx) ->
     return _respond(result, response, ctx)
 
 
-@router.post("/mfa/enroll")
+@router.post("/mfa/enroll", responses=STEP_FAILED)
 def mfa_enroll(body: ChallengeRequest, ctx: Ctx) -> MfaEnrollmentResponse:
     """Start MFA enrollment: a new TOTP secret as otpauth URI and QR code."""
     with ctx.db.session() as session:
@@ -79,7 +82,7 @@ def mfa_enroll(body: ChallengeRequest, ctx: Ctx) -> MfaEnrollmentResponse:
     )
 
 
-@router.post("/mfa/enroll/confirm")
+@router.post("/mfa/enroll/confirm", responses=STEP_FAILED)
 def mfa_enroll_confirm(
     body: MfaCodeRequest, request: Request, response: Response, ctx: Ctx
 ) -> LoginResponse:
@@ -94,7 +97,7 @@ def mfa_enroll_confirm(
     return out
 
 
-@router.post("/logout", status_code=204)
+@router.post("/logout", status_code=204, responses=error_responses(401, 403))
 def logout(
     response: Response, ctx: Ctx,
     principal: Annotated[Principal, Depends(requires(Permission.SELF))],

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from fleetguard.api.authz import requires
 from fleetguard.api.context import AppContext, get_context
+from fleetguard.api.schemas import error_responses
 from fleetguard.operators import Permission, Principal
 
 router = APIRouter(tags=["system"])
@@ -24,7 +25,13 @@ def healthz(ctx: Ctx) -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics", response_class=Response, responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+              "description": "Prometheus text format"},
+        **error_responses(401, 403),
+    },
+)
 def metrics(
     ctx: Ctx, _: Annotated[Principal, Depends(requires(Permission.METRICS_READ))]
 ) -> Response:
