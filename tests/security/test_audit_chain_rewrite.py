@@ -137,3 +137,24 @@ def test_cli_verify_names_the_rewritten_entry(tmp_path: Path) -> None:
     result = runner.invoke(app, ["audit-log", "verify", "--data-dir", str(data)])
     assert result.exit_code == 1, result.output
     assert "first bad entry 1" in result.output
+
+
+def test_stripping_every_key_is_not_checkpointed_at_the_next_start(tmp_path: Path) -> None:
+    # The whole chain recomputed as if written before keying: a start with the master key
+    # must not checkpoint it as a legacy prefix, since init left a signed head in the data
+    # dir; verification fails and the rewrite stays visible.
+    data = tmp_path / "data"
+    assert runner.invoke(app, ["init", "--data-dir", str(data)]).exit_code == 0
+    assert (data / "audit-head.json").exists()
+    db = open_database(f"sqlite:///{data / 'fleetguard.db'}")
+    try:
+        _rewrite(db, 1, key_id=lambda row: None,
+                 details='{"database":"sqlite","master_key_id":"forged"}')
+    finally:
+        db.dispose()
+    for _ in range(2):  # and it stays that way, start after start
+        result = runner.invoke(app, ["audit-log", "verify", "--no-exported-head",
+                                     "--data-dir", str(data)])
+        assert result.exit_code == 1, result.output
+        assert "first bad entry 1" in result.output
+        assert "no keyed checkpoint covers them" in result.output

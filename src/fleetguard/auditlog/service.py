@@ -206,6 +206,18 @@ def audit_keys_attached(db: Database) -> bool:
     return isinstance(db.shared_with_sessions(KEYRING_INFO), AuditKeyring)
 
 
+def _newest_entry_unkeyed(db: Database) -> bool:
+    with db.read_session() as session:
+        newest = session.execute(
+            select(_ENTRIES.c.key_id).join(_HEAD, _HEAD.c.seq == _ENTRIES.c.seq)
+            .where(_HEAD.c.id == _HEAD_ID)
+        ).first()
+        if newest is None:  # an empty chain, or a head row naming no entry
+            head = session.execute(select(_HEAD.c.seq).where(_HEAD.c.id == _HEAD_ID)).first()
+            return head is not None and head.seq > 0
+        return newest.key_id is None
+
+
 def checkpoint_unkeyed_prefix(db: Database, *, exported_head: Path | None = None) -> int | None:
     """Close an unkeyed prefix with a keyed checkpoint entry; its seq, or None if not needed.
 
@@ -215,6 +227,8 @@ def checkpoint_unkeyed_prefix(db: Database, *, exported_head: Path | None = None
     was exported signed (``exported_head`` exists): an unkeyed tail there is tampering,
     and blessing it would hide it; verification reports it instead.
     """
+    if not _newest_entry_unkeyed(db):  # the usual case, decided without the write lock
+        return None
     with db.session() as session:
         head = _locked_head(session)
         seq, last_hash = int(head[0]), str(head[1])

@@ -16,6 +16,7 @@ from fleetguard.auditlog import (
     ROTATION_ACTION,
     append_audit_entry,
     attach_audit_keys,
+    export_signed_head,
     exported_head_path,
     retire_audit_key,
 )
@@ -164,6 +165,9 @@ def init_installation(
                 session, username=admin_username, password=password, role=Role.ADMIN,
                 actor="system", issuer=None,
             )
+        # The first signed head, in the data dir from the start: the chain is keyed, and
+        # an unkeyed chain found here later was stripped, not new (attach_audit_keys).
+        export_signed_head(db, exported_head_path(settings.data_dir))
     finally:
         db.dispose()
     return InitResult(
