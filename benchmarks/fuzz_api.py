@@ -23,7 +23,12 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1])]
 
-from tests.security.fuzz_support import REPORTED, FuzzServer, run_fuzz  # noqa: E402
+from tests.security.fuzz_support import (  # noqa: E402
+    CATEGORIES,
+    REPORTED,
+    FuzzServer,
+    run_fuzz,
+)
 
 MIN_REQUESTS = 10_000
 
@@ -33,8 +38,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--min-requests", type=int, default=MIN_REQUESTS)
     parser.add_argument("--max-examples", type=int, default=150,
-                        help="examples per operation and phase of the first round")
-    parser.add_argument("--max-steps", type=int, default=10, help="steps per stateful scenario")
+                        help="examples per operation in the fuzzing phase")
+    parser.add_argument("--stateful-examples", type=int, default=100,
+                        help="scenarios of the stateful phase")
+    parser.add_argument("--max-steps", type=int, default=10, help="calls per stateful scenario")
     parser.add_argument("--real-scans", action="store_true",
                         help="run the real scanner for server-run scans (127.0.0.1 only)")
     parser.add_argument("--details", action="store_true", help="print every failure")
@@ -47,15 +54,22 @@ def main() -> int:
         seed = args.seed
         while sum(r.requests for r in reports) < args.min_requests:
             report = run_fuzz(
-                server, seed=seed, max_examples=args.max_examples, max_steps=args.max_steps,
+                server, seed=seed, max_examples=args.max_examples,
+                stateful_examples=args.stateful_examples, max_steps=args.max_steps,
                 progress=(lambda m: print("  ", m, file=sys.stderr)) if args.progress else None,
             )
             reports.append(report)
-            print(f"round seed={seed}: {report.requests:,} requests in {report.seconds:.0f} s",
+            print(f"round seed={seed}: {report.requests:,} requests in {report.seconds:.0f} s ("
+                  + ", ".join(f"{p} {n:,}" for p, n in report.cases_by_phase.items()) + ")",
                   file=sys.stderr)
             seed += 1
 
+    # Failures once each across rounds (per operation and kind, as schemathesis counts them
+    # within one); the harness's own counts (requests, 5xx, cut off, ...) add up.
+    unique = {f.key: f for r in reports for f in r.found}
     total = {name: sum(r.count(name) for r in reports) for name in REPORTED}
+    for name in (*CATEGORIES, "other"):
+        total[name] = sum(1 for key in unique if key[0] == name)
     cases = sum(r.cases for r in reports)
     seconds = sum(r.seconds for r in reports)
     print(f"schemathesis against the operator API: {len(reports)} round(s) from seed {args.seed}, "
@@ -73,10 +87,14 @@ def main() -> int:
     print(f"failures / limit: {failed} / 0"
           f"  ({total['requests']:,} requests, at least {args.min_requests:,} asked)")
     if args.details:
+        for f in unique.values():
+            print(f"[{f.category}] {f.detail}")
         for i, r in enumerate(reports):
-            if r.details():
+            rest = [f"[cut_off] {c}" for c in r.cut_off] + [f"[errors] {e}" for e in r.errors]
+            rest += [f"[off_machine] {o}" for o in r.off_machine]
+            if rest:
                 print(f"--- round {i + 1}")
-                print(r.details())
+                print("\n".join(rest))
     return 0 if failed == 0 and total["requests"] >= args.min_requests else 1
 
 

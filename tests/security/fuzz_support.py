@@ -388,7 +388,13 @@ class Found:
     category: str
     check: str
     operation: str  # "GET /api/v1/devices/{device_id}"
+    kind: str  # schemathesis's failure class, e.g. ServerError
     detail: str  # what failed, the request and the response, on one line
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """What makes it unique, across runs too."""
+        return (self.category, self.check, self.operation, self.kind)
 
 
 @dataclass
@@ -557,6 +563,7 @@ def run_fuzz(
                         report.counts[category] += 1
                         report.found.append(Found(
                             category, node.name, str(info.failure.operation),
+                            type(info.failure).__name__,
                             _describe(node.name, info.failure, recorder, case_id)))
                 for interaction in recorder.interactions.values():
                     if interaction.response is None:
@@ -573,6 +580,7 @@ def run_fuzz(
                 for failure in event.failures:
                     report.counts["other"] += 1
                     report.found.append(Found("other", "after_run", str(failure.operation),
+                                              type(failure).__name__,
                                               f"{failure.operation}: {failure.title}"))
     report.off_machine = list(blocked)
     report.seconds = time.monotonic() - start

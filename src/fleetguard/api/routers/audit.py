@@ -20,13 +20,15 @@ from fleetguard.operators import Permission, Principal
 router = APIRouter(prefix="/api/v1/audit-log", tags=["audit"])
 Ctx = Annotated[AppContext, Depends(get_context)]
 Reader = Annotated[Principal, Depends(requires(Permission.AUDIT_READ))]
+MAX_SEQ = 2**63 - 1
 
 
 @router.get("")
 def list_entries(
     ctx: Ctx, _: Reader,
     before: Annotated[
-        int | None, Query(ge=1, description="cursor: entries older than this")
+        # Bounded as the database's integers are: a larger one overflowed SQLite (a 500).
+        int | None, Query(ge=1, le=MAX_SEQ, description="cursor: entries older than this")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     action: Annotated[str | None, Query(max_length=100)] = None,
