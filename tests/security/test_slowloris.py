@@ -281,3 +281,35 @@ def test_flood_held_on_the_device_listener_does_not_stop_an_operator_login(
         r = httpx.get(f"https://127.0.0.1:{server.device_port}/v1/ca.pem", verify=server.tls(),
                       timeout=20)
         assert r.status_code == 200
+
+
+def _tcp_state(sock: socket.socket) -> int:
+    """The kernel's TCP state of a socket (Linux TCP_INFO): 1 established, 7 closed."""
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="needs Linux TCP_INFO")
+def test_slow_read_a_response_never_taken_is_cut(server: Server) -> None:
+    """Pipelined requests whose answers are never read (no authentication needed)."""
+
+    def attack(port: int) -> tuple[float, bytes]:
+        path = b"/healthz" if port == server.port else b"/v1/ca.pem"
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window
+        raw.settimeout(10)
+        raw.connect(("127.0.0.1", port))
+        with server.tls().wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            tls.settimeout(2)
+            # Answers well beyond what the kernel buffers on both sides (a few MB).
+            with contextlib.suppress(OSError):  # the server stops reading us: enough
+                for _ in range(2000):
+                    tls.sendall((b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n") * 10)
+            # Never read; watch the connection's state in the kernel instead.
+            start = time.monotonic()
+            while _tcp_state(tls) == 1:
+                assert time.monotonic() - start < OPERATOR_API.send_timeout_s + DROPPED_WITHIN_S, (
+                    "the server still sends to a client that reads nothing")
+                time.sleep(0.5)
+            return time.monotonic() - start, b""
+
+    _on_both_listeners(server, attack)

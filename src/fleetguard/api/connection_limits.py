@@ -18,10 +18,12 @@ handshake and the whole header block; and the TLS handshake may take asyncio's d
   the header block within ``header_timeout_s`` of that byte, and a body that keeps coming:
   no pause over ``body_timeout_s`` and on average ``body_min_rate`` bytes/s after the first
   ``body_timeout_s`` (Apache's mod_reqtimeout rule). Slow headers or body get a 408 with our
-  JSON error before the close; an idle connection is closed silently, as HTTP/1.1 allows.
+  JSON error before the close; an idle connection is closed silently, as HTTP/1.1 allows;
+* a client that stops taking its response (a slow read: the transport's buffer stays full for
+  ``send_timeout_s``) is cut.
 
 While the app holds a request (reading slowly, or streaming a response such as the
-dashboard's live updates) no client deadline runs: the app decides.
+dashboard's live updates) no other deadline runs: the app decides.
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ class ListenerLimits:
     body_timeout_s: float = 10.0
     body_min_rate: int = 500
     max_header_bytes: int = 64 * 1024
+    #: A client that stops reading its response: no progress in this long and it is cut.
+    send_timeout_s: float = 30.0
     #: A closed TLS connection waits this long for the client's close_notify (asyncio: 30 s).
     tls_shutdown_timeout_s: float = 5.0
 
@@ -77,7 +81,7 @@ class ListenerLimits:
             if getattr(self, name) < 1:
                 raise ValidationFailedError(f"{name} must be at least 1", field=name)
         for name in ("handshake_timeout_s", "idle_timeout_s", "header_timeout_s",
-                     "body_timeout_s", "tls_shutdown_timeout_s"):
+                     "body_timeout_s", "send_timeout_s", "tls_shutdown_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValidationFailedError(f"{name} must be above 0", field=name)
         if self.max_per_address > self.max_connections:
@@ -172,6 +176,7 @@ class Ticket:
         # Still in the TLS handshake: the loop's transport owns the socket and closes it
         # when it reads the end (a socket it closed already has no descriptor: EBADF).
         with contextlib.suppress(OSError):
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
             self.sock.shutdown(socket.SHUT_RDWR)
 
 
@@ -269,6 +274,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._fg_since = 0.0  # when the current state began
         self._fg_last = 0.0  # the last body bytes
         self._fg_bytes = 0  # header or body bytes in the current state
+        self._fg_stalled_at: float | None = None  # when writing last had to wait
 
     @property
     def _fg_limits(self) -> ListenerLimits:
@@ -339,6 +345,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 and not self.transport.is_closing()):
             self._fg_enter(_IDLE)
 
+    def pause_writing(self) -> None:
+        # The client is not taking our response (the transport's buffer is full): whatever
+        # the state, it has send_timeout_s to take some, or the connection is cut.
+        super().pause_writing()
+        if self._fg_state != _CLOSED:
+            self._fg_stalled_at = self.loop.time()
+            self._fg_arm(self._fg_stalled_at + self._fg_limits.send_timeout_s)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._fg_stalled_at = None
+
     # Deadlines ----------------------------------------------------------------------------
 
     def _fg_enter(self, state: int) -> None:
@@ -377,20 +395,27 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _fg_on_timer(self) -> None:
         self._fg_timer = None
-        deadline = self._fg_deadline()
-        if deadline is None:
-            return
         now = self.loop.time()
-        if self._fg_state == _BODY and self.flow.read_paused:
-            # The app has not read what came yet (or a pipelined request waits): the client
-            # is not the slow one. Measure afresh once reading resumes.
-            self._fg_since = self._fg_last = now
-            self._fg_bytes = 0
-            deadline = now + self._fg_limits.body_timeout_s
-        elif now >= deadline - 0.001:
-            self._fg_timed_out()
+        stalled_until = (None if self._fg_stalled_at is None
+                         else self._fg_stalled_at + self._fg_limits.send_timeout_s)
+        if stalled_until is not None and now >= stalled_until - 0.001:
+            self.fg_ticket.guard.note("response not read")
+            self.fg_close(abort=True)  # its buffer is full: nothing more can be sent
             return
-        self._fg_arm(deadline)
+        deadline = self._fg_deadline()
+        if deadline is not None:
+            if self._fg_state == _BODY and self.flow.read_paused:
+                # The app has not read what came yet (or a pipelined request waits): the
+                # client is not the slow one. Measure afresh once reading resumes.
+                self._fg_since = self._fg_last = now
+                self._fg_bytes = 0
+                deadline = now + self._fg_limits.body_timeout_s
+            elif now >= deadline - 0.001:
+                self._fg_timed_out()
+                return
+            self._fg_arm(deadline)
+        if stalled_until is not None:
+            self._fg_arm(stalled_until)
 
     def _fg_timed_out(self) -> None:
         limits, guard = self._fg_limits, self.fg_ticket.guard
@@ -428,6 +453,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             cycle.disconnected = True
             cycle.message_event.set()
         if abort:
+            # A reset: what we had queued for the client is dropped with the connection,
+            # rather than left to the kernel to deliver to a client that may never read.
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
             self.transport.abort()
         else:
             self.transport.close()
