@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 from fleetguard.api.authz import requires
 from fleetguard.api.context import AppContext, get_context
 from fleetguard.api.schemas import (
+    LABEL_QUERY,
     CaOut,
     CertificateOut,
     ClaimBatchCreate,
@@ -85,19 +86,27 @@ def _state(value: str | None) -> DeviceState | None:
 
 
 def _filter(
-    state: str | None, vendor: str | None, q: str | None, labels: str | None, group: str | None
+    state: DeviceState | None, vendor: str | None, q: str | None, labels: str | None,
+    group: str | None,
 ) -> DeviceFilter:
-    return DeviceFilter(state=_state(state), vendor=vendor, search=q, label_query=labels,
-                        group=group)
+    return DeviceFilter(state=state, vendor=vendor, search=q, label_query=labels, group=group)
+
+
+# Query parameters say what they take, so the published document is what is checked.
+StateQ = Annotated[DeviceState | None, Query()]
+LabelsQ = Annotated[str | None, Query(
+    min_length=1, max_length=500, pattern=LABEL_QUERY,
+    description="key=value, key!=value or key, comma-separated; all must hold",
+)]
 
 
 @router.get("/devices")
 def list_devices(
     ctx: Ctx, _: Reader,
-    state: Annotated[str | None, Query(max_length=20)] = None,
+    state: StateQ = None,
     vendor: Annotated[str | None, Query(max_length=200)] = None,
     q: Annotated[str | None, Query(max_length=100, description="name, serial or id")] = None,
-    labels: Annotated[str | None, Query(max_length=500, description="k=v,k2!=v2,k3")] = None,
+    labels: LabelsQ = None,
     group: Annotated[str | None, Query(max_length=100)] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
@@ -122,9 +131,7 @@ def register_device(body: DeviceCreate, ctx: Ctx, principal: Writer) -> DeviceOu
 
 @router.get("/devices/export.csv", response_class=StreamingResponse)
 def export_devices(
-    ctx: Ctx, _: Reader,
-    state: Annotated[str | None, Query(max_length=20)] = None,
-    labels: Annotated[str | None, Query(max_length=500)] = None,
+    ctx: Ctx, _: Reader, state: StateQ = None, labels: LabelsQ = None,
 ) -> StreamingResponse:
     flt = _filter(state, None, None, labels, None)
     session = ctx.db.sessions()
@@ -146,7 +153,11 @@ def export_devices(
     )
 
 
-@router.post(IMPORT_PATH.removeprefix(router.prefix), status_code=201)
+@router.post(IMPORT_PATH.removeprefix(router.prefix), status_code=201, openapi_extra={
+    "requestBody": {"required": True, "content": {"text/csv": {"schema": {
+        "type": "string", "maxLength": MAX_CSV_BYTES,
+        "description": "a header row with at least 'name', then one device a row"}}}},
+})
 async def import_devices(request: Request, ctx: Ctx, principal: Writer) -> ImportResult:
     """CSV with a header row (id, name, serial, hardware_model, vendor, firmware_version,
     labels as k=v;k2=v2). All rows or none."""

@@ -14,14 +14,13 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from fleetguard import findings
 from fleetguard.api import scan_jobs
 from fleetguard.api.authz import requires
 from fleetguard.api.context import AppContext, get_context
-from fleetguard.api.schemas import optional_choice
 from fleetguard.api.schemas_scans import (
     FindingOut,
     FindingPageOut,
@@ -52,12 +51,27 @@ MAX_DECODED_BYTES = findings.MAX_REPORT_BYTES
 MAX_HOSTS_SHOWN = 1000
 M = TypeVar("M", bound=BaseModel)
 
+def _inlined(schema: Any, defs: dict[str, Any]) -> Any:
+    """The schema with every ``#/$defs/X`` replaced by X itself (the body is read by hand,
+    so no component of the document holds these models)."""
+    if isinstance(schema, dict):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inlined(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inlined(v, defs) for k, v in schema.items() if k != "$defs"}
+    if isinstance(schema, list):
+        return [_inlined(v, defs) for v in schema]
+    return schema
+
+
+_BODY_SCHEMA = TypeAdapter(ScanUpload | ScanStart).json_schema()
 _UPLOAD_DOC = {
     "requestBody": {
         "required": True,
         "description": "Either ScanUpload ({report, ports}) or ScanStart ({targets, ports, "
         "options}); JSON, optionally with Content-Encoding: gzip.",
-        "content": {"application/json": {"schema": {"type": "object"}}},
+        "content": {"application/json": {
+            "schema": _inlined(_BODY_SCHEMA, _BODY_SCHEMA.get("$defs", {}))}},
     }
 }
 
@@ -104,7 +118,9 @@ def _ports_of_upload(upload: ScanUpload) -> frozenset[tuple[str, int]] | None:
     return ports
 
 
-@router.post("/scans", status_code=201, openapi_extra=_UPLOAD_DOC)
+@router.post("/scans", status_code=201, openapi_extra=_UPLOAD_DOC, responses={
+    202: {"model": ScanOut, "description": "targets given: the scan started in the background"},
+})
 async def create_scan(
     request: Request, response: Response, ctx: Ctx, principal: Writer
 ) -> ScanOut:
@@ -146,25 +162,15 @@ def _create_scan(
     )  # fmt: skip
 
 
-def _status(value: str | None) -> ScanStatus | None:
-    if value is None:
-        return None
-    try:
-        return ScanStatus(value)
-    except ValueError:
-        allowed = ", ".join(s.value for s in ScanStatus)
-        raise ValidationFailedError(f"status must be one of {allowed}", field="status") from None
-
-
 @router.get("/scans")
 def list_scans(
     ctx: Ctx, _: Reader,
-    status: Annotated[str | None, Query(max_length=16)] = None,
+    status: Annotated[ScanStatus | None, Query()] = None,
     cursor: Annotated[str | None, Query(max_length=300)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> ScanPageOut:
     with ctx.db.read_session() as session:
-        page = findings.list_scans(session, status=_status(status), cursor=cursor, limit=limit)
+        page = findings.list_scans(session, status=status, cursor=cursor, limit=limit)
     return ScanPageOut(scans=[ScanOut.of(s) for s in page.scans], next_cursor=page.next_cursor)
 
 
@@ -199,8 +205,8 @@ def _page(
 
 
 Check = Annotated[str | None, Query(max_length=64, description="e.g. default-credentials")]
-SeverityQ = Annotated[str | None, Query(max_length=10)]
-StateQ = Annotated[str | None, Query(max_length=10, description="open or resolved")]
+SeverityQ = Annotated[Severity | None, Query()]
+StateQ = Annotated[FindingState | None, Query(description="open or resolved")]
 Cursor = Annotated[str | None, Query(max_length=300)]
 Limit = Annotated[int, Query(ge=1, le=500)]
 
@@ -221,9 +227,7 @@ def list_findings(
     """Worst first. Filters combine."""
     flt = FindingFilter(
         device_id=device_id, unmatched=unmatched, host=host,
-        severity=optional_choice(Severity, severity, "severity"),
-        min_severity=optional_choice(Severity, min_severity, "min_severity"), check=check,
-        state=optional_choice(FindingState, state, "state"),
+        severity=severity, min_severity=min_severity, check=check, state=state,
     )  # fmt: skip
     return _page(ctx, flt, cursor, limit)
 
@@ -249,8 +253,7 @@ def device_findings(
     with ctx.db.read_session() as session:
         device = registry.get_device(session, device_id)
     flt = FindingFilter(
-        device_id=device.id, severity=optional_choice(Severity, severity, "severity"), check=check,
-        state=optional_choice(FindingState, state, "state"),
+        device_id=device.id, severity=severity, check=check, state=state,
     )  # fmt: skip
     return _page(ctx, flt, cursor, limit)
 
