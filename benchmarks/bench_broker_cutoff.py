@@ -29,7 +29,6 @@ from fleetguard.broker import (
     BrokerConfig,
     BrokerFiles,
     broker_process,
-    connect_admin,
     prepare_broker,
     run_broker_sync,
 )
@@ -109,8 +108,8 @@ def main() -> None:
             files = prepare_broker(settings, ca, BrokerConfig(port=_free_port(),
                                                               persistence=False))
             with broker_process(files) as process, \
-                    run_broker_sync(db, files, process=process, ca=ca), \
-                    connect_admin(files) as admin:
+                    run_broker_sync(db, files, process=process, ca=ca) as sync:
+                admin = sync.admin  # the broker's one admin connection: share it
                 latencies, kept_out = [], 0
                 for i in range(TRIALS):
                     device_id, serial, cert, key = _enroll(db, ca, Path(tmp), f"bench-{i}")

@@ -32,7 +32,6 @@ from fleetguard.broker import (
     BrokerSyncThread,
     DynsecAdmin,
     broker_process,
-    connect_admin,
     prepare_broker,
     run_broker_sync,
 )
@@ -260,8 +259,9 @@ def running_fleet(tmp: Path, config: BrokerConfig | None = None) -> Iterator[Fle
     try:
         sync = run_broker_sync(db, files, process=process, ca=ca)
         try:
-            with connect_admin(files) as admin:
-                yield Fleet(tmp, db, ca, files, process, sync, admin)
+            # The sync loop's admin: the broker names a client by its certificate, so a
+            # second admin connection would take the loop's place.
+            yield Fleet(tmp, db, ca, files, process, sync, sync.admin)
         finally:
             sync.stop()
     finally:

@@ -8,7 +8,9 @@ the attempt would have arrived by then.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 import time
 import uuid
 from pathlib import Path
@@ -19,9 +21,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from fleetguard.broker import ADMIN_ROLE, CONTROL_TOPIC, RESPONSE_TOPIC, SERVICE_ROLE
+from fleetguard.core.config import load_settings
+from fleetguard.protocol import ContentType, encode_message
 from fleetguard.telemetry import IngestService
 from fleetguard.telemetry.mqtt_consumer import MqttConsumer, MqttSettings
 from tests.broker.conftest import Client, DeviceCreds, Fleet, drain_until
+from tests.telemetry.support import report
 
 NOT_AUTHORIZED = 135
 
@@ -176,3 +182,92 @@ def test_the_ingest_consumer_with_a_device_identity_is_refused_its_subscription_
             ingest.stop()
     assert refused >= 2
     assert consumer.stats.connects == 0 and not consumer.connected
+
+
+def _serves_consumer(fleet: Fleet, ingest: IngestService) -> MqttConsumer:
+    """The consumer `fleetguard serve --mqtt-broker` builds over this installation."""
+    from fleetguard.api.server import _mqtt_consumer
+
+    settings = load_settings(fleet.tmp / "data")
+    return _mqtt_consumer(settings, ingest, f"{fleet.files.connect_host}:{fleet.files.port}")
+
+
+def test_the_ingest_identity_cannot_administer_the_broker(fleet: Fleet) -> None:
+    """What `fleetguard serve` reads telemetry with is no dynsec admin: its control
+    requests are refused (PUBACK "not authorized"), it cannot subscribe to the answers,
+    and nothing changes, not even its own roles."""
+    ingest = IngestService(fleet.db, sweep_every_s=None, compact_every_s=None)
+    identity = _serves_consumer(fleet, ingest).settings
+    assert (identity.cert_file, identity.key_file) == (fleet.files.service_cert,
+                                                       fleet.files.service_key)
+    client = Client(fleet.files, identity.cert_file, identity.key_file)
+    assert client.connect()
+    escalations = [
+        {"command": "addClientRole", "username": fleet.files.service_name,
+         "rolename": ADMIN_ROLE},
+        {"command": "createClient", "username": "test-escalated",
+         "roles": [{"rolename": ADMIN_ROLE}]},
+        {"command": "setDefaultACLAccess", "acls": [{"acltype": "subscribe", "allow": True}]},
+        {"command": "deleteRole", "rolename": ADMIN_ROLE},
+    ]
+    try:
+        assert client.subscribe(RESPONSE_TOPIC).is_failure
+        assert client.subscribe("$CONTROL/#").is_failure
+        for command in escalations:
+            rc = client.publish(CONTROL_TOPIC, json.dumps({"commands": [command]}).encode())
+            assert rc is not None and rc.value == NOT_AUTHORIZED, (command, rc)
+        time.sleep(0.5)  # had the plugin taken one, it would have answered by now
+        assert client.messages.empty()
+    finally:
+        client.close()
+    clients = {str(c["username"]): c for c in fleet.admin.list_clients()}
+    assert "test-escalated" not in clients
+    assert [r["rolename"] for r in clients[fleet.files.service_name]["roles"]] == [SERVICE_ROLE]
+    assert ADMIN_ROLE in {str(r["rolename"]) for r in fleet.admin.list_roles()}
+    default = fleet.admin.one("getDefaultACLAccess")["acls"]
+    assert {a["acltype"]: a["allow"] for a in default}["subscribe"] is False
+
+
+def test_the_ingest_session_is_its_identitys_and_resumes_after_a_reconnect(
+    fleet: Fleet, device: DeviceCreds, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker keys the persistent session on the certificate, not on the id the
+    consumer asks for: reports sent while no consumer runs reach the next one, which asks
+    for another id."""
+    def consumer(ingest: IngestService, client_id: str) -> MqttConsumer:
+        return MqttConsumer(ingest, dataclasses.replace(
+            _serves_consumer(fleet, ingest).settings, client_id=client_id,
+            reconnect_min_s=30, reconnect_max_s=30))
+
+    first_ingest = IngestService(fleet.db, sweep_every_s=None, compact_every_s=None)
+    first = consumer(first_ingest, "fleetguard-ingest")
+    first.start()
+    try:
+        assert first.wait_connected(10)
+        time.sleep(0.3)  # the subscription lands
+    finally:
+        first.stop()
+        first_ingest.stop()
+    sender = Client(fleet.files, device.cert, device.key, client_id=device.device_id)
+    assert sender.connect()
+    try:
+        for seq in (1, 2, 3):
+            rc = sender.publish(f"fg/d/{device.device_id}/telemetry",
+                                encode_message(report(seq), ContentType.CBOR.value))
+            assert rc is not None and not rc.is_failure
+    finally:
+        sender.close()
+    second_ingest = IngestService(fleet.db, sweep_every_s=None, compact_every_s=None)
+    second = consumer(second_ingest, f"another-{uuid.uuid4().hex[:6]}")
+    with caplog.at_level("INFO", logger="fleetguard.telemetry.mqtt"):
+        second.start()
+        try:
+            assert second.wait_connected(10)
+            deadline = time.monotonic() + 10
+            while second.stats.accepted < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            second.stop()
+            second_ingest.stop()
+    assert second.stats.accepted == 3, second.stats
+    assert any("session resumed" in r.getMessage() for r in caplog.records)

@@ -62,7 +62,8 @@ def test_the_broker_account_reads_what_the_broker_needs(fleet: Fleet) -> None:
 def test_the_broker_account_reads_none_of_the_platforms_secrets(fleet: Fleet) -> None:
     data = fleet.tmp / "data"
     secrets = [data / "master.key", data / "fleetguard.db", data / "ca" / "keys",
-               data / "tls" / "server.key", fleet.files.service_key, fleet.files.log_file]
+               data / "tls" / "server.key", fleet.files.service_key, fleet.files.admin_key,
+               fleet.files.log_file]
     secrets += list((data / "ca" / "keys").iterdir())
     assert all(p.exists() for p in secrets)
     assert [p for p in secrets if _readable_by_broker_account(p)] == []

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import shutil
 import stat
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 
 from fleetguard.broker import (
     ADMIN_ROLE,
@@ -61,6 +64,7 @@ def test_one_mutual_tls_listener_and_no_plaintext(files: BrokerFiles) -> None:
     conf = dict(d)
     assert conf["require_certificate"] == "true"
     assert conf["use_identity_as_username"] == "true"
+    assert conf["use_username_as_clientid"] == "true"  # the client id is the identity too
     assert conf["tls_version"] == "tlsv1.2"
     assert conf["allow_anonymous"] == "false"
     assert conf["cafile"].endswith("/ca/bundle.pem")
@@ -80,14 +84,18 @@ def test_sessions_queue_enough_for_ingestion_that_acknowledges_after_commit(
     assert int(dict(_directives(files))["max_queued_messages"]) >= 100_000
 
 
-def test_dynsec_baseline_makes_the_service_the_admin_and_denies_all_else(
+def _roles_of(state: dict[str, Any]) -> dict[str, set[str]]:
+    return {c["username"]: {r["rolename"] for r in c["roles"]} for c in state["clients"]}
+
+
+def test_dynsec_baseline_has_an_admin_a_service_that_is_no_admin_and_denies_all_else(
     files: BrokerFiles,
 ) -> None:
     state = json.loads(files.dynsec_file.read_text())
     assert set(state["defaultACLAccess"].values()) == {False}
-    [client] = state["clients"]
-    assert client["username"] == "fleetguard-platform" and "password" not in client
-    assert {r["rolename"] for r in client["roles"]} == {ADMIN_ROLE, SERVICE_ROLE}
+    assert _roles_of(state) == {"fleetguard-dynsec-admin": {ADMIN_ROLE},
+                                "fleetguard-platform": {SERVICE_ROLE}}
+    assert all("password" not in c and "clientid" not in c for c in state["clients"])
     admin = next(r for r in state["roles"] if r["rolename"] == ADMIN_ROLE)
     assert {"acltype": "publishClientSend", "topic": "$CONTROL/dynamic-security/#",
             "priority": 0, "allow": True} in admin["acls"]
@@ -106,10 +114,28 @@ def test_device_role_names_only_its_own_topics() -> None:
 
 
 def test_private_files_stay_private(files: BrokerFiles) -> None:
-    for path in (files.directory, files.state_dir, files.service_key.parent):
+    for path in (files.directory, files.state_dir, files.service_key.parent,
+                 files.admin_key.parent):
         assert stat.S_IMODE(path.stat().st_mode) == 0o700
-    for path in (files.service_key, files.dynsec_file, files.config_file):
+    for path in (files.service_key, files.admin_key, files.dynsec_file, files.config_file):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def _cn(path: Path) -> str:
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    return str(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+
+
+def test_each_platform_identity_has_a_certificate_of_its_own(files: BrokerFiles) -> None:
+    for cert_file, key_file in ((files.service_cert, files.service_key),
+                                (files.admin_cert, files.admin_key)):
+        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+        key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+        assert key.public_key() == cert.public_key()
+    assert (_cn(files.service_cert), _cn(files.admin_cert)) == (
+        files.service_name, files.admin_name) == ("fleetguard-platform", "fleetguard-dynsec-admin")
+    assert files.admin_cert.parent == files.directory / "admin"
+    assert files.service_cert.parent == files.directory / "service"
 
 
 def test_preparing_again_keeps_device_state_and_the_service_identity(
@@ -119,17 +145,56 @@ def test_preparing_again_keeps_device_state_and_the_service_identity(
     state["clients"].append({"username": DEVICE, "roles": []})
     state["defaultACLAccess"]["subscribe"] = True
     files.dynsec_file.write_text(json.dumps(state))
-    cert = files.service_cert.read_bytes()
+    certs = files.service_cert.read_bytes(), files.admin_cert.read_bytes()
     settings, ca = installation
     again = prepare_broker(settings, ca, BrokerConfig(host="0.0.0.0", port=18883))
     merged = json.loads(again.dynsec_file.read_text())
     assert DEVICE in {c["username"] for c in merged["clients"]}
     assert merged["defaultACLAccess"]["subscribe"] is False
-    assert again.service_cert.read_bytes() == cert  # still fresh: not reissued
+    # still fresh: not reissued
+    assert (again.service_cert.read_bytes(), again.admin_cert.read_bytes()) == certs
+
+
+def test_an_older_installations_identity_stays_the_service_and_is_no_longer_the_admin(
+    installation: tuple[Settings, FleetCA], files: BrokerFiles
+) -> None:
+    """Before, one identity (broker/service/, CN fleetguard-platform) was both the admin
+    and the service: it keeps its certificate (`fleetguard serve` holds it) and the service
+    role only, the admin gets an identity of its own, and no other client or group keeps
+    a role of the platform's."""
+    shutil.rmtree(files.admin_cert.parent)
+    cert = files.service_cert.read_bytes()
+    both = [{"rolename": ADMIN_ROLE, "priority": 10}, {"rolename": SERVICE_ROLE, "priority": 5}]
+    state = {
+        "defaultACLAccess": {}, "roles": [],
+        "clients": [{"username": "fleetguard-platform", "roles": both},
+                    {"username": "operator-made", "roles": [*both, {"rolename": "theirs"}]}],
+        "groups": [{"groupname": "everyone", "roles": both}],
+    }
+    files.dynsec_file.write_text(json.dumps(state))
+    settings, ca = installation
+    again = prepare_broker(settings, ca, BrokerConfig(host="0.0.0.0", port=18883))
+    merged = json.loads(again.dynsec_file.read_text())
+    assert _roles_of(merged) == {
+        "fleetguard-platform": {SERVICE_ROLE}, "fleetguard-dynsec-admin": {ADMIN_ROLE},
+        "operator-made": {"theirs"},
+    }
+    assert merged["groups"] == [{"groupname": "everyone", "roles": []}]
+    assert again.service_cert.read_bytes() == cert
+    assert _cn(again.admin_cert) == "fleetguard-dynsec-admin"
 
 
 def test_initial_state_is_the_documented_one() -> None:
-    assert initial_dynsec("svc")["clients"][0]["username"] == "svc"
+    state = initial_dynsec("svc", "adm")
+    assert _roles_of(state) == {"svc": {SERVICE_ROLE}, "adm": {ADMIN_ROLE}}
+
+
+def test_the_admin_and_the_service_cannot_share_a_name(
+    installation: tuple[Settings, FleetCA],
+) -> None:
+    settings, ca = installation
+    with pytest.raises(BrokerConfigError, match="name of its own"):
+        prepare_broker(settings, ca, BrokerConfig(port=18883, admin_name="fleetguard-platform"))
 
 
 @pytest.mark.parametrize("config", [BrokerConfig(port=0), BrokerConfig(port=70000),

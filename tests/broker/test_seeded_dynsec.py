@@ -63,7 +63,7 @@ def test_entitled_devices_are_written_into_the_dynsec_file_and_loaded_at_start(
         clients = {c["username"]: c for c in state["clients"]}
         roles = {r["rolename"]: r for r in state["roles"]}
         assert devices <= clients.keys() and STALE not in clients
-        assert "operator-made" in clients and files.service_name in clients
+        assert {"operator-made", files.service_name, files.admin_name} <= clients.keys()
         for device in devices:
             assert clients[device]["roles"] == [{"rolename": device_role(device), "priority": 0}]
             assert roles[device_role(device)]["acls"] == device_acls(device)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from fleetguard.broker import BrokerSync, DynsecAdmin, connect_admin
+from fleetguard.broker import BrokerSync, DynsecAdmin
 from fleetguard.broker.errors import BrokerUnavailableError, DynsecTimeoutError
 from tests.broker.conftest import Fleet
 
@@ -34,19 +34,19 @@ class CountingAdmin:
 
 @pytest.fixture
 def admin(fleet: Fleet) -> Iterator[CountingAdmin]:
-    with connect_admin(fleet.files) as real:
-        # On a fresh broker the service identity's first sessions may be dropped once
-        # (the baseline adds its roles); wait until the control channel answers.
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                real.list_roles()
-                break
-            except (DynsecTimeoutError, BrokerUnavailableError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        yield CountingAdmin(real)
+    # The broker's one admin connection (the sync loop's): a second one would take its
+    # place. On a fresh broker its first session may be dropped once; wait until the
+    # control channel answers.
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            fleet.admin.list_roles()
+            break
+        except (DynsecTimeoutError, BrokerUnavailableError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    yield CountingAdmin(fleet.admin)
 
 
 def _sync(fleet: Fleet, admin: CountingAdmin) -> BrokerSync:
@@ -79,12 +79,8 @@ def test_a_large_request_gets_time_in_proportion_to_its_commands(
 ) -> None:
     # A timeout no broker meets for 200 role creations: only the per-command allowance
     # lets the request finish (the plugin's cost per command grows with the fleet).
-    hurried = DynsecAdmin.for_files(fleet.files, timeout=0.001)
-    hurried.connect(timeout=15)
-    try:
-        names = [f"test-bulk-{i:03d}" for i in range(200)]
-        hurried.execute([{"command": "createRole", "rolename": n} for n in names])
-    finally:
-        hurried.close()
+    names = [f"test-bulk-{i:03d}" for i in range(200)]
+    fleet.admin.execute([{"command": "createRole", "rolename": n} for n in names],
+                        timeout=0.001)
     listed = {str(r.get("rolename")) for r in admin.list_roles()}
     assert set(names) <= listed

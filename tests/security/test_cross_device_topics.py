@@ -13,7 +13,8 @@ forged message would have been there by then.
 
 Beside the topics, MQTT has one more shared name: the client id. Mosquitto lets a new
 connection take over any client id in use (MQTT's session takeover), whoever's it is;
-the attacker uses B's id (the agent connects with its device id) or the platform's.
+the attacker uses B's id (the agent connects with its device id) or the platform's, and
+neither is disconnected: the broker replaces every client id by the certificate's CN.
 """
 
 from __future__ import annotations
@@ -137,25 +138,11 @@ def test_cross_device_subscribe_to_another_devices_topics_is_refused_and_receive
     assert stolen == []
 
 
-CLIENT_ID_TAKEOVER = (
-    "bug: a device can take over any MQTT client id, across identities: Mosquitto 2.0 "
-    "closes the connection that holds a client id when another authenticated client "
-    "connects with it, and fleetguard binds no client id to an identity. "
-    "broker/service.py:251 creates each device's dynsec client with a username and role "
-    "but no 'clientid' (dynsec's per-client binding), and the mosquitto.conf written by "
-    "broker/_config.py (listener block, :239-240: require_certificate, "
-    "use_identity_as_username) has no use_username_as_clientid; the agent connects as "
-    "its device id (agent/transport.py:305) and the ingest consumer as the fixed "
-    "'fleetguard-ingest' (telemetry/mqtt_consumer.py:69). {effect}"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=CLIENT_ID_TAKEOVER.format(
-    effect="Here: the attacker, connecting with the victim's device id, disconnects the "
-           "victim (and each reconnect of either kicks the other)."))
 def test_cross_device_client_id_takeover_does_not_disconnect_the_victim(
     fleet: Fleet, attacker: DeviceCreds, victim: DeviceCreds
 ) -> None:
+    """The broker names every client by its certificate (``use_username_as_clientid``):
+    the attacker asking for the victim's id gets its own."""
     victim_client = _connected(fleet, victim, client_id=victim.device_id)
     bad = Client(fleet.files, attacker.cert, attacker.key, client_id=victim.device_id)
     bad.mqtt.reconnect_delay_set(60, 60)
@@ -165,6 +152,12 @@ def test_cross_device_client_id_takeover_does_not_disconnect_the_victim(
         assert not victim_client.gone.is_set(), (
             f"the victim was disconnected ({victim_client.disconnect_reason})")
         assert victim_client.connects == 1
+        # The attacker is connected, as itself: its own topics, not the victim's.
+        assert bad.connected.is_set() and not bad.gone.is_set()
+        rc = bad.publish(f"fg/d/{attacker.device_id}/heartbeat", b"as-itself")
+        assert rc is not None and not rc.is_failure
+        rc = bad.publish(f"fg/d/{victim.device_id}/heartbeat", b"as-the-victim")
+        assert rc is not None and rc.value == NOT_AUTHORIZED
     finally:
         bad.close()
         victim_client.close()
@@ -188,15 +181,16 @@ def consumer(fleet: Fleet) -> Iterator[MqttConsumer]:
         ingest.stop()
 
 
-@pytest.mark.xfail(strict=True, reason=CLIENT_ID_TAKEOVER.format(
-    effect="Here: any device, connecting as 'fleetguard-ingest', disconnects the "
-           "platform's ingest consumer (telemetry from the whole fleet stops until it "
-           "reconnects, and a clean start by the attacker discards the consumer's "
-           "persistent session with the messages queued for it)."))
+@pytest.mark.parametrize("taken", ["asked-for", "given"])
 def test_cross_device_client_id_takeover_does_not_disconnect_the_platforms_consumer(
-    fleet: Fleet, attacker: DeviceCreds, consumer: MqttConsumer
+    fleet: Fleet, attacker: DeviceCreds, consumer: MqttConsumer, taken: str
 ) -> None:
-    bad = Client(fleet.files, attacker.cert, attacker.key, client_id=consumer.settings.client_id)
+    """Neither the id the consumer asks for ('fleetguard-ingest') nor the one the broker
+    gives it (its certificate's CN) can be taken: a device connecting with either (clean
+    start, which would also discard the consumer's persistent session) gets its own id."""
+    client_id = (consumer.settings.client_id if taken == "asked-for"
+                 else fleet.files.service_name)
+    bad = Client(fleet.files, attacker.cert, attacker.key, client_id=client_id)
     bad.mqtt.reconnect_delay_set(60, 60)
     try:
         bad.connect()

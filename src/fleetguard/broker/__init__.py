@@ -8,11 +8,13 @@ Typical use (what ``fleetguard broker`` does)::
 
 or in one step: ``with running_broker(settings, ca, db, config): ...``.
 
-The broker accepts mutual TLS only and names each client by its certificate's CN. The
-dynamic security plugin, driven by the platform's service identity over
+The broker accepts mutual TLS only and names each client by its certificate's CN, as
+username and as client id (no client can take over another's session). The dynamic
+security plugin, driven by the admin identity's sync loop over
 ``$CONTROL/dynamic-security/v1``, lets each entitled device publish only
 ``fg/d/<uuid>/{telemetry,heartbeat,cmd/result}`` and subscribe only to
-``fg/d/<uuid>/cmd``; the service identity reads ``fg/d/+/#`` and sends commands.
+``fg/d/<uuid>/cmd``; the service identity (ingestion) reads ``fg/d/+/#`` and sends
+commands, and is no admin.
 """
 
 from fleetguard.broker._acl import (
@@ -28,6 +30,7 @@ from fleetguard.broker._config import find_dynsec_plugin, find_mosquitto, initia
 from fleetguard.broker._dynsec import DynsecAdmin
 from fleetguard.broker._process import BrokerProcess
 from fleetguard.broker.models import (
+    DEFAULT_ADMIN_NAME,
     DEFAULT_HOST,
     DEFAULT_PORT,
     DEFAULT_SERVICE_NAME,
@@ -54,6 +57,7 @@ __all__ = [
     "ADMIN_ROLE",
     "CONTROL_TOPIC",
     "DEFAULT_ACL_ACCESS",
+    "DEFAULT_ADMIN_NAME",
     "DEFAULT_HOST",
     "DEFAULT_PORT",
     "DEFAULT_SERVICE_NAME",

@@ -18,8 +18,9 @@ group (set to the account's own group, and only where the group bits were empty)
 
 Everything else stays the owner's alone: the master key, the database, the CA's keys,
 the platform's own TLS key (``tls/server.key``: the broker has a key of its own) and MQTT
-identity (``broker/service``), the broker's log. Earlier versions opened ``tls/`` and
-``tls/server.key`` to the account; that is withdrawn (``withdraw``) on every start.
+identities (``broker/service``, ``broker/admin``), the broker's log. Earlier versions
+opened ``tls/`` and ``tls/server.key`` to the account; that is withdrawn (``withdraw``) on
+every start.
 
 Directories above the data dir are not ours to change. When one of them keeps the account
 out (``/root`` is 0700, so a data dir under root's home is out of reach) and the account

@@ -1,9 +1,11 @@
 """A synchronous client for Mosquitto's ``$CONTROL/dynamic-security/v1`` API.
 
-It connects over mutual TLS as the platform's service identity, subscribes to the
-response topic, and sends each request with a ``correlationData`` per command; the reply
-is matched on it, so several admins (or stray replies) never mix. paho-mqtt's network
-thread reconnects on its own; a request while the link is down fails at once.
+It connects over mutual TLS as the broker's admin identity, subscribes to the response
+topic, and sends each request with a ``correlationData`` per command; the reply is
+matched on it, so several threads' requests (or stray replies) never mix. paho-mqtt's
+network thread reconnects on its own; a request while the link is down fails at once.
+The broker replaces the client id by the certificate's CN, so there is one connection
+per identity: share one admin rather than connect another.
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ class DynsecAdmin:
     def for_files(cls, files: BrokerFiles, *, timeout: float = DEFAULT_TIMEOUT) -> DynsecAdmin:
         return cls(
             files.connect_host, files.port, ca_file=str(files.ca_bundle),
-            cert_file=str(files.service_cert), key_file=str(files.service_key), timeout=timeout,
+            cert_file=str(files.admin_cert), key_file=str(files.admin_key), timeout=timeout,
         )
 
     def __enter__(self) -> DynsecAdmin:
@@ -134,8 +136,8 @@ class DynsecAdmin:
             self._client.connect(self._host, self._port, keepalive=30)
         except (OSError, ssl.SSLError) as exc:
             raise BrokerUnavailableError(
-                f"cannot reach the broker at {self._host}:{self._port} as the service "
-                f"identity: {exc}"
+                f"cannot reach the broker at {self._host}:{self._port} as the dynsec "
+                f"admin: {exc}"
             ) from exc
         self._client.loop_start()
         self._started = True
@@ -174,7 +176,7 @@ class DynsecAdmin:
         if not codes or codes[0].is_failure:
             self._ready_error = (
                 f"subscribing to {RESPONSE_TOPIC} was refused ({codes[0] if codes else '?'}); "
-                "is the service identity the dynsec admin?"
+                "is this identity the dynsec admin?"
             )
             return
         self._ready_error = None

@@ -8,8 +8,10 @@ vouches for, and Mosquitto writes it in one line only, when the client connects:
 
 So the watch remembers client id -> username from those lines and counts later lines
 against the username, never the id: a device that takes another's uuid as its client id
-is counted as itself. The lines followed (``connection_messages true``, level notice;
-Mosquitto 2.0.11 ``src/loop.c`` and ``src/database.c``)::
+is counted as itself. (The config ``fleetguard broker`` writes has Mosquitto replace every
+client id by the username, ``use_username_as_clientid``; the mapping still holds there,
+and for a broker configured without it.) The lines followed (``connection_messages true``,
+level notice; Mosquitto 2.0.11 ``src/loop.c`` and ``src/database.c``)::
 
     Client <id> disconnected due to oversize packet.       over max_packet_size
     Outgoing messages are being dropped for client <id>.    a queue limit reached (said

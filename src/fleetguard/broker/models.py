@@ -9,7 +9,9 @@ from fleetguard.protocol import MAX_MESSAGE_BYTES
 
 DEFAULT_PORT = 8883
 DEFAULT_HOST = "127.0.0.1"
+# The platform's MQTT identities: their certificates' CNs, and so their client ids.
 DEFAULT_SERVICE_NAME = "fleetguard-platform"
+DEFAULT_ADMIN_NAME = "fleetguard-dynsec-admin"
 
 # The broker's limits (``mosquitto.conf``; docs/decisions.md, "Broker limits").
 #: MQTT headers beside the largest valid message: fixed header (5), topic (2 + at most
@@ -45,6 +47,7 @@ class BrokerConfig:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     service_name: str = DEFAULT_SERVICE_NAME
+    admin_name: str = DEFAULT_ADMIN_NAME
     persistence: bool = True
     mosquitto: Path | None = None
     dynsec_plugin: Path | None = None
@@ -63,9 +66,13 @@ class BrokerFiles:
 
     The ``tls_*`` files are the broker's own TLS server identity (from the fleet CA, for
     ``tls_names``); the installation's ``tls/server.key`` is the platform's, and the
-    broker's account never reads it. The ``service_*`` files are the platform's own MQTT
-    identity (CN=``service_name``): the dynsec admin, allowed to read ``fg/d/+/#`` and to
-    publish commands. Ingestion connects with the same files (and a client id of its own).
+    broker's account never reads it. The platform has two MQTT identities of its own, and
+    the broker names every client by its certificate's CN (``use_username_as_clientid``),
+    so each holds one connection at a time (a second one with it takes the first one's
+    place): ``service_*`` (CN=``service_name``) is ``fleetguard serve``'s, its ingest
+    consumer's, and may read ``fg/d/+/#`` and publish commands; ``admin_*``
+    (CN=``admin_name``) is the sync loop's in ``fleetguard broker``, the dynamic-security
+    admin, and touches no device topic. Neither holds the other's role.
     """
 
     directory: Path
@@ -80,6 +87,9 @@ class BrokerFiles:
     service_cert: Path
     service_key: Path
     service_name: str
+    admin_cert: Path
+    admin_key: Path
+    admin_name: str
     host: str
     port: int
     run_as: str = ""  # the account mosquitto runs as, once the files are written

@@ -87,7 +87,7 @@ def prepare_broker(
     settings: Settings, ca: FleetCA, config: BrokerConfig | None = None,
     *, db: Database | None = None,
 ) -> BrokerFiles:
-    """Write ``<data_dir>/broker`` (config, dynsec baseline, service identity); given the
+    """Write ``<data_dir>/broker`` (config, dynsec baseline, identities); given the
     database, every entitled device's dynsec client and role as well.
 
     Idempotent; call it before starting the broker, never while it runs.
@@ -136,7 +136,12 @@ def broker_process(files: BrokerFiles, config: BrokerConfig | None = None) -> Br
 
 
 def connect_admin(files: BrokerFiles, *, timeout: float = 5.0) -> DynsecAdmin:
-    """A connected dynsec admin client, as the platform's service identity."""
+    """A connected dynsec admin client, as the admin identity.
+
+    The broker names a client by its certificate: while ``fleetguard broker`` runs, its
+    sync loop is that client, and a second admin would take its place (and the loop's
+    reconnect take it back). Use :attr:`BrokerSyncThread.admin` there instead.
+    """
     admin = DynsecAdmin.for_files(files, timeout=timeout)
     admin.connect()
     return admin
@@ -176,8 +181,10 @@ def revoked_certificates(session: Session, *, now: datetime | None = None) -> di
 # -- the broker side ----------------------------------------------------------------------
 
 
-def ensure_broker_baseline(admin: DynsecAdmin, service_name: str) -> None:
-    """Default deny for everything; the admin and service roles as fleetguard defines them."""
+def ensure_broker_baseline(admin: DynsecAdmin, files: BrokerFiles) -> None:
+    """Default deny for everything; the admin and service roles as fleetguard defines them,
+    each held by its own identity and by no other client or group (before, the service
+    identity held both)."""
     roles = {str(r.get("rolename")): r for r in admin.list_roles()}
     commands: list[dict[str, Any]] = [
         {"command": "setDefaultACLAccess",
@@ -187,12 +194,30 @@ def ensure_broker_baseline(admin: DynsecAdmin, service_name: str) -> None:
                        (_acl.SERVICE_ROLE, _acl.service_acls())):
         commands += _role_commands(name, acls, roles.get(name))
     admin.execute(commands, tolerate=_TOLERATED)
-    client = next((c for c in admin.list_clients() if c.get("username") == service_name), None)
-    have = {str(r.get("rolename")) for r in (client or {}).get("roles", [])}
-    missing = [r for r in (_acl.ADMIN_ROLE, _acl.SERVICE_ROLE) if r not in have]
-    if missing:  # this kicks our own session (it comes back by itself)
-        admin.execute([{"command": "addClientRole", "username": service_name, "rolename": r}
-                       for r in missing], tolerate=_TOLERATED)
+    platform = {files.service_name: _acl.SERVICE_ROLE, files.admin_name: _acl.ADMIN_ROLE}
+    fixes: list[dict[str, Any]] = [
+        {"command": "createClient", "username": name, "roles": [{"rolename": role}]}
+        for name, role in platform.items()
+    ]
+    for client in admin.list_clients():
+        name = str(client.get("username"))
+        want = {platform[name]} if name in platform else set()
+        have = _role_names(client) & {_acl.ADMIN_ROLE, _acl.SERVICE_ROLE}
+        fixes += [{"command": "removeClientRole", "username": name, "rolename": r}
+                  for r in sorted(have - want)]
+        fixes += [{"command": "addClientRole", "username": name, "rolename": r}
+                  for r in sorted(want - have)]
+    groups = admin.one("listGroups", verbose=True, count=-1).get("groups", [])
+    for group in (g for g in groups if isinstance(g, dict)):
+        fixes += [{"command": "removeGroupRole", "groupname": group.get("groupname"),
+                   "rolename": r}
+                  for r in sorted(_role_names(group) & {_acl.ADMIN_ROLE, _acl.SERVICE_ROLE})]
+    # A change to the admin's own client kicks this session (it comes back by itself).
+    admin.execute(fixes, tolerate=_TOLERATED)
+
+
+def _role_names(entry: dict[str, Any]) -> set[str]:
+    return {str(r.get("rolename")) for r in entry.get("roles", []) if isinstance(r, dict)}
 
 
 def _role_commands(
@@ -228,7 +253,7 @@ def reconcile_broker_access(
     (``disableClient``) and deleted with its role. Devices in ``kick`` that stay
     entitled are kicked (disable + enable) so that a session opened with a certificate
     revoked since is dropped; the SIGHUP that reloaded the CRL keeps it from coming
-    back. Clients whose username is not a UUID (the service identity, anything an
+    back. Clients whose username is not a UUID (the platform's identities, anything an
     operator made) are left alone. ``entitled``: the set, when the caller has just read it.
     """
     if entitled is None:
@@ -440,13 +465,17 @@ class DeviceRejections:
 
 class BrokerSyncThread:
     """A running :class:`BrokerSync` in a daemon thread, and the broker's log watch when
-    there is one; ``stop()`` ends them and the admin."""
+    there is one; ``stop()`` ends them and the admin.
+
+    ``admin`` is the broker's one admin connection (the broker names clients by their
+    certificate, so a second one would take its place); others may send requests on it.
+    """
 
     def __init__(
         self, sync: BrokerSync, admin: DynsecAdmin, *,
         log_watch: BrokerLogWatch | None = None, rejections: DeviceRejections | None = None,
     ) -> None:
-        self.sync, self._admin = sync, admin
+        self.sync, self.admin = sync, admin
         self.log_watch, self.rejections = log_watch, rejections
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -465,7 +494,7 @@ class BrokerSyncThread:
             self.rejections.close()
         if self._thread.is_alive():
             self._thread.join(timeout)
-        self._admin.close()
+        self.admin.close()
 
     def __enter__(self) -> BrokerSyncThread:
         return self
@@ -483,7 +512,7 @@ def run_broker_sync(
     ca: FleetCA | None = None,
     interval: float = RECONCILE_INTERVAL,
 ) -> BrokerSyncThread:
-    """Connect as the service identity, set the baseline, reconcile once, and keep
+    """Connect as the admin identity, set the baseline, reconcile once, and keep
     reconciling in a thread. CRL changes SIGHUP ``process`` (or call ``on_crl_change``,
     e.g. to signal an external broker). With ``ca``, CRLs are republished before they
     expire (an expired CRL makes Mosquitto refuse every device), and the broker's TLS
@@ -506,7 +535,7 @@ def run_broker_sync(
     try:
         admin = connect_admin(files)
         try:
-            ensure_broker_baseline(admin, files.service_name)
+            ensure_broker_baseline(admin, files)
             sync = BrokerSync(db, admin, crl_file=files.crl_file, on_crl_change=on_crl_change,
                               ca=ca, interval=interval, renew_tls=renew)
             sync.reconcile()

@@ -12,8 +12,12 @@ acknowledged at once (it is counted; sending it again would not help). If the pr
 dies, every message it had not acknowledged is still the broker's: the session is
 persistent (``clean_start`` false, with an expiry), so the broker sends those messages
 again when the consumer reconnects with the same client id, and messages published
-while it is away wait there too. A message stored just before a crash and sent again
-is a duplicate, which ingestion recognises by (device, boot, seq).
+while it is away wait there too. ``fleetguard broker`` replaces every client id by the
+certificate's CN, so there the session is the identity's, whatever ``client_id`` says:
+one consumer per certificate (a second one takes the first one's place), and consumers
+sharing a subscription (``shared_group``) each need a certificate of their own. A message
+stored just before a crash and sent again is a duplicate, which ingestion recognises by
+(device, boot, seq).
 
 The consumer asks the broker for up to ``receive_maximum`` unacknowledged messages in
 flight (MQTT 5 Receive Maximum), enough to fill the writer's batches while earlier ones
@@ -68,7 +72,7 @@ class MqttSettings:
     ca_file: Path
     cert_file: Path
     key_file: Path
-    client_id: str = "fleetguard-ingest"
+    client_id: str = "fleetguard-ingest"  # fleetguard's broker uses the certificate's CN
     keepalive_s: int = 30
     reconnect_min_s: int = 1
     reconnect_max_s: int = 60
