@@ -1,16 +1,17 @@
 """Attack: whatever a fuzzer sends the operator API, over a real socket.
 
 A short schemathesis run (fixed seed, every operation, the coverage, fuzzing and stateful
-phases, about 1,900 requests) against the real app on 127.0.0.1, authenticated as an
+phases, about 2,000 requests) against the real app on 127.0.0.1, authenticated as an
 admin: 0 server errors, 0 responses that break their schema, only documented status
 codes, valid input accepted, invalid input refused, correct ``Allow`` headers, no
 response cut off, no ignored authentication, and no traffic off this machine. The
 10,000-request run is ``benchmarks/fuzz_api.py``; the harness (what runs, what is waived
 and why) is ``tests/security/fuzz_support.py``.
 
-One run serves every test of this module; each test is one category, so a category
-that still fails because of a known finding is marked xfail(strict=True) on its own,
-naming the finding, and turns into a failure the day the finding is fixed.
+One run serves every test of this module; each test is one category, so that a
+category failing because of a known finding outside the API layer can be marked
+xfail(strict=True) on its own, naming the finding, and turn into a failure the day the
+finding is fixed (none is, today).
 """
 
 from __future__ import annotations
@@ -28,28 +29,8 @@ from tests.security.fuzz_support import (
 )
 
 SEED = 12
-MAX_EXAMPLES = 2  # per operation, fuzzing phase; the coverage phase adds ~1,550 requests
+MAX_EXAMPLES = 2  # per operation, fuzzing phase; the coverage phase adds ~1,800 requests
 STATEFUL_EXAMPLES = 12  # scenarios of linked calls, up to 10 calls each
-
-#: Schema-valid requests the server refuses because the OpenAPI document of the routes in
-#: routers/devices.py and routers/scans.py says less than the routes check: operation ->
-#: finding (.fuzz-findings.md, and the issue's report).
-KNOWN_VALID_REFUSED = {
-    "POST /api/v1/devices/import":
-        "F1: the CSV body is read from the raw request and declared nowhere (no requestBody)",
-    "POST /api/v1/scans":
-        "F2: the body is declared as any object, not as ScanUpload | ScanStart",
-    "GET /api/v1/devices":
-        "F3: query labels is any string, the route wants a label query (key=value,...)",
-    "GET /api/v1/devices/export.csv":
-        "F4: query state (and labels) are any string, the route wants a DeviceState",
-    "GET /api/v1/scans": "F4: query status is any string, the route wants a ScanStatus",
-    "GET /api/v1/findings":
-        "F4: query severity, min_severity and state are any string, the route wants enums",
-    "GET /api/v1/devices/{device_id}/findings":
-        "F4: query severity and state are any string, the route wants enums",
-}
-
 
 @pytest.fixture(scope="module")
 def report() -> Iterator[FuzzReport]:
@@ -87,14 +68,8 @@ def test_only_documented_status_codes(report: FuzzReport) -> None:
     assert report.count("undocumented_statuses") == 0, _explain(report, "undocumented_statuses")
 
 
-def test_valid_requests_are_refused_only_where_a_finding_says_so(report: FuzzReport) -> None:
-    unexpected = report.operations_failing("valid_refused") - set(KNOWN_VALID_REFUSED)
-    assert not unexpected, _explain(report, "valid_refused")
-
-
-@pytest.mark.xfail(strict=True, reason="findings F1-F4 (routers/devices.py, routers/scans.py: "
-                   "request bodies and query parameters their OpenAPI document does not state)")
 def test_valid_requests_are_accepted(report: FuzzReport) -> None:
+    """Bar the refusals no schema can prevent (fuzz_support.WAIVED_REFUSALS)."""
     assert report.count("valid_refused") == 0, _explain(report, "valid_refused")
 
 

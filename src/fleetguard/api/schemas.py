@@ -74,8 +74,9 @@ class ErrorResponse(BaseModel):
 
 #: What each error status of the API means; ``error_responses`` documents them on routes.
 ERROR_STATUSES: dict[int, str] = {
-    400: "Bad request: the request itself is malformed (e.g. a Content-Length that is not "
-         "a number)",
+    400: "Bad request: the request itself is malformed (a Content-Length that is not a "
+         "number; or not valid HTTP, e.g. a control character in a header, which the HTTP "
+         "server answers itself, in text/plain)",
     401: "Not authenticated: no credentials, or a token or session that is invalid, "
          "expired or revoked (a failed login step too)",
     403: "Not allowed: the caller's role, or the token's scope and lifetime, does not "
@@ -93,10 +94,17 @@ ERROR_STATUSES: dict[int, str] = {
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """``responses=`` for routes and routers: the error statuses given, each with the
     error body's schema."""
-    return {
+    responses: dict[int | str, dict[str, Any]] = {
         status: {"model": ErrorResponse, "description": ERROR_STATUSES[status]}
         for status in statuses
     }
+    if 400 in responses:
+        responses[400]["content"] = {"text/plain": {"schema": {"type": "string"}}}
+    return responses
+
+
+#: What every route may answer, its own errors aside: a request that is not valid HTTP.
+PROTOCOL_ERRORS = (400,)
 
 
 # --- text the services accept ---------------------------------------------------------

@@ -8,14 +8,14 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from fleetguard.api.authz import requires
 from fleetguard.api.context import AppContext, get_context
-from fleetguard.api.schemas import error_responses
+from fleetguard.api.schemas import PROTOCOL_ERRORS, error_responses
 from fleetguard.operators import Permission, Principal
 
 router = APIRouter(tags=["system"])
 Ctx = Annotated[AppContext, Depends(get_context)]
 
 
-@router.get("/healthz")
+@router.get("/healthz", responses=error_responses(*PROTOCOL_ERRORS))
 def healthz(ctx: Ctx) -> dict[str, str]:
     """Liveness and database reachability; says nothing else about the installation."""
     from sqlalchemy import text
@@ -29,7 +29,7 @@ def healthz(ctx: Ctx) -> dict[str, str]:
     "/metrics", response_class=Response, responses={
         200: {"content": {"text/plain": {"schema": {"type": "string"}}},
               "description": "Prometheus text format"},
-        **error_responses(401, 403),
+        **error_responses(*PROTOCOL_ERRORS, 401, 403),
     },
 )
 def metrics(
