@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import socket
 import sqlite3
@@ -9,9 +11,11 @@ import ssl
 import threading
 import warnings
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from fleetguard.operators import Role
@@ -225,3 +229,20 @@ def test_postgres_installation_serves_logins(tmp_path: Path, postgres_url: str) 
         assert client.get("/api/v1/me").json()["username"] == "admin"
     finally:
         running.stop()
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root")
+def test_serve_started_as_root_says_how_to_run_it_unprivileged(server: RunningServer) -> None:
+    log = server.log_text()
+    assert "fleetguard serve is running as root" in log
+    assert "packaging/fleetguard.service" in log
+    assert f"--data-dir {server.data_dir}" in log
+
+
+def test_serve_exports_the_audit_logs_signed_head_at_start(server: RunningServer) -> None:
+    head = json.loads((server.data_dir / "audit-head.json").read_text())
+    exported = datetime.fromisoformat(head["exported_at"].replace("Z", "+00:00"))
+    started = datetime.fromtimestamp(psutil.Process(server.process.pid).create_time(), UTC)
+    assert exported >= started  # by the server, not the one `init` wrote
+    verified = server.cli("audit-log", "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr

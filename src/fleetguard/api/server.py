@@ -29,6 +29,12 @@ from fleetguard.api.connection_limits import (
 )
 from fleetguard.api.device_app import create_device_app
 from fleetguard.api.tls_peer import peer_cert_protocol
+from fleetguard.auditlog import (
+    HEAD_EXPORT_EVERY_S,
+    exported_head_path,
+    run_head_exporter,
+    syslog_address_from_env,
+)
 from fleetguard.core.config import Settings
 from fleetguard.core.errors import ConfigurationError, ValidationFailedError
 from fleetguard.core.runtime import tune_gc_for_service
@@ -174,10 +180,12 @@ def run_servers(
         [operator_limits, device_limits] if device_port else [operator_limits]
     )
     operator_limits, fitted_device = fitted[0], fitted[-1]
-    db = open_installation_database(settings)
     master = load_master_key(settings)
+    db = open_installation_database(settings, master_key=master)
     ca = open_installation_ca(settings, master)
     api = create_app(settings, db=db, master_key=master, ca=ca, tls=not insecure_http)
+    # The audit log's signed head goes to the data dir and to syslog: an anchor off the box.
+    head_syslog = syslog_address_from_env()
     servers = [_server(
         api, host, port, name="operator API", limits=operator_limits,
         tls=None if insecure_http else _tls_context(settings),
@@ -252,11 +260,17 @@ def run_servers(
             loop.add_signal_handler(sig, stop)
         keeper = asyncio.create_task(crl_keeper())
         scheduler = asyncio.create_task(scan_scheduler())
+        head_exporter = asyncio.create_task(run_head_exporter(
+            db, exported_head_path(settings.data_dir), every_s=HEAD_EXPORT_EVERY_S,
+            stop=lambda: all(server.should_exit for server in servers),
+            syslog_address=head_syslog,
+        ))
         await asyncio.gather(
             *(server.serve(**kw) for server, kw in zip(servers, serve_args, strict=True))  # type: ignore[arg-type]
         )
         keeper.cancel()
         scheduler.cancel()
+        await head_exporter  # its last export records the head as the server stops
 
     try:
         _run_loop(serve_all())

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import base64
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from fleetguard.cli.common import DataDirOption, console, handles_errors, settings_from
+from fleetguard.cli.common import (
+    DataDirOption,
+    console,
+    err_console,
+    handles_errors,
+    settings_from,
+)
 from fleetguard.core.errors import ValidationFailedError
 from fleetguard.identity.ca import PKCS11_PIN_ENV, Pkcs11Options
 from fleetguard.pki import KeyAlgorithm
@@ -128,10 +135,27 @@ def serve_command(
                             max_per_address=device_max_per_address)
     configure_logging(log_format, log_level)
     tune_gc_for_service()
+    settings = settings_from(data_dir)
+    if os.geteuid() == 0:
+        _warn_running_as_root(settings.data_dir)
     run_servers(
-        settings_from(data_dir), host=host, port=port, device_port=device_port,
+        settings, host=host, port=port, device_port=device_port,
         insecure_http=insecure_http, device_workers=device_workers, log_format=log_format,
         log_level=log_level, mqtt_broker=mqtt_broker, device_limits=device_limits,
+    )
+
+
+def _warn_running_as_root(data_dir: Path) -> None:
+    # A warning, not a refusal: containers and the demo run everything as root.
+    err_console.print(
+        "warning: fleetguard serve is running as root. It needs no privilege (its ports are "
+        "above 1024), and as root a flaw in its TLS, HTTP or scan code would give away the "
+        "whole machine. Run it as its own account instead:\n"
+        "  - as a service: packaging/fleetguard.service (User=fleetguard, data dir "
+        "/var/lib/fleetguard, sandboxed; its header says how to install it);\n"
+        f"  - by hand: chown -R fleetguard:fleetguard {data_dir} && "
+        f"runuser -u fleetguard -- fleetguard serve --data-dir {data_dir}",
+        highlight=False,
     )
 
 
