@@ -37,7 +37,33 @@ def test_device_export_with_a_bad_label_query_is_refused_before_the_download(
     op = login_as(Role.AUDITOR)
     r = op.client.get("/api/v1/devices/export.csv", params={"labels": labels})
     assert r.status_code == 422, r.text
-    assert r.json()["error"]["code"] == "invalid_label_query"
+    assert r.json()["error"]["field"] == "labels"
+    assert r.headers["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize("body", [b"a\rb", b"name\r\n" + b"x" * 200_000 + b"\r\n"],
+                         ids=["stray-line-end", "field-over-the-csv-limit"])
+def test_device_import_of_malformed_csv_is_a_422(
+    login_as: Callable[[Role], LoggedIn], body: bytes
+) -> None:
+    op = login_as(Role.OPERATOR)
+    r = op.client.post("/api/v1/devices/import", content=body,
+                       headers={**op.headers(), "Content-Type": "text/csv"})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["field"] == "csv"
+    assert op.client.get("/api/v1/devices").json()["devices"] == []
+
+
+def test_device_import_names_the_line_a_multi_line_record_ends_on(
+    login_as: Callable[[Role], LoggedIn]
+) -> None:
+    op = login_as(Role.OPERATOR)
+    body = b'name,vendor\r\ncam-1,ok\r\ncam-2,"Acme\r\nCorp"\r\n'
+    r = op.client.post("/api/v1/devices/import", content=body,
+                       headers={**op.headers(), "Content-Type": "text/csv"})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["message"].startswith("line 4: vendor")
+    assert op.client.get("/api/v1/devices").json()["devices"] == []
 
 
 @pytest.fixture

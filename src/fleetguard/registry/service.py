@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from fleetguard.auditlog import append_audit_entry
 from fleetguard.core.clock import utcnow
-from fleetguard.core.errors import ValidationFailedError
+from fleetguard.core.errors import ValidationFailedError, excerpt
 from fleetguard.core.spreadsheet import csv_cell
 from fleetguard.registry.errors import (
     DeviceExistsError,
@@ -491,16 +491,27 @@ def _device_csv_pages(
 
 def import_devices_csv(session: Session, text: str, *, actor: str) -> int:
     """Register every row or none: the first bad row is named by its line number."""
-    reader = csv.DictReader(io.StringIO(text))
+    # newline="": the csv module reads line ends itself, so a quoted value may hold one.
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        return _import_rows(session, reader, actor)
+    except csv.Error as exc:  # a stray quote or line end: bad input, not a server error
+        raise ValidationFailedError(
+            f"line {reader.line_num}: not valid CSV ({exc})", field="csv"
+        ) from None
+
+
+def _import_rows(session: Session, reader: csv.DictReader[str], actor: str) -> int:
     if reader.fieldnames is None or "name" not in reader.fieldnames:
         raise ValidationFailedError("CSV needs a header row with at least a 'name' column",
                                     field="csv")
     unknown = set(reader.fieldnames) - set(CSV_COLUMNS)
     if unknown:
-        raise ValidationFailedError(f"unknown CSV columns: {', '.join(sorted(unknown))}",
-                                    field="csv")
+        raise ValidationFailedError(
+            f"unknown CSV columns: {excerpt(', '.join(sorted(unknown)))}", field="csv")
     count = 0
-    for line, record in enumerate(reader, start=2):
+    for record in reader:
+        line = reader.line_num  # the record's last line: a quoted value may span several
         if count >= MAX_CSV_ROWS:
             raise ValidationFailedError(f"at most {MAX_CSV_ROWS} rows per import", field="csv")
         if None in record:  # csv.DictReader files a row's extra fields under None
