@@ -26,9 +26,10 @@ from fleetguard.api.routers.devices import IMPORT_PATH, MAX_CSV_BYTES
 from fleetguard.api.schemas import error_responses
 from fleetguard.core.config import Settings
 from fleetguard.dashboard import install_dashboard
+from fleetguard.install import open_installation_database
 from fleetguard.keys import MasterKey, load_master_key
 from fleetguard.pki import FleetCA
-from fleetguard.store import Database, open_database
+from fleetguard.store import Database
 
 #: Routers whose every route needs a permission (401 without credentials, 403 without
 #: the permission); the auth router's login steps are public, and the system router's
@@ -100,10 +101,12 @@ def create_app(
         redoc_url=None,
     )
     metrics = ApiMetrics()
+    master_key = master_key or load_master_key(settings)
     app.state.ctx = AppContext(
         settings=settings,
-        db=db or open_database(settings.database_url),
-        master_key=master_key or load_master_key(settings),
+        # The installation's database carries the audit keys: every audited change is keyed.
+        db=db or open_installation_database(settings, master_key=master_key),
+        master_key=master_key,
         metrics=metrics,
         ca=ca,
         secure_cookies=True,
