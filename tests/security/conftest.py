@@ -1,5 +1,28 @@
-"""The operator API's fixtures (a real app over a fresh installation), for attack tests."""
+"""Fixtures of the attack tests: the operator API over a fresh installation (from
+tests/api), and a running broker fleet of each test module's own."""
+
+from collections.abc import Iterator
+
+import pytest
 
 from tests.api.conftest import add_operator, app, client, fleet_ca, login_as
+from tests.broker.conftest import Client, Fleet, reachable_directory, running_fleet
 
 __all__ = ["add_operator", "app", "client", "fleet_ca", "login_as"]
+
+
+@pytest.fixture(scope="module")
+def fleet() -> Iterator[Fleet]:
+    """Mosquitto started by `fleetguard broker`'s machinery, with a fleet of devices."""
+    with reachable_directory("fg-security-") as tmp, running_fleet(tmp) as fleet:
+        yield fleet
+
+
+@pytest.fixture
+def platform(fleet: Fleet) -> Iterator[Client]:
+    """The platform's own identity, reading every device topic."""
+    client = Client(fleet.files, fleet.files.service_cert, fleet.files.service_key)
+    assert client.connect()
+    assert not client.subscribe("fg/d/+/#").is_failure
+    yield client
+    client.close()

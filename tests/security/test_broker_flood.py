@@ -42,22 +42,6 @@ FLOOD = 20 * 1024 * 1024  # what a device sent in the incident
 TOO_LARGE = RejectReason.TOO_LARGE.value
 
 
-@pytest.fixture(scope="module")
-def fleet() -> Iterator[Fleet]:
-    with reachable_directory("fg-flood-") as tmp, running_fleet(tmp) as fleet:
-        yield fleet
-
-
-@pytest.fixture
-def platform(fleet: Fleet) -> Iterator[Client]:
-    """The platform's own identity, reading every device topic."""
-    client = Client(fleet.files, fleet.files.service_cert, fleet.files.service_key)
-    assert client.connect()
-    assert not client.subscribe("fg/d/+/#").is_failure
-    yield client
-    client.close()
-
-
 def _device(fleet: Fleet) -> DeviceCreds:
     creds = fleet.enroll(f"dev-{uuid.uuid4().hex[:8]}")
     fleet.wait_entitled(creds.device_id)

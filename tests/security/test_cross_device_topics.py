@@ -32,30 +32,12 @@ from tests.broker.conftest import (
     DeviceCreds,
     Fleet,
     drain_until,
-    reachable_directory,
-    running_fleet,
 )
 
 pytestmark = pytest.mark.process
 
 NOT_AUTHORIZED = 135
 QUIET_S = 1.0  # how long a refused party is watched for anything arriving
-
-
-@pytest.fixture(scope="module")
-def fleet() -> Iterator[Fleet]:
-    with reachable_directory("fg-xdev-") as tmp, running_fleet(tmp) as fleet:
-        yield fleet
-
-
-@pytest.fixture
-def platform(fleet: Fleet) -> Iterator[Client]:
-    """The platform's own identity, reading every device topic."""
-    client = Client(fleet.files, fleet.files.service_cert, fleet.files.service_key)
-    assert client.connect()
-    assert not client.subscribe("fg/d/+/#").is_failure
-    yield client
-    client.close()
 
 
 def _device(fleet: Fleet, name: str) -> DeviceCreds:

@@ -35,8 +35,6 @@ from tests.broker.conftest import (
     DeviceCreds,
     Fleet,
     drain_until,
-    reachable_directory,
-    running_fleet,
 )
 from tests.integration.server import FLEETGUARD
 from tests.processes import free_port, stop_process
@@ -45,12 +43,6 @@ from tests.support import strong_password
 pytestmark = pytest.mark.process
 
 CUT_OFF_S = 5.0
-
-
-@pytest.fixture(scope="module")
-def fleet() -> Iterator[Fleet]:
-    with reachable_directory("fg-revoke-") as tmp, running_fleet(tmp) as fleet:
-        yield fleet
 
 
 @dataclass
