@@ -39,6 +39,20 @@ async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """A receive channel that hands the app the body already read, then the real one."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
 class BodyLimitMiddleware:
     """Refuse bodies over the limit with 413, by header and while streaming."""
 
@@ -81,16 +95,7 @@ class BodyLimitMiddleware:
                 return
             if not message.get("more_body", False):
                 break
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, _replaying(bytes(body), receive), send)
 
 
 # Strings (skipped whole, escapes included) and brackets, the only tokens depth depends on.
@@ -166,16 +171,7 @@ class JsonDepthMiddleware:
                 "field": "body",
             }})
             return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, _replaying(bytes(body), receive), send)
 
 
 def _fleet_error(exc: BaseException) -> FleetError | None:
