@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pwd
 import queue
 import shutil
 import ssl
+import subprocess
 import tempfile
 import threading
 import time
@@ -300,3 +302,18 @@ def device(fleet: Fleet) -> DeviceCreds:
     return creds
 
 
+
+
+def broker_account() -> pwd.struct_passwd:
+    """The account Mosquitto drops to; the test skips where the package did not make it."""
+    try:
+        return pwd.getpwnam("mosquitto")
+    except KeyError:
+        pytest.skip("no mosquitto account (the Debian package creates it)")
+
+
+def readable_by_broker_account(path: Path) -> bool:
+    # As mosquitto itself runs: the account's uid, its group, no supplementary groups of ours.
+    done = subprocess.run(["test", "-r", str(path)], user="mosquitto", group="mosquitto",
+                          extra_groups=[], check=False)
+    return done.returncode == 0

@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pwd
 import stat
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +20,12 @@ from fleetguard.identity.ca import open_installation_ca
 from fleetguard.install import init_installation
 from fleetguard.keys import load_master_key
 from fleetguard.pki import FleetCA
-from tests.broker.conftest import MOSQUITTO, Fleet
+from tests.broker.conftest import (
+    MOSQUITTO,
+    Fleet,
+    broker_account,
+    readable_by_broker_account,
+)
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not MOSQUITTO.exists(),
@@ -30,22 +33,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _account() -> pwd.struct_passwd:
-    try:
-        return pwd.getpwnam("mosquitto")
-    except KeyError:
-        pytest.skip("no mosquitto account (the Debian package creates it)")
-
-
-def _readable_by_broker_account(path: Path) -> bool:
-    # As mosquitto itself runs: the account's uid, its group, no supplementary groups of ours.
-    done = subprocess.run(["test", "-r", str(path)], user="mosquitto", group="mosquitto",
-                          extra_groups=[], check=False)
-    return done.returncode == 0
-
-
 def test_the_broker_runs_as_the_mosquitto_account(fleet: Fleet) -> None:
-    account = _account()
+    account = broker_account()
     status = Path(f"/proc/{fleet.process.pid}/status").read_text()
     uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
     assert set(map(int, uids)) == {account.pw_uid}
@@ -56,7 +45,7 @@ def test_the_broker_account_reads_what_the_broker_needs(fleet: Fleet) -> None:
     files = fleet.files
     for path in (files.tls_cert, files.tls_key, files.ca_bundle, files.crl_file,
                  files.config_file):
-        assert _readable_by_broker_account(path), path
+        assert readable_by_broker_account(path), path
 
 
 def test_the_broker_account_reads_none_of_the_platforms_secrets(fleet: Fleet) -> None:
@@ -66,7 +55,7 @@ def test_the_broker_account_reads_none_of_the_platforms_secrets(fleet: Fleet) ->
                fleet.files.log_file]
     secrets += list((data / "ca" / "keys").iterdir())
     assert all(p.exists() for p in secrets)
-    assert [p for p in secrets if _readable_by_broker_account(p)] == []
+    assert [p for p in secrets if readable_by_broker_account(p)] == []
 
 
 def test_the_platforms_tls_key_stays_root_only(fleet: Fleet) -> None:
@@ -74,7 +63,7 @@ def test_the_platforms_tls_key_stays_root_only(fleet: Fleet) -> None:
     st = key.stat()
     assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o600)
     assert stat.S_IMODE(key.parent.stat().st_mode) == 0o700
-    assert not _readable_by_broker_account(key)
+    assert not readable_by_broker_account(key)
 
 
 def test_the_plugin_saves_dynsec_changes_as_the_broker_account(fleet: Fleet) -> None:
@@ -87,7 +76,7 @@ def test_the_plugin_saves_dynsec_changes_as_the_broker_account(fleet: Fleet) -> 
             state = json.loads(fleet.files.dynsec_file.read_text())
             names = {r["rolename"] for r in state["roles"]}
         assert "test-saved-role" in names
-        assert fleet.files.dynsec_file.stat().st_uid == _account().pw_uid
+        assert fleet.files.dynsec_file.stat().st_uid == broker_account().pw_uid
     finally:
         fleet.admin.execute([{"command": "deleteRole", "rolename": "test-saved-role"}])
 
@@ -104,7 +93,7 @@ def unreachable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sett
 def test_a_data_dir_out_of_reach_keeps_the_broker_root_and_says_why(
     unreachable: tuple[Settings, FleetCA], caplog: pytest.LogCaptureFixture
 ) -> None:
-    _account()
+    broker_account()
     settings, ca = unreachable
     with caplog.at_level(logging.WARNING, logger="fleetguard.broker"):
         files = prepare_broker(settings, ca, BrokerConfig(port=18884))
@@ -118,7 +107,7 @@ def test_a_data_dir_out_of_reach_keeps_the_broker_root_and_says_why(
 def test_an_account_asked_for_by_name_must_reach_the_data_dir(
     unreachable: tuple[Settings, FleetCA]
 ) -> None:
-    _account()
+    broker_account()
     settings, ca = unreachable
     with pytest.raises(BrokerConfigError, match=r"cannot run as 'mosquitto'.*not traversable"):
         prepare_broker(settings, ca, BrokerConfig(port=18884, run_as="mosquitto"))
@@ -142,7 +131,7 @@ def test_a_link_left_in_the_state_dir_hands_nothing_over(
         data_dir = fleet.tmp / "data"
         assert grant_broker_access(fleet.files, data_dir, choose_broker_account(None)) is None
         assert victim.stat().st_uid == 0 and victim.stat().st_mode & 0o777 == 0o600
-        assert fleet.files.dynsec_file.stat().st_uid == _account().pw_uid
+        assert fleet.files.dynsec_file.stat().st_uid == broker_account().pw_uid
     finally:
         link.unlink()
         victim.unlink()

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import grp
 import os
-import pwd
 import stat
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -25,27 +22,18 @@ from fleetguard.identity.ca import open_installation_ca
 from fleetguard.install import init_installation
 from fleetguard.keys import load_master_key
 from fleetguard.pki import FleetCA
-from tests.broker.conftest import reachable_directory
+from tests.broker.conftest import (
+    broker_account,
+    reachable_directory,
+    readable_by_broker_account,
+)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the account switch is root's to make")
 
 
-def _account() -> pwd.struct_passwd:
-    try:
-        return pwd.getpwnam("mosquitto")
-    except KeyError:
-        pytest.skip("no mosquitto account (the Debian package creates it)")
-
-
-def _readable_by_broker_account(path: Path) -> bool:
-    done = subprocess.run(["test", "-r", str(path)], user="mosquitto", group="mosquitto",
-                          extra_groups=[], check=False)
-    return done.returncode == 0
-
-
 @pytest.fixture(scope="module")
 def installation() -> Iterator[tuple[Settings, FleetCA]]:
-    _account()
+    broker_account()
     with reachable_directory("fg-tls-key-") as tmp:
         settings = load_settings(tmp / "data")
         init_installation(settings)
@@ -65,8 +53,8 @@ def test_a_compromised_broker_cannot_read_the_platforms_tls_key(
 ) -> None:
     settings, _ = installation
     files = _prepare(installation)
-    assert _readable_by_broker_account(files.tls_key)
-    assert not _readable_by_broker_account(settings.server_key_file)
+    assert readable_by_broker_account(files.tls_key)
+    assert not readable_by_broker_account(settings.server_key_file)
     st = settings.server_key_file.stat()
     assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o600)
     assert files.tls_key.read_bytes() != settings.server_key_file.read_bytes()
@@ -81,8 +69,8 @@ def test_a_key_an_earlier_version_opened_to_the_broker_is_closed_again(
     for path, mode in ((settings.tls_dir, 0o710), (settings.server_key_file, 0o640)):
         os.chown(path, -1, gid)
         os.chmod(path, mode)
-    assert _readable_by_broker_account(settings.server_key_file)
+    assert readable_by_broker_account(settings.server_key_file)
     _prepare(installation)
-    assert not _readable_by_broker_account(settings.server_key_file)
+    assert not readable_by_broker_account(settings.server_key_file)
     assert stat.S_IMODE(settings.server_key_file.stat().st_mode) == 0o600
     assert stat.S_IMODE(settings.tls_dir.stat().st_mode) == 0o700
