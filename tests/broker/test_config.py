@@ -279,3 +279,14 @@ def test_the_broker_certificate_is_kept_while_fresh_and_renewed_when_due(
     renewed = x509.load_pem_x509_certificate(files.tls_cert.read_bytes())
     assert renewed.serial_number != x509.load_pem_x509_certificate(before).serial_number
     assert not renew_tls_identity(files, ca)
+
+
+def test_an_account_less_uid_is_a_clear_broker_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fleetguard.broker import _account
+
+    def no_entry(uid: int) -> object:
+        raise KeyError(uid)
+
+    monkeypatch.setattr(_account.pwd, "getpwuid", no_entry)
+    with pytest.raises(BrokerConfigError, match="has no account entry"):
+        _account.choose_broker_account(None)

@@ -75,7 +75,13 @@ class BrokerAccount:
 def choose_broker_account(requested: str | None) -> BrokerAccount:
     """The account named ``requested``, or by default ``mosquitto`` when we are root and
     it exists, else the current account (only root can start a process as another)."""
-    current = pwd.getpwuid(os.geteuid())
+    try:
+        current = pwd.getpwuid(os.geteuid())
+    except KeyError:  # e.g. a bare numeric uid in a container or a sandbox
+        raise BrokerConfigError(
+            f"uid {os.geteuid()} has no account entry: the broker needs a named account "
+            "(give the service a User= that exists, or add the account)"
+        ) from None
     if os.geteuid() != 0:
         if requested not in (None, current.pw_name):
             raise BrokerConfigError(
