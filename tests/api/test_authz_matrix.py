@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from fleetguard.operators import Role
 from fleetguard.operators import service as operators
+from fleetguard.operators import tokens as api_tokens
 from fleetguard.store import Database
 from tests.api.conftest import new_client
 from tests.support import strong_password
@@ -99,7 +100,7 @@ def tokens(sqlite_db: Database) -> dict[Role, str]:
             operators.create_operator(
                 session, username=name, password=strong_password(), role=role, actor="test", issuer=None
             )
-            out[role] = operators.create_api_token(
+            out[role] = api_tokens.create_api_token(
                 session, username=name, name="matrix", role=None, ttl=None, actor="test", issuer=None
             ).token
     return out

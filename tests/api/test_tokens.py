@@ -8,7 +8,7 @@ from datetime import timedelta
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from fleetguard.operators import Role
+from fleetguard.operators import Role, tokens
 from fleetguard.operators import service as operators
 from fleetguard.store import Database
 from fleetguard.store.tables import ApiTokenRow
@@ -55,7 +55,7 @@ def test_revoked_token_is_refused(app: FastAPI, login_as: Callable[[Role], Logge
 def test_expired_token_is_refused(app: FastAPI, sqlite_db: Database, add_operator) -> None:  # type: ignore[no-untyped-def]
     add_operator("bot", Role.OPERATOR)
     with sqlite_db.session() as session:
-        issued = operators.create_api_token(
+        issued = tokens.create_api_token(
             session, username="bot", name="short", role=None, ttl=timedelta(seconds=1), actor="t", issuer=None
         )
         row = session.execute(select(ApiTokenRow)).scalar_one()
@@ -97,7 +97,7 @@ def test_operator_cannot_revoke_someone_elses_token(
 ) -> None:
     add_operator("other", Role.OPERATOR)
     with sqlite_db.session() as session:
-        theirs = operators.create_api_token(
+        theirs = tokens.create_api_token(
             session, username="other", name="theirs", role=None, ttl=None, actor="t", issuer=None
         )
     user = login_as(Role.OPERATOR)

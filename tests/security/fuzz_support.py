@@ -267,6 +267,7 @@ class FuzzServer:
 
     def _mint_token(self) -> str:
         from fleetguard.operators import service as operators
+        from fleetguard.operators import tokens
 
         with self.db.session() as session:
             op = operators.get_operator(session, ADMIN)
@@ -274,7 +275,7 @@ class FuzzServer:
                 operators.set_operator_disabled(
                     session, username=ADMIN, disabled=False, actor="fuzz-harness", issuer=None,
                 )
-            issued = operators.create_api_token(
+            issued = tokens.create_api_token(
                 session, username=ADMIN, name=f"fuzz-{secrets.token_hex(3)}", role=None,
                 ttl=timedelta(days=1), actor="fuzz-harness", issuer=None,
             )

@@ -18,7 +18,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from fleetguard.operators import Role
+from fleetguard.operators import Role, tokens
 from fleetguard.operators import service as operators
 from fleetguard.operators.models import ROLE_RANK
 from fleetguard.registry import service as registry
@@ -46,7 +46,7 @@ def _token_for(db: Database, role: Role, scope: Role) -> dict[str, str]:
     with db.session() as session:
         operators.create_operator(session, username=username, password=strong_password(),
                                   role=role, actor="test", issuer=None)
-        token = operators.create_api_token(session, username=username, name="issuer", role=scope,
+        token = tokens.create_api_token(session, username=username, name="issuer", role=scope,
                                            ttl=ISSUING_TOKEN_TTL, actor="test", issuer=None).token
     return {"Authorization": f"Bearer {token}"}
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fleetguard.operators import Role
+from fleetguard.operators import Role, tokens
 from fleetguard.operators import service as operators
 from tests.broker.conftest import (
     Client,
@@ -77,7 +77,7 @@ def server(fleet: Fleet) -> Iterator[Served]:
     with fleet.db.session() as session:
         operators.create_operator(session, username="responder", password=strong_password(),
                                   role=Role.OPERATOR, actor="test", issuer=None)
-        token = operators.create_api_token(session, username="responder", name="response",
+        token = tokens.create_api_token(session, username="responder", name="response",
                                            role=None, ttl=None, actor="test",
                                            issuer=None).token
     served = Served(data_dir, free_port(), free_port(), fleet.tmp / "serve.log",

@@ -14,7 +14,7 @@ from fastapi import Depends, Request
 
 from fleetguard.api.context import AppContext, client_address, get_context
 from fleetguard.core.errors import AuthenticationError, PermissionDeniedError
-from fleetguard.operators import Permission, Principal
+from fleetguard.operators import Permission, Principal, tokens
 from fleetguard.operators import service as operators
 
 SESSION_COOKIE = "__Host-fg_session"
@@ -30,7 +30,7 @@ def resolve_principal(request: Request, ctx: AppContext) -> Principal:
             scheme, _, token = header.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise AuthenticationError("use 'Authorization: Bearer <token>'")
-            return operators.authenticate_api_token(
+            return tokens.authenticate_api_token(
                 session, token=token.strip(), source=client_address(request)
             )
         cookie = request.cookies.get(SESSION_COOKIE)

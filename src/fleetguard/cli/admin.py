@@ -145,10 +145,10 @@ def token_create(
     data_dir: DataDirOption = None,
 ) -> None:
     """Create an API token; the secret is printed once."""
-    from fleetguard.operators import service
+    from fleetguard.operators import tokens
 
     with db_session(data_dir) as session:
-        issued = service.create_api_token(
+        issued = tokens.create_api_token(
             session, username=username, name=name, role=role, ttl=timedelta(days=days),
             actor=cli_actor(), issuer=None,
         )
@@ -166,12 +166,12 @@ def token_list(
     data_dir: DataDirOption = None,
 ) -> None:
     """List tokens (never their secrets)."""
-    from fleetguard.operators import service
+    from fleetguard.operators import tokens
 
     with db_session(data_dir) as session:
-        tokens = service.list_api_tokens(session, username=username)
+        listed = tokens.list_api_tokens(session, username=username)
     table = Table("id", "operator", "name", "role", "expires", "state", "last used")
-    for t in tokens:
+    for t in listed:
         state = "revoked" if t.revoked_at else "active"
         last = t.last_used_at.isoformat(timespec="seconds") if t.last_used_at else "never"
         table.add_row(t.token_id, t.operator, t.name, t.role.value,
@@ -183,8 +183,8 @@ def token_list(
 @handles_errors
 def token_revoke(token_id: str, data_dir: DataDirOption = None) -> None:
     """Revoke a token at once."""
-    from fleetguard.operators import service
+    from fleetguard.operators import tokens
 
     with db_session(data_dir) as session:
-        service.revoke_api_token(session, token_id=token_id, actor=cli_actor())
+        tokens.revoke_api_token(session, token_id=token_id, actor=cli_actor())
     console.print(f"revoked {token_id}")

@@ -89,7 +89,7 @@ def demo_command(
     """Init, serve, broker (when Mosquitto is there), and a simulated fleet with attacks."""
     from fleetguard.core.config import load_settings
     from fleetguard.install import init_installation, open_installation_database
-    from fleetguard.operators import Role
+    from fleetguard.operators import Role, tokens
     from fleetguard.operators import service as operators
 
     if compromised > devices:
@@ -104,7 +104,7 @@ def demo_command(
             session, username="simulator", password=_strong(), role=Role.OPERATOR,
             actor="demo", issuer=None,
         )
-        sim_token = operators.create_api_token(
+        sim_token = tokens.create_api_token(
             session, username="simulator", name="demo fleet", role=None,
             ttl=timedelta(days=1), actor="demo", issuer=None,
         ).token

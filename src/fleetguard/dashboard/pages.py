@@ -22,6 +22,7 @@ from fleetguard.identity import service as identity
 from fleetguard.identity.errors import CaNotInitializedError
 from fleetguard.operators import Permission
 from fleetguard.operators import service as operators
+from fleetguard.operators import tokens as api_tokens
 from fleetguard.registry import DeviceState
 from fleetguard.registry import service as registry
 from fleetguard.telemetry import Sample
@@ -144,7 +145,7 @@ def audit(
 def operators_page(request: Request, ctx: Ctx, principal: OperatorsReader) -> HTMLResponse:
     with ctx.db.session() as session:
         people = operators.list_operators(session)
-        tokens = (operators.list_api_tokens(session)
+        tokens = (api_tokens.list_api_tokens(session)
                   if principal.can(Permission.TOKENS_ADMIN) else None)
     return page(request, "operators.html", {"operators": people, "tokens": tokens,
                                             "now": utcnow()}, principal=principal)

@@ -46,7 +46,7 @@ from fleetguard.identity.models import (
     SharedIdentityAlert,
 )
 from fleetguard.operators import Principal
-from fleetguard.operators.service import ensure_may_mint
+from fleetguard.operators.minting import ensure_may_mint
 from fleetguard.pki import (
     CLAIM_URI_PREFIX,
     DEFAULT_DEVICE_VALIDITY,

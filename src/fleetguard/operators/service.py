@@ -1,4 +1,4 @@
-"""Operators, logins with a second factor, browser sessions and API tokens.
+"""Operators, logins with a second factor and browser sessions (API tokens: tokens.py).
 
 Authentication failures are committed before the error is raised (so a failed attempt
 always counts towards lockout even though the caller's unit of work rolls back).
@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,7 +20,6 @@ from fleetguard.core.errors import PermissionDeniedError, ValidationFailedError
 from fleetguard.keys import MasterKey, open_secret, seal_secret
 from fleetguard.operators import passwords, throttle, totp
 from fleetguard.operators.errors import (
-    CredentialTooWideError,
     InvalidCredentialError,
     LastAdminError,
     LoginFailedError,
@@ -28,11 +27,9 @@ from fleetguard.operators.errors import (
     OperatorExistsError,
     OperatorNotFoundError,
 )
+from fleetguard.operators.minting import ensure_may_mint
 from fleetguard.operators.models import (
     MFA_REQUIRED_ROLES,
-    ROLE_RANK,
-    ApiToken,
-    IssuedToken,
     LoginResult,
     LoginStep,
     MfaEnrollment,
@@ -54,11 +51,7 @@ SESSION_ABSOLUTE = timedelta(hours=12)
 CHALLENGE_TTL = timedelta(minutes=5)
 CHALLENGE_MAX_ATTEMPTS = 5
 RECOVERY_CODE_COUNT = 10
-TOKEN_PREFIX = "fgt"  # noqa: S105 - a public marker, not a secret
-TOKEN_DEFAULT_TTL = timedelta(days=90)
-TOKEN_MAX_TTL = timedelta(days=365)
 USERNAME_ALPHABET = set("abcdefghijklmnopqrstuvwxyz0123456789._-")
-SYSTEM_ACTOR = "system"
 LAST_USE_GRANULARITY = timedelta(seconds=60)
 
 
@@ -89,38 +82,6 @@ def _get_row(session: Session, username: str) -> OperatorRow:
     if row is None:
         raise OperatorNotFoundError(f"no operator named {username!r}")
     return row
-
-
-# --- what a credential may mint ---------------------------------------------------------
-
-
-def ensure_may_mint(
-    issuer: Principal | None, *, what: str, role: Role | None = None,
-    expires_at: datetime | None = None,
-) -> None:
-    """A credential mints only credentials of at most its own scope and lifetime.
-
-    ``issuer`` is the principal of the request (its role is already the lesser of the
-    operator's role and the token's scope); None is local administration (the CLI, run by
-    whoever owns the installation). ``role`` is the rights the new credential carries,
-    ``expires_at`` when it stops working (None: never, as an operator account). Every
-    route that hands out a token, an account, an enrollment token, a claim certificate or
-    a second-factor reset goes through here.
-    """
-    if issuer is None:
-        return
-    if role is not None and ROLE_RANK[role] > ROLE_RANK[issuer.role]:
-        raise CredentialTooWideError(
-            f"a credential with role {issuer.role.value} cannot create {what} with role "
-            f"{role.value}"
-        )
-    limit = issuer.credential_expires_at
-    if limit is not None and (expires_at is None or expires_at > limit):
-        lasting = "that never expires" if expires_at is None else "that outlives it"
-        raise CredentialTooWideError(
-            f"an API token (expires {limit.isoformat(timespec='seconds')}) cannot create "
-            f"{what} {lasting}; use a shorter lifetime, or log in",
-        )
 
 
 def _enabled_admins(session: Session) -> int:
@@ -158,10 +119,6 @@ def create_operator(
         details={"role": role.value},
     )
     return _to_operator(row)
-
-
-def count_operators(session: Session) -> int:
-    return len(session.execute(select(OperatorRow.id)).all())
 
 
 def list_operators(session: Session) -> list[Operator]:
@@ -536,129 +493,3 @@ def end_session(session: Session, principal: Principal) -> None:
         append_audit_entry(
             session, actor=principal.actor, action="operator.logout", target=principal.actor
         )
-
-
-# --- API tokens ------------------------------------------------------------------------
-
-
-def _to_token(row: ApiTokenRow, username: str) -> ApiToken:
-    return ApiToken(
-        token_id=row.token_id, name=row.name, role=Role(row.role), operator=username,
-        created_at=row.created_at, expires_at=row.expires_at, revoked_at=row.revoked_at,
-        last_used_at=row.last_used_at, last_used_from=row.last_used_from,
-    )
-
-
-def create_api_token(
-    session: Session,
-    *,
-    username: str,
-    name: str,
-    role: Role | None,
-    ttl: timedelta | None,
-    actor: str,
-    issuer: Principal | None,
-) -> IssuedToken:
-    """A token acts for its operator with at most the operator's role, and at most the
-    issuing credential's role and lifetime (a token of a token neither widens nor outlives
-    it). Without a role it takes the lesser of the operator's and the issuer's."""
-    owner = _get_row(session, username)
-    owner_role = Role(owner.role)
-    ceiling = owner_role
-    if issuer is not None and ROLE_RANK[issuer.role] < ROLE_RANK[ceiling]:
-        ceiling = issuer.role
-    role = role or ceiling
-    if ROLE_RANK[role] > ROLE_RANK[owner_role]:
-        raise PermissionDeniedError(
-            f"a token cannot have more rights than its operator ({owner_role.value})",
-            code="token_role_too_high",
-        )
-    ttl = ttl or TOKEN_DEFAULT_TTL
-    if ttl <= timedelta(0) or ttl > TOKEN_MAX_TTL:
-        raise ValidationFailedError("token lifetime must be between 1 s and 365 days", field="ttl")
-    now = utcnow()
-    ensure_may_mint(issuer, what="a token", role=role, expires_at=now + ttl)
-    clean_name = name.strip()
-    if not 1 <= len(clean_name) <= 100:
-        raise ValidationFailedError("token name must be 1-100 characters", field="name")
-    token_id = secrets.token_hex(8)
-    secret = secrets.token_urlsafe(32)
-    row = ApiTokenRow(
-        token_id=token_id, operator_id=owner.id, name=clean_name, role=role.value,
-        secret_hash=_sha256(secret), created_at=now, expires_at=now + ttl,
-    )
-    session.add(row)
-    session.flush()
-    append_audit_entry(
-        session, actor=actor, action="token.create", target=f"token:{token_id}",
-        details={"operator": owner.username, "role": role.value, "name": clean_name,
-                 "expires_at": row.expires_at.isoformat()},
-    )
-    return IssuedToken(
-        token=f"{TOKEN_PREFIX}_{token_id}_{secret}", info=_to_token(row, owner.username)
-    )
-
-
-def list_api_tokens(session: Session, *, username: str | None = None) -> list[ApiToken]:
-    query = select(ApiTokenRow, OperatorRow.username).join(
-        OperatorRow, OperatorRow.id == ApiTokenRow.operator_id
-    )
-    if username is not None:
-        query = query.where(OperatorRow.username == username.strip().lower())
-    rows = session.execute(query.order_by(ApiTokenRow.created_at)).all()
-    return [_to_token(token, name) for token, name in rows]
-
-
-def revoke_api_token(
-    session: Session, *, token_id: str, actor: str, only_owner: str | None = None
-) -> ApiToken:
-    found = session.execute(
-        select(ApiTokenRow, OperatorRow.username)
-        .join(OperatorRow, OperatorRow.id == ApiTokenRow.operator_id)
-        .where(ApiTokenRow.token_id == token_id)
-    ).one_or_none()
-    if found is None or (only_owner is not None and found[1] != only_owner):
-        raise OperatorNotFoundError(f"no token {token_id!r}", code="token_not_found")
-    row, owner = found
-    if row.revoked_at is None:
-        row.revoked_at = utcnow()
-        append_audit_entry(
-            session, actor=actor, action="token.revoke", target=f"token:{token_id}",
-            details={"operator": owner},
-        )
-    return _to_token(row, owner)
-
-
-def authenticate_api_token(session: Session, *, token: str, source: str) -> Principal:
-    parts = token.split("_", 2)
-    invalid = InvalidCredentialError("token invalid, expired or revoked")
-    if len(parts) != 3 or parts[0] != TOKEN_PREFIX or len(token) > 200:
-        raise invalid
-    row = session.execute(
-        select(ApiTokenRow).where(ApiTokenRow.token_id == parts[1])
-    ).scalar_one_or_none()
-    now = utcnow()
-    if row is None or not hmac.compare_digest(row.secret_hash, _sha256(parts[2])):
-        raise invalid
-    if row.revoked_at is not None or row.expires_at <= now:
-        raise invalid
-    owner = session.get(OperatorRow, row.operator_id)
-    if owner is None or owner.disabled:
-        raise invalid
-    # Last use is kept to the minute: a write on every request would serialise the API.
-    if (
-        row.last_used_at is None or now - row.last_used_at > LAST_USE_GRANULARITY
-        or row.last_used_from != source[:64]
-    ):
-        row.last_used_at = now
-        row.last_used_from = source[:64]
-    # A token never outranks its operator, even if the operator was demoted later.
-    role = min(Role(row.role), Role(owner.role), key=lambda r: ROLE_RANK[r])
-    return Principal(
-        operator_id=owner.id, username=owner.username, role=role, via=f"token:{row.token_id}",
-        credential_expires_at=row.expires_at,
-    )
-
-
-def session_expiry(now: datetime | None = None) -> datetime:
-    return (now or utcnow()) + SESSION_IDLE

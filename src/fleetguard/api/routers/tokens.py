@@ -10,8 +10,7 @@ from fastapi import APIRouter, Depends
 from fleetguard.api.authz import requires
 from fleetguard.api.context import AppContext, get_context
 from fleetguard.api.schemas import TokenCreate, TokenIssued, TokenOut
-from fleetguard.operators import Permission, Principal
-from fleetguard.operators import service as operators
+from fleetguard.operators import Permission, Principal, tokens
 
 router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"])
 Ctx = Annotated[AppContext, Depends(get_context)]
@@ -24,7 +23,7 @@ def list_tokens(
     """Your tokens; an admin sees every operator's."""
     owner = None if principal.can(Permission.TOKENS_ADMIN) else principal.username
     with ctx.db.session() as session:
-        return [TokenOut.of(t) for t in operators.list_api_tokens(session, username=owner)]
+        return [TokenOut.of(t) for t in tokens.list_api_tokens(session, username=owner)]
 
 
 @router.post("", status_code=201)
@@ -35,7 +34,7 @@ def create_token(
     """A token for yourself, with at most the role and the lifetime of the credential you
     call with. The secret is shown only here."""
     with ctx.db.session() as session:
-        issued = operators.create_api_token(
+        issued = tokens.create_api_token(
             session, username=principal.username, name=body.name, role=body.role,
             ttl=timedelta(days=body.ttl_days), actor=principal.actor, issuer=principal,
         )
@@ -50,7 +49,7 @@ def revoke_token(
     owner = None if principal.can(Permission.TOKENS_ADMIN) else principal.username
     with ctx.db.session() as session:
         return TokenOut.of(
-            operators.revoke_api_token(
+            tokens.revoke_api_token(
                 session, token_id=token_id, actor=principal.actor, only_owner=owner
             )
         )
