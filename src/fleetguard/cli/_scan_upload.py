@@ -5,13 +5,10 @@ from __future__ import annotations
 import gzip
 import ipaddress
 import json
-import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-
-import httpx
 
 from fleetguard.core.errors import (
     AuthenticationError,
@@ -19,7 +16,6 @@ from fleetguard.core.errors import (
     FleetError,
     ValidationFailedError,
 )
-from fleetguard.core.tls import client_context
 
 TOKEN_ENV = "FLEETGUARD_API_TOKEN"  # noqa: S105  (the name of a variable)
 TIMEOUT_S = 120.0
@@ -61,6 +57,12 @@ def upload_report(
     ca_file: Path | None = None,
 ) -> UploadResult:
     """POST the report (gzip-encoded) to ``/api/v1/scans``; returns the stored scan."""
+    import ssl
+
+    import httpx
+
+    from fleetguard.core.tls import client_context
+
     verify: ssl.SSLContext | bool = True
     if ca_file is not None:
         try:

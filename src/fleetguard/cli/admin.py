@@ -12,15 +12,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
-from sqlalchemy.orm import Session
 
 from fleetguard.cli.common import DataDirOption, console, err_console, handles_errors, settings_from
 from fleetguard.core.errors import ValidationFailedError
 from fleetguard.operators import Role
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 operator_app = typer.Typer(help="Operators: add, list, disable, reset MFA.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens: create, list, revoke.", no_args_is_help=True)
@@ -85,6 +86,8 @@ def operator_add(
 @handles_errors
 def operator_list(data_dir: DataDirOption = None) -> None:
     """List operators with role, MFA and state."""
+    from rich.table import Table
+
     from fleetguard.operators import service
 
     with db_session(data_dir) as session:
@@ -166,6 +169,8 @@ def token_list(
     data_dir: DataDirOption = None,
 ) -> None:
     """List tokens (never their secrets)."""
+    from rich.table import Table
+
     from fleetguard.operators import tokens
 
     with db_session(data_dir) as session:

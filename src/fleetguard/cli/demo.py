@@ -17,12 +17,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
-import httpx
 import typer
 
 from fleetguard.cli.common import console, err_console, handles_errors
 from fleetguard.core.errors import ConfigurationError, ValidationFailedError
-from fleetguard.core.tls import client_context
 
 DEMO_MARKER = ".fleetguard-demo"
 FLEETGUARD = [sys.executable, "-m", "fleetguard.cli"]
@@ -43,6 +41,9 @@ def _fresh_demo_dir(path: Path) -> None:
 
 def _wait_https(url: str, ca_file: Path, what: str, proc: subprocess.Popen[bytes],
                 log: Path, timeout: float = 60) -> None:
+    import httpx
+
+    from fleetguard.core.tls import client_context
 
     context = client_context(ca_file=ca_file)
     deadline = time.monotonic() + timeout

@@ -7,17 +7,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from fleetguard.cli.admin import cli_actor, db_session
 from fleetguard.cli.common import DataDirOption, console, handles_errors, settings_from
 from fleetguard.core.errors import ValidationFailedError
 from fleetguard.core.files import write_atomic
-from fleetguard.pki import FleetCA, KeyAlgorithm, RevocationReason
+from fleetguard.core.pki_enums import KeyAlgorithm, RevocationReason
 from fleetguard.registry import Device, DeviceChanges, DeviceFilter, DeviceState
+
+if TYPE_CHECKING:
+    from fleetguard.pki import FleetCA
 
 device_app = typer.Typer(help="Devices: add, list, show, set, token, decommission.",
                          no_args_is_help=True)
@@ -89,6 +91,8 @@ def device_list(
     data_dir: DataDirOption = None,
 ) -> None:
     """List devices, oldest first."""
+    from rich.table import Table
+
     from fleetguard.registry import service as registry
 
     with db_session(data_dir) as session:
@@ -183,6 +187,8 @@ def cert_list(
     data_dir: DataDirOption = None,
 ) -> None:
     """Issued device certificates, newest first."""
+    from rich.table import Table
+
     from fleetguard.identity import service as identity
 
     with db_session(data_dir) as session:

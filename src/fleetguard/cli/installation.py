@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -17,8 +17,10 @@ from fleetguard.cli.common import (
     settings_from,
 )
 from fleetguard.core.errors import ValidationFailedError
-from fleetguard.identity.ca import PKCS11_PIN_ENV, Pkcs11Options
-from fleetguard.pki import KeyAlgorithm
+from fleetguard.core.pki_enums import KeyAlgorithm
+
+if TYPE_CHECKING:
+    from fleetguard.identity.ca import Pkcs11Options
 
 db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 keys_app = typer.Typer(help="The master key that encrypts secrets at rest.", no_args_is_help=True)
@@ -36,6 +38,8 @@ def pkcs11_options(
 ) -> Pkcs11Options | None:
     if module is None:
         return None
+    from fleetguard.identity.ca import PKCS11_PIN_ENV, Pkcs11Options
+
     if not token_label:
         raise ValidationFailedError("--pkcs11-token-label is required with --pkcs11-module",
                                     field="pkcs11-token-label")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 from fleetguard import __version__
 from fleetguard.agent.cli import agent_app
@@ -17,7 +19,29 @@ from fleetguard.cli.installation import db_app, init_command, keys_app, serve_co
 from fleetguard.cli.scan import scan_command
 from fleetguard.cli.sim import sim_command
 
+
+class QuickHelpGroup(TyperGroup):
+    """A command group whose own ``--help``, when not given (``fleetguard device list
+    --help`` passes through ``fleetguard`` and ``device``), is not run through typer's
+    pydantic-based coercion: that alone would load pydantic and cost ~0.1 s per help.
+    A given ``--help`` is a bool and typer skips coercing it anyway."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        if option is not None and getattr(option, "_runtime_param", False) is None:
+            try:
+                from typer._coercion import PassThroughRuntimeParam
+
+                option._runtime_param = PassThroughRuntimeParam(
+                    parameter_info=option.type_descriptor.parameter_info, annotation=bool
+                )
+            except (ImportError, AttributeError, TypeError):  # another typer: its own way
+                pass
+        return option
+
+
 app = typer.Typer(
+    cls=QuickHelpGroup,
     name="fleetguard",
     help="Harden and watch a fleet of connected devices.",
     no_args_is_help=True,
@@ -54,6 +78,8 @@ app.add_typer(cert_app, name="cert", help="Device certificates: list, revoke.")
 app.add_typer(ca_app, name="ca", help="The fleet CA: init, rotate, show.")
 app.add_typer(claim_app, name="claim", help="Claim batches for fleet provisioning.")
 app.add_typer(agent_app, name="agent", help="The device agent: enroll, renew.")
+for _group in app.registered_groups:
+    _group.cls = QuickHelpGroup
 
 
 def _version(value: bool) -> None:

@@ -10,25 +10,19 @@ from __future__ import annotations
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from fleetguard.cli._scan_upload import TOKEN_ENV, check_server, upload_report
+from fleetguard.cli._scan_upload import TOKEN_ENV
 from fleetguard.core.errors import FleetError
-from fleetguard.scan import (
-    ScanReport,
-    Severity,
-    build_options,
-    expand_target_files,
-    report_document,
-    run_scan,
-    to_csv,
-    to_json,
-)
+from fleetguard.core.severity import Severity
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from fleetguard.scan import ScanReport
 
 _STYLE = {
     Severity.CRITICAL: "bold white on red",
@@ -58,6 +52,8 @@ class _RichProgress:
 
 
 def _print_table(console: Console, report: ScanReport, min_severity: Severity) -> None:
+    from rich.table import Table
+
     hosts_up = sum(1 for h in report.hosts if h.status.value == "up")
     services = sum(len(h.services) for h in report.hosts)
     shown = [f for f in report.findings if f.severity.rank >= min_severity.rank]
@@ -140,6 +136,25 @@ def scan_command(
 ) -> None:
     """Audit IoT devices on the network, agentless: default credentials, missing
     authentication, cleartext protocols, weak TLS, exposed IoT protocols."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from fleetguard.cli._scan_upload import check_server, upload_report
+    from fleetguard.scan import (
+        build_options,
+        expand_target_files,
+        report_document,
+        run_scan,
+        to_csv,
+        to_json,
+    )
+
     err = Console(stderr=True)
     try:
         base_url = check_server(server, api_token) if server else None

@@ -5,27 +5,21 @@ Register in the main CLI with ``app.command("sim")(sim_command)``.
 
 from __future__ import annotations
 
-import asyncio
 import resource
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fleetguard.cli.common import handles_errors
 from fleetguard.core.errors import ValidationFailedError
-from fleetguard.sim import (
-    ContextFactory,
-    FleetSimulator,
-    SimSettings,
-    SimStats,
-    SimTransport,
-    provision_fleet,
-)
+from fleetguard.sim.transports import SimTransport
+
+if TYPE_CHECKING:
+    from fleetguard.sim import SimSettings, SimStats
 
 err = Console(stderr=True)
 
@@ -71,6 +65,10 @@ def sim_command(
     seed: Annotated[int | None, typer.Option(help="Random seed (repeatable runs).")] = None,
 ) -> None:
     """Run N virtual devices: real keys, real enrollment, their own mutual-TLS connections."""
+    import asyncio
+
+    from fleetguard.sim import SimSettings
+
     if not api_token:
         raise ValidationFailedError("--api-token (or FLEETGUARD_API_TOKEN) is required",
                                     field="api_token")
@@ -97,6 +95,12 @@ def sim_command(
 
 async def _run(settings: SimSettings, count: int, server: str, device_endpoint: str,
                token: str, ca_pem: bytes, ground_truth: Path | None) -> SimStats:
+    import asyncio
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fleetguard.sim import ContextFactory, FleetSimulator, provision_fleet
+
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     names = [f"sim-{settings.transport.value}-{i:05d}" for i in range(count)]

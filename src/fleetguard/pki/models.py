@@ -12,13 +12,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
-
-class KeyAlgorithm(StrEnum):
-    """Key types a fleet CA can have. The signature hash follows the key size."""
-
-    EC_P256 = "ec-p256"
-    EC_P384 = "ec-p384"
-    RSA_3072 = "rsa-3072"
+from fleetguard.core.pki_enums import KeyAlgorithm as KeyAlgorithm
+from fleetguard.core.pki_enums import RevocationReason as RevocationReason
 
 
 class CaRole(StrEnum):
@@ -31,19 +26,6 @@ class IssuingCaStatus(StrEnum):
 
     ACTIVE = "active"
     RETIRED = "retired"
-
-
-class RevocationReason(StrEnum):
-    """RFC 5280 CRLReason values, in the names fleetguard shows people."""
-
-    UNSPECIFIED = "unspecified"
-    KEY_COMPROMISE = "key_compromise"
-    CA_COMPROMISE = "ca_compromise"
-    AFFILIATION_CHANGED = "affiliation_changed"
-    SUPERSEDED = "superseded"
-    CESSATION_OF_OPERATION = "cessation_of_operation"
-    CERTIFICATE_HOLD = "certificate_hold"
-    PRIVILEGE_WITHDRAWN = "privilege_withdrawn"
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,15 +6,42 @@ demo, tests and benchmarks.
 ['camera', 'gateway', 'sensor']
 """
 
-from fleetguard.sim.fleet import FleetSimulator, GroundTruth, SimSettings, SimStats, SimTransport
-from fleetguard.sim.identity import (
-    ContextFactory,
-    ProvisioningError,
-    SimIdentity,
-    new_key_and_csr,
-    provision_fleet,
+import typing as _typing
+
+from fleetguard.core.lazy import lazy_exports as _lazy_exports
+
+if _typing.TYPE_CHECKING:
+    from fleetguard.sim.fleet import FleetSimulator, GroundTruth, SimSettings, SimStats
+    from fleetguard.sim.identity import (
+        ContextFactory,
+        ProvisioningError,
+        SimIdentity,
+        new_key_and_csr,
+        provision_fleet,
+    )
+    from fleetguard.sim.profiles import ActiveScenario, DeviceModel, Profile, Scenario
+    from fleetguard.sim.transports import SimTransport
+
+# Loaded on first use: `fleetguard --help` imports this package's cli and nothing heavy.
+__getattr__, __dir__ = _lazy_exports(
+    __name__,
+    {
+        "FleetSimulator": "fleetguard.sim.fleet",
+        "GroundTruth": "fleetguard.sim.fleet",
+        "SimSettings": "fleetguard.sim.fleet",
+        "SimStats": "fleetguard.sim.fleet",
+        "SimTransport": "fleetguard.sim.transports",
+        "ContextFactory": "fleetguard.sim.identity",
+        "ProvisioningError": "fleetguard.sim.identity",
+        "SimIdentity": "fleetguard.sim.identity",
+        "new_key_and_csr": "fleetguard.sim.identity",
+        "provision_fleet": "fleetguard.sim.identity",
+        "ActiveScenario": "fleetguard.sim.profiles",
+        "DeviceModel": "fleetguard.sim.profiles",
+        "Profile": "fleetguard.sim.profiles",
+        "Scenario": "fleetguard.sim.profiles",
+    },
 )
-from fleetguard.sim.profiles import ActiveScenario, DeviceModel, Profile, Scenario
 
 __all__ = [
     "ActiveScenario",

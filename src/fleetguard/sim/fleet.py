@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -34,16 +33,12 @@ from fleetguard.sim.profiles import (
     Scenario,
     scenario_target,
 )
+from fleetguard.sim.transports import SimTransport
 
 CONNECT_ATTEMPTS = 4
 CONNECT_RETRY_S = 1.0
 logger = logging.getLogger(__name__)
 PROFILE_MIX = ((Profile.CAMERA, 0.4), (Profile.SENSOR, 0.45), (Profile.GATEWAY, 0.15))
-
-
-class SimTransport(StrEnum):
-    HTTPS = "https"
-    MQTT = "mqtt"
 
 
 @dataclass(frozen=True, slots=True)
