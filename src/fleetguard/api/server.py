@@ -41,7 +41,7 @@ from fleetguard.core.runtime import tune_gc_for_service
 from fleetguard.identity import service as identity
 from fleetguard.identity.ca import open_installation_ca
 from fleetguard.install import open_installation_database
-from fleetguard.keys import load_master_key
+from fleetguard.keys import MasterKey, load_master_key
 from fleetguard.pki import FleetCA
 from fleetguard.store import Database
 from fleetguard.telemetry import IngestService
@@ -173,14 +173,14 @@ def run_servers(
     settings: Settings, *, host: str, port: int, device_port: int, insecure_http: bool,
     device_workers: int = 1, log_format: str = "text", log_level: str = "info",
     mqtt_broker: str | None = None, operator_limits: ListenerLimits = OPERATOR_API,
-    device_limits: ListenerLimits = DEVICE_ENDPOINT,
+    device_limits: ListenerLimits = DEVICE_ENDPOINT, master_key: MasterKey | None = None,
 ) -> None:
     # Both listeners' connections must fit in this process's open files together.
     fitted = fit_to_open_files(
         [operator_limits, device_limits] if device_port else [operator_limits]
     )
     operator_limits, fitted_device = fitted[0], fitted[-1]
-    master = load_master_key(settings)
+    master = master_key or load_master_key(settings)
     db = open_installation_database(settings, master_key=master)
     ca = open_installation_ca(settings, master)
     api = create_app(settings, db=db, master_key=master, ca=ca, tls=not insecure_http)

@@ -127,6 +127,7 @@ def serve_command(
     from fleetguard.api.server import run_servers
     from fleetguard.core.logging import configure_logging
     from fleetguard.core.runtime import tune_gc_for_service
+    from fleetguard.keys import load_master_key
 
     if log_format not in ("text", "json"):
         raise ValidationFailedError("--log-format must be text or json", field="log-format")
@@ -140,12 +141,15 @@ def serve_command(
     configure_logging(log_format, log_level)
     tune_gc_for_service()
     settings = settings_from(data_dir)
+    # First the installation: before `init` the one line says what to run, and no more.
+    master = load_master_key(settings)
     if os.geteuid() == 0:
         _warn_running_as_root(settings.data_dir)
     run_servers(
         settings, host=host, port=port, device_port=device_port,
         insecure_http=insecure_http, device_workers=device_workers, log_format=log_format,
         log_level=log_level, mqtt_broker=mqtt_broker, device_limits=device_limits,
+        master_key=master,
     )
 
 
