@@ -38,7 +38,7 @@ def test_scan_server_end_to_end(tmp_path: Path) -> None:
         def scan(port: int) -> tuple[int, str]:
             done = run_cli("scan", ADDRESS, "--ports", str(port), "--no-credentials",
                            "--timeout", "1", "--format", "json", "--server", server.base_url,
-                           "--ca-file", bundle, env=env)
+                           "--ca-file", bundle, "--fail-on", "high", env=env)
             return done.returncode, done.stderr
 
         with telnet_device(ADDRESS) as port:

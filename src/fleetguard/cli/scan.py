@@ -118,8 +118,10 @@ def scan_command(
         OutputFormat, typer.Option("--format", "-f", help="Output on stdout.")
     ] = OutputFormat.TABLE,
     fail_on: Annotated[
-        Severity, typer.Option(help="Exit 1 when a finding is at or above this severity.")
-    ] = Severity.HIGH,
+        Severity | None,
+        typer.Option(help="Exit 1 when a finding is at or above this severity (else 0, "
+                          "as nmap does: CI jobs opt in)."),
+    ] = None,
     max_addresses: Annotated[
         int, typer.Option(help="Refuse targets that expand to more addresses.")
     ] = 65536,
@@ -218,7 +220,8 @@ def scan_command(
             f"seen again {o.get('updated', 0)}",
             soft_wrap=True,
         )
-    raise typer.Exit(1 if report.findings_at_or_above(fail_on) else 0)
+    failed = fail_on is not None and bool(report.findings_at_or_above(fail_on))
+    raise typer.Exit(1 if failed else 0)
 
 
 app = typer.Typer(help="Agentless IoT network audit.")
