@@ -54,18 +54,21 @@ def broker_command(
     from fleetguard.install import open_installation_database
     from fleetguard.keys import load_master_key
 
-    configure_logging("text", log_level)
     settings = settings_from(data_dir)
+    # First the installation: before `init` the one line says what to run, and nothing
+    # (logging included) is set up.
+    master = load_master_key(settings)
+    configure_logging("text", log_level)
     config = BrokerConfig(host=host, port=port, run_as=run_as)
     if not print_config:
         config = BrokerConfig(host=host, port=port, run_as=run_as,
                               mosquitto=ensure_mosquitto(config))
-    with open_installation_ca(settings, load_master_key(settings)) as ca:
+    with open_installation_ca(settings, master) as ca:
         if print_config:
             files = prepare_broker(settings, ca, config)
             print(files.config_file.read_text(), end="", flush=True)
             return
-        db = open_installation_database(settings)
+        db = open_installation_database(settings, master_key=master)
         files = prepare_broker(settings, ca, config, db=db)
         stop = threading.Event()
 

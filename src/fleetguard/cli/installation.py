@@ -138,11 +138,12 @@ def serve_command(
         )
     device_limits = replace(DEVICE_ENDPOINT, max_connections=device_max_connections,
                             max_per_address=device_max_per_address)
+    settings = settings_from(data_dir)
+    # First the installation: before `init` the one line says what to run, and nothing
+    # (logging included) is set up.
+    master = load_master_key(settings)
     configure_logging(log_format, log_level)
     tune_gc_for_service()
-    settings = settings_from(data_dir)
-    # First the installation: before `init` the one line says what to run, and no more.
-    master = load_master_key(settings)
     if os.geteuid() == 0:
         _warn_running_as_root(settings.data_dir)
     run_servers(
