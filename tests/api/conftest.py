@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from fleetguard.api.app import create_app
+from fleetguard.api.device_app import create_device_app
 from fleetguard.core.config import Settings
 from fleetguard.identity.ca import init_installation_ca
 from fleetguard.keys import MasterKey
@@ -14,6 +15,7 @@ from fleetguard.operators import Role
 from fleetguard.operators import service as operators
 from fleetguard.pki import FleetCA
 from fleetguard.store import Database
+from fleetguard.telemetry import IngestService
 from tests.support import (
     LoggedIn,
     login_admin_enrolling_mfa,
@@ -74,3 +76,22 @@ def login_as(
         return login_password_only(client, username, password)
 
     return login
+
+
+def _device_app(db: Database, ca: FleetCA) -> Iterator[FastAPI]:
+    ingest = IngestService(db)
+    app = create_device_app(db, ca, ingest=ingest)
+    yield app
+    app.state.device_ctx.short_writes.close()
+    ingest.stop()
+
+
+@pytest.fixture
+def device_app(db: Database, fleet_ca: FleetCA) -> Iterator[FastAPI]:
+    """On SQLite and on PostgreSQL."""
+    yield from _device_app(db, fleet_ca)
+
+
+@pytest.fixture
+def sqlite_device_app(sqlite_db: Database, fleet_ca: FleetCA) -> Iterator[FastAPI]:
+    yield from _device_app(sqlite_db, fleet_ca)

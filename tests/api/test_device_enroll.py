@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 
 import httpx
-import pytest
 from fastapi import FastAPI
 
-from fleetguard.api.device_app import create_device_app
 from fleetguard.identity import service as identity
 from fleetguard.pki import FleetCA
 from fleetguard.registry import DeviceState
 from fleetguard.registry import service as registry
 from fleetguard.store import Database
-from fleetguard.telemetry import IngestService
 from tests.support import csr_pem
 
 
@@ -26,25 +22,6 @@ def _token(db: Database, ca: FleetCA) -> tuple[str, str]:
         token, _ = identity.create_enrollment_token(session, ca, device_id=device.id,
                                                     actor="test", issuer=None)
     return device.id, token
-
-
-def _app(db: Database, ca: FleetCA) -> Iterator[FastAPI]:
-    ingest = IngestService(db)
-    app = create_device_app(db, ca, ingest=ingest)
-    yield app
-    app.state.device_ctx.short_writes.close()
-    ingest.stop()
-
-
-@pytest.fixture
-def device_app(db: Database, fleet_ca: FleetCA) -> Iterator[FastAPI]:
-    """On SQLite and on PostgreSQL."""
-    yield from _app(db, fleet_ca)
-
-
-@pytest.fixture
-def sqlite_device_app(sqlite_db: Database, fleet_ca: FleetCA) -> Iterator[FastAPI]:
-    yield from _app(sqlite_db, fleet_ca)
 
 
 def _enroll(app: FastAPI, *bodies: dict[str, str]) -> list[httpx.Response]:

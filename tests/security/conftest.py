@@ -5,10 +5,20 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.api.conftest import add_operator, app, client, fleet_ca, login_as
+from tests.api.conftest import (
+    add_operator,
+    app,
+    client,
+    device_app,
+    fleet_ca,
+    login_as,
+    sqlite_device_app,
+)
 from tests.broker.conftest import Client, Fleet, reachable_directory, running_fleet
 
-__all__ = ["add_operator", "app", "client", "fleet_ca", "login_as"]
+__all__ = [
+    "add_operator", "app", "client", "device_app", "fleet_ca", "login_as", "sqlite_device_app",
+]
 
 
 @pytest.fixture(scope="module")

@@ -11,31 +11,18 @@ winner's. On SQLite and on PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import httpx
 import pytest
 from cryptography import x509
 from fastapi import FastAPI
 
-from fleetguard.api.device_app import create_device_app
 from fleetguard.identity import service as identity
 from fleetguard.pki import FleetCA
 from fleetguard.registry import DeviceState
 from fleetguard.registry import service as registry
 from fleetguard.store import Database
-from fleetguard.telemetry import IngestService
 from tests.support import csr_pem
-
-
-@pytest.fixture
-def device_app(db: Database, fleet_ca: FleetCA) -> Iterator[FastAPI]:
-    """The device endpoint's app, on SQLite and on PostgreSQL."""
-    ingest = IngestService(db)
-    app = create_device_app(db, fleet_ca, ingest=ingest)
-    yield app
-    app.state.device_ctx.short_writes.close()
-    ingest.stop()
 
 
 @pytest.fixture

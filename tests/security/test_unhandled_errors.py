@@ -6,16 +6,14 @@ Each now gets a documented 4xx with a reason.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from fleetguard.api.device_app import create_device_app
 from fleetguard.operators import Role
 from fleetguard.pki import FleetCA
-from fleetguard.store import Database
 from tests.support import LoggedIn
 
 
@@ -66,13 +64,6 @@ def test_device_import_names_the_line_a_multi_line_record_ends_on(
     assert op.client.get("/api/v1/devices").json()["devices"] == []
 
 
-@pytest.fixture
-def device_app(sqlite_db: Database, fleet_ca: FleetCA) -> Iterator[FastAPI]:
-    app = create_device_app(sqlite_db, fleet_ca)
-    yield app
-    app.state.device_ctx.short_writes.close()
-
-
 def _get(app: FastAPI, path: str) -> httpx.Response:
     async def run() -> httpx.Response:
         transport = httpx.ASGITransport(app=app)
@@ -84,16 +75,16 @@ def _get(app: FastAPI, path: str) -> httpx.Response:
 
 @pytest.mark.parametrize("name", ["a" * 300, "\u0661\u0662", "..", "x" * 5000, "ABCDEF"])
 def test_unauthenticated_crl_request_with_an_odd_name_is_a_404(
-    device_app: FastAPI, name: str
+    sqlite_device_app: FastAPI, name: str
 ) -> None:
-    r = _get(device_app, f"/v1/crl/{name}.der")
+    r = _get(sqlite_device_app, f"/v1/crl/{name}.der")
     assert r.status_code == 404, r.text
     assert r.json()["error"]["code"] == "not_found"
 
 
-def test_published_crl_is_served_by_its_ca_id(device_app: FastAPI, fleet_ca: FleetCA) -> None:
+def test_published_crl_is_served_by_its_ca_id(sqlite_device_app: FastAPI, fleet_ca: FleetCA) -> None:
     published = fleet_ca.publish_crls([])
     ca_id = published.crls[-1].issuer_ca_id
-    r = _get(device_app, f"/v1/crl/{ca_id}.der")
+    r = _get(sqlite_device_app, f"/v1/crl/{ca_id}.der")
     assert r.status_code == 200
     assert r.headers["content-type"] == "application/pkix-crl"
