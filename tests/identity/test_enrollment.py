@@ -167,6 +167,21 @@ def test_decommission_revokes_certificates_and_kills_tokens(sqlite_db: Database,
         identity.enroll_with_token(s, ca, token=spare, csr=_csr(), source="x")
 
 
+def test_retiring_credentials_revokes_certificates_and_kills_tokens_only(
+    sqlite_db: Database, ca: FleetCA
+) -> None:
+    device_id, token = _device_with_token(sqlite_db, ca)
+    with sqlite_db.session() as s:
+        identity.enroll_with_token(s, ca, token=token, csr=_csr(), source="x")
+        spare, _ = identity.create_enrollment_token(s, ca, device_id=device_id, actor="t", issuer=None)
+        assert identity.retire_device_credentials(s, ca, device_id=device_id, actor="t") == 1
+        certificates = identity.list_certificates(s, device_id=device_id)
+        assert [c.revocation_reason for c in certificates] == ["cessation_of_operation"]
+        assert registry.get_device(s, device_id).state is DeviceState.ACTIVE  # not its call
+    with pytest.raises(EnrollmentTokenInvalidError), sqlite_db.session() as s:
+        identity.enroll_with_token(s, ca, token=spare, csr=_csr(), source="x")
+
+
 def test_decommission_resolves_the_devices_open_findings(sqlite_db: Database, ca: FleetCA) -> None:
     device_id = device_at(sqlite_db, "cam-retired", "127.0.0.31")
     ingest_document(sqlite_db, report([host("127.0.0.31", open_ports=(("tcp", 23, "telnet"),))],

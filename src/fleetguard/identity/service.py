@@ -541,25 +541,21 @@ def revoke_certificate(
     return _to_cert(row)
 
 
-def decommission_device(
-    session: Session, ca: FleetCA, *, device_id: str, actor: str, reason: str = ""
-) -> None:
-    """Final: the device's certificates are revoked, its tokens die with it and its open
-    findings are resolved (no scan will match it again to resolve them)."""
-    device = registry.set_device_state(session, device_id, DeviceState.DECOMMISSIONED,
-                                       actor=actor, reason=reason)
+def retire_device_credentials(session: Session, ca: FleetCA, *, device_id: str, actor: str) -> int:
+    """The device's unused enrollment tokens expire and its live certificates are revoked
+    (cessation of operation), each revocation audited; the CRLs are published once.
+    -> the number of certificates revoked."""
     now = utcnow()
-    findings.close_findings_of_decommissioned_device(session, device.id, actor=actor, now=now)
     for token in session.execute(
         select(EnrollmentTokenRow).where(
-            EnrollmentTokenRow.device_id == device.id, EnrollmentTokenRow.used_at.is_(None)
+            EnrollmentTokenRow.device_id == device_id, EnrollmentTokenRow.used_at.is_(None)
         )
     ).scalars():
         token.expires_at = now
     revoked = 0
     for row in session.execute(
         select(DeviceCertificateRow).where(
-            DeviceCertificateRow.device_id == device.id, DeviceCertificateRow.revoked_at.is_(None)
+            DeviceCertificateRow.device_id == device_id, DeviceCertificateRow.revoked_at.is_(None)
         )
     ).scalars():
         row.revoked_at = now
@@ -568,11 +564,24 @@ def decommission_device(
         append_audit_entry(
             session, actor=actor, action="certificate.revoke",
             target=f"certificate:{row.serial_hex}",
-            details={"device": device.id, "reason": "cessation_of_operation"},
+            details={"device": device_id, "reason": RevocationReason.CESSATION_OF_OPERATION.value},
         )
     session.flush()
     if revoked:
         publish_crls(session, ca)
+    return revoked
+
+
+def decommission_device(
+    session: Session, ca: FleetCA, *, device_id: str, actor: str, reason: str = ""
+) -> None:
+    """Final: the device's certificates are revoked, its tokens die with it and its open
+    findings are resolved (no scan will match it again to resolve them)."""
+    device = registry.set_device_state(session, device_id, DeviceState.DECOMMISSIONED,
+                                       actor=actor, reason=reason)
+    findings.close_findings_of_decommissioned_device(session, device.id, actor=actor,
+                                                     now=utcnow())
+    retire_device_credentials(session, ca, device_id=device.id, actor=actor)
 
 
 def revoke_claim_batch(session: Session, ca: FleetCA, *, batch_id: str, actor: str) -> None:
