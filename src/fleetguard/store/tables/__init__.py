@@ -9,6 +9,13 @@ from fleetguard.store.tables.findings import (
     ScanRow,
     ScanScheduleRow,
 )
+from fleetguard.store.tables.identity import (
+    CertificateUseRow,
+    ClaimBatchRow,
+    ClaimSerialRow,
+    DeviceCertificateRow,
+    EnrollmentTokenRow,
+)
 from fleetguard.store.tables.operators import (
     ApiTokenRow,
     LoginChallengeRow,
@@ -18,15 +25,10 @@ from fleetguard.store.tables.operators import (
     WebSessionRow,
 )
 from fleetguard.store.tables.registry import (
-    CertificateUseRow,
-    ClaimBatchRow,
-    ClaimSerialRow,
-    DeviceCertificateRow,
     DeviceGroupMemberRow,
     DeviceGroupRow,
     DeviceLabelRow,
     DeviceRow,
-    EnrollmentTokenRow,
 )
 from fleetguard.store.tables.secrets import SecretRow
 from fleetguard.store.tables.telemetry import (
