@@ -22,7 +22,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from fleetguard.api.context import client_address
-from fleetguard.api.device_app import Caller, Ctx, DeviceContext
+from fleetguard.api.device_context import Caller, Ctx, DeviceContext
 from fleetguard.core.errors import AuthenticationError
 from fleetguard.protocol import (
     CommandResult,
@@ -30,7 +30,6 @@ from fleetguard.protocol import (
     MessageRejectedError,
     decode_message,
 )
-from fleetguard.registry import service as registry
 from fleetguard.telemetry import (
     IngestService,
     IngestStoppedError,
@@ -42,9 +41,12 @@ from fleetguard.telemetry import (
 router = APIRouter(prefix="/v1")
 
 
-def device_id_of(caller: Caller) -> str:
+def device_id_of(caller: Caller, request: Request, ctx: Ctx) -> str:
+    """The calling device, noted as seen (at its address) by the telemetry writer."""
     if caller.kind != "device":
         raise AuthenticationError("a claim certificate may only enroll", code="claim_not_allowed")
+    if ctx.ingest is not None:
+        ctx.ingest.note_device_seen(caller.subject_id, client_address(request))
     return caller.subject_id
 
 
@@ -74,13 +76,6 @@ async def _submit(
         facts = await run_in_threadpool(service.submit, device_id, kind, data, content_type)
     except MessageRejectedError as exc:
         return _rejected(exc)
-    address = client_address(request)
-
-    def seen() -> None:
-        with ctx.db.session() as session:
-            registry.record_device_seen(session, device_id, address)
-
-    await run_in_threadpool(seen)
     out: dict[str, Any] = {"accepted": True}
     if isinstance(facts, ReportFacts):
         out["seq"] = facts.seq
