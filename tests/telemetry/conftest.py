@@ -6,6 +6,9 @@ import pytest
 
 from fleetguard.store import Database
 from fleetguard.telemetry import IngestService
+from tests.api.conftest import device_app, fleet_ca
+
+__all__ = ["device_app", "fleet_ca"]
 
 
 @pytest.fixture

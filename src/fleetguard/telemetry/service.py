@@ -39,6 +39,7 @@ The same thread runs the upkeep when it is due: :func:`sweep_offline` and
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import logging
 import queue
@@ -47,6 +48,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -129,10 +131,30 @@ def _dt(millis: int) -> datetime:
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
+def _ip_address(address: str | None) -> str | None:
+    """The address as the registry records it; None for anything that is not an IP."""
+    try:
+        return str(ipaddress.ip_address(address)) if address else None
+    except ValueError:  # e.g. a test transport's "testclient"
+        return None
+
+
 def _canonical(device_id: str) -> str:
     if _CANONICAL_UUID.fullmatch(device_id):  # as str(UUID) writes it: the MQTT topics' form
         return device_id
     return str(uuid.UUID(device_id))
+
+
+@dataclass(slots=True)
+class _Notes:
+    """What a batch writes besides its messages: refusals counted, devices heard from."""
+
+    rejections: dict[tuple[str, str], tuple[int, datetime, datetime]] = field(
+        default_factory=dict)
+    seen: dict[str, str | None] = field(default_factory=dict)  # device -> address
+
+    def __bool__(self) -> bool:
+        return bool(self.rejections or self.seen)
 
 
 class IngestService:
@@ -190,6 +212,8 @@ class IngestService:
         self._counts = {"accepted": 0, "stored": 0, "duplicates": 0, "expired": 0,
                         "unknown": 0, "rejected": 0, "batches": 0, "write_errors": 0}
         self._seen_written: dict[str, float] = {}  # device -> monotonic time written
+        self._address_written: dict[str, str] = {}  # device -> the address last written
+        self._seen_notes: dict[str, str | None] = {}  # device -> address, for the next batch
         self._next_sweep = 0.0
         self._next_compact = time.monotonic() + 60.0
 
@@ -235,7 +259,7 @@ class IngestService:
         deadline = time.monotonic() + timeout
         with self._progress:
             target = self._enqueued
-            rejections = bool(self._rejections)
+            rejections = bool(self._rejections or self._seen_notes)
             if rejections:
                 self._enqueued += 1  # a marker: the writer counts it done with the flush
                 target = self._enqueued
@@ -330,6 +354,25 @@ class IngestService:
             self._rejections[key] = (n + 1, first, now)
             self._counts["rejected"] += 1
 
+    def note_device_seen(self, device_id: str, address: str | None) -> None:
+        """Record that the device was just heard from (at ``address``, if it is an IP).
+
+        Never blocks: the note is written with the next batch, as the registry's last-seen
+        is for telemetry, and at most once a granularity per device (or when the address
+        is new), so a device's every request costs no write. After ``stop`` it is ignored.
+        """
+        device_id = _canonical(device_id)
+        ip = _ip_address(address)
+        limit = time.monotonic() - REGISTRY_SEEN_EVERY_S
+        stale = self._seen_written.get(device_id, -1e18) < limit
+        if not stale and (ip is None or self._address_written.get(device_id) == ip):
+            return
+        with self._lock:
+            if self._stopping:
+                return
+            self._seen_notes[device_id] = ip or self._seen_notes.get(device_id)
+        self.start()
+
     def _put(self, item: Item | object, timeout: float | None) -> None:
         self.start()
         with self._lock:
@@ -417,28 +460,21 @@ class IngestService:
                     marks += 1
         return items, marks, stop
 
-    def _take_rejections(self) -> dict[tuple[str, str], tuple[int, datetime, datetime]]:
+    def _take_notes(self) -> _Notes:
         with self._lock:
-            taken, self._rejections = self._rejections, {}
-        return taken
-
-    def _give_back_rejections(
-        self, taken: dict[tuple[str, str], tuple[int, datetime, datetime]]
-    ) -> None:
-        with self._lock:
-            for key, (n, first, last) in taken.items():
-                m, f, _ = self._rejections.get(key, (0, first, last))
-                self._rejections[key] = (n + m, min(first, f), last)
+            notes = _Notes(self._rejections, self._seen_notes)
+            self._rejections, self._seen_notes = {}, {}
+        return notes
 
     def _write(self, items: list[Item]) -> bool:
         """Store a batch; False only when it was given up (database gone at shutdown)."""
-        rejections = self._take_rejections()
-        if not items and not rejections:
+        notes = self._take_notes()
+        if not items and not notes:
             return True
         delay = 0.25
         while True:
             try:
-                self._write_once(items, rejections)
+                self._write_once(items, notes)
                 return True
             except (OperationalError, DependencyError) as exc:
                 if self._stopping and delay > 8:
@@ -451,32 +487,27 @@ class IngestService:
             except SQLAlchemyError:
                 log.exception("telemetry batch refused; storing its messages one by one")
                 break
-        self._write_one_by_one(items, rejections)
+        self._write_one_by_one(items, notes)
         return True
 
-    def _write_one_by_one(
-        self, items: list[Item],
-        rejections: dict[tuple[str, str], tuple[int, datetime, datetime]],
-    ) -> None:
+    def _write_one_by_one(self, items: list[Item], notes: _Notes) -> None:
         try:
-            self._write_once([], rejections)
+            self._write_once([], notes)
         except SQLAlchemyError:
-            log.exception("could not store rejection counts")
+            log.exception("could not store rejection counts and last-seen notes")
         for item in items:
             try:
-                self._write_once([item], {})
+                self._write_once([item], _Notes())
             except SQLAlchemyError:
                 log.exception("dropped one message of device %s that the database refused",
                               item.device_id)
                 with self._lock:
                     self._counts["write_errors"] += 1
 
-    def _write_once(
-        self, items: list[Item],
-        rejections: dict[tuple[str, str], tuple[int, datetime, datetime]],
-    ) -> None:
+    def _write_once(self, items: list[Item], notes: _Notes) -> None:
         now_ms = _ms(utcnow())
         default_ms = int(self.offline.default_interval.total_seconds() * 1000)
+        rejections = dict(notes.rejections)  # a retry starts again from the batch's own
         with self._write_gate, self.db.session() as session:
             cache = self._cache if self._exclusive else {}
             known = {i.device_id: cache[i.device_id] for i in items if i.device_id in cache}
@@ -501,13 +532,19 @@ class IngestService:
             inserted = write_plan(session, plan)
             add_rejections(session, rejections)
             seen = self._registry_seen_due(plan.states)
-            if seen:
-                registry.record_devices_seen(session, seen)
+            addressed = {d: ip for d, ip in notes.seen.items() if ip is not None}
+            plain = (set(seen) | notes.seen.keys()) - addressed.keys()
+            if plain:
+                registry.record_devices_seen(session, plain)
+            for device_id in sorted(registry.registered_device_ids(session, addressed)):
+                registry.record_device_seen(session, device_id, addressed[device_id])
         # Committed: only now does the cache (and the last-seen memo) learn the new states.
         stamp = time.monotonic()
         if len(self._seen_written) > self._cache_limit:
             self._seen_written.clear()
-        self._seen_written.update(dict.fromkeys(seen, stamp))
+            self._address_written.clear()
+        self._seen_written.update(dict.fromkeys([*plain, *addressed], stamp))
+        self._address_written.update(addressed)
         if len(self._cache) + len(plan.states) > self._cache_limit:
             self._cache.clear()
         self._cache.update(plan.states)
