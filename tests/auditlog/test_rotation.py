@@ -20,7 +20,7 @@ from fleetguard.cli.main import app
 from fleetguard.core.config import load_settings
 from fleetguard.install import init_installation, open_installation_database, rotate_master_key
 from fleetguard.keys import MasterKey, load_master_key
-from fleetguard.keys.rotation import rewrap_stored_secrets
+from fleetguard.keys.stored import rewrap_stored_secrets
 from fleetguard.store import Database, open_database
 from fleetguard.store.tables import AuditEntryRow
 

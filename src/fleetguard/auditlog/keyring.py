@@ -36,13 +36,11 @@ import hmac
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fleetguard.auditlog.errors import AuditKeyMissingError
-from fleetguard.core.clock import utcnow
-from fleetguard.keys import MasterKey, derive_key, hkdf_expand, open_secret, seal_secret
-from fleetguard.store.tables import SecretRow
+from fleetguard.keys import MasterKey, derive_key, hkdf_expand
+from fleetguard.keys.stored import open_stored_secrets, store_sealed_secret
 
 KEYRING_INFO = "fleetguard.audit_keyring"
 _ROOT_LABEL = "fleetguard/audit/v1"
@@ -109,15 +107,11 @@ def audit_key_for(master: MasterKey) -> AuditKey:
 
 def load_audit_keyring(session: Session, master: MasterKey) -> AuditKeyring:
     """The current key from ``master``; the retired ones opened from their sealed secrets."""
-    retired = []
-    rows = session.execute(
-        select(SecretRow.context, SecretRow.sealed)
-        .where(SecretRow.purpose == SECRET_PURPOSE).order_by(SecretRow.id)
+    retired = tuple(
+        AuditKey(context.removeprefix(_CONTEXT_PREFIX), root)
+        for context, root in open_stored_secrets(session, master, purpose=SECRET_PURPOSE)
     )
-    for context, sealed in rows:
-        root = open_secret(master, sealed, context.encode())
-        retired.append(AuditKey(context.removeprefix(_CONTEXT_PREFIX), root))
-    return AuditKeyring(audit_key_for(master), tuple(retired))
+    return AuditKeyring(audit_key_for(master), retired)
 
 
 def retire_audit_key(session: Session, old: MasterKey, new: MasterKey) -> None:
@@ -126,12 +120,8 @@ def retire_audit_key(session: Session, old: MasterKey, new: MasterKey) -> None:
     Call it in the rotation's transaction after the stored secrets were rewrapped to
     ``new`` (this one is sealed under ``new`` already).
     """
-    context = _CONTEXT_PREFIX + old.key_id.hex()
-    session.add(SecretRow(
-        purpose=SECRET_PURPOSE, context=context,
-        sealed=seal_secret(new, audit_root(old), context.encode()), created_at=utcnow(),
-    ))
-    session.flush()
+    store_sealed_secret(session, new, purpose=SECRET_PURPOSE,
+                        context=_CONTEXT_PREFIX + old.key_id.hex(), secret=audit_root(old))
 
 
 def session_keyring(session: Session) -> AuditKeyring:

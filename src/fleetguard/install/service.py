@@ -30,7 +30,7 @@ from fleetguard.keys import (
     load_master_key,
     write_master_key_file,
 )
-from fleetguard.keys.rotation import rewrap_stored_secrets
+from fleetguard.keys.stored import rewrap_stored_secrets
 from fleetguard.operators import Role
 from fleetguard.operators import service as operators
 from fleetguard.operators.errors import WeakPasswordError
