@@ -19,18 +19,15 @@ from fleetguard.pki._backends import (
     KeyBackend,
     rewrap_sealed_ca_keys,
 )
-from fleetguard.pki._ca import (
-    DEFAULT_CRL_LIFETIME,
+from fleetguard.pki._ca import FleetCA, init_fleet_ca, open_fleet_ca
+from fleetguard.pki._crl import DEFAULT_CRL_LIFETIME
+from fleetguard.pki._csr import MAX_CSR_BYTES, load_csr
+from fleetguard.pki._hierarchy import DEFAULT_ISSUING_VALIDITY, DEFAULT_ROOT_VALIDITY
+from fleetguard.pki._issuance import (
     DEFAULT_DEVICE_VALIDITY,
-    DEFAULT_ISSUING_VALIDITY,
-    DEFAULT_ROOT_VALIDITY,
     DEFAULT_SERVER_VALIDITY,
     DEFAULT_SERVICE_VALIDITY,
-    FleetCA,
-    init_fleet_ca,
-    open_fleet_ca,
 )
-from fleetguard.pki._csr import MAX_CSR_BYTES, load_csr
 from fleetguard.pki._pkcs11 import Pkcs11KeyBackend
 from fleetguard.pki._x509 import (
     CLAIM_URI_PREFIX,

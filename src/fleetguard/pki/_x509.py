@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
@@ -13,7 +12,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from fleetguard.pki._backends import CaPublicKey, CaSigningKey
 from fleetguard.pki.models import Revocation, RevocationReason
@@ -64,9 +63,6 @@ def _leaf_key_usage(*, key_encipherment: bool) -> x509.KeyUsage:
     )
 
 
-_DEVICE_KEY_USAGE = _leaf_key_usage(key_encipherment=False)
-_DEVICE_EKU = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])
-_SERVER_EKU = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH])
 _NOT_CA = x509.BasicConstraints(ca=False, path_length=None)
 
 
@@ -169,71 +165,25 @@ def service_uri(name: str) -> str:
     return f"{SERVICE_URI_PREFIX}{name}"
 
 
-def build_device_certificate(
+def build_leaf_certificate(
     signer: CaSigningKey,
     issuer: x509.Certificate,
     issuer_aki: x509.AuthorityKeyIdentifier,
     public: CertificatePublicKeyTypes,
-    device_id: uuid.UUID,
-    *,
-    not_before: datetime,
-    not_after: datetime,
-    uri: str | None = None,
-) -> x509.Certificate:
-    """A clientAuth leaf named by a UUID; ``uri`` picks the profile (device by default)."""
-    return build_client_certificate(
-        signer, issuer, issuer_aki, public, str(device_id), uri or device_uri(device_id),
-        not_before=not_before, not_after=not_after,
-    )
-
-
-def build_client_certificate(
-    signer: CaSigningKey,
-    issuer: x509.Certificate,
-    issuer_aki: x509.AuthorityKeyIdentifier,
-    public: CertificatePublicKeyTypes,
-    common_name: str,
-    uri: str,
-    *,
-    not_before: datetime,
-    not_after: datetime,
-) -> x509.Certificate:
-    """The clientAuth leaf profile: ``CN=<common_name>``, one URI SAN, CA:false."""
-    return (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .issuer_name(issuer.subject)
-        .public_key(public)
-        .serial_number(random_serial())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(_NOT_CA, critical=True)
-        .add_extension(_DEVICE_KEY_USAGE, critical=True)
-        .add_extension(_DEVICE_EKU, critical=False)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]),
-            critical=False,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .add_extension(issuer_aki, critical=False)
-        .sign(signer, signature_hash(signer))
-    )
-
-
-def build_server_certificate(
-    signer: CaSigningKey,
-    issuer: x509.Certificate,
-    public: CertificatePublicKeyTypes,
     *,
     common_name: str,
-    dns_names: Sequence[str],
-    ip_addresses: Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address],
+    alt_names: Sequence[x509.GeneralName],
+    usage: x509.ObjectIdentifier,
+    rsa_key_encipherment: bool,
     not_before: datetime,
     not_after: datetime,
 ) -> x509.Certificate:
-    names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
-    names += [x509.IPAddress(ip) for ip in ip_addresses]
-    key_usage = _leaf_key_usage(key_encipherment=isinstance(public, rsa.RSAPublicKey))
+    """Every leaf the fleet CA signs: ``CN=<common_name>``, the given SANs, one extended
+    key usage, CA:false. ``rsa_key_encipherment`` adds keyEncipherment for RSA keys
+    (a TLS server whose peers may still use RSA key exchange)."""
+    key_usage = _leaf_key_usage(
+        key_encipherment=rsa_key_encipherment and isinstance(public, rsa.RSAPublicKey)
+    )
     return (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
@@ -244,10 +194,10 @@ def build_server_certificate(
         .not_valid_after(not_after)
         .add_extension(_NOT_CA, critical=True)
         .add_extension(key_usage, critical=True)
-        .add_extension(_SERVER_EKU, critical=False)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .add_extension(authority_key_id(issuer), critical=False)
+        .add_extension(issuer_aki, critical=False)
         .sign(signer, signature_hash(signer))
     )
 
