@@ -61,3 +61,18 @@ def test_weak_server_key_is_refused(ca: FleetCA) -> None:
     weak = rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key()
     with pytest.raises(WeakKeyError):
         ca.issue_server_certificate(weak, dns_names=["a.example"])
+
+
+def test_rsa_server_certificate_allows_key_encipherment(ca: FleetCA, make_key) -> None:
+    """TLS peers that still use RSA key exchange encrypt to a server's RSA key."""
+    cert = ca.issue_server_certificate(
+        make_key("rsa2048").public_key(), dns_names=["a.example"]
+    ).certificate
+    usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert usage.digital_signature and usage.key_encipherment
+
+
+def test_rsa_client_certificates_only_sign(ca: FleetCA, make_key) -> None:
+    cert = ca.issue_service_certificate(make_key("rsa2048").public_key(), "fleetguard-mqtt")
+    usage = cert.certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert usage.digital_signature and not usage.key_encipherment
