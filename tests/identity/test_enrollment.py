@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,31 +16,20 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import update
 
 from fleetguard.core.clock import utcnow
-from fleetguard.core.config import Settings
 from fleetguard.core.errors import FleetError
-from fleetguard.findings import FindingState, count_findings_by_severity
+from fleetguard.identity import admission
 from fleetguard.identity import service as identity
-from fleetguard.identity.ca import init_installation_ca
 from fleetguard.identity.errors import (
     DeviceCertificateRejectedError,
     DeviceNotTrustedError,
     EnrollmentTokenInvalidError,
     KeyAlreadyBoundError,
 )
-from fleetguard.keys import MasterKey
 from fleetguard.pki import FleetCA
 from fleetguard.registry import DeviceState
 from fleetguard.registry import service as registry
 from fleetguard.store import Database
 from fleetguard.store.tables import EnrollmentTokenRow
-from tests.findings.reports import finding, host, report
-from tests.findings.support import device_at, ingest_document
-
-
-@pytest.fixture
-def ca(settings: Settings, master_key: MasterKey) -> Iterator[FleetCA]:
-    with init_installation_ca(settings, master_key) as fleet_ca:
-        yield fleet_ca
 
 
 def _csr(key: ec.EllipticCurvePrivateKey | None = None, *, greedy: bool = False) -> str:
@@ -156,17 +144,6 @@ def test_failed_enrollment_consumes_neither_token_nor_key(sqlite_db: Database, c
         identity.enroll_with_token(s, ca, token=token, csr=_csr(), source="x")
 
 
-def test_decommission_revokes_certificates_and_kills_tokens(sqlite_db: Database, ca: FleetCA) -> None:
-    device_id, token = _device_with_token(sqlite_db, ca)
-    with sqlite_db.session() as s:
-        identity.enroll_with_token(s, ca, token=token, csr=_csr(), source="x")
-        spare, _ = identity.create_enrollment_token(s, ca, device_id=device_id, actor="t", issuer=None)
-        identity.decommission_device(s, ca, device_id=device_id, actor="t")
-        assert all(c.revoked_at for c in identity.list_certificates(s, device_id=device_id))
-    with pytest.raises((EnrollmentTokenInvalidError, DeviceNotTrustedError)), sqlite_db.session() as s:
-        identity.enroll_with_token(s, ca, token=spare, csr=_csr(), source="x")
-
-
 def test_retiring_credentials_revokes_certificates_and_kills_tokens_only(
     sqlite_db: Database, ca: FleetCA
 ) -> None:
@@ -182,17 +159,6 @@ def test_retiring_credentials_revokes_certificates_and_kills_tokens_only(
         identity.enroll_with_token(s, ca, token=spare, csr=_csr(), source="x")
 
 
-def test_decommission_resolves_the_devices_open_findings(sqlite_db: Database, ca: FleetCA) -> None:
-    device_id = device_at(sqlite_db, "cam-retired", "127.0.0.31")
-    ingest_document(sqlite_db, report([host("127.0.0.31", open_ports=(("tcp", 23, "telnet"),))],
-                                      [finding("127.0.0.31", 23, "cleartext-protocol")]))
-    with sqlite_db.session() as s:
-        identity.decommission_device(s, ca, device_id=device_id, actor="t")
-        assert sum(count_findings_by_severity(s, device_id=device_id).values()) == 0
-        assert sum(count_findings_by_severity(s, device_id=device_id,
-                                              state=FindingState.RESOLVED).values()) == 1
-
-
 def _der(pem: str) -> bytes:
     return x509.load_pem_x509_certificate(pem.encode()).public_bytes(serialization.Encoding.DER)
 
@@ -201,10 +167,10 @@ def test_revoked_certificate_no_longer_authenticates(sqlite_db: Database, ca: Fl
     _, token = _device_with_token(sqlite_db, ca)
     with sqlite_db.session() as s:
         result = identity.enroll_with_token(s, ca, token=token, csr=_csr(), source="x")
-        assert identity.authenticate_peer_certificate(s, _der(result.certificate_pem), source="x")
+        assert admission.authenticate_peer_certificate(s, _der(result.certificate_pem), source="x")
         identity.revoke_certificate(s, ca, serial_hex=result.serial_hex, actor="t")
     with pytest.raises(DeviceCertificateRejectedError), sqlite_db.session() as s:
-        identity.authenticate_peer_certificate(s, _der(result.certificate_pem), source="x")
+        admission.authenticate_peer_certificate(s, _der(result.certificate_pem), source="x")
     text = (Path(ca.crl_directory) / "crls.pem").read_bytes()
     end = b"-----END X509 CRL-----"
     crls = [x509.load_pem_x509_crl(block + end) for block in text.split(end)[:-1]]
@@ -217,16 +183,16 @@ def test_suspended_device_is_refused_even_with_a_valid_certificate(sqlite_db: Da
         result = identity.enroll_with_token(s, ca, token=token, csr=_csr(), source="x")
         registry.set_device_state(s, device_id, DeviceState.SUSPENDED, actor="t")
     with pytest.raises(DeviceNotTrustedError), sqlite_db.session() as s:
-        identity.authenticate_peer_certificate(s, _der(result.certificate_pem), source="x")
+        admission.authenticate_peer_certificate(s, _der(result.certificate_pem), source="x")
 
 
 def test_one_certificate_used_from_two_places_is_reported(sqlite_db: Database, ca: FleetCA) -> None:
     device_id, token = _device_with_token(sqlite_db, ca)
     with sqlite_db.session() as s:
         result = identity.enroll_with_token(s, ca, token=token, csr=_csr(), source="x")
-        identity.authenticate_peer_certificate(s, _der(result.certificate_pem), source="10.1.1.1")
+        admission.authenticate_peer_certificate(s, _der(result.certificate_pem), source="10.1.1.1")
         assert identity.shared_identity_alerts(s) == []
-        identity.authenticate_peer_certificate(s, _der(result.certificate_pem), source="10.2.2.2")
+        admission.authenticate_peer_certificate(s, _der(result.certificate_pem), source="10.2.2.2")
         alerts = identity.shared_identity_alerts(s)
     assert len(alerts) == 1 and alerts[0].device_id == device_id
     assert alerts[0].sources == ["10.1.1.1", "10.2.2.2"]

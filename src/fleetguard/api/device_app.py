@@ -26,7 +26,7 @@ from fleetguard.api.device_telemetry import router as telemetry_router
 from fleetguard.api.errors import install_error_handlers
 from fleetguard.api.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 from fleetguard.core.errors import AuthenticationError, NotFoundError
-from fleetguard.identity import EnrollmentResult
+from fleetguard.identity import EnrollmentResult, admission
 from fleetguard.identity import service as identity
 from fleetguard.pki import FleetCA
 from fleetguard.protocol import MAX_MESSAGE_BYTES
@@ -110,7 +110,7 @@ def create_device_app(
                 code="enrollment_credential_required",
             )
         with ctx.db.session() as session:
-            caller = identity.authenticate_peer_certificate(session, der, source=source)
+            caller = admission.authenticate_peer_certificate(session, der, source=source)
             if caller.kind == "claim":
                 ctx.claim_limiter.take(caller.subject_id)
             result = identity.enroll_with_claim(

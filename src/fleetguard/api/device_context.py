@@ -23,8 +23,7 @@ from fastapi import Depends, Request
 
 from fleetguard.api.context import client_address
 from fleetguard.core.errors import AuthenticationError, RateLimitedError
-from fleetguard.identity import CallerIdentity
-from fleetguard.identity import service as identity
+from fleetguard.identity import CallerIdentity, admission
 from fleetguard.pki import FleetCA
 from fleetguard.store import Database
 from fleetguard.telemetry import IngestService
@@ -152,7 +151,7 @@ def caller_identity(request: Request, ctx: Ctx) -> CallerIdentity:
     if der is None:
         raise AuthenticationError("a client certificate is required", code="client_cert_required")
     with ctx.db.session() as session:
-        return identity.authenticate_peer_certificate(
+        return admission.authenticate_peer_certificate(
             session, der, source=client_address(request)
         )
 

@@ -1,4 +1,4 @@
-"""Run Mosquitto for the fleet and keep its permissions equal to the registry's verdicts.
+"""Run Mosquitto for the fleet and keep its permissions equal to identity's verdicts.
 
 Mosquitto 2.0.x facts this is built around (``research/trust.md`` section 3):
 
@@ -24,10 +24,10 @@ subscribe, and receives nothing, since every default access is deny).
 
 Cost at scale: a full pass lists every dynsec client and role (at 10,000 devices, several
 megabytes of JSON built by the broker and parsed here) and compares each. So the loop
-makes a full pass only when the registry's verdicts changed (the set of entitled devices,
+makes a full pass only when identity's verdicts changed (the set of entitled devices,
 or a certificate revoked since the last pass), when the CRL file changed, and every
 ``full_interval`` (60 s) to repair anything changed behind our back; the other seconds
-cost two indexed queries.
+cost a few indexed queries.
 """
 
 from __future__ import annotations
@@ -44,7 +44,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fleetguard.broker import _acl
@@ -59,15 +58,16 @@ from fleetguard.broker._logwatch import BrokerLogWatch
 from fleetguard.broker._process import BrokerProcess
 from fleetguard.broker.errors import MosquittoNotFoundError
 from fleetguard.broker.models import BrokerConfig, BrokerFiles, ReconcileReport
-from fleetguard.core.clock import utcnow
 from fleetguard.core.config import Settings
 from fleetguard.core.errors import FleetError
+from fleetguard.identity.admission import (
+    devices_entitled_to_connect,
+    revoked_device_certificates,
+)
 from fleetguard.identity.service import refresh_crls_if_due
 from fleetguard.pki import FleetCA
 from fleetguard.protocol import RejectReason
-from fleetguard.registry import TRUSTED_STATES
 from fleetguard.store import Database
-from fleetguard.store.tables import DeviceCertificateRow, DeviceRow
 from fleetguard.telemetry import IngestService
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def prepare_broker(
     entitled: set[str] | None = None
     if db is not None:
         with db.session() as session:
-            entitled = entitled_devices(session)
+            entitled = devices_entitled_to_connect(session)
     return write_broker_files(settings, ca, config, entitled=entitled,
                               plugin=find_dynsec_plugin(config.dynsec_plugin))
 
@@ -145,37 +145,6 @@ def connect_admin(files: BrokerFiles, *, timeout: float = 5.0) -> DynsecAdmin:
     admin = DynsecAdmin.for_files(files, timeout=timeout)
     admin.connect()
     return admin
-
-
-# -- what the registry allows ---------------------------------------------------------
-
-
-def entitled_devices(session: Session, *, now: datetime | None = None) -> set[str]:
-    """Devices in a trusted state holding an unrevoked certificate valid now."""
-    now = now or utcnow()
-    rows = session.execute(
-        select(DeviceRow.id)
-        .join(DeviceCertificateRow, DeviceCertificateRow.device_id == DeviceRow.id)
-        .where(
-            DeviceRow.state.in_([s.value for s in TRUSTED_STATES]),
-            DeviceCertificateRow.revoked_at.is_(None),
-            DeviceCertificateRow.not_before <= now,
-            DeviceCertificateRow.not_after > now,
-        )
-        .distinct()
-    ).scalars()
-    return {str(r) for r in rows}
-
-
-def revoked_certificates(session: Session, *, now: datetime | None = None) -> dict[str, str]:
-    """Serial (hex) -> device id of every revoked certificate that has not expired."""
-    now = now or utcnow()
-    rows = session.execute(
-        select(DeviceCertificateRow.serial_hex, DeviceCertificateRow.device_id).where(
-            DeviceCertificateRow.revoked_at.is_not(None), DeviceCertificateRow.not_after > now
-        )
-    ).all()
-    return {str(serial): str(device) for serial, device in rows}
 
 
 # -- the broker side ----------------------------------------------------------------------
@@ -246,7 +215,8 @@ def reconcile_broker_access(
     now: datetime | None = None,
     entitled: set[str] | None = None,
 ) -> ReconcileReport:
-    """Make the broker's device clients equal to :func:`entitled_devices`.
+    """Make the broker's device clients equal to identity's
+    :func:`~fleetguard.identity.admission.devices_entitled_to_connect`.
 
     Entitled devices get a dynsec client (username = device id = certificate CN) with
     the role ``fg-device-<id>``; every other UUID-named client is kicked
@@ -257,7 +227,7 @@ def reconcile_broker_access(
     operator made) are left alone. ``entitled``: the set, when the caller has just read it.
     """
     if entitled is None:
-        entitled = entitled_devices(session, now=now)
+        entitled = devices_entitled_to_connect(session, now=now)
     clients = {str(c.get("username")): c for c in admin.list_clients()}
     roles = {str(r.get("rolename")): r for r in admin.list_roles()}
     create_roles: list[dict[str, Any]] = []
@@ -371,8 +341,8 @@ class BrokerSync:
         changed since the last one and a full pass is not yet due.
         """
         with self._db.session() as session:
-            revoked = revoked_certificates(session)
-            entitled = entitled_devices(session)
+            revoked = revoked_device_certificates(session)
+            entitled = devices_entitled_to_connect(session)
             fresh = set() if self._revoked is None else set(revoked) - self._revoked
             if (not force and not fresh and entitled == self._entitled
                     and time.monotonic() < self._next_full):

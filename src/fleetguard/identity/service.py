@@ -1,4 +1,6 @@
-"""Device identity: enrollment (token, claim, renewal), device authentication, revocation.
+"""Device identity: enrollment (token, claim, renewal), certificates and their revocation.
+
+Whether a device may connect is decided in ``admission``.
 
 The device's private key never reaches this code: certificates are issued from CSRs,
 whose signature proves possession, and the server decides every name and extension.
@@ -6,7 +8,6 @@ whose signature proves possession, and the server decides every name and extensi
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 import uuid
@@ -17,22 +18,26 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from fleetguard import findings
 from fleetguard.auditlog import append_audit_entry
 from fleetguard.core.clock import as_utc, utcnow
 from fleetguard.core.errors import ValidationFailedError, excerpt
+from fleetguard.identity._issuance import (
+    CONSUME_TOKEN,
+    issue_device_certificate,
+    refuse_unusable_csr,
+    serial_hex,
+    sha256_hex,
+)
 from fleetguard.identity.errors import (
     CertificateNotFoundError,
     ClaimBatchExistsError,
     ClaimNotAllowedError,
-    DeviceCertificateRejectedError,
     DeviceNotTrustedError,
     EnrollmentTokenInvalidError,
-    KeyAlreadyBoundError,
 )
 from fleetguard.identity.models import (
     CallerIdentity,
@@ -48,20 +53,16 @@ from fleetguard.identity.models import (
 from fleetguard.operators import Principal
 from fleetguard.operators.minting import ensure_may_mint
 from fleetguard.pki import (
-    CLAIM_URI_PREFIX,
     DEFAULT_DEVICE_VALIDITY,
-    DEVICE_URI_PREFIX,
     FleetCA,
     KeyAlgorithm,
     Revocation,
     RevocationReason,
-    load_csr,
-    spki_sha256,
 )
 from fleetguard.registry import TRUSTED_STATES, DeviceState
 from fleetguard.registry import service as registry
 from fleetguard.store import flushed_connection
-from fleetguard.store.tables import (
+from fleetguard.store.tables.identity import (
     CertificateUseRow,
     ClaimBatchRow,
     ClaimSerialRow,
@@ -72,36 +73,8 @@ from fleetguard.store.tables import (
 TOKEN_PREFIX = "fge1"  # noqa: S105 - a format marker, not a secret
 TOKEN_DEFAULT_TTL = timedelta(days=7)
 TOKEN_MAX_TTL = timedelta(days=90)
-USE_RECORD_GRANULARITY = timedelta(seconds=60)
 SHARED_IDENTITY_WINDOW = timedelta(minutes=10)
 MAX_CLAIM_SERIALS = 100_000
-
-
-_TOKENS: Table = EnrollmentTokenRow.__table__  # type: ignore[assignment]
-_CERTIFICATES: Table = DeviceCertificateRow.__table__  # type: ignore[assignment]
-# The enrollment path's statements, built once (building them per call cost more than
-# running them). A token is consumed in the transaction that issues, so a refused CSR
-# rolls the use back.
-_CONSUME_TOKEN = (
-    update(_TOKENS)
-    .where(_TOKENS.c.token_hash == bindparam("secret_hash"), _TOKENS.c.used_at.is_(None),
-           _TOKENS.c.expires_at > bindparam("now"))
-    .values(used_at=bindparam("now"))
-    .returning(_TOKENS.c.device_id)
-)
-_KEY_BOUND = select(_CERTIFICATES.c.device_id).where(
-    _CERTIFICATES.c.spki_sha256 == bindparam("spki")).limit(1)
-_INSERT_CERTIFICATE = insert(_CERTIFICATES)
-_KEY_BOUND_MESSAGE = ("this public key is already bound to a certificate; every enrollment "
-                      "and renewal needs a fresh key pair")
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _serial_hex(serial: int) -> str:
-    return format(serial, "x")
 
 
 def _to_cert(row: DeviceCertificateRow) -> DeviceCertificate:
@@ -134,7 +107,7 @@ def create_enrollment_token(
     secret = secrets.token_urlsafe(32)
     now = utcnow()
     session.add(EnrollmentTokenRow(
-        token_hash=_sha256(secret), device_id=device.id, created_at=now, expires_at=now + ttl,
+        token_hash=sha256_hex(secret), device_id=device.id, created_at=now, expires_at=now + ttl,
     ))
     append_audit_entry(
         session, actor=actor, action="device.enrollment_token", target=f"device:{device.id}",
@@ -154,47 +127,6 @@ def parse_enrollment_token(token: str) -> tuple[str, str]:
     return parts[1], parts[2]
 
 
-def _refuse_unusable_csr(session: Session, csr: bytes | str) -> None:
-    """Refuse a bad CSR or an already bound key before anything is created for it."""
-    spki = spki_sha256(load_csr(csr).public_key())
-    if flushed_connection(session).execute(_KEY_BOUND, {"spki": spki}).first() is not None:
-        raise KeyAlreadyBoundError(_KEY_BOUND_MESSAGE)
-
-
-def _issue(
-    session: Session, ca: FleetCA, *, device_id: str, csr: bytes | str, via: EnrolledVia,
-    validity: timedelta, source: str,
-) -> EnrollmentResult:
-    # A key bound before is refused by the unique index on insert (below), which also
-    # settles two enrollments racing with one key.
-    issued = ca.issue_device_certificate(load_csr(csr), uuid.UUID(device_id), validity=validity)
-    now = utcnow()
-    serial = _serial_hex(issued.serial_number)
-    try:
-        flushed_connection(session).execute(_INSERT_CERTIFICATE, {
-            "serial_hex": serial, "device_id": device_id, "issuer_key_id": issued.issuer_key_id,
-            "spki_sha256": issued.spki_sha256, "fingerprint_sha256": issued.fingerprint_sha256,
-            "not_before": issued.not_before, "not_after": issued.not_after,
-            "certificate_pem": issued.certificate_pem.decode(), "enrolled_via": via.value,
-            "created_at": now,
-        })
-    except IntegrityError as exc:
-        if "spki_sha256" not in str(exc.orig):
-            raise
-        raise KeyAlreadyBoundError(_KEY_BOUND_MESSAGE) from None
-    append_audit_entry(
-        session, actor=f"device:{device_id}", action=f"certificate.issue.{via.value}",
-        target=f"certificate:{serial}",
-        details={"device": device_id, "not_after": issued.not_after.isoformat(),
-                 "fingerprint": issued.fingerprint_sha256, "source": source},
-    )
-    return EnrollmentResult(
-        device_id=device_id, serial_hex=serial,
-        certificate_pem=issued.certificate_pem.decode(), chain_pem=issued.chain_pem.decode(),
-        ca_bundle_pem=ca.bundle_pem().decode(), not_after=issued.not_after,
-    )
-
-
 def enroll_with_token(
     session: Session, ca: FleetCA, *, token: str, csr: bytes | str, source: str,
     validity: timedelta = DEFAULT_DEVICE_VALIDITY,
@@ -204,15 +136,17 @@ def enroll_with_token(
         raise EnrollmentTokenInvalidError("this token belongs to another fleet")
     now = utcnow()
     device_id = flushed_connection(session).execute(
-        _CONSUME_TOKEN, {"secret_hash": _sha256(secret), "now": now}
+        CONSUME_TOKEN, {"secret_hash": sha256_hex(secret), "now": now}
     ).scalar()
     if device_id is None:
         raise EnrollmentTokenInvalidError("enrollment token unknown, expired or already used")
     state = registry.device_state(session, device_id, lock=True)
     if state not in TRUSTED_STATES:
         raise DeviceNotTrustedError(f"device {device_id} is {state.value}")
-    result = _issue(session, ca, device_id=device_id, csr=csr, via=EnrolledVia.TOKEN,
-                    validity=validity, source=source)
+    result = issue_device_certificate(
+        session, ca, device_id=device_id, csr=csr, via=EnrolledVia.TOKEN, validity=validity,
+        source=source,
+    )
     if state is DeviceState.REGISTERED:
         registry.transition_device_state(session, device_id, DeviceState.ACTIVE,
                                          actor=f"device:{device_id}", reason="enrolled",
@@ -228,8 +162,10 @@ def renew_certificate(
     until it expires, so a lost answer does not lock the device out."""
     if caller.kind != "device":
         raise ClaimNotAllowedError("a claim certificate may only enroll")
-    return _issue(session, ca, device_id=caller.subject_id, csr=csr, via=EnrolledVia.RENEWAL,
-                  validity=validity, source=source)
+    return issue_device_certificate(
+        session, ca, device_id=caller.subject_id, csr=csr, via=EnrolledVia.RENEWAL,
+        validity=validity, source=source,
+    )
 
 
 # --- claim batches -----------------------------------------------------------------------
@@ -272,7 +208,7 @@ def create_claim_batch(
     key = ec.generate_private_key(ec.SECP256R1())
     issued = ca.issue_claim_certificate(key.public_key(), batch_id, validity=validity)
     row = ClaimBatchRow(
-        id=str(batch_id), name=clean, claim_serial_hex=_serial_hex(issued.serial_number),
+        id=str(batch_id), name=clean, claim_serial_hex=serial_hex(issued.serial_number),
         not_after=issued.not_after, labels="{}", created_at=utcnow(),
     )
     session.add(row)
@@ -320,7 +256,7 @@ def enroll_with_claim(
             raise DeviceNotTrustedError(f"device {device.id} is {device.state.value}")
         device_id = device.id
     else:
-        _refuse_unusable_csr(session, csr)
+        refuse_unusable_csr(session, csr)
         existing = registry.find_device_by_serial(session, claim.serial)
         if existing is not None:
             raise ClaimNotAllowedError("a device with this serial is already registered")
@@ -328,8 +264,10 @@ def enroll_with_claim(
             session, name=claim.serial, serial=claim.serial,
             actor=f"claim_batch:{caller.subject_id}", labels={"claim-batch": caller.subject_id},
         ).id
-    result = _issue(session, ca, device_id=device_id, csr=csr, via=EnrolledVia.CLAIM,
-                    validity=validity, source=source)
+    result = issue_device_certificate(
+        session, ca, device_id=device_id, csr=csr, via=EnrolledVia.CLAIM, validity=validity,
+        source=source,
+    )
     claim.device_id = device_id
     claim.enrolled_at = utcnow()
     if registry.device_state(session, device_id) is DeviceState.REGISTERED:
@@ -354,72 +292,7 @@ def list_claim_batches(session: Session) -> list[ClaimBatch]:
     return [_batch(r, session) for r in rows]
 
 
-# --- authenticating devices on the device endpoint --------------------------------------
-
-
-def _uri_of(cert: x509.Certificate) -> str:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound as exc:
-        raise DeviceCertificateRejectedError("certificate names no fleetguard identity") from exc
-    uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
-    if len(uris) != 1:
-        raise DeviceCertificateRejectedError("certificate names no single fleetguard identity")
-    return uris[0]
-
-
-def _record_use(session: Session, row: DeviceCertificateRow, source: str) -> None:
-    now = utcnow()
-    if row.first_seen_at is None:
-        row.first_seen_at = now
-    fresh = row.last_seen_at is None or now - row.last_seen_at > USE_RECORD_GRANULARITY
-    if fresh or row.last_seen_from != source:
-        row.last_seen_at = now
-        row.last_seen_from = source
-        use = session.get(CertificateUseRow, (row.serial_hex, source))
-        if use is None:
-            session.add(CertificateUseRow(serial_hex=row.serial_hex, source=source,
-                                          first_seen_at=now, last_seen_at=now, uses=1))
-        else:
-            use.last_seen_at = now
-            use.uses += 1
-        registry.record_device_seen(session, row.device_id, source)
-
-
-def authenticate_peer_certificate(
-    session: Session, der: bytes | None, *, source: str
-) -> CallerIdentity:
-    """Decide, on every request, whether the TLS-verified peer certificate still counts."""
-    if not der:
-        raise DeviceCertificateRejectedError("a client certificate is required")
-    try:
-        cert = x509.load_der_x509_certificate(der)
-    except ValueError as exc:
-        raise DeviceCertificateRejectedError("unreadable client certificate") from exc
-    serial = _serial_hex(cert.serial_number)
-    uri = _uri_of(cert)
-    if uri.startswith(CLAIM_URI_PREFIX):
-        batch = session.execute(
-            select(ClaimBatchRow).where(ClaimBatchRow.claim_serial_hex == serial)
-        ).scalar_one_or_none()
-        if batch is None or batch.revoked_at is not None or uri != CLAIM_URI_PREFIX + batch.id:
-            raise DeviceCertificateRejectedError("claim certificate unknown or revoked")
-        return CallerIdentity("claim", batch.id, serial)
-    if not uri.startswith(DEVICE_URI_PREFIX):
-        raise DeviceCertificateRejectedError("not a fleetguard device certificate")
-    row = session.get(DeviceCertificateRow, serial)
-    fingerprint = hashlib.sha256(der).hexdigest()
-    if row is None or row.fingerprint_sha256 != fingerprint:
-        raise DeviceCertificateRejectedError("certificate was not issued by this platform")
-    if row.revoked_at is not None:
-        raise DeviceCertificateRejectedError("certificate has been revoked")
-    if uri != DEVICE_URI_PREFIX + row.device_id:
-        raise DeviceCertificateRejectedError("certificate names another device")
-    state = registry.device_state(session, row.device_id)
-    if state not in TRUSTED_STATES:
-        raise DeviceNotTrustedError(f"device is {state.value}")
-    _record_use(session, row, source)
-    return CallerIdentity("device", row.device_id, serial)
+# --- use records ------------------------------------------------------------------------
 
 
 def shared_identity_alerts(
@@ -570,18 +443,6 @@ def retire_device_credentials(session: Session, ca: FleetCA, *, device_id: str, 
     if revoked:
         publish_crls(session, ca)
     return revoked
-
-
-def decommission_device(
-    session: Session, ca: FleetCA, *, device_id: str, actor: str, reason: str = ""
-) -> None:
-    """Final: the device's certificates are revoked, its tokens die with it and its open
-    findings are resolved (no scan will match it again to resolve them)."""
-    device = registry.set_device_state(session, device_id, DeviceState.DECOMMISSIONED,
-                                       actor=actor, reason=reason)
-    findings.close_findings_of_decommissioned_device(session, device.id, actor=actor,
-                                                     now=utcnow())
-    retire_device_credentials(session, ca, device_id=device.id, actor=actor)
 
 
 def revoke_claim_batch(session: Session, ca: FleetCA, *, batch_id: str, actor: str) -> None:
