@@ -351,16 +351,80 @@ def _details_of(row: Any) -> dict[str, Any]:
     return details if isinstance(details, dict) else {}
 
 
+@dataclass
+class _KeyTrail:
+    """Which audit key the chain is under, and which keys it may move to."""
+
+    current: str | None = None
+    retired: dict[str, int] = field(default_factory=dict)  # key id -> entry of its successor
+    rotations: dict[str, str] = field(default_factory=dict)  # old key id -> new, authentic
+
+    def step(self, row: Any, walk: _Walk) -> str | None:
+        """Follow a keyed entry's key; the problem if it moved to a key it may not use."""
+        seq, key_id = row.seq, row.key_id
+        if self.current is None and walk.unkeyed_through:
+            details = _details_of(row)
+            if (row.action != CHECKPOINT_ACTION
+                    or details.get("unkeyed_through") != walk.unkeyed_through
+                    or details.get("unkeyed_head") != row.prev_hash):
+                return (f"entry {seq} is the first keyed entry after unkeyed entries "
+                        f"1..{walk.unkeyed_through} but is not a keyed checkpoint over "
+                        "them: unkeyed entries were put before keyed ones")
+        elif self.current is not None and key_id != self.current:
+            if key_id in self.retired:
+                return (f"entry {seq} is keyed with audit key {key_id}, retired at entry "
+                        f"{self.retired[key_id]}")
+            if self.rotations.get(self.current) != key_id:
+                return (f"entry {seq} changes the audit key from {self.current} to {key_id} "
+                        "with no master key rotation entry before it")
+            self.retired[self.current] = seq
+        if key_id != self.current:
+            walk.key_ids.append(key_id)
+            self.current = key_id
+        if row.action == ROTATION_ACTION:
+            details = _details_of(row)
+            old, new = details.get("old_key_id"), details.get("new_key_id")
+            if old == self.current and isinstance(new, str):
+                self.rotations[self.current] = new
+        return None
+
+
+def _entry_problem(row: Any, keyring: AuditKeyring, keys: _KeyTrail, walk: _Walk) -> str | None:
+    """Why this entry does not hold, given the entries before it; None when it does."""
+    seq = row.seq
+    if row.key_id is None:
+        if keys.current is not None:
+            return (f"entry {seq} is unkeyed but follows keyed entries: "
+                    "it was rewritten without the audit key")
+        recomputed = compute_entry_hash(
+            seq=seq, at=row.at, actor=row.actor, action=row.action, target=row.target,
+            details=row.details, prev_hash=row.prev_hash,
+        )
+        if recomputed != row.entry_hash:
+            return f"entry {seq} was altered: its hash does not match"
+        walk.unkeyed_through = seq
+        return None
+    key = keyring.get(row.key_id)
+    if key is None:
+        return (f"entry {seq} names audit key {row.key_id!r}, which "
+                "is neither this installation's nor a retired one")
+    recomputed = compute_entry_mac(
+        key, seq=seq, at=row.at, actor=row.actor, action=row.action,
+        target=row.target, details=row.details, prev_hash=row.prev_hash,
+    )
+    if recomputed != row.entry_hash:
+        return f"entry {seq} was altered: its MAC under audit key {row.key_id} does not match"
+    return keys.step(row, walk)
+
+
 def _walk(
     session: Session, keyring: AuditKeyring, *, uncovered_prefix_ok: bool = False
 ) -> _Walk:
     """Check every entry; stop at the first that does not hold."""
     walk = _Walk()
+    keys = _KeyTrail()
     expected_prev = GENESIS_HASH
     expected_seq = 1
-    current_key: str | None = None
-    retired: dict[str, int] = {}  # key id -> the entry that first used its successor
-    rotations: dict[str, str] = {}  # old key id -> new, from authentic rotation entries
     for row in _rows_in_order(session):
         seq = row.seq
         if seq != expected_seq:
@@ -368,60 +432,14 @@ def _walk(
             return walk.broken(seq, f"entry {expected_seq} is {kind}: found {seq} next")
         if row.prev_hash != expected_prev:
             return walk.broken(seq, f"entry {seq} does not link to entry {seq - 1}")
-        if row.key_id is None:
-            if current_key is not None:
-                return walk.broken(seq, f"entry {seq} is unkeyed but follows keyed entries: "
-                                        "it was rewritten without the audit key")
-            recomputed = compute_entry_hash(
-                seq=seq, at=row.at, actor=row.actor, action=row.action, target=row.target,
-                details=row.details, prev_hash=row.prev_hash,
-            )
-            if recomputed != row.entry_hash:
-                return walk.broken(seq, f"entry {seq} was altered: its hash does not match")
-            walk.unkeyed_through = seq
-        else:
-            key = keyring.get(row.key_id)
-            if key is None:
-                return walk.broken(seq, f"entry {seq} names audit key {row.key_id!r}, which "
-                                        "is neither this installation's nor a retired one")
-            recomputed = compute_entry_mac(
-                key, seq=seq, at=row.at, actor=row.actor, action=row.action,
-                target=row.target, details=row.details, prev_hash=row.prev_hash,
-            )
-            if recomputed != row.entry_hash:
-                return walk.broken(seq, f"entry {seq} was altered: its MAC under audit key "
-                                        f"{row.key_id} does not match")
-            if current_key is None and walk.unkeyed_through:
-                details = _details_of(row)
-                if (row.action != CHECKPOINT_ACTION
-                        or details.get("unkeyed_through") != walk.unkeyed_through
-                        or details.get("unkeyed_head") != row.prev_hash):
-                    return walk.broken(
-                        seq, f"entry {seq} is the first keyed entry after unkeyed entries "
-                             f"1..{walk.unkeyed_through} but is not a keyed checkpoint over "
-                             "them: unkeyed entries were put before keyed ones")
-            elif current_key is not None and row.key_id != current_key:
-                if row.key_id in retired:
-                    return walk.broken(seq, f"entry {seq} is keyed with audit key "
-                                            f"{row.key_id}, retired at entry {retired[row.key_id]}")
-                if rotations.get(current_key) != row.key_id:
-                    return walk.broken(seq, f"entry {seq} changes the audit key from "
-                                            f"{current_key} to {row.key_id} with no master key "
-                                            "rotation entry before it")
-                retired[current_key] = seq
-            if row.key_id != current_key:
-                walk.key_ids.append(row.key_id)
-                current_key = row.key_id
-            if row.action == ROTATION_ACTION:
-                details = _details_of(row)
-                old, new = details.get("old_key_id"), details.get("new_key_id")
-                if current_key is not None and old == current_key and isinstance(new, str):
-                    rotations[current_key] = new
+        problem = _entry_problem(row, keyring, keys, walk)
+        if problem is not None:
+            return walk.broken(seq, problem)
         walk.checked += 1
         expected_prev = row.entry_hash
         expected_seq += 1
         walk.last = ChainHead(seq, row.entry_hash)
-    if walk.unkeyed_through and current_key is None and not uncovered_prefix_ok:
+    if walk.unkeyed_through and keys.current is None and not uncovered_prefix_ok:
         return walk.broken(
             1, f"entries 1..{walk.unkeyed_through} are unkeyed and no keyed checkpoint covers "
                "them: anyone who can write the database could have rewritten them (start the "
