@@ -64,7 +64,7 @@ def _read_password(password_file: Path | None) -> str:
 @handles_errors
 def operator_add(
     username: str,
-    role: Annotated[Role, typer.Option(help="admin, operator or auditor")],
+    role: Annotated[Role, typer.Option(help="What the operator may do.")],
     password_file: Annotated[
         Path | None, typer.Option(help="Read the password from this file (else prompt/stdin).")
     ] = None,

@@ -25,7 +25,9 @@ if TYPE_CHECKING:
     from fleetguard.auditlog import ChainHead, ChainVerification
     from fleetguard.store import Database
 
-audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+audit_app = typer.Typer(
+    help="The keyed audit log: verify it; print, export and check its head.", no_args_is_help=True
+)
 _SEQ_HASH = re.compile(r"(\d+):([0-9a-f]{64})")
 
 

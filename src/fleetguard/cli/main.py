@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import typer
-from typer.core import TyperGroup
 
 from fleetguard import __version__
 from fleetguard.agent.cli import agent_app
@@ -16,32 +14,11 @@ from fleetguard.cli.broker import broker_command
 from fleetguard.cli.demo import demo_command
 from fleetguard.cli.fleet import ca_app, cert_app, claim_app, device_app
 from fleetguard.cli.installation import db_app, init_command, keys_app, serve_command
+from fleetguard.cli.plain_help import use_plain_help
 from fleetguard.cli.scan import scan_command
 from fleetguard.cli.sim import sim_command
 
-
-class QuickHelpGroup(TyperGroup):
-    """A command group whose own ``--help``, when not given (``fleetguard device list
-    --help`` passes through ``fleetguard`` and ``device``), is not run through typer's
-    pydantic-based coercion: that alone would load pydantic and cost ~0.1 s per help.
-    A given ``--help`` is a bool and typer skips coercing it anyway."""
-
-    def get_help_option(self, ctx: Any) -> Any:
-        option = super().get_help_option(ctx)
-        if option is not None and getattr(option, "_runtime_param", False) is None:
-            try:
-                from typer._coercion import PassThroughRuntimeParam
-
-                option._runtime_param = PassThroughRuntimeParam(
-                    parameter_info=option.type_descriptor.parameter_info, annotation=bool
-                )
-            except (ImportError, AttributeError, TypeError):  # another typer: its own way
-                pass
-        return option
-
-
 app = typer.Typer(
-    cls=QuickHelpGroup,
     name="fleetguard",
     help="Harden and watch a fleet of connected devices.",
     no_args_is_help=True,
@@ -58,12 +35,12 @@ app.command("serve", help="Run the HTTPS operator API and the mutual-TLS device 
 app.command("demo", help="The whole platform with a simulated, partly compromised fleet.")(
     demo_command
 )
-app.add_typer(db_app, name="db", help="Database schema migrations.")
-app.add_typer(keys_app, name="keys", help="The master key that encrypts secrets at rest.")
-app.add_typer(operator_app, name="operator", help="Operators: add, list, disable, reset MFA.")
-app.add_typer(token_app, name="token", help="API tokens: create, list, revoke.")
-app.add_typer(audit_app, name="audit-log",
-              help="The keyed audit log: verify it; print, export and check its head.")
+# Each group's help is its own Typer's, said once there.
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+app.add_typer(operator_app, name="operator")
+app.add_typer(token_app, name="token")
+app.add_typer(audit_app, name="audit-log")
 app.command("broker", help="Run Mosquitto with mutual TLS and per-device permissions.")(
     broker_command
 )
@@ -73,13 +50,12 @@ app.command("scan", help="Audit a network for IoT weaknesses, with no agent and 
 app.command("sim", help="Run a simulated fleet with real identities and injected attacks.")(
     sim_command
 )
-app.add_typer(device_app, name="device", help="Devices: add, list, show, set, token, decommission.")
-app.add_typer(cert_app, name="cert", help="Device certificates: list, revoke.")
-app.add_typer(ca_app, name="ca", help="The fleet CA: init, rotate, show.")
-app.add_typer(claim_app, name="claim", help="Claim batches for fleet provisioning.")
-app.add_typer(agent_app, name="agent", help="The device agent: enroll, renew.")
-for _group in app.registered_groups:
-    _group.cls = QuickHelpGroup
+app.add_typer(device_app, name="device")
+app.add_typer(cert_app, name="cert")
+app.add_typer(ca_app, name="ca")
+app.add_typer(claim_app, name="claim")
+app.add_typer(agent_app, name="agent")
+use_plain_help(app)
 
 
 def _version(value: bool) -> None:

@@ -119,7 +119,8 @@ def scan_command(
     ] = OutputFormat.TABLE,
     fail_on: Annotated[
         Severity | None,
-        typer.Option(help="Exit 1 when a finding is at or above this severity (else 0, "
+        typer.Option(metavar="SEVERITY",
+                     help="Exit 1 when a finding is at or above this severity (else 0, "
                           "as nmap does: CI jobs opt in)."),
     ] = None,
     max_addresses: Annotated[

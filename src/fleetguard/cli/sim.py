@@ -52,7 +52,8 @@ def sim_command(
         "https://127.0.0.1:8444"),
     api_token: Annotated[str, typer.Option(
         envvar="FLEETGUARD_API_TOKEN", help="Operator API token (devices:write).")] = "",
-    transport: Annotated[SimTransport, typer.Option(help="https or mqtt.")] = SimTransport.HTTPS,
+    transport: Annotated[SimTransport, typer.Option(help="How devices report.")] = (
+        SimTransport.HTTPS),
     broker: Annotated[str, typer.Option(help="Broker for --transport mqtt.")] = (
         "mqtts://127.0.0.1:8883"),
     interval: Annotated[float, typer.Option(min=0.1, help="Seconds between reports.")] = 60.0,
