@@ -30,7 +30,7 @@ from fleetguard.registry import DeviceChanges, DeviceFilter, DeviceSort, DeviceS
 from fleetguard.registry import service as registry
 from fleetguard.registry.models import ALLOWED_TRANSITIONS
 from fleetguard.telemetry import Metric
-from fleetguard.telemetry import service as telemetry
+from fleetguard.telemetry import queries as telemetry
 
 router = APIRouter(include_in_schema=False)
 

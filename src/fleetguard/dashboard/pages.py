@@ -26,7 +26,7 @@ from fleetguard.operators import tokens as api_tokens
 from fleetguard.registry import DeviceState
 from fleetguard.registry import service as registry
 from fleetguard.telemetry import Sample
-from fleetguard.telemetry import service as telemetry
+from fleetguard.telemetry import queries as telemetry
 
 router = APIRouter(include_in_schema=False)
 

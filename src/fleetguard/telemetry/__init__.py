@@ -9,6 +9,7 @@ device to its own topics); nothing in a message body names the device.
 >>> service.flush(); service.stop()                                # doctest: +SKIP
 """
 
+from fleetguard.telemetry._batch import UNKNOWN_DEVICE, Committed
 from fleetguard.telemetry._plan import HeartbeatFacts, ReportFacts
 from fleetguard.telemetry.commands import (
     list_commands,
@@ -22,6 +23,7 @@ from fleetguard.telemetry.errors import (
     IngestOverloadedError,
     IngestStoppedError,
 )
+from fleetguard.telemetry.ingest import IngestService
 from fleetguard.telemetry.models import (
     METRIC_IDS,
     CommandState,
@@ -37,12 +39,7 @@ from fleetguard.telemetry.models import (
     Snapshot,
     SweepResult,
 )
-from fleetguard.telemetry.service import (
-    SYSTEM_ACTOR,
-    UNKNOWN_DEVICE,
-    Committed,
-    IngestService,
-    compact_telemetry,
+from fleetguard.telemetry.queries import (
     count_reporting_devices,
     device_status,
     latest_snapshot,
@@ -50,8 +47,8 @@ from fleetguard.telemetry.service import (
     read_series,
     rejection_counts,
     reporting_device_ids,
-    sweep_offline,
 )
+from fleetguard.telemetry.upkeep import SYSTEM_ACTOR, compact_telemetry, sweep_offline
 
 __all__ = [
     "METRIC_IDS",

@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from fleetguard.registry import service as registry
-from fleetguard.store.tables import (
+from fleetguard.store.tables.telemetry import (
     TelemetryDeviceRow,
     TelemetryRejectionRow,
     TelemetryReportRow,
@@ -26,11 +26,14 @@ from fleetguard.telemetry._plan import (
     device_update,
 )
 from fleetguard.telemetry._wire import encode_json
+from fleetguard.telemetry.models import Metric
 
 DEVICES: Table = TelemetryDeviceRow.__table__  # type: ignore[assignment]
 REPORTS: Table = TelemetryReportRow.__table__  # type: ignore[assignment]
 REJECTIONS: Table = TelemetryRejectionRow.__table__  # type: ignore[assignment]
 _CHUNK = 500
+# The report table's column of each metric (they share their names).
+METRIC_COLUMNS = {metric: getattr(TelemetryReportRow, metric.value) for metric in Metric}
 
 
 def dialect_insert(conn: Connection, table: Table) -> Any:

@@ -57,7 +57,7 @@ from fleetguard.protocol import (
 )
 from fleetguard.telemetry._mqtt5 import Mqtt5Session, Publish, SessionSettings
 from fleetguard.telemetry.errors import IngestStoppedError
-from fleetguard.telemetry.service import IngestService
+from fleetguard.telemetry.ingest import IngestService
 
 log = logging.getLogger("fleetguard.telemetry.mqtt")
 
