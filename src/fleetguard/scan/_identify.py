@@ -76,44 +76,59 @@ async def _inner(ctx: ProbeContext, port: int) -> Identified:
     return Identified(ServiceInfo(port, Transport.TCP, Service.TLS, tls=True))
 
 
+def _by_banner(port: int, data: bytes) -> Identified | None:
+    if _ssh.looks_like_ssh(data):
+        info = ServiceInfo(port, Transport.TCP, Service.SSH)
+        _ssh.parse_banner(info, data)
+        return Identified(info)
+    if _ftp.looks_like_ftp(data):
+        info = ServiceInfo(port, Transport.TCP, Service.FTP)
+        _ftp.parse_banner(info, data)
+        return Identified(info)
+    if _telnet.looks_like_telnet(data):
+        return Identified(ServiceInfo(port, Transport.TCP, Service.TELNET))
+    return None
+
+
+async def _try_tls(ctx: ProbeContext, port: int) -> Identified | None:
+    if await _tls_ok(ctx, port):
+        return await _inner(ctx, port)
+    # A stack the local OpenSSL cannot talk to (SSLv3 only, RC4 only, broken) still
+    # answers our own ClientHello with a ServerHello: it is TLS all the same.
+    hello = await _tls.send_hello(ctx, port, _tls.TLS12, _tls.BROAD_SUITES)
+    if hello.version is None:
+        return None
+    info = ServiceInfo(port, Transport.TCP, Service.TLS, tls=True)
+    info.extra["tls_note"] = "handshake impossible with the local TLS library"
+    return Identified(info)
+
+
+async def _try_cleartext(ctx: ProbeContext, port: int, step: str) -> Identified | None:
+    if step == "http" and (r := await _http.probe(ctx, port, False)) is not None:
+        return Identified(ServiceInfo(port, Transport.TCP, Service.HTTP), http=r)
+    if step == "rtsp" and (r := await _rtsp.probe(ctx, port, False)) is not None:
+        return Identified(ServiceInfo(port, Transport.TCP, Service.RTSP), rtsp=r)
+    if step == "mqtt":
+        rc, _ = await _mqtt.connect(ctx, port, False)
+        if rc is not None:
+            return Identified(ServiceInfo(port, Transport.TCP, Service.MQTT), mqtt_rc=rc)
+    return None
+
+
 async def identify(ctx: ProbeContext, port: int) -> Identified:
     seen_banner = b""
     for step in _order(port):
+        found: Identified | None
         if step == "banner":
             data = await _banner(ctx, port)
-            if not data:
-                continue
-            seen_banner = data
-            if _ssh.looks_like_ssh(data):
-                info = ServiceInfo(port, Transport.TCP, Service.SSH)
-                _ssh.parse_banner(info, data)
-                return Identified(info)
-            if _ftp.looks_like_ftp(data):
-                info = ServiceInfo(port, Transport.TCP, Service.FTP)
-                _ftp.parse_banner(info, data)
-                return Identified(info)
-            if _telnet.looks_like_telnet(data):
-                return Identified(ServiceInfo(port, Transport.TCP, Service.TELNET))
+            seen_banner = data or seen_banner
+            found = _by_banner(port, data) if data else None
         elif step == "tls":
-            if await _tls_ok(ctx, port):
-                return await _inner(ctx, port)
-            # A stack the local OpenSSL cannot talk to (SSLv3 only, RC4 only, broken) still
-            # answers our own ClientHello with a ServerHello: it is TLS all the same.
-            hello = await _tls.send_hello(ctx, port, _tls.TLS12, _tls.BROAD_SUITES)
-            if hello.version is not None:
-                info = ServiceInfo(port, Transport.TCP, Service.TLS, tls=True)
-                info.extra["tls_note"] = "handshake impossible with the local TLS library"
-                return Identified(info)
-        elif step == "http":
-            if (r := await _http.probe(ctx, port, False)) is not None:
-                return Identified(ServiceInfo(port, Transport.TCP, Service.HTTP), http=r)
-        elif step == "rtsp":
-            if (r := await _rtsp.probe(ctx, port, False)) is not None:
-                return Identified(ServiceInfo(port, Transport.TCP, Service.RTSP), rtsp=r)
-        elif step == "mqtt":
-            rc, _ = await _mqtt.connect(ctx, port, False)
-            if rc is not None:
-                return Identified(ServiceInfo(port, Transport.TCP, Service.MQTT), mqtt_rc=rc)
+            found = await _try_tls(ctx, port)
+        else:
+            found = await _try_cleartext(ctx, port, step)
+        if found is not None:
+            return found
     info = ServiceInfo(port, Transport.TCP, Service.UNKNOWN)
     if seen_banner:
         info.banner = printable(seen_banner) or None

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from fleetguard.scan import _ftp, _http, _mqtt, _rtsp, _snmp, _ssh, _telnet, _tls, _udp
+from fleetguard.scan import _ftp, _http_checks, _mqtt, _rtsp, _snmp, _ssh, _telnet, _tls, _udp
 from fleetguard.scan._context import ProbeContext
 from fleetguard.scan._identify import Identified, identify
 from fleetguard.scan._net import Gate, HostNet, TokenBucket
@@ -86,7 +86,7 @@ async def _checks(ctx: ProbeContext, ident: Identified) -> None:
     info = ident.info
     s = info.service
     if s in (Service.HTTP, Service.HTTPS):
-        await _http.check_http(ctx, info, ident.http)
+        await _http_checks.check_http(ctx, info, ident.http)
     elif s is Service.MQTT:
         await _mqtt.check_mqtt(ctx, info, ident.mqtt_rc)
     elif s is Service.RTSP:

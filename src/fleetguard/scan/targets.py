@@ -133,62 +133,69 @@ def _resolve(name: str) -> list[str]:
 
 
 def _expand_one(item: str, budget: int) -> list[Target]:
-    # single address
     try:
-        addr = ipaddress.ip_address(item)
+        return [Target(str(ipaddress.ip_address(item)))]
     except ValueError:
         pass
-    else:
-        return [Target(str(addr))]
-    # CIDR
     if "/" in item:
-        try:
-            net = ipaddress.ip_network(item, strict=False)
-        except ValueError:
-            raise InvalidTargetError(
-                f"not a valid CIDR network: {excerpt(item)}", field="targets"
-            ) from None
-        size = net.num_addresses
-        if size > budget:
-            raise ScanScopeTooLargeError(
-                f"{item} has {size} addresses, more than the {budget} still allowed "
-                "(raise --max-addresses if you really mean it)",
-                field="targets",
-            )
-        return [Target(a) for a in _expand_network(net)]
-    # range
-    first_s = last_s = ""
-    if m := _RANGE_LAST_OCTET.match(item):
-        prefix, lo, hi = m.group(1), int(m.group(2)), int(m.group(3))
-        first_s, last_s = prefix + str(lo), prefix + str(hi)
-    elif item.count("-") == 1 and _looks_like_address_range(item):
-        first_s, last_s = (s.strip() for s in item.split("-"))
-    elif item.count("-") == 1 and not _HOSTNAME.match(item):
-        raise InvalidTargetError(f"not a valid address range: {excerpt(item)}", field="targets")
-    if first_s:
-        try:
-            first = ipaddress.ip_address(first_s)
-            last = ipaddress.ip_address(last_s)
-        except ValueError:
-            raise InvalidTargetError(
-                f"not a valid address range: {excerpt(item)}", field="targets"
-            ) from None
-        if first.version != last.version or int(last) < int(first):
-            raise InvalidTargetError(f"not a valid address range: {excerpt(item)}", field="targets")
-        count = int(last) - int(first) + 1
-        if count > budget:
-            raise ScanScopeTooLargeError(
-                f"{item} has {count} addresses, more than the {budget} still allowed",
-                field="targets",
-            )
-        cls = type(first)
-        return [Target(str(cls(int(first) + i))) for i in range(count)]
-    # hostname
+        return _expand_cidr(item, budget)
+    if bounds := _range_bounds(item):
+        return _expand_range(item, *bounds, budget)
     if _HOSTNAME.match(item) and not item.replace(".", "").isdigit():
         return [Target(a, name=item.rstrip(".")) for a in _resolve(item)]
     raise InvalidTargetError(
         f"not an address, CIDR, range or host name: {excerpt(item)}", field="targets"
     )
+
+
+def _expand_cidr(item: str, budget: int) -> list[Target]:
+    try:
+        net = ipaddress.ip_network(item, strict=False)
+    except ValueError:
+        raise InvalidTargetError(
+            f"not a valid CIDR network: {excerpt(item)}", field="targets"
+        ) from None
+    size = net.num_addresses
+    if size > budget:
+        raise ScanScopeTooLargeError(
+            f"{item} has {size} addresses, more than the {budget} still allowed "
+            "(raise --max-addresses if you really mean it)",
+            field="targets",
+        )
+    return [Target(a) for a in _expand_network(net)]
+
+
+def _range_bounds(item: str) -> tuple[str, str] | None:
+    """The two ends of an address range (``a.b.c.1-20`` or ``first-last``), if it is one."""
+    if m := _RANGE_LAST_OCTET.match(item):
+        prefix, lo, hi = m.group(1), int(m.group(2)), int(m.group(3))
+        return prefix + str(lo), prefix + str(hi)
+    if item.count("-") == 1 and _looks_like_address_range(item):
+        first, last = (s.strip() for s in item.split("-"))
+        return first, last
+    if item.count("-") == 1 and not _HOSTNAME.match(item):
+        raise InvalidTargetError(f"not a valid address range: {excerpt(item)}", field="targets")
+    return None
+
+
+def _expand_range(item: str, first_s: str, last_s: str, budget: int) -> list[Target]:
+    try:
+        first = ipaddress.ip_address(first_s)
+        last = ipaddress.ip_address(last_s)
+    except ValueError:
+        raise InvalidTargetError(
+            f"not a valid address range: {excerpt(item)}", field="targets"
+        ) from None
+    if first.version != last.version or int(last) < int(first):
+        raise InvalidTargetError(f"not a valid address range: {excerpt(item)}", field="targets")
+    count = int(last) - int(first) + 1
+    if count > budget:
+        raise ScanScopeTooLargeError(
+            f"{item} has {count} addresses, more than the {budget} still allowed",
+            field="targets",
+        )
+    cls = type(first)
+    return [Target(str(cls(int(first) + i))) for i in range(count)]
 
 
 def _looks_like_address_range(item: str) -> bool:
