@@ -10,7 +10,6 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import inspect, select
 
 from fleetguard.auditlog import (
     ROTATION_ACTION,
@@ -37,7 +36,6 @@ from fleetguard.operators.errors import WeakPasswordError
 from fleetguard.operators.passwords import check_password_policy
 from fleetguard.pki import FleetCA, KeyAlgorithm, rewrap_sealed_ca_keys
 from fleetguard.store import Database, open_database, upgrade_database
-from fleetguard.store.tables import OperatorRow
 
 SERVER_CERT_VALIDITY = timedelta(days=397)
 
@@ -65,13 +63,6 @@ def generate_admin_password() -> str:
         except WeakPasswordError:  # e.g. a draw that happens to contain "admin"
             continue
         return candidate
-
-
-def _has_operators(db: Database) -> bool:
-    if not inspect(db.engine).has_table(OperatorRow.__tablename__):
-        return False
-    with db.session() as session:
-        return session.execute(select(OperatorRow.id).limit(1)).first() is not None
 
 
 def _existing_artifacts(settings: Settings) -> list[Path]:
@@ -128,7 +119,7 @@ def init_installation(
     if not settings.uses_sqlite:
         probe = open_database(settings.database_url)
         try:
-            if _has_operators(probe):
+            if operators.database_has_operators(probe):
                 raise AlreadyInitializedError(
                     "already initialized: the database already has operators; nothing changed"
                 )

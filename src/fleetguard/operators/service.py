@@ -6,26 +6,42 @@ always counts towards lockout even though the caller's unit of work rolls back).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
 
 from fleetguard.auditlog import append_audit_entry
 from fleetguard.core.clock import utcnow
 from fleetguard.core.errors import PermissionDeniedError, ValidationFailedError
-from fleetguard.keys import MasterKey, open_secret, seal_secret
+from fleetguard.keys import MasterKey
 from fleetguard.operators import passwords, throttle, totp
+from fleetguard.operators._accounts import (
+    LAST_USE_GRANULARITY,
+    operator_row,
+    sha256_hex,
+    to_operator,
+)
+from fleetguard.operators._second_factor import (
+    confirm_totp_secret,
+    consume_recovery_code,
+    drop_recovery_codes,
+    drop_totp_secret,
+    locked_operator,
+    new_challenge,
+    new_recovery_codes,
+    open_challenge,
+    open_totp_secret,
+    seal_pending_totp_secret,
+)
 from fleetguard.operators.errors import (
     InvalidCredentialError,
     LastAdminError,
     LoginFailedError,
     MfaFailedError,
     OperatorExistsError,
-    OperatorNotFoundError,
 )
 from fleetguard.operators.minting import ensure_may_mint
 from fleetguard.operators.models import (
@@ -37,33 +53,13 @@ from fleetguard.operators.models import (
     Principal,
     Role,
 )
-from fleetguard.store.tables import (
-    ApiTokenRow,
-    LoginChallengeRow,
-    OperatorRow,
-    RecoveryCodeRow,
-    SecretRow,
-    WebSessionRow,
-)
+from fleetguard.operators.tokens import revoke_operator_tokens
+from fleetguard.store import Database
+from fleetguard.store.tables import OperatorRow, WebSessionRow
 
 SESSION_IDLE = timedelta(minutes=30)
 SESSION_ABSOLUTE = timedelta(hours=12)
-CHALLENGE_TTL = timedelta(minutes=5)
-CHALLENGE_MAX_ATTEMPTS = 5
-RECOVERY_CODE_COUNT = 10
 USERNAME_ALPHABET = set("abcdefghijklmnopqrstuvwxyz0123456789._-")
-LAST_USE_GRANULARITY = timedelta(seconds=60)
-
-
-def _sha256(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
-
-
-def _to_operator(row: OperatorRow) -> Operator:
-    return Operator(
-        id=row.id, username=row.username, role=Role(row.role), disabled=row.disabled,
-        mfa_enabled=row.mfa_enabled, created_at=row.created_at,
-    )
 
 
 def validate_username(username: str) -> str:
@@ -75,13 +71,12 @@ def validate_username(username: str) -> str:
     return name
 
 
-def _get_row(session: Session, username: str) -> OperatorRow:
-    row = session.execute(
-        select(OperatorRow).where(OperatorRow.username == username.strip().lower())
-    ).scalar_one_or_none()
-    if row is None:
-        raise OperatorNotFoundError(f"no operator named {username!r}")
-    return row
+def database_has_operators(db: Database) -> bool:
+    """Whether any operator exists, in a database that may not be migrated yet."""
+    if not inspect(db.engine).has_table(OperatorRow.__tablename__):
+        return False
+    with db.session() as session:
+        return session.execute(select(OperatorRow.id).limit(1)).first() is not None
 
 
 def _enabled_admins(session: Session) -> int:
@@ -118,16 +113,16 @@ def create_operator(
         session, actor=actor, action="operator.create", target=f"operator:{name}",
         details={"role": role.value},
     )
-    return _to_operator(row)
+    return to_operator(row)
 
 
 def list_operators(session: Session) -> list[Operator]:
     rows = session.execute(select(OperatorRow).order_by(OperatorRow.username)).scalars()
-    return [_to_operator(r) for r in rows]
+    return [to_operator(r) for r in rows]
 
 
 def get_operator(session: Session, username: str) -> Operator:
-    return _to_operator(_get_row(session, username))
+    return to_operator(operator_row(session, username))
 
 
 def set_operator_disabled(
@@ -140,7 +135,7 @@ def set_operator_disabled(
     usually disabled because it is suspected, and enabling it again must not bring back
     a token that may have been stolen meanwhile. Enabling hands back the password login.
     """
-    row = _get_row(session, username)
+    row = operator_row(session, username)
     if not disabled:
         ensure_may_mint(issuer, what="an enabled operator", role=Role(row.role))
     elif not row.disabled and row.role == Role.ADMIN.value and _enabled_admins(session) <= 1:
@@ -152,37 +147,28 @@ def set_operator_disabled(
     details: dict[str, object] = {}
     if disabled:
         _end_all_sessions(session, row.id)
-        details["tokens_revoked"] = _revoke_all_tokens(session, row.id)
+        details["tokens_revoked"] = revoke_operator_tokens(session, row.id)
     append_audit_entry(
         session, actor=actor, action="operator.disable" if disabled else "operator.enable",
         target=f"operator:{row.username}", details=details,
     )
-    return _to_operator(row)
+    return to_operator(row)
 
 
-def _revoke_all_tokens(session: Session, operator_id: int) -> list[str]:
-    now = utcnow()
-    revoked = []
-    for token in session.execute(
-        select(ApiTokenRow).where(
-            ApiTokenRow.operator_id == operator_id, ApiTokenRow.revoked_at.is_(None)
-        )
-    ).scalars():
-        token.revoked_at = now
-        revoked.append(token.token_id)
-    return revoked
-
-
-def change_password(
-    session: Session, *, username: str, new_password: str, actor: str
+def change_own_password(
+    session: Session, principal: Principal, *, current_password: str, new_password: str
 ) -> None:
-    row = _get_row(session, username)
+    """The caller changes their own password, proving the current one; every session of
+    theirs ends (one may be an attacker's)."""
+    row = session.get(OperatorRow, principal.operator_id)
+    if row is None or not passwords.verify_password(row.password_hash, current_password):
+        raise LoginFailedError("current password is wrong")
     passwords.check_password_policy(new_password, row.username)
     row.password_hash = passwords.hash_password(new_password)
     row.updated_at = utcnow()
     _end_all_sessions(session, row.id)
     append_audit_entry(
-        session, actor=actor, action="operator.password_change",
+        session, actor=principal.actor, action="operator.password_change",
         target=f"operator:{row.username}",
     )
 
@@ -191,26 +177,21 @@ def reset_mfa(
     session: Session, *, username: str, actor: str, issuer: Principal | None
 ) -> Operator:
     """Remove the second factor; the operator enrolls again at the next login."""
-    row = _get_row(session, username)
+    row = operator_row(session, username)
     # Whoever resets a second factor and knows the password holds the account.
     ensure_may_mint(issuer, what="a second-factor reset", role=Role(row.role))
     if row.totp_secret_id is not None:
-        secret = session.get(SecretRow, row.totp_secret_id)
+        drop_totp_secret(session, row.totp_secret_id)
         row.totp_secret_id = None
-        if secret is not None:
-            session.delete(secret)
     row.mfa_enabled = False
     row.last_totp_step = 0
     row.updated_at = utcnow()
-    for code in session.execute(
-        select(RecoveryCodeRow).where(RecoveryCodeRow.operator_id == row.id)
-    ).scalars():
-        session.delete(code)
+    drop_recovery_codes(session, row.id)
     _end_all_sessions(session, row.id)
     append_audit_entry(
         session, actor=actor, action="operator.mfa_reset", target=f"operator:{row.username}"
     )
-    return _to_operator(row)
+    return to_operator(row)
 
 
 # --- login -----------------------------------------------------------------------------
@@ -236,97 +217,35 @@ def login_with_password(
         raise _fail_login(session, keys, LoginFailedError("invalid username or password"))
     if passwords.needs_rehash(row.password_hash):
         row.password_hash = passwords.hash_password(password)
-    operator = _to_operator(row)
+    operator = to_operator(row)
     if row.mfa_enabled:
         return LoginResult(
-            LoginStep.MFA_REQUIRED, operator, challenge=_new_challenge(session, row, "mfa", source)
+            LoginStep.MFA_REQUIRED, operator, challenge=new_challenge(session, row, "mfa", source)
         )
     if Role(row.role) in MFA_REQUIRED_ROLES:
         return LoginResult(
             LoginStep.MFA_ENROLLMENT_REQUIRED, operator,
-            challenge=_new_challenge(session, row, "enroll", source),
+            challenge=new_challenge(session, row, "enroll", source),
         )
     throttle.clear_failures(session, throttle.account_key(row.username))
     return _start_session(session, row, source)
-
-
-def _new_challenge(session: Session, row: OperatorRow, purpose: str, source: str) -> str:
-    token = secrets.token_urlsafe(32)
-    now = utcnow()
-    session.add(
-        LoginChallengeRow(
-            challenge_hash=_sha256(token), operator_id=row.id, purpose=purpose, source=source,
-            attempts=0, created_at=now, expires_at=now + CHALLENGE_TTL,
-        )
-    )
-    session.flush()
-    return token
-
-
-def _open_challenge(session: Session, challenge: str, purpose: str) -> LoginChallengeRow:
-    # Locked (on PostgreSQL) until the step commits: two requests racing with one challenge
-    # see each other's use instead of both passing.
-    row = session.execute(
-        select(LoginChallengeRow)
-        .where(LoginChallengeRow.challenge_hash == _sha256(challenge))
-        .with_for_update().execution_options(populate_existing=True)
-    ).scalar_one_or_none()
-    now = utcnow()
-    if (
-        row is None or row.purpose != purpose or row.used_at is not None
-        or row.expires_at <= now or row.attempts >= CHALLENGE_MAX_ATTEMPTS
-    ):
-        raise MfaFailedError("the login step has expired or is unknown; log in again")
-    return row
-
-
-def _consume_recovery_code(session: Session, operator_id: int, code: str) -> bool:
-    normalized = code.strip().replace("-", "").replace(" ", "").upper()
-    if len(normalized) != 16:
-        return False
-    wanted = _sha256(normalized)
-    for row in session.execute(
-        select(RecoveryCodeRow).where(
-            RecoveryCodeRow.operator_id == operator_id, RecoveryCodeRow.used_at.is_(None)
-        )
-    ).scalars():
-        if hmac.compare_digest(row.code_hash, wanted):
-            row.used_at = utcnow()
-            return True
-    return False
-
-
-def _locked_operator(session: Session, operator_id: int) -> OperatorRow:
-    """The operator's row, locked (on PostgreSQL) until this unit of work ends.
-
-    A second factor is checked against state the check then changes (the last TOTP step,
-    unused recovery codes); two logins racing with one code each read the old state unless
-    the second waits for the first to commit and reads again.
-    """
-    row = session.execute(
-        select(OperatorRow).where(OperatorRow.id == operator_id)
-        .with_for_update().execution_options(populate_existing=True)
-    ).scalar_one_or_none()
-    if row is None:
-        raise MfaFailedError("the login step has expired or is unknown; log in again")
-    return row
 
 
 def complete_mfa_login(
     session: Session, master: MasterKey, *, challenge: str, code: str, source: str
 ) -> LoginResult:
     """Second step: a TOTP code (never accepted twice) or a single-use recovery code."""
-    chal = _open_challenge(session, challenge, "mfa")
-    row = _locked_operator(session, chal.operator_id)
+    chal = open_challenge(session, challenge, "mfa")
+    row = locked_operator(session, chal.operator_id)
     keys = [throttle.account_key(row.username), throttle.address_key(source)]
     throttle.ensure_not_locked(session, keys)
     if row.disabled or not row.mfa_enabled or row.totp_secret_id is None:
         raise MfaFailedError("the login step has expired or is unknown; log in again")
-    secret = _open_totp_secret(session, master, row)
+    secret = open_totp_secret(session, master, row.totp_secret_id, row.id)
     step = totp.matching_step(secret, code, last_used_step=row.last_totp_step)
     if step is not None:
         row.last_totp_step = step
-    elif not _consume_recovery_code(session, row.id, code):
+    elif not consume_recovery_code(session, row.id, code):
         chal.attempts += 1
         raise _fail_login(session, keys, MfaFailedError("invalid or already used code"))
     else:
@@ -339,37 +258,18 @@ def complete_mfa_login(
     return _start_session(session, row, source)
 
 
-def _secret_aad(operator_id: int) -> bytes:
-    return f"totp:{operator_id}".encode()
-
-
-def _open_totp_secret(session: Session, master: MasterKey, row: OperatorRow) -> str:
-    assert row.totp_secret_id is not None
-    secret_row = session.get(SecretRow, row.totp_secret_id)
-    if secret_row is None:
-        raise MfaFailedError("second factor is not set up; ask an admin to reset it")
-    return open_secret(master, secret_row.sealed, _secret_aad(row.id)).decode()
-
-
 def begin_mfa_enrollment(
     session: Session, master: MasterKey, *, challenge: str
 ) -> MfaEnrollment:
     """Make a new TOTP secret for the operator behind an enrollment challenge."""
-    chal = _open_challenge(session, challenge, "enroll")
+    chal = open_challenge(session, challenge, "enroll")
     row = session.get(OperatorRow, chal.operator_id)
     assert row is not None
     secret = totp.new_secret()
-    sealed = SecretRow(
-        purpose="totp-pending", context=_secret_aad(row.id).decode(),
-        sealed=seal_secret(master, secret.encode(), _secret_aad(row.id)), created_at=utcnow(),
-    )
-    session.add(sealed)
-    session.flush()
+    pending_id = seal_pending_totp_secret(session, master, row.id, secret)
     if chal.pending_secret_id is not None:
-        old = session.get(SecretRow, chal.pending_secret_id)
-        if old is not None:
-            session.delete(old)
-    chal.pending_secret_id = sealed.id
+        drop_totp_secret(session, chal.pending_secret_id)
+    chal.pending_secret_id = pending_id
     uri = totp.provisioning_uri(secret, row.username)
     return MfaEnrollment(secret_base32=secret, otpauth_uri=uri, qr_svg=totp.qr_svg(uri))
 
@@ -378,48 +278,32 @@ def confirm_mfa_enrollment(
     session: Session, master: MasterKey, *, challenge: str, code: str, source: str
 ) -> tuple[LoginResult, list[str]]:
     """Enable MFA once the operator proves the authenticator works; returns recovery codes."""
-    chal = _open_challenge(session, challenge, "enroll")
-    row = _locked_operator(session, chal.operator_id)
+    chal = open_challenge(session, challenge, "enroll")
+    row = locked_operator(session, chal.operator_id)
     keys = [throttle.account_key(row.username), throttle.address_key(source)]
     throttle.ensure_not_locked(session, keys)
     if chal.pending_secret_id is None:
         raise MfaFailedError("start the enrollment first")
-    pending = session.get(SecretRow, chal.pending_secret_id)
-    assert pending is not None
-    secret = open_secret(master, pending.sealed, _secret_aad(row.id)).decode()
+    pending_id = chal.pending_secret_id
+    secret = open_totp_secret(session, master, pending_id, row.id)
     step = totp.matching_step(secret, code, last_used_step=0)
     if step is None:
         chal.attempts += 1
         raise _fail_login(session, keys, MfaFailedError("invalid code"))
-    pending.purpose = "totp"
-    row.totp_secret_id = pending.id
+    confirm_totp_secret(session, pending_id)
+    row.totp_secret_id = pending_id
     row.mfa_enabled = True
     row.last_totp_step = step
     row.updated_at = utcnow()
     chal.used_at = utcnow()
     chal.pending_secret_id = None
-    codes = _new_recovery_codes(session, row.id)
+    codes = new_recovery_codes(session, row.id)
     append_audit_entry(
         session, actor=f"operator:{row.username}", action="operator.mfa_enroll",
         target=f"operator:{row.username}",
     )
     throttle.clear_failures(session, throttle.account_key(row.username))
     return _start_session(session, row, source), codes
-
-
-def _new_recovery_codes(session: Session, operator_id: int) -> list[str]:
-    for old in session.execute(
-        select(RecoveryCodeRow).where(RecoveryCodeRow.operator_id == operator_id)
-    ).scalars():
-        session.delete(old)
-    alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
-    codes = []
-    for _ in range(RECOVERY_CODE_COUNT):
-        raw = "".join(secrets.choice(alphabet) for _ in range(16))
-        session.add(RecoveryCodeRow(operator_id=operator_id, code_hash=_sha256(raw)))
-        codes.append("-".join(raw[i : i + 4] for i in range(0, 16, 4)))
-    session.flush()
-    return codes
 
 
 # --- sessions --------------------------------------------------------------------------
@@ -432,7 +316,7 @@ def _start_session(session: Session, row: OperatorRow, source: str) -> LoginResu
     expires = now + SESSION_ABSOLUTE
     session.add(
         WebSessionRow(
-            session_hash=_sha256(token), csrf_hash=_sha256(csrf), operator_id=row.id,
+            session_hash=sha256_hex(token), csrf_hash=sha256_hex(csrf), operator_id=row.id,
             created_at=now, expires_at=expires, last_seen_at=now, source=source[:64],
         )
     )
@@ -442,7 +326,7 @@ def _start_session(session: Session, row: OperatorRow, source: str) -> LoginResu
     )
     session.flush()
     return LoginResult(
-        LoginStep.DONE, _to_operator(row), session_token=token, csrf_token=csrf,
+        LoginStep.DONE, to_operator(row), session_token=token, csrf_token=csrf,
         session_expires_at=expires,
     )
 
@@ -461,7 +345,7 @@ def authenticate_session(
     session: Session, *, session_token: str, csrf_token: str | None, needs_csrf: bool
 ) -> Principal:
     row = session.execute(
-        select(WebSessionRow).where(WebSessionRow.session_hash == _sha256(session_token))
+        select(WebSessionRow).where(WebSessionRow.session_hash == sha256_hex(session_token))
     ).scalar_one_or_none()
     now = utcnow()
     if (
@@ -470,7 +354,7 @@ def authenticate_session(
     ):
         raise InvalidCredentialError("session expired or unknown; log in again")
     if needs_csrf and (
-        csrf_token is None or not hmac.compare_digest(row.csrf_hash, _sha256(csrf_token))
+        csrf_token is None or not hmac.compare_digest(row.csrf_hash, sha256_hex(csrf_token))
     ):
         raise PermissionDeniedError("missing or wrong CSRF token", code="csrf_failed")
     operator = session.get(OperatorRow, row.operator_id)

@@ -16,10 +16,10 @@ from sqlalchemy.orm import Session
 from fleetguard.auditlog import append_audit_entry
 from fleetguard.core.clock import utcnow
 from fleetguard.core.errors import PermissionDeniedError, ValidationFailedError
+from fleetguard.operators._accounts import LAST_USE_GRANULARITY, operator_row, sha256_hex
 from fleetguard.operators.errors import InvalidCredentialError, OperatorNotFoundError
 from fleetguard.operators.minting import ensure_may_mint
 from fleetguard.operators.models import ROLE_RANK, ApiToken, IssuedToken, Principal, Role
-from fleetguard.operators.service import LAST_USE_GRANULARITY, _get_row, _sha256
 from fleetguard.store.tables import ApiTokenRow, OperatorRow
 
 TOKEN_PREFIX = "fgt"  # noqa: S105 - a public marker, not a secret
@@ -48,7 +48,7 @@ def create_api_token(
     """A token acts for its operator with at most the operator's role, and at most the
     issuing credential's role and lifetime (a token of a token neither widens nor outlives
     it). Without a role it takes the lesser of the operator's and the issuer's."""
-    owner = _get_row(session, username)
+    owner = operator_row(session, username)
     owner_role = Role(owner.role)
     ceiling = owner_role
     if issuer is not None and ROLE_RANK[issuer.role] < ROLE_RANK[ceiling]:
@@ -71,7 +71,7 @@ def create_api_token(
     secret = secrets.token_urlsafe(32)
     row = ApiTokenRow(
         token_id=token_id, operator_id=owner.id, name=clean_name, role=role.value,
-        secret_hash=_sha256(secret), created_at=now, expires_at=now + ttl,
+        secret_hash=sha256_hex(secret), created_at=now, expires_at=now + ttl,
     )
     session.add(row)
     session.flush()
@@ -124,14 +124,14 @@ def authenticate_api_token(session: Session, *, token: str, source: str) -> Prin
         select(ApiTokenRow).where(ApiTokenRow.token_id == parts[1])
     ).scalar_one_or_none()
     now = utcnow()
-    if row is None or not hmac.compare_digest(row.secret_hash, _sha256(parts[2])):
+    if row is None or not hmac.compare_digest(row.secret_hash, sha256_hex(parts[2])):
         raise invalid
     if row.revoked_at is not None or row.expires_at <= now:
         raise invalid
     owner = session.get(OperatorRow, row.operator_id)
     if owner is None or owner.disabled:
         raise invalid
-    # Last use is kept to the minute: a write on every request would serialise the API.
+    # Last use is kept to the minute (LAST_USE_GRANULARITY).
     if (
         row.last_used_at is None or now - row.last_used_at > LAST_USE_GRANULARITY
         or row.last_used_from != source[:64]
@@ -144,3 +144,17 @@ def authenticate_api_token(session: Session, *, token: str, source: str) -> Prin
         operator_id=owner.id, username=owner.username, role=role, via=f"token:{row.token_id}",
         credential_expires_at=row.expires_at,
     )
+
+
+def revoke_operator_tokens(session: Session, operator_id: int) -> list[str]:
+    """Revoke every live token of an operator (who is being disabled); their ids."""
+    now = utcnow()
+    revoked = []
+    for token in session.execute(
+        select(ApiTokenRow).where(
+            ApiTokenRow.operator_id == operator_id, ApiTokenRow.revoked_at.is_(None)
+        )
+    ).scalars():
+        token.revoked_at = now
+        revoked.append(token.token_id)
+    return revoked

@@ -11,9 +11,6 @@ from fleetguard.api.context import AppContext, get_context
 from fleetguard.api.schemas import OperatorCreate, OperatorOut, PasswordChange
 from fleetguard.operators import Permission, Principal
 from fleetguard.operators import service as operators
-from fleetguard.operators.errors import LoginFailedError
-from fleetguard.operators.passwords import verify_password
-from fleetguard.store.tables import OperatorRow
 
 router = APIRouter(prefix="/api/v1", tags=["operators"])
 Ctx = Annotated[AppContext, Depends(get_context)]
@@ -34,12 +31,9 @@ def change_own_password(
 ) -> None:
     """Change your own password (proves the current one); ends every session."""
     with ctx.db.session() as session:
-        row = session.get(OperatorRow, principal.operator_id)
-        if row is None or not verify_password(row.password_hash, body.current_password):
-            raise LoginFailedError("current password is wrong")
-        operators.change_password(
-            session, username=principal.username, new_password=body.new_password,
-            actor=principal.actor,
+        operators.change_own_password(
+            session, principal, current_password=body.current_password,
+            new_password=body.new_password,
         )
 
 
