@@ -9,7 +9,7 @@ it loads as a logged-in admin (session cookie):
 2. device lists sorted by name: filtered by an open default-credentials finding; by state
    and label; by telemetry offline; and an unfiltered list's second page (keyset cursor);
 and prints p50 and p95 of time to first byte and full load over repeated loads, against
-the 300 ms limit of issue 6. Devices are registered through the registry service's CSV
+the 300 ms limit of issue 6. Devices are registered through the registry's CSV
 import (the same code as ``POST /api/v1/devices/import``) and findings through the
 findings service's report ingestion (the path of ``fleetguard scan --server``), matched to
 devices by the serial number a service discloses; telemetry state rows are written
@@ -37,9 +37,10 @@ from fleetguard.core.clock import utcnow
 from fleetguard.core.config import load_settings
 from fleetguard.install import open_installation_database
 from fleetguard.operators import totp
+from fleetguard.protocol.scan_report import parse_scan_report
 from fleetguard.registry import DeviceState
 from fleetguard.registry import service as registry
-from fleetguard.registry.service import MAX_CSV_ROWS
+from fleetguard.registry.csv_exchange import MAX_CSV_ROWS, import_devices_csv
 from fleetguard.store import Database
 from fleetguard.store.tables import DeviceRow, TelemetryDeviceRow
 
@@ -91,7 +92,7 @@ def _report(indices: list[int]) -> dict[str, object]:
 def seed_findings(db: Database) -> int:
     weak = list(range(0, DEVICES, 10))
     for start in range(0, len(weak), HOSTS_PER_REPORT):
-        document = findings.parse_report_document(_report(weak[start:start + HOSTS_PER_REPORT]))
+        document = parse_scan_report(_report(weak[start:start + HOSTS_PER_REPORT]))
         with db.session() as session:
             findings.ingest_report(session, document, actor="bench")
     return len(weak)
@@ -132,7 +133,7 @@ def populate(data_dir: Path) -> None:
         for i in range(done, done + batch):
             out.write(f"dev-{i:06d},SN{i:08d},acme,1.{i % 7}.0,site=site-{i % 20:02d};tier=prod\n")
         with db.session() as session:
-            registry.import_devices_csv(session, out.getvalue(), actor="bench")
+            import_devices_csv(session, out.getvalue(), actor="bench")
         done += batch
     # a share of the fleet in each state (through the service, audited)
     with db.session() as session:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from fleetguard.core.errors import ValidationFailedError
-from fleetguard.registry import DeviceChanges, DeviceFilter, DeviceState, GroupKind
+from fleetguard.registry import (
+    DeviceChanges,
+    DeviceFilter,
+    DeviceState,
+    GroupKind,
+    csv_exchange,
+    groups,
+)
 from fleetguard.registry import service as registry
 from fleetguard.registry.errors import (
     DeviceExistsError,
@@ -91,10 +98,10 @@ def test_static_and_dynamic_groups(db: Database) -> None:
     a = _add(db, "a", labels={"tier": "prod"})
     _add(db, "b", labels={"tier": "test"})
     with db.session() as s:
-        registry.create_group(s, name="pinned", kind=GroupKind.STATIC, label_query=None, actor="t")
-        registry.create_group(s, name="prod", kind=GroupKind.DYNAMIC, label_query="tier=prod",
+        groups.create_group(s, name="pinned", kind=GroupKind.STATIC, label_query=None, actor="t")
+        groups.create_group(s, name="prod", kind=GroupKind.DYNAMIC, label_query="tier=prod",
                               actor="t")
-        registry.set_group_membership(s, group="pinned", device_id=a.id, member=True, actor="t")
+        groups.set_group_membership(s, group="pinned", device_id=a.id, member=True, actor="t")
     with db.session() as s:
         assert [d.name for d in registry.list_devices(s, DeviceFilter(group="pinned")).devices] == ["a"]
         assert [d.name for d in registry.list_devices(s, DeviceFilter(group="prod")).devices] == ["a"]
@@ -104,18 +111,18 @@ def test_static_and_dynamic_groups(db: Database) -> None:
 def test_csv_export_then_import_round_trips(db: Database, tmp_path) -> None:  # type: ignore[no-untyped-def]
     _add(db, "cam, with comma", serial="S1", vendor="Acme", labels={"site": "berlin"})
     with db.session() as s:
-        text = "".join(registry.export_devices_csv(s))
+        text = "".join(csv_exchange.export_devices_csv(s))
     assert text.splitlines()[0].startswith("id,name,serial")
     other = text.replace("S1", "S2").replace(text.splitlines()[1].split(",")[0], "")
     with db.session() as s:
-        assert registry.import_devices_csv(s, other, actor="t") == 1
+        assert csv_exchange.import_devices_csv(s, other, actor="t") == 1
         assert registry.find_device_by_serial(s, "S2").labels == {"site": "berlin"}  # type: ignore[union-attr]
 
 
 def test_csv_import_is_all_or_nothing_and_names_the_line(db: Database) -> None:
     text = "name,serial,labels\nok-1,A1,site=x\nbad,A2,not-a-label\n"
     with pytest.raises(ValidationFailedError, match="line 3"), db.session() as s:
-        registry.import_devices_csv(s, text, actor="t")
+        csv_exchange.import_devices_csv(s, text, actor="t")
     with db.session() as s:
         assert registry.list_devices(s).devices == []
 
@@ -132,7 +139,7 @@ def test_registered_device_ids_names_only_devices_the_registry_holds(db: Databas
 def test_a_csv_row_with_more_fields_than_the_header_is_refused_by_line(db: Database) -> None:
     text = "name,vendor,labels\nok,Acme,site=a\ncam,Acme, Inc,site=b\n"
     with pytest.raises(ValidationFailedError) as caught, db.session() as session:
-        registry.import_devices_csv(session, text, actor="t")
+        csv_exchange.import_devices_csv(session, text, actor="t")
     assert caught.value.message.startswith("line 3: more fields than the header's 3")
     with db.read_session() as session:  # all rows or none
         assert registry.list_devices(session, DeviceFilter(search="ok")).devices == []
@@ -140,5 +147,5 @@ def test_a_csv_row_with_more_fields_than_the_header_is_refused_by_line(db: Datab
 
 def test_a_bad_label_in_a_csv_row_is_named_once_with_its_line(db: Database) -> None:
     with pytest.raises(ValidationFailedError) as caught, db.session() as session:
-        registry.import_devices_csv(session, "name,labels\ncam,site\n", actor="t")
+        csv_exchange.import_devices_csv(session, "name,labels\ncam,site\n", actor="t")
     assert caught.value.message == "line 2: label 'site' is not key=value"

@@ -21,15 +21,17 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from fleetguard.core.clock import as_utc
 from fleetguard.core.errors import ValidationFailedError
+from fleetguard.registry._rows import filtered_devices, groups_of, to_device
 from fleetguard.registry.models import (
     DeviceFilter,
     DevicePage,
     DeviceSort,
     DeviceState,
 )
-from fleetguard.registry.service import MAX_PAGE, _filtered, _groups_of, _to_device
 from fleetguard.store.idset import in_id_set
 from fleetguard.store.tables import DeviceRow
+
+MAX_PAGE = 500  # the most devices one page holds, whatever the caller asks
 
 # Each order's key columns (the id breaks ties) and whether it ascends.
 _SORT_KEYS: dict[DeviceSort, tuple[tuple[InstrumentedAttribute[Any], ...], bool]] = {
@@ -92,7 +94,7 @@ def browse_devices(
     """
     flt = flt or DeviceFilter()
     limit = max(1, min(limit, MAX_PAGE))
-    query = _filtered(session, flt)
+    query = filtered_devices(session, flt)
     if flt.device_ids is not None:
         query = query.where(in_id_set(DeviceRow.id, flt.device_ids))
     if cursor:
@@ -102,9 +104,9 @@ def browse_devices(
     rows = list(session.execute(query.order_by(*order).limit(limit + 1)).scalars())
     more = len(rows) > limit
     rows = rows[:limit]
-    groups = _groups_of(session, [r.id for r in rows])
+    groups = groups_of(session, [r.id for r in rows])
     return DevicePage(
-        devices=[_to_device(r, groups.get(r.id)) for r in rows],
+        devices=[to_device(r, groups.get(r.id)) for r in rows],
         next_cursor=_encode_cursor(rows[-1], sort) if more and rows else None,
     )
 
@@ -115,4 +117,4 @@ def device_ids_in_state(session: Session, state: DeviceState) -> frozenset[str]:
     ).scalars())  # fmt: skip
 
 
-__all__ = ["browse_devices", "device_ids_in_state"]
+__all__ = ["MAX_PAGE", "browse_devices", "device_ids_in_state"]
