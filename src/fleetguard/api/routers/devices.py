@@ -40,6 +40,8 @@ from fleetguard.identity import service as identity
 from fleetguard.operators import Permission, Principal
 from fleetguard.pki import RevocationReason
 from fleetguard.registry import Device, DeviceChanges, DeviceFilter, DeviceState, GroupKind
+from fleetguard.registry import csv_exchange as device_csv
+from fleetguard.registry import groups as device_groups
 from fleetguard.registry import service as registry
 
 router = APIRouter(prefix="/api/v1", tags=["devices"])
@@ -136,7 +138,7 @@ def export_devices(
     flt = _filter(state, None, None, labels, None)
     session = ctx.db.sessions()
     try:  # a bad filter is a 4xx here, before the 200 and the first line are sent
-        lines = registry.export_devices_csv(session, flt)
+        lines = device_csv.export_devices_csv(session, flt)
     except BaseException:
         session.close()
         raise
@@ -171,7 +173,7 @@ async def import_devices(request: Request, ctx: Ctx, principal: Writer) -> Impor
 
     def run() -> int:
         with ctx.db.session() as session:
-            return registry.import_devices_csv(session, text, actor=principal.actor)
+            return device_csv.import_devices_csv(session, text, actor=principal.actor)
 
     from starlette.concurrency import run_in_threadpool
 
@@ -251,7 +253,7 @@ def device_certificates(device_id: str, ctx: Ctx, _: Reader) -> list[Certificate
 def list_groups(ctx: Ctx, _: Reader) -> list[GroupOut]:
     with ctx.db.session() as session:
         return [GroupOut(name=g.name, kind=g.kind.value, label_query=g.label_query,
-                         created_at=g.created_at) for g in registry.list_groups(session)]
+                         created_at=g.created_at) for g in device_groups.list_groups(session)]
 
 
 @router.post("/groups", status_code=201)
@@ -261,7 +263,7 @@ def create_group(body: GroupCreate, ctx: Ctx, principal: Writer) -> GroupOut:
     except ValueError as exc:
         raise ValidationFailedError("kind must be static or dynamic", field="kind") from exc
     with ctx.db.session() as session:
-        g = registry.create_group(session, name=body.name, kind=kind,
+        g = device_groups.create_group(session, name=body.name, kind=kind,
                                   label_query=body.label_query, actor=principal.actor)
     return GroupOut(name=g.name, kind=g.kind.value, label_query=g.label_query,
                     created_at=g.created_at)
@@ -270,14 +272,14 @@ def create_group(body: GroupCreate, ctx: Ctx, principal: Writer) -> GroupOut:
 @router.put("/groups/{group}/members/{device_id}", status_code=204)
 def add_group_member(group: str, device_id: str, ctx: Ctx, principal: Writer) -> None:
     with ctx.db.session() as session:
-        registry.set_group_membership(session, group=group, device_id=device_id, member=True,
+        device_groups.set_group_membership(session, group=group, device_id=device_id, member=True,
                                       actor=principal.actor)
 
 
 @router.delete("/groups/{group}/members/{device_id}", status_code=204)
 def remove_group_member(group: str, device_id: str, ctx: Ctx, principal: Writer) -> None:
     with ctx.db.session() as session:
-        registry.set_group_membership(session, group=group, device_id=device_id, member=False,
+        device_groups.set_group_membership(session, group=group, device_id=device_id, member=False,
                                       actor=principal.actor)
 
 
