@@ -147,13 +147,17 @@ def peer_certificate(request: Request) -> bytes | None:
 
 
 def caller_identity(request: Request, ctx: Ctx) -> CallerIdentity:
+    """The authenticated caller; a device is noted as seen, at its address, by the one
+    writer of the registry's last-seen (the ingest service)."""
     der = peer_certificate(request)
     if der is None:
         raise AuthenticationError("a client certificate is required", code="client_cert_required")
+    source = client_address(request)
     with ctx.db.session() as session:
-        return admission.authenticate_peer_certificate(
-            session, der, source=client_address(request)
-        )
+        caller = admission.authenticate_peer_certificate(session, der, source=source)
+    if caller.kind == "device" and ctx.ingest is not None:
+        ctx.ingest.note_device_seen(caller.subject_id, source)
+    return caller
 
 
 Caller = Annotated[CallerIdentity, Depends(caller_identity)]

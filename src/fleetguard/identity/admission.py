@@ -106,6 +106,8 @@ def _uri_of(cert: x509.Certificate) -> str:
 
 
 def _record_use(session: Session, row: DeviceCertificateRow, source: str) -> None:
+    """Identity's own record of where a certificate is used (a clone shows as two places).
+    The device's last-seen is not written here: its one writer is telemetry's ingest."""
     now = utcnow()
     if row.first_seen_at is None:
         row.first_seen_at = now
@@ -120,7 +122,6 @@ def _record_use(session: Session, row: DeviceCertificateRow, source: str) -> Non
         else:
             use.last_seen_at = now
             use.uses += 1
-        registry.record_device_seen(session, row.device_id, source)
 
 
 def _authenticate_claim(session: Session, uri: str, serial: str) -> CallerIdentity:
