@@ -6,6 +6,7 @@ import asyncio
 import threading
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from fleetguard.identity import service as identity
@@ -45,6 +46,21 @@ def test_a_token_enrolls_once_and_activates_the_device(
     assert again[0].json()["error"]["code"] == "enrollment_token_invalid"
     with db.read_session() as session:
         assert registry.get_device(session, device_id).state is DeviceState.ACTIVE
+
+
+@pytest.mark.parametrize(("body", "status", "code"), [
+    ({"token": "fge1.not-a-token", "csr": "x"}, 401, "enrollment_token_invalid"),
+    ({"token": "t", "csr": "x", "device_id": "someone-else"}, 422, "validation_failed"),
+    ({"token": "t", "csr": "x" * 16385}, 422, "validation_failed"),
+    ({"token": "t" * 301, "csr": "x"}, 422, "validation_failed"),
+    ({"csr": 7}, 422, "validation_failed"),
+])
+def test_a_hostile_enrollment_body_gets_a_clear_refusal(
+    device_app: FastAPI, body: dict[str, object], status: int, code: str
+) -> None:
+    [response] = _enroll(device_app, body)  # type: ignore[arg-type]
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
 
 
 def test_concurrent_enrollments_each_get_their_own_answer(

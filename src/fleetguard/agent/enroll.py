@@ -20,7 +20,6 @@ import ssl
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -29,16 +28,29 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+from pydantic import ValidationError
 
-from fleetguard.core.errors import AuthenticationError, FleetError, UntrustedInputError
+from fleetguard.core.errors import (
+    AuthenticationError,
+    FleetError,
+    UntrustedInputError,
+    ValidationFailedError,
+)
 from fleetguard.core.files import write_atomic
 from fleetguard.core.tls import client_context
+from fleetguard.protocol import (
+    ENROLL_PATH,
+    RENEW_PATH,
+    CertificateResponse,
+    EnrollRequest,
+    RenewRequest,
+    parse_enrollment_token,
+)
 
 KEY_FILE = "device.key"
 CERT_FILE = "device.crt"
 CA_FILE = "ca.pem"
 IDENTITY_FILE = "identity.json"
-TOKEN_PREFIX = "fge1"  # noqa: S105 - a format marker
 
 
 class EnrollmentFailedError(FleetError):
@@ -68,14 +80,6 @@ class DeviceIdentity:
     @property
     def ca_path(self) -> Path:
         return self.state_dir / CA_FILE
-
-
-def token_fingerprint(token: str) -> str:
-    parts = token.strip().split(".")
-    if len(parts) != 3 or parts[0] != TOKEN_PREFIX or len(parts[2]) != 64:
-        raise AuthenticationError("not a fleetguard enrollment token",
-                                  code="enrollment_token_invalid")
-    return parts[2].lower()
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -165,9 +169,11 @@ def _client(server: str, root_pem: bytes, cert: Path | None = None,
     return httpx.Client(base_url=server.rstrip("/"), verify=context, timeout=30)
 
 
-def _post(client: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
+def _post(
+    client: httpx.Client, path: str, body: EnrollRequest | RenewRequest
+) -> CertificateResponse:
     try:
-        response = client.post(path, json=body)
+        response = client.post(path, json=body.model_dump(exclude_none=True))
     except httpx.HTTPError as exc:
         raise EnrollmentFailedError(f"could not reach the platform: {exc}") from exc
     if response.status_code != 201:
@@ -177,24 +183,25 @@ def _post(client: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, An
         except (ValueError, KeyError, TypeError):
             message = f"HTTP {response.status_code}"
         raise EnrollmentFailedError(f"the platform refused: {message}")
-    data: dict[str, Any] = response.json()
-    return data
+    try:
+        return CertificateResponse.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise EnrollmentFailedError("the platform's answer is not a certificate response") from exc
 
 
 def _store(state_dir: Path, server: str, key: ec.EllipticCurvePrivateKey,
-           result: dict[str, Any]) -> DeviceIdentity:
+           result: CertificateResponse) -> DeviceIdentity:
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(state_dir, 0o700)
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
     _write_private(state_dir / KEY_FILE, key_pem)
-    _write_private(state_dir / CERT_FILE, result["chain_pem"].encode())
-    _write_private(state_dir / CA_FILE, result["ca_bundle_pem"].encode())
-    identity = {"device_id": result["device_id"], "server": server,
-                "serial": result["serial"], "not_after": result["not_after"]}
+    _write_private(state_dir / CERT_FILE, result.chain_pem.encode())
+    _write_private(state_dir / CA_FILE, result.ca_bundle_pem.encode())
+    identity = {"device_id": result.device_id, "server": server,
+                "serial": result.serial, "not_after": result.not_after.isoformat()}
     _write_private(state_dir / IDENTITY_FILE, json.dumps(identity, indent=2).encode())
-    return DeviceIdentity(result["device_id"], server,
-                          datetime.fromisoformat(result["not_after"]), state_dir)
+    return DeviceIdentity(result.device_id, server, result.not_after, state_dir)
 
 
 def enroll_device(
@@ -204,21 +211,21 @@ def enroll_device(
     if not token and not (claim_cert and claim_key and serial):
         raise AuthenticationError("give --token, or --claim-cert, --claim-key and --serial",
                                   code="enrollment_credential_required")
+    pinned = parse_enrollment_token(token) if token else None  # refused here if malformed
     if ca_file is not None:
         root_pem = ca_file.read_bytes()
-    elif token:
-        root_pem = fetch_pinned_root(server, token_fingerprint(token))
+    elif pinned is not None:
+        root_pem = fetch_pinned_root(server, pinned.root_fingerprint)
     else:
         raise AuthenticationError("claim enrollment needs --ca-file with the fleet root",
                                   code="root_required")
     key, csr = _new_key_and_csr()
-    body: dict[str, Any] = {"csr": csr}
-    if token:
-        body["token"] = token
-    else:
-        body["serial"] = serial
+    try:
+        body = EnrollRequest(csr=csr, token=token, serial=None if token else serial)
+    except ValidationError as exc:
+        raise ValidationFailedError(f"not a valid enrollment request: {exc}") from None
     with _client(server, root_pem, claim_cert, claim_key) as client:
-        result = _post(client, "/v1/enroll", body)
+        result = _post(client, ENROLL_PATH, body)
     return _store(state_dir, server, key, result)
 
 
@@ -243,5 +250,5 @@ def renew_device_certificate(state_dir: Path) -> DeviceIdentity:
     identity = load_identity(state_dir)
     key, csr = _new_key_and_csr()
     with device_client(identity) as client:
-        result = _post(client, "/v1/renew", {"csr": csr})
+        result = _post(client, RENEW_PATH, RenewRequest(csr=csr))
     return _store(state_dir, identity.server, key, result)

@@ -12,7 +12,7 @@ import ssl
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from fleetguard.api.context import client_address
 from fleetguard.api.device_context import (
@@ -29,7 +29,14 @@ from fleetguard.core.errors import AuthenticationError, NotFoundError
 from fleetguard.identity import EnrollmentResult, admission
 from fleetguard.identity import service as identity
 from fleetguard.pki import FleetCA
-from fleetguard.protocol import MAX_MESSAGE_BYTES
+from fleetguard.protocol import (
+    ENROLL_PATH,
+    MAX_MESSAGE_BYTES,
+    RENEW_PATH,
+    CertificateResponse,
+    EnrollRequest,
+    RenewRequest,
+)
 from fleetguard.store import Database
 from fleetguard.telemetry import IngestService
 
@@ -38,33 +45,13 @@ _CA_ID = re.compile(r"[0-9a-f]{1,64}", re.ASCII)
 # Room for the protocol's own limit, so an oversized message is refused and counted there.
 MAX_DEVICE_BODY = MAX_MESSAGE_BYTES + 64 * 1024
 
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
-
-class EnrollRequest(StrictModel):
-    csr: str = Field(min_length=1, max_length=16384, description="PEM certificate request")
-    token: str | None = Field(default=None, max_length=300)
-    serial: str | None = Field(default=None, max_length=128)
-
-
-class RenewRequest(StrictModel):
-    csr: str = Field(min_length=1, max_length=16384)
-
-
-class CertificateResponse(BaseModel):
-    device_id: str
-    serial: str
-    certificate_pem: str
-    chain_pem: str
-    ca_bundle_pem: str
-    not_after: str
-
-    @classmethod
-    def of(cls, r: EnrollmentResult) -> CertificateResponse:
-        return cls(device_id=r.device_id, serial=r.serial_hex, certificate_pem=r.certificate_pem,
-                   chain_pem=r.chain_pem, ca_bundle_pem=r.ca_bundle_pem,
-                   not_after=r.not_after.isoformat())
+def _certificate_response(result: EnrollmentResult) -> CertificateResponse:
+    return CertificateResponse(
+        device_id=result.device_id, serial=result.serial_hex,
+        certificate_pem=result.certificate_pem, chain_pem=result.chain_pem,
+        ca_bundle_pem=result.ca_bundle_pem, not_after=result.not_after,
+    )
 
 
 class WhoAmI(BaseModel):
@@ -89,7 +76,7 @@ def create_device_app(
         app.router.on_shutdown.append(app.state.device_ctx.ingest.stop)
     app.router.on_shutdown.append(app.state.device_ctx.short_writes.close)
 
-    @app.post("/v1/enroll", status_code=201)
+    @app.post(ENROLL_PATH, status_code=201)
     async def enroll(body: EnrollRequest, request: Request, ctx: Ctx) -> CertificateResponse:
         """With a one-time token, or with the batch claim certificate and an allowed serial."""
         return await ctx.short_writes.run(_enroll, body, request, ctx)
@@ -102,7 +89,7 @@ def create_device_app(
                 result = identity.enroll_with_token(
                     session, fleet_ca, token=body.token, csr=body.csr, source=source
                 )
-            return CertificateResponse.of(result)
+            return _certificate_response(result)
         der = peer_certificate(request)
         if der is None:
             raise AuthenticationError(
@@ -116,9 +103,9 @@ def create_device_app(
             result = identity.enroll_with_claim(
                 session, fleet_ca, caller, serial=body.serial or "", csr=body.csr, source=source,
             )
-        return CertificateResponse.of(result)
+        return _certificate_response(result)
 
-    @app.post("/v1/renew", status_code=201)
+    @app.post(RENEW_PATH, status_code=201)
     def renew(
         body: RenewRequest, request: Request, caller: Caller, ctx: Ctx
     ) -> CertificateResponse:
@@ -127,7 +114,7 @@ def create_device_app(
             result = identity.renew_certificate(
                 session, ctx.current_ca(), caller, csr=body.csr, source=client_address(request)
             )
-        return CertificateResponse.of(result)
+        return _certificate_response(result)
 
     @app.get("/v1/whoami")
     def whoami(caller: Caller) -> WhoAmI:

@@ -59,6 +59,7 @@ from fleetguard.pki import (
     Revocation,
     RevocationReason,
 )
+from fleetguard.protocol import EnrollmentToken, parse_enrollment_token
 from fleetguard.registry import TRUSTED_STATES, DeviceState
 from fleetguard.registry import service as registry
 from fleetguard.store import flushed_connection
@@ -70,7 +71,6 @@ from fleetguard.store.tables.identity import (
     EnrollmentTokenRow,
 )
 
-TOKEN_PREFIX = "fge1"  # noqa: S105 - a format marker, not a secret
 TOKEN_DEFAULT_TTL = timedelta(days=7)
 TOKEN_MAX_TTL = timedelta(days=90)
 SHARED_IDENTITY_WINDOW = timedelta(minutes=10)
@@ -113,30 +113,19 @@ def create_enrollment_token(
         session, actor=actor, action="device.enrollment_token", target=f"device:{device.id}",
         details={"expires_at": (now + ttl).isoformat()},
     )
-    return f"{TOKEN_PREFIX}.{secret}.{ca.root_fingerprint}", now + ttl
-
-
-def parse_enrollment_token(token: str) -> tuple[str, str]:
-    """-> (secret, root fingerprint); the agent uses the fingerprint to pin the root."""
-    parts = token.strip().split(".")
-    if (
-        len(parts) != 3 or parts[0] != TOKEN_PREFIX or not 20 <= len(parts[1]) <= 100
-        or len(parts[2]) != 64 or any(c not in "0123456789abcdef" for c in parts[2])
-    ):
-        raise EnrollmentTokenInvalidError("not a fleetguard enrollment token")
-    return parts[1], parts[2]
+    return str(EnrollmentToken(secret, ca.root_fingerprint)), now + ttl
 
 
 def enroll_with_token(
     session: Session, ca: FleetCA, *, token: str, csr: bytes | str, source: str,
     validity: timedelta = DEFAULT_DEVICE_VALIDITY,
 ) -> EnrollmentResult:
-    secret, fingerprint = parse_enrollment_token(token)
-    if not hmac.compare_digest(fingerprint, ca.root_fingerprint):
+    parsed = parse_enrollment_token(token)
+    if not hmac.compare_digest(parsed.root_fingerprint, ca.root_fingerprint):
         raise EnrollmentTokenInvalidError("this token belongs to another fleet")
     now = utcnow()
     device_id = flushed_connection(session).execute(
-        CONSUME_TOKEN, {"secret_hash": sha256_hex(secret), "now": now}
+        CONSUME_TOKEN, {"secret_hash": sha256_hex(parsed.secret), "now": now}
     ).scalar()
     if device_id is None:
         raise EnrollmentTokenInvalidError("enrollment token unknown, expired or already used")

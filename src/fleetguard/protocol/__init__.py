@@ -18,6 +18,18 @@ from fleetguard.protocol.codec import (
     encode_message,
     parse_content_type,
 )
+from fleetguard.protocol.enrollment import (
+    ENROLL_PATH,
+    ENROLLMENT_TOKEN_PREFIX,
+    ENROLLMENT_VERSION,
+    RENEW_PATH,
+    CertificateResponse,
+    EnrollmentToken,
+    EnrollRequest,
+    MalformedEnrollmentTokenError,
+    RenewRequest,
+    parse_enrollment_token,
+)
 from fleetguard.protocol.errors import (
     MessageEncodeError,
     MessageRejectedError,
@@ -67,6 +79,9 @@ from fleetguard.protocol.topics import (
 )
 
 __all__ = [
+    "ENROLLMENT_TOKEN_PREFIX",
+    "ENROLLMENT_VERSION",
+    "ENROLL_PATH",
     "MAX_CHECKS",
     "MAX_CONNECTIONS",
     "MAX_DETAIL_CHARS",
@@ -78,7 +93,9 @@ __all__ = [
     "MAX_NEW_EXECUTABLES",
     "MAX_PATH_CHARS",
     "PROTOCOL_VERSION",
+    "RENEW_PATH",
     "TOPIC_PREFIX",
+    "CertificateResponse",
     "CheckOutcome",
     "CheckStatus",
     "Command",
@@ -89,9 +106,12 @@ __all__ = [
     "ContentType",
     "DeviceTopic",
     "DiskUsage",
+    "EnrollRequest",
+    "EnrollmentToken",
     "Heartbeat",
     "InterfaceCounters",
     "ListeningSocket",
+    "MalformedEnrollmentTokenError",
     "Message",
     "MessageEncodeError",
     "MessageKind",
@@ -101,6 +121,7 @@ __all__ = [
     "ProtocolError",
     "RejectReason",
     "RejectionCounter",
+    "RenewRequest",
     "TelemetryReport",
     "TopicKind",
     "TransportProto",
@@ -111,6 +132,7 @@ __all__ = [
     "from_millis",
     "message_kind_for",
     "parse_content_type",
+    "parse_enrollment_token",
     "parse_topic",
     "subscription",
     "to_millis",

@@ -23,9 +23,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from pydantic import ValidationError
 
 from fleetguard.core.errors import FleetError
 from fleetguard.core.tls import client_context
+from fleetguard.protocol import ENROLL_PATH, CertificateResponse, EnrollRequest
 
 
 class ProvisioningError(FleetError):
@@ -92,6 +94,14 @@ async def _call(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> d
     return data
 
 
+async def _enroll(client: httpx.AsyncClient, body: EnrollRequest) -> CertificateResponse:
+    answer = await _call(client, ENROLL_PATH, body.model_dump(exclude_none=True))
+    try:
+        return CertificateResponse.model_validate(answer)
+    except ValidationError as exc:
+        raise ProvisioningError(f"{ENROLL_PATH}: not a certificate response: {exc}") from None
+
+
 async def provision_fleet(
     *,
     server: str,
@@ -123,10 +133,10 @@ async def provision_fleet(
                 token = await _call(api, f"/api/v1/devices/{device['id']}/enrollment-token",
                                     {"ttl_hours": 1})
                 key_pem, csr = await asyncio.to_thread(new_key_and_csr)
-                result = await _call(dev, "/v1/enroll", {"csr": csr, "token": token["token"]})
+                result = await _enroll(dev, EnrollRequest(csr=csr, token=token["token"]))
             done += 1
             if progress is not None:
                 progress(done)
-            return SimIdentity(result["device_id"], name, key_pem, result["chain_pem"].encode())
+            return SimIdentity(result.device_id, name, key_pem, result.chain_pem.encode())
 
         return list(await asyncio.gather(*(one(i, n) for i, n in enumerate(names))))
