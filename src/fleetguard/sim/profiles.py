@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -247,72 +248,114 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+@dataclass(slots=True)
+class _Effects:
+    """What a scenario adds to one telemetry interval of a device, besides its counters."""
+
+    active: ActiveScenario
+    device: DeviceModel
+    dt: float
+    listening: list[ListeningSocket]
+    connections: list[Connection]
+    new_exes: list[NewExecutable]
+
+    @property
+    def subnet(self) -> str:
+        return self.device.address.rsplit(".", 1)[0]
+
+    def ephemeral_port(self) -> int:
+        return self.device.rng.randint(32768, 60999)
+
+    def connect(self, remote_address: str, remote_port: int, process: str,
+                local_port: int | None = None) -> None:
+        self.connections.append(Connection(
+            proto=TCP, local_address=self.device.address,
+            local_port=self.ephemeral_port() if local_port is None else local_port,
+            remote_address=remote_address, remote_port=remote_port, process=process))
+
+    def announce(self, path: str, size_bytes: int) -> None:
+        """A new executable shows up once, on the scenario's first interval."""
+        if not self.active.announced:
+            self.active.announced = True
+            self.new_exes.append(NewExecutable(path=path, sha256=_sha(self.active.target),
+                                               size_bytes=size_bytes))
+
+
+def _port_scan(e: _Effects, net: list[float]) -> _Totals:
+    rng = e.device.rng
+    syns = 160 * e.dt
+    net[0], net[2], net[4] = syns, syns * 0.97, syns * 0.02
+    for _ in range(rng.randint(1, 3)):  # the few that answered
+        local_port = e.ephemeral_port()  # drawn first: a seed replays the same fleet
+        e.connect(f"{e.subnet}.{rng.randint(2, 253)}", rng.choice((23, 2323, 22, 80)),
+                  "dvrHelper", local_port)
+    return syns * 60, syns * 54, syns, syns * 0.97, 25.0
+
+
+def _telnet_bruteforce(e: _Effects, net: list[float]) -> _Totals:
+    attempts = 4 * e.dt
+    net[0], net[2] = attempts, attempts * 0.1
+    first = int(e.active.target.rsplit(".", 1)[1])
+    for n in range(e.device.rng.randint(3, 8)):
+        e.connect(f"{e.subnet}.{(first + n) % 252 + 2}", 23, "dvrHelper")
+    return attempts * 320, attempts * 410, attempts * 12, attempts * 11, 20.0
+
+
+def _exfiltration(e: _Effects, net: list[float]) -> _Totals:
+    sent = 1_500_000 * e.dt
+    e.connect(e.active.target, e.active.port, "curl")
+    net[0] = e.dt / 120
+    return sent, sent * 0.02, sent / 1400, sent * 0.02 / 66, 35.0
+
+
+def _c2_beacon(e: _Effects, net: list[float]) -> _Totals:
+    beacons = e.dt / 60
+    net[0] = beacons
+    if e.device.rng.random() < 0.5:
+        e.connect(e.active.target, e.active.port, "sh")
+    return beacons * 600, beacons * 350, beacons * 8, beacons * 7, 0.0
+
+
+def _new_listener(e: _Effects, net: list[float]) -> _Totals:
+    e.listening.append(ListeningSocket(proto=TCP, address=ANY, port=e.active.port,
+                                       process="busybox"))
+    e.announce(BIND_SHELL, 87_412)
+    return 0.0, 0.0, 0.0, 0.0, 0.0
+
+
+def _cryptominer(e: _Effects, net: list[float]) -> _Totals:
+    e.connect(e.active.target, e.active.port, "kdevtmpfsi")
+    e.announce(MINER, 2_380_000)
+    dt = e.dt
+    return 300 * dt, 500 * dt, 3 * dt, 4 * dt, e.device.rng.uniform(97.0, 100.0)
+
+
+def _flood(e: _Effects, net: list[float]) -> _Totals:
+    datagrams = 40_000 * e.dt
+    net[8] = datagrams
+    return datagrams * 512, 0.0, datagrams, 0.0, 45.0
+
+
+# (bytes out, bytes in, packets out, packets in, cpu floor)
+_Totals = tuple[float, float, float, float, float]
+_SCENARIO_EFFECTS: dict[Scenario, Callable[[_Effects, list[float]], _Totals]] = {
+    Scenario.PORT_SCAN: _port_scan,
+    Scenario.TELNET_BRUTEFORCE: _telnet_bruteforce,
+    Scenario.EXFILTRATION: _exfiltration,
+    Scenario.C2_BEACON: _c2_beacon,
+    Scenario.NEW_LISTENER: _new_listener,
+    Scenario.CRYPTOMINER: _cryptominer,
+}
+
+
 def _apply(active: ActiveScenario, device: DeviceModel, dt: float,
            listening: list[ListeningSocket], connections: list[Connection],
            new_exes: list[NewExecutable]) -> _Deltas:
     """(bytes out, bytes in, packets out, packets in, cpu floor, net counter deltas)."""
-    rng = device.rng
     net = [0.0] * len(_NET_FIELDS)
-    local = device.address.rsplit(".", 1)[0]
-    scenario = active.scenario
-
-    def ephemeral() -> int:
-        return rng.randint(32768, 60999)
-
-    if scenario is Scenario.PORT_SCAN:
-        syns = 160 * dt
-        net[0], net[2], net[4] = syns, syns * 0.97, syns * 0.02
-        for _ in range(rng.randint(1, 3)):  # the few that answered
-            connections.append(Connection(
-                proto=TCP, local_address=device.address, local_port=ephemeral(),
-                remote_address=f"{local}.{rng.randint(2, 253)}",
-                remote_port=rng.choice((23, 2323, 22, 80)), process="dvrHelper"))
-        return syns * 60, syns * 54, syns, syns * 0.97, 25.0, net
-    if scenario is Scenario.TELNET_BRUTEFORCE:
-        attempts = 4 * dt
-        net[0], net[2] = attempts, attempts * 0.1
-        for n in range(rng.randint(3, 8)):
-            connections.append(Connection(
-                proto=TCP, local_address=device.address, local_port=ephemeral(),
-                remote_address=f"{local}.{(int(active.target.rsplit('.', 1)[1]) + n) % 252 + 2}",
-                remote_port=23, process="dvrHelper"))
-        return attempts * 320, attempts * 410, attempts * 12, attempts * 11, 20.0, net
-    if scenario is Scenario.EXFILTRATION:
-        sent = 1_500_000 * dt
-        connections.append(Connection(
-            proto=TCP, local_address=device.address, local_port=ephemeral(),
-            remote_address=active.target, remote_port=active.port, process="curl"))
-        net[0] = dt / 120
-        return sent, sent * 0.02, sent / 1400, sent * 0.02 / 66, 35.0, net
-    if scenario is Scenario.C2_BEACON:
-        beacons = dt / 60
-        net[0] = beacons
-        if rng.random() < 0.5:
-            connections.append(Connection(
-                proto=TCP, local_address=device.address, local_port=ephemeral(),
-                remote_address=active.target, remote_port=active.port, process="sh"))
-        return beacons * 600, beacons * 350, beacons * 8, beacons * 7, 0.0, net
-    if scenario is Scenario.NEW_LISTENER:
-        listening.append(ListeningSocket(proto=TCP, address=ANY, port=active.port,
-                                         process="busybox"))
-        if not active.announced:
-            active.announced = True
-            new_exes.append(NewExecutable(path=BIND_SHELL, sha256=_sha(active.target),
-                                          size_bytes=87_412))
-        return 0.0, 0.0, 0.0, 0.0, 0.0, net
-    if scenario is Scenario.CRYPTOMINER:
-        connections.append(Connection(
-            proto=TCP, local_address=device.address, local_port=ephemeral(),
-            remote_address=active.target, remote_port=active.port, process="kdevtmpfsi"))
-        if not active.announced:
-            active.announced = True
-            new_exes.append(NewExecutable(path=MINER, sha256=_sha(active.target),
-                                          size_bytes=2_380_000))
-        return 300 * dt, 500 * dt, 3 * dt, 4 * dt, rng.uniform(97.0, 100.0), net
-    # FLOOD
-    datagrams = 40_000 * dt
-    net[8] = datagrams
-    return datagrams * 512, 0.0, datagrams, 0.0, 45.0, net
+    effects = _Effects(active, device, dt, listening, connections, new_exes)
+    totals = _SCENARIO_EFFECTS.get(active.scenario, _flood)(effects, net)
+    return (*totals, net)
 
 
 def scenario_target(scenario: Scenario, device: DeviceModel) -> tuple[str, int]:
