@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from fleetguard.cli.common import DataDirOption, console, err_console, handles_errors, settings_from
+from fleetguard.cli.output import Column, JsonOption, print_json, print_table, table_time
 from fleetguard.core.errors import ValidationFailedError
 from fleetguard.operators import Role
 
@@ -84,21 +85,21 @@ def operator_add(
 
 @operator_app.command("list")
 @handles_errors
-def operator_list(data_dir: DataDirOption = None) -> None:
+def operator_list(as_json: JsonOption = False, data_dir: DataDirOption = None) -> None:
     """List operators with role, MFA and state."""
-    from rich.table import Table
-
     from fleetguard.operators import service
 
     with db_session(data_dir) as session:
         ops = service.list_operators(session)
-    table = Table("username", "role", "mfa", "state", "created")
-    for op in ops:
-        table.add_row(
-            op.username, op.role.value, "yes" if op.mfa_enabled else "no",
-            "disabled" if op.disabled else "active", op.created_at.isoformat(timespec="seconds"),
-        )
-    console.print(table)
+    if as_json:
+        print_json(ops)
+        return
+    print_table(
+        [Column("username", free=True), Column("role"), Column("mfa"), Column("state"),
+         Column("created")],
+        [[op.username, op.role.value, "yes" if op.mfa_enabled else "no",
+          "disabled" if op.disabled else "active", table_time(op.created_at)] for op in ops],
+    )
 
 
 @operator_app.command("disable")
@@ -165,23 +166,26 @@ def token_create(
 @token_app.command("list")
 @handles_errors
 def token_list(
-    username: Annotated[str | None, typer.Option("--operator")] = None,
+    username: Annotated[
+        str | None, typer.Option("--operator", help="Only this operator's tokens.")
+    ] = None,
+    as_json: JsonOption = False,
     data_dir: DataDirOption = None,
 ) -> None:
-    """List tokens (never their secrets)."""
-    from rich.table import Table
-
+    """List tokens (never their secrets); --json adds when and where each was last used."""
     from fleetguard.operators import tokens
 
     with db_session(data_dir) as session:
         listed = tokens.list_api_tokens(session, username=username)
-    table = Table("id", "operator", "name", "role", "expires", "state", "last used")
-    for t in listed:
-        state = "revoked" if t.revoked_at else "active"
-        last = t.last_used_at.isoformat(timespec="seconds") if t.last_used_at else "never"
-        table.add_row(t.token_id, t.operator, t.name, t.role.value,
-                      t.expires_at.isoformat(timespec="seconds"), state, last)
-    console.print(table)
+    if as_json:
+        print_json(listed)
+        return
+    print_table(
+        [Column("id"), Column("operator", free=True), Column("role"), Column("state"),
+         Column("expires"), Column("name", free=True)],
+        [[t.token_id, t.operator, t.role.value, "revoked" if t.revoked_at else "active",
+          table_time(t.expires_at), t.name] for t in listed],
+    )
 
 
 @token_app.command("revoke")

@@ -52,25 +52,22 @@ class _RichProgress:
 
 
 def _print_table(console: Console, report: ScanReport, min_severity: Severity) -> None:
-    from rich.table import Table
+    from rich.text import Text
+
+    from fleetguard.cli.output import Column, print_table
 
     hosts_up = sum(1 for h in report.hosts if h.status.value == "up")
     services = sum(len(h.services) for h in report.hosts)
     shown = [f for f in report.findings if f.severity.rank >= min_severity.rank]
     if shown:
-        table = Table(title="Findings", show_lines=False)
-        for col in ("severity", "host", "port", "service", "check", "evidence"):
-            table.add_column(col, overflow="fold")
-        for f in shown:
-            table.add_row(
-                f"[{_STYLE[f.severity]}]{f.severity.value}[/]",
-                f.host,
-                f"{f.port}/{f.transport.value}",
-                f.service.value,
-                f.check,
-                f.evidence,
-            )
-        console.print(table)
+        print_table(
+            [Column("severity"), Column("host"), Column("port"), Column("service"),
+             Column("check", free=True), Column("evidence", free=True)],
+            [[Text(f.severity.value, style=_STYLE[f.severity]), f.host,
+              f"{f.port}/{f.transport.value}", f.service.value, f.check, f.evidence]
+             for f in shown],
+            title="Findings",
+        )
     counts: dict[Severity, int] = {}
     for f in report.findings:
         counts[f.severity] = counts.get(f.severity, 0) + 1
