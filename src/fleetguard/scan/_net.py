@@ -123,38 +123,25 @@ class HostNet:
 
         ``collect`` > 0 keeps listening that long after the first accepted reply.
         """
-        async with self.gate.slot():
-            self.probes_sent[0] += 1
-            loop = asyncio.get_running_loop()
-            proto = _UdpCollector(accept)
-            try:
-                transport, _ = await loop.create_datagram_endpoint(
-                    lambda: proto, remote_addr=(self.address, port)
-                )
-            except OSError:
+        async with self._udp(port, accept, sends=1) as (transport, proto):
+            if transport is None:
                 return PortState.FILTERED, []
-            try:
-                transport.sendto(payload)
-                deadline = loop.time() + self.timeout
-                resent = False
-                while loop.time() < deadline:
-                    if proto.refused:
-                        return PortState.CLOSED, []
-                    if proto.replies:
-                        if collect > 0:
-                            await asyncio.sleep(collect)
-                        return PortState.OPEN, list(proto.replies)
-                    if not resent and loop.time() > deadline - self.timeout / 2:
-                        transport.sendto(payload)
-                        resent = True
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(proto.event.wait(), 0.05)
-                    proto.event.clear()
+            loop = asyncio.get_running_loop()
+            transport.sendto(payload)
+            deadline = loop.time() + self.timeout
+            resent = False
+            while loop.time() < deadline:
+                if proto.refused:
+                    return PortState.CLOSED, []
                 if proto.replies:
+                    if collect > 0:
+                        await asyncio.sleep(collect)
                     return PortState.OPEN, list(proto.replies)
-                return (PortState.CLOSED if proto.refused else PortState.OPEN_FILTERED), []
-            finally:
-                transport.close()
+                if not resent and loop.time() > deadline - self.timeout / 2:
+                    transport.sendto(payload)
+                    resent = True
+                await proto.wait(0.05)
+            return proto.verdict()
 
     async def udp_burst(
         self,
@@ -166,35 +153,42 @@ class HostNet:
         quiet: float = 0.3,
     ) -> tuple[PortState, list[bytes]]:
         """Send several datagrams from one socket; collect replies until quiet or timeout."""
-        async with self.gate.slot():
-            self.probes_sent[0] += len(payloads)
+        async with self._udp(port, accept, sends=len(payloads)) as (transport, proto):
+            if transport is None:
+                return PortState.FILTERED, []
             loop = asyncio.get_running_loop()
+            for p in payloads:
+                transport.sendto(p)
+                await asyncio.sleep(spacing)
+            deadline = loop.time() + self.timeout
+            last_count, last_change = 0, loop.time()
+            while loop.time() < deadline:
+                if proto.refused and not proto.replies:
+                    return PortState.CLOSED, []
+                if proto.replies and len(proto.replies) != last_count:
+                    last_count, last_change = len(proto.replies), loop.time()
+                if proto.replies and loop.time() - last_change > quiet:
+                    break
+                await proto.wait(0.05)
+            return proto.verdict()
+
+    @contextlib.asynccontextmanager
+    async def _udp(
+        self, port: int, accept: Callable[[bytes], bool] | None, *, sends: int
+    ) -> AsyncIterator[tuple[asyncio.DatagramTransport | None, _UdpCollector]]:
+        """A UDP socket connected to ``port`` under the rate gate; no transport if it failed."""
+        async with self.gate.slot():
+            self.probes_sent[0] += sends
             proto = _UdpCollector(accept)
             try:
-                transport, _ = await loop.create_datagram_endpoint(
+                transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
                     lambda: proto, remote_addr=(self.address, port)
                 )
             except OSError:
-                return PortState.FILTERED, []
+                yield None, proto
+                return
             try:
-                for p in payloads:
-                    transport.sendto(p)
-                    await asyncio.sleep(spacing)
-                deadline = loop.time() + self.timeout
-                last_count, last_change = 0, loop.time()
-                while loop.time() < deadline:
-                    if proto.refused and not proto.replies:
-                        return PortState.CLOSED, []
-                    if proto.replies and len(proto.replies) != last_count:
-                        last_count, last_change = len(proto.replies), loop.time()
-                    if proto.replies and loop.time() - last_change > quiet:
-                        break
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(proto.event.wait(), 0.05)
-                    proto.event.clear()
-                if proto.replies:
-                    return PortState.OPEN, list(proto.replies)
-                return (PortState.CLOSED if proto.refused else PortState.OPEN_FILTERED), []
+                yield transport, proto
             finally:
                 transport.close()
 
@@ -205,6 +199,18 @@ class _UdpCollector(asyncio.DatagramProtocol):
         self.replies: list[bytes] = []
         self.refused = False
         self.event = asyncio.Event()
+
+    async def wait(self, seconds: float) -> None:
+        """Until a reply or refusal comes, or ``seconds`` pass."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.event.wait(), seconds)
+        self.event.clear()
+
+    def verdict(self) -> tuple[PortState, list[bytes]]:
+        """What the port is, from what came back by the deadline."""
+        if self.replies:
+            return PortState.OPEN, list(self.replies)
+        return (PortState.CLOSED if self.refused else PortState.OPEN_FILTERED), []
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         if self.accept is None or self.accept(data):
