@@ -13,13 +13,36 @@ from fleetguard.store.tables.secrets import SecretRow
 
 def store_sealed_secret(
     session: Session, master: MasterKey, *, purpose: str, context: str, secret: bytes
-) -> None:
-    """Seal ``secret`` under ``master``, bound to ``context`` (its owner), and add it."""
-    session.add(SecretRow(
+) -> int:
+    """Seal ``secret`` under ``master``, bound to ``context`` (its owner), and add it;
+    returns its id, for an owner that keeps a reference to it."""
+    row = SecretRow(
         purpose=purpose, context=context,
         sealed=seal_secret(master, secret, context.encode()), created_at=utcnow(),
-    ))
+    )
+    session.add(row)
     session.flush()
+    return row.id
+
+
+def open_stored_secret(
+    session: Session, master: MasterKey, secret_id: int, *, context: str
+) -> bytes | None:
+    """One stored secret, opened only if it was sealed for ``context``; None if absent."""
+    row = session.get(SecretRow, secret_id)
+    return None if row is None else open_secret(master, row.sealed, context.encode())
+
+
+def set_stored_secret_purpose(session: Session, secret_id: int, purpose: str) -> None:
+    row = session.get(SecretRow, secret_id)
+    if row is not None:
+        row.purpose = purpose
+
+
+def delete_stored_secret(session: Session, secret_id: int) -> None:
+    row = session.get(SecretRow, secret_id)
+    if row is not None:
+        session.delete(row)
 
 
 def open_stored_secrets(
