@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from fleetguard.operators.errors import OperatorNotFoundError
 from fleetguard.operators.models import Operator, Role
-from fleetguard.store.tables import OperatorRow
+from fleetguard.store.tables.operators import OperatorRow
 
 # Last use of a session or token is kept to the minute: a write on every request would
 # serialise the API.

@@ -14,10 +14,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fleetguard.core.clock import utcnow
-from fleetguard.keys import MasterKey, open_secret, seal_secret
+from fleetguard.keys import MasterKey
+from fleetguard.keys.stored import (
+    delete_stored_secret,
+    open_stored_secret,
+    set_stored_secret_purpose,
+    store_sealed_secret,
+)
 from fleetguard.operators._accounts import sha256_hex
 from fleetguard.operators.errors import MfaFailedError
-from fleetguard.store.tables import LoginChallengeRow, OperatorRow, RecoveryCodeRow, SecretRow
+from fleetguard.store.tables.operators import LoginChallengeRow, OperatorRow, RecoveryCodeRow
 
 CHALLENGE_TTL = timedelta(minutes=5)
 CHALLENGE_MAX_ATTEMPTS = 5
@@ -75,43 +81,35 @@ def locked_operator(session: Session, operator_id: int) -> OperatorRow:
 # --- TOTP secrets ----------------------------------------------------------------------
 
 
-def _secret_context(operator_id: int) -> bytes:
-    return f"totp:{operator_id}".encode()
+def _secret_context(operator_id: int) -> str:
+    return f"totp:{operator_id}"
 
 
 def seal_pending_totp_secret(
     session: Session, master: MasterKey, operator_id: int, secret: str
 ) -> int:
     """Store a TOTP secret not yet confirmed by a code; returns its id."""
-    context = _secret_context(operator_id)
-    row = SecretRow(
-        purpose="totp-pending", context=context.decode(),
-        sealed=seal_secret(master, secret.encode(), context), created_at=utcnow(),
+    return store_sealed_secret(
+        session, master, purpose="totp-pending", context=_secret_context(operator_id),
+        secret=secret.encode(),
     )
-    session.add(row)
-    session.flush()
-    return row.id
 
 
 def open_totp_secret(
     session: Session, master: MasterKey, secret_id: int, operator_id: int
 ) -> str:
-    row = session.get(SecretRow, secret_id)
-    if row is None:
+    secret = open_stored_secret(session, master, secret_id, context=_secret_context(operator_id))
+    if secret is None:
         raise MfaFailedError("second factor is not set up; ask an admin to reset it")
-    return open_secret(master, row.sealed, _secret_context(operator_id)).decode()
+    return secret.decode()
 
 
 def confirm_totp_secret(session: Session, secret_id: int) -> None:
-    row = session.get(SecretRow, secret_id)
-    assert row is not None  # the operator's row points at it
-    row.purpose = "totp"
+    set_stored_secret_purpose(session, secret_id, "totp")
 
 
 def drop_totp_secret(session: Session, secret_id: int) -> None:
-    row = session.get(SecretRow, secret_id)
-    if row is not None:
-        session.delete(row)
+    delete_stored_secret(session, secret_id)
 
 
 # --- recovery codes --------------------------------------------------------------------

@@ -55,7 +55,7 @@ from fleetguard.operators.models import (
 )
 from fleetguard.operators.tokens import revoke_operator_tokens
 from fleetguard.store import Database
-from fleetguard.store.tables import OperatorRow, WebSessionRow
+from fleetguard.store.tables.operators import OperatorRow, WebSessionRow
 
 SESSION_IDLE = timedelta(minutes=30)
 SESSION_ABSOLUTE = timedelta(hours=12)

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from fleetguard.core.clock import utcnow
 from fleetguard.operators.errors import LockedOutError
-from fleetguard.store.tables import LoginThrottleRow
+from fleetguard.store.tables.operators import LoginThrottleRow
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from fleetguard.operators._accounts import LAST_USE_GRANULARITY, operator_row, s
 from fleetguard.operators.errors import InvalidCredentialError, OperatorNotFoundError
 from fleetguard.operators.minting import ensure_may_mint
 from fleetguard.operators.models import ROLE_RANK, ApiToken, IssuedToken, Principal, Role
-from fleetguard.store.tables import ApiTokenRow, OperatorRow
+from fleetguard.store.tables.operators import ApiTokenRow, OperatorRow
 
 TOKEN_PREFIX = "fgt"  # noqa: S105 - a public marker, not a secret
 TOKEN_DEFAULT_TTL = timedelta(days=90)

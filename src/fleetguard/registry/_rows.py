@@ -24,7 +24,7 @@ from fleetguard.registry.models import (
     GroupKind,
     parse_label_query,
 )
-from fleetguard.store.tables import (
+from fleetguard.store.tables.registry import (
     DeviceGroupMemberRow,
     DeviceGroupRow,
     DeviceLabelRow,

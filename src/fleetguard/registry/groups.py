@@ -15,7 +15,7 @@ from fleetguard.registry.errors import (
     InvalidTransitionError,
 )
 from fleetguard.registry.models import DeviceGroup, GroupKind, parse_label_query
-from fleetguard.store.tables import DeviceGroupMemberRow, DeviceGroupRow
+from fleetguard.store.tables.registry import DeviceGroupMemberRow, DeviceGroupRow
 
 
 def create_group(

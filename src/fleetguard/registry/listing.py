@@ -29,7 +29,7 @@ from fleetguard.registry.models import (
     DeviceState,
 )
 from fleetguard.store.idset import in_id_set
-from fleetguard.store.tables import DeviceRow
+from fleetguard.store.tables.registry import DeviceRow
 
 MAX_PAGE = 500  # the most devices one page holds, whatever the caller asks
 

@@ -42,7 +42,7 @@ from fleetguard.registry.models import (
     validate_labels,
 )
 from fleetguard.store import expire_loaded, flushed_connection
-from fleetguard.store.tables import DeviceRow
+from fleetguard.store.tables.registry import DeviceRow
 
 
 def register_device(
