@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleetguard.findings import Scan, ingest_report, parse_report_document
+from fleetguard.findings import Scan, ingest_report
+from fleetguard.protocol.scan_report import parse_scan_report
 from fleetguard.registry import DeviceChanges
 from fleetguard.registry import service as registry
 from fleetguard.store import Database
@@ -22,5 +23,5 @@ def ingest_document(db: Database, doc: dict[str, Any],
                     ports: frozenset[tuple[str, int]] | None = None) -> Scan:
     """Store a fleetguard.scan/1 document the way `fleetguard scan --server` does."""
     with db.session() as session:
-        return ingest_report(session, parse_report_document(doc), actor="test:scanner",
+        return ingest_report(session, parse_scan_report(doc), actor="test:scanner",
                              scanned_ports=ports)

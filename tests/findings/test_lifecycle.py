@@ -14,7 +14,6 @@ from fleetguard.auditlog import list_audit_entries, verify_chain
 from fleetguard.findings import (
     FindingFilter,
     FindingState,
-    InvalidReportError,
     MatchMethod,
     ScanStatus,
     Severity,
@@ -22,10 +21,10 @@ from fleetguard.findings import (
     count_findings_by_severity,
     devices_with_open_check,
     list_findings,
-    parse_report_document,
     scan_hosts,
     scan_report,
 )
+from fleetguard.protocol.scan_report import InvalidReportError, parse_scan_report
 from fleetguard.registry import DeviceChanges
 from fleetguard.registry import service as registry
 from fleetguard.store import Database
@@ -223,7 +222,7 @@ def test_malformed_reports_are_refused_with_the_field(mutate: Any, where: str) -
     doc = report([host(CAM, open_ports=(TELNET,))], [finding(CAM, 23, "cleartext-protocol")])
     mutate(doc)
     with pytest.raises(InvalidReportError) as info:
-        parse_report_document(doc)
+        parse_scan_report(doc)
     assert info.value.field == f"report.{where}"
 
 

@@ -1,23 +1,22 @@
 """Scan results on the platform: stored scans, findings per device with a lifecycle, schedules.
 
-A report (``fleetguard.scan/1``, from ``fleetguard scan --server``, an upload, or a scan
-the server ran) is validated, its hosts matched to registered devices (by a serial a
-service discloses, else by address), and its findings opened, updated, resolved or
-reopened per device across rescans::
+A report (``fleetguard.scan/1``, :mod:`fleetguard.protocol.scan_report`; from
+``fleetguard scan --server``, an upload, or a scan the server ran) is validated, its hosts
+matched to registered devices (by a serial a service discloses, else by address), and its
+findings opened, updated, resolved or reopened per device across rescans::
 
-    document = parse_report_document(json.loads(text))
+    report = parse_scan_report(json.loads(text))        # fleetguard.protocol
     with db.session() as session:
-        scan = ingest_report(session, document, actor="operator:alice")
+        scan = ingest_report(session, report, actor="operator:alice")
         scan.outcome   # ScanOutcome(opened=3, updated=0, reopened=0, resolved=1, ...)
 
-This package depends on the registry and the audit log, never on the scanner: the
-server-side runner that calls ``fleetguard.scan`` lives in the API layer.
+The lifecycle rules are pure (:mod:`fleetguard.findings.reconcile`); scans, ingestion,
+queries and schedules each have their module. This package depends on the registry and
+the audit log, never on the scanner: the server-side runner that calls ``fleetguard.scan``
+lives in the server package.
 """
 
-from fleetguard.findings.document import MAX_REPORT_BYTES, SCHEMA, parse_report_document
 from fleetguard.findings.errors import (
-    InvalidReportError,
-    ReportTooLargeError,
     ScanCapacityError,
     ScanNotFinishedError,
     ScanNotFoundError,
@@ -34,6 +33,7 @@ from fleetguard.findings.fleet import (
     record_risk_snapshot,
     risk_history,
 )
+from fleetguard.findings.ingest import close_findings_of_decommissioned_device, ingest_report
 from fleetguard.findings.models import (
     CREDENTIAL_CHECKS,
     DeviceCheck,
@@ -44,7 +44,6 @@ from fleetguard.findings.models import (
     FindingState,
     MatchMethod,
     Scan,
-    ScanDocument,
     ScanHost,
     ScanOutcome,
     ScanPage,
@@ -53,47 +52,44 @@ from fleetguard.findings.models import (
     ScanStatus,
     Severity,
 )
-from fleetguard.findings.service import (
-    SCHEDULER_ACTOR,
-    claim_due_schedules,
-    close_findings_of_decommissioned_device,
+from fleetguard.findings.queries import (
     count_findings_by_severity,
-    create_scan,
-    create_schedule,
-    delete_schedule,
     devices_with_open_check,
+    list_findings,
+)
+from fleetguard.findings.scans import (
+    create_scan,
     fail_scan,
     fail_stale_scans,
     get_scan,
-    get_schedule,
-    ingest_report,
-    list_findings,
     list_scans,
-    list_schedules,
     record_scan_progress,
     scan_hosts,
     scan_report,
 )
+from fleetguard.findings.schedules import (
+    SCHEDULER_ACTOR,
+    claim_due_schedules,
+    create_schedule,
+    delete_schedule,
+    get_schedule,
+    list_schedules,
+)
 
 __all__ = [
     "CREDENTIAL_CHECKS",
-    "MAX_REPORT_BYTES",
     "RISK_WEIGHTS",
     "SCHEDULER_ACTOR",
-    "SCHEMA",
     "DeviceCheck",
     "DueScan",
     "Finding",
     "FindingFilter",
     "FindingPage",
     "FindingState",
-    "InvalidReportError",
     "MatchMethod",
-    "ReportTooLargeError",
     "RiskSnapshot",
     "Scan",
     "ScanCapacityError",
-    "ScanDocument",
     "ScanHost",
     "ScanNotFinishedError",
     "ScanNotFoundError",
@@ -124,7 +120,6 @@ __all__ = [
     "list_scans",
     "list_schedules",
     "open_finding_device_ids",
-    "parse_report_document",
     "record_risk_snapshot",
     "record_scan_progress",
     "risk_history",

@@ -8,12 +8,11 @@
     │   ├── ScanNotRunningError       a result or progress for a scan that already ended
     │   ├── ScanNotFinishedError      the report of a scan that has none yet
     │   └── ScheduleExistsError
-    ├── RateLimitedError
-    │   └── ScanCapacityError         too many scans running on this server
-    ├── PayloadTooLargeError
-    │   └── ReportTooLargeError
-    └── ValidationFailedError
-        └── InvalidReportError        a report document that is not fleetguard.scan/1
+    └── RateLimitedError
+        └── ScanCapacityError         too many scans running on this server
+
+A report that is not ``fleetguard.scan/1`` is refused by its reader, with the errors of
+:mod:`fleetguard.protocol.scan_report` (InvalidReportError, ReportTooLargeError).
 """
 
 from __future__ import annotations
@@ -21,9 +20,7 @@ from __future__ import annotations
 from fleetguard.core.errors import (
     ConflictError,
     NotFoundError,
-    PayloadTooLargeError,
     RateLimitedError,
-    ValidationFailedError,
 )
 
 
@@ -51,17 +48,7 @@ class ScanCapacityError(RateLimitedError):
     code = "scan_capacity"
 
 
-class ReportTooLargeError(PayloadTooLargeError):
-    code = "report_too_large"
-
-
-class InvalidReportError(ValidationFailedError):
-    code = "invalid_report"
-
-
 __all__ = [
-    "InvalidReportError",
-    "ReportTooLargeError",
     "ScanCapacityError",
     "ScanNotFinishedError",
     "ScanNotFoundError",

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from fleetguard.core.clock import utcnow
 from fleetguard.core.severity import Severity
 from fleetguard.findings.models import FindingState
-from fleetguard.findings.service import count_findings_by_severity
+from fleetguard.findings.queries import count_findings_by_severity
 from fleetguard.registry import DeviceState
 from fleetguard.registry import listing as registry_listing
 from fleetguard.registry import service as registry

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -37,78 +37,6 @@ class MatchMethod(StrEnum):
 #: Checks whose verdict needs login attempts: a scan run with ``--no-credentials``
 #: cannot tell that they are gone, so it never resolves them.
 CREDENTIAL_CHECKS = frozenset({"default-credentials", "snmp-default-community"})
-
-
-# --- a report document, validated (fleetguard.scan/1, docs/scan-checks.md) -----------------
-
-
-@dataclass(frozen=True, slots=True)
-class ReportService:
-    port: int
-    protocol: str
-    service: str
-    tls: bool
-    product: str | None = None
-    version: str | None = None
-    vendor: str | None = None
-    model: str | None = None
-    banner: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class ReportPort:
-    port: int
-    protocol: str
-    state: str  # open | closed | filtered | open|filtered
-
-
-@dataclass(frozen=True, slots=True)
-class ReportHost:
-    address: str
-    hostname: str | None
-    status: str  # up | no-response
-    services: tuple[ReportService, ...]
-    ports: tuple[ReportPort, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ReportFinding:
-    host: str
-    port: int
-    protocol: str
-    service: str
-    check: str
-    severity: Severity
-    title: str
-    evidence: str
-    remediation: str
-    references: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ReportNote:
-    host: str
-    port: int
-    protocol: str
-    check: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class ScanDocument:
-    targets: tuple[str, ...]
-    started: datetime
-    finished: datetime
-    options: dict[str, Any]
-    hosts: tuple[ReportHost, ...]
-    findings: tuple[ReportFinding, ...]
-    notes: tuple[ReportNote, ...]
-    raw: dict[str, Any]  # the document as received, stored and served back
-
-    @property
-    def credentials_used(self) -> bool:
-        return self.options.get("credentials") is True
 
 
 # --- what the service gives out --------------------------------------------------------------
@@ -265,13 +193,7 @@ __all__ = [
     "FindingPage",
     "FindingState",
     "MatchMethod",
-    "ReportFinding",
-    "ReportHost",
-    "ReportNote",
-    "ReportPort",
-    "ReportService",
     "Scan",
-    "ScanDocument",
     "ScanHost",
     "ScanOutcome",
     "ScanPage",
