@@ -15,10 +15,18 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from fleetguard.core.clock import utcnow
-from fleetguard.protocol import encode_message
+from fleetguard.protocol import CommandName, encode_message
 from fleetguard.protocol.mqtt_wire import packet
 from fleetguard.store import Database
-from fleetguard.telemetry import IngestService, Metric, read_series, rejection_counts
+from fleetguard.telemetry import (
+    CommandState,
+    IngestService,
+    Metric,
+    list_commands,
+    queue_command,
+    read_series,
+    rejection_counts,
+)
 from fleetguard.telemetry.mqtt_consumer import MqttConsumer, MqttSettings
 from tests.protocol import samples
 from tests.telemetry.mqtt_lab import MOSQUITTO, Broker, FleetCA, Pair
@@ -107,6 +115,38 @@ def test_consumer_ingests_good_telemetry_and_survives_bad_payloads(
         counts = rejection_counts(session)
     assert cpu == [1.0, 2.0, 3.0, 4.0, 5.0]
     assert sum(counts[device].values()) == 5 and counts[device]["unexpected_kind"] == 1
+
+
+def test_a_command_result_published_by_its_device_is_stored_and_a_foreign_one_counted(
+    db: Database, ingest: IngestService, lab: tuple[FleetCA, Broker]
+) -> None:
+    ca, broker = lab
+    device, other = add_device(db, "a"), add_device(db, "b")
+    with db.session() as session:
+        mine = queue_command(session, device, CommandName.REPORT_NOW, actor="operator:1").id
+        theirs = queue_command(session, other, CommandName.REPORT_NOW, actor="operator:1").id
+    consumer = _consumer(ingest, ca, broker.port)
+    consumer.start()
+    try:
+        assert consumer.wait_connected(15)
+        time.sleep(0.3)  # the subscription lands
+        pub = _publisher(ca, broker, ca.issue(device), device)
+        for command_id in (mine, theirs):
+            result = samples.command_result().model_copy(
+                update={"id": command_id, "name": CommandName.REPORT_NOW, "checks": None})
+            _publish(pub, f"fg/d/{device}/cmd/result", encode_message(result, "application/json"))
+        pub.loop_stop()
+        pub.disconnect()
+        assert _wait(lambda: consumer.stats.accepted == 2), consumer.stats
+        assert ingest.flush()
+    finally:
+        consumer.stop()
+    with db.session() as session:
+        states = {c.id: c.state for c in [*list_commands(session, device),
+                                           *list_commands(session, other)]}
+        counts = rejection_counts(session, device)
+    assert states == {mine: CommandState.OK, theirs: CommandState.PENDING}
+    assert counts == {device: {"command_not_found": 1}}
 
 
 def test_consumer_reconnects_after_a_broker_restart(
@@ -251,7 +291,8 @@ class _ScriptedBroker:
                     conn.recv(65536)  # CONNECT
                     conn.sendall(b"\x20\x03\x00\x00\x00")  # CONNACK: accepted, no properties
                     conn.recv(65536)  # SUBSCRIBE
-                    conn.sendall(b"\x90\x05\x00\x01\x00\x01\x01")  # SUBACK: both granted QoS 1
+                    # SUBACK: the three topics (telemetry, heartbeat, cmd/result) at QoS 1
+                    conn.sendall(b"\x90\x06\x00\x01\x00\x01\x01\x01")
                     self.connections += 1
                     self.connected_at.append(time.monotonic())
                     conn.sendall(self.then)

@@ -7,7 +7,8 @@ Content-Type, decoded by ``fleetguard.protocol``.
     POST /v1/telemetry        202 {"accepted": true, "seq": n}     4xx with the counted reason
     POST /v1/heartbeat        202 {"accepted": true}
     GET  /v1/commands         200 {"commands": [<wire command>, ...]}   (may be empty)
-    POST /v1/commands/result  200 {"id": ..., "state": ...}
+    POST /v1/commands/result  200 {"id": ..., "state": ...}     404 another device's command,
+                                                                409 a second, different result
 
 A refused message answers ``{"error": {"code": "message_rejected", "reason": <reason>,
 "message": ...}}`` with 413 (too large), 415 (content type) or 422 (anything else).
@@ -15,38 +16,34 @@ A refused message answers ``{"error": {"code": "message_rejected", "reason": <re
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from fleetguard.api.context import client_address
 from fleetguard.api.device_context import Caller, Ctx, DeviceContext
 from fleetguard.core.errors import AuthenticationError
-from fleetguard.protocol import (
-    CommandResult,
-    MessageKind,
-    MessageRejectedError,
-    decode_message,
-)
+from fleetguard.protocol import MessageKind, MessageRejectedError
 from fleetguard.telemetry import (
+    IngestOverloadedError,
     IngestService,
     IngestStoppedError,
     ReportFacts,
     pending_commands,
-    record_command_result,
 )
 
 router = APIRouter(prefix="/v1")
+# How long a command result waits for its batch to be stored; a repeat of the same result
+# is accepted, so a device that gives up and sends it again loses nothing.
+RESULT_WAIT_S = 30.0
 
 
-def device_id_of(caller: Caller, request: Request, ctx: Ctx) -> str:
-    """The calling device, noted as seen (at its address) by the telemetry writer."""
+def device_id_of(caller: Caller) -> str:
+    """The calling device (``caller_identity`` noted it as seen); a claim may only enroll."""
     if caller.kind != "device":
         raise AuthenticationError("a claim certificate may only enroll", code="claim_not_allowed")
-    if ctx.ingest is not None:
-        ctx.ingest.note_device_seen(caller.subject_id, client_address(request))
     return caller.subject_id
 
 
@@ -107,22 +104,22 @@ def get_commands(ctx: Ctx, device_id: DeviceId) -> dict[str, list[dict[str, Any]
 async def post_command_result(
     request: Request, ctx: Ctx, device_id: DeviceId
 ) -> dict[str, Any] | JSONResponse:
+    """Stored by the ingest service's writer, as results sent over MQTT are: a refusal
+    (malformed, another device's command, a second different result) is counted."""
+    service = _ingest(ctx)
     data = await request.body()
     content_type = request.headers.get("content-type", "")
     try:
-        message = decode_message(data, content_type, expect=MessageKind.COMMAND_RESULT)
+        stored = await run_in_threadpool(
+            service.submit_command_result, device_id, data, content_type)
     except MessageRejectedError as exc:
-        if ctx.ingest is not None:
-            ctx.ingest.record_rejection(device_id, exc.reason)
         return _rejected(exc)
-    assert isinstance(message, CommandResult)
-
-    def store() -> dict[str, Any]:
-        with ctx.db.session() as session:
-            done = record_command_result(session, device_id, message)
-        return {"id": done.id, "state": done.state.value}
-
-    return await run_in_threadpool(store)
+    try:
+        done = await asyncio.wait_for(asyncio.wrap_future(stored), RESULT_WAIT_S)
+    except TimeoutError:
+        raise IngestOverloadedError("the result is queued but not yet stored; send it again",
+                                    retry_after=1.0) from None
+    return {"id": done.id, "state": done.state.value}
 
 
 __all__ = ["router"]

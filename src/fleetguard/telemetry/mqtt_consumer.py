@@ -1,10 +1,10 @@
 """Consume device telemetry from the MQTT broker as the platform's service identity.
 
-Subscribes (QoS 1) to ``fg/d/+/telemetry`` and ``fg/d/+/heartbeat`` over mutual TLS and
-feeds every message to an :class:`IngestService`. The device id comes from the topic:
-the broker's permissions let a device publish only under its own uuid, so the topic is
-as good as its certificate. Nothing a device sends can stop the consumer: a bad topic
-or payload is counted and dropped, and an exception in the handler is logged.
+Subscribes (QoS 1) to ``fg/d/+/telemetry``, ``fg/d/+/heartbeat`` and ``fg/d/+/cmd/result``
+over mutual TLS and feeds every message to an :class:`IngestService`. The device id comes
+from the topic: the broker's permissions let a device publish only under its own uuid, so
+the topic is as good as its certificate. Nothing a device sends can stop the consumer: a
+bad topic or payload is counted and dropped, and an exception in the handler is logged.
 
 Delivery: a message is acknowledged (PUBACK) only once it is settled in the database:
 its batch committed (see ``IngestService.submit``'s ``on_stored``). A refused payload is
@@ -150,7 +150,8 @@ class MqttConsumer:
     # -- the session's thread -----------------------------------------------------------
 
     def _topics(self) -> list[str]:
-        topics = [subscription(TopicKind.TELEMETRY), subscription(TopicKind.HEARTBEAT)]
+        topics = [subscription(TopicKind.TELEMETRY), subscription(TopicKind.HEARTBEAT),
+                  subscription(TopicKind.COMMAND_RESULT)]
         group = self.settings.shared_group
         return [f"$share/{group}/{t}" for t in topics] if group else topics
 
@@ -191,8 +192,12 @@ class MqttConsumer:
         payload = message.payload
         content_type = message.content_type or _sniff_content_type(payload)
         try:
-            self.ingest.submit(device_id, kind, payload, content_type, timeout=None,
-                               on_stored=ack)
+            if kind is MessageKind.COMMAND_RESULT:  # a refused result is counted by ingestion
+                self.ingest.submit_command_result(device_id, payload, content_type,
+                                                  timeout=None, on_stored=ack)
+            else:
+                self.ingest.submit(device_id, kind, payload, content_type, timeout=None,
+                                   on_stored=ack)
         except MessageRejectedError as exc:
             self._count(exc.reason.value)
             ack()
