@@ -136,6 +136,29 @@ def test_registered_device_ids_names_only_devices_the_registry_holds(db: Databas
     assert found == set(known)
 
 
+def test_devices_seen_gain_each_new_address_once(db: Database) -> None:
+    with db.session() as session:
+        cam = registry.register_device(session, name="cam", actor="t")
+        registry.update_device(session, cam.id, DeviceChanges(addresses=["10.0.0.5"]), actor="t")
+    stranger = "00000000-0000-4000-8000-000000000001"
+    heard = {cam.id: "10.0.0.7", stranger: "10.0.0.8"}
+    for _ in range(2):
+        with db.session() as session:
+            registry.record_devices_seen(session, [], addresses=heard)
+    with db.read_session() as session:
+        seen = registry.get_device(session, cam.id)
+    assert seen.addresses == ["10.0.0.5", "10.0.0.7"]
+    assert seen.last_seen_at is not None
+
+
+def test_devices_seen_from_something_not_an_ip_keep_their_addresses(db: Database) -> None:
+    with db.session() as session:
+        cam = registry.register_device(session, name="cam", actor="t")
+        registry.record_devices_seen(session, [], addresses={cam.id: "testclient"})
+    with db.read_session() as session:
+        assert registry.get_device(session, cam.id).addresses == []
+
+
 def test_a_csv_row_with_more_fields_than_the_header_is_refused_by_line(db: Database) -> None:
     text = "name,vendor,labels\nok,Acme,site=a\ncam,Acme, Inc,site=b\n"
     with pytest.raises(ValidationFailedError) as caught, db.session() as session:

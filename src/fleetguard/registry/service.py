@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
 from sqlalchemy import Table, bindparam, func, or_, select, update
@@ -178,31 +178,21 @@ def set_device_state(
     return get_device(session, device_id)
 
 
-def record_device_seen(session: Session, device_id: str, address: str | None) -> None:
-    """Last seen and addresses, written at most once a minute per device."""
-    row = device_row(session, device_id)
-    now = utcnow()
-    if row.last_seen_at is None or (now - row.last_seen_at).total_seconds() > 60:
-        row.last_seen_at = now
-    if address:
-        try:
-            ip = str(ipaddress.ip_address(address))
-        except ValueError:
-            return  # not an IP (e.g. a test transport): nothing to record
-        known = json.loads(row.addresses)
-        if ip not in known:
-            row.addresses = json.dumps(ip_addresses([*known, ip]))
-
-
 def record_devices_seen(
-    session: Session, device_ids: Iterable[str], *, now: datetime | None = None
+    session: Session,
+    device_ids: Iterable[str],
+    *,
+    addresses: Mapping[str, str] | None = None,
+    now: datetime | None = None,
 ) -> int:
-    """Last seen for many devices at once (telemetry, whatever its transport); as with
-    :func:`record_device_seen`, a device's row is written at most once a minute.
-    Returns how many rows were written."""
+    """Last seen for many devices at once, written at most once a minute per device, and
+    each new address in ``addresses`` (device id -> the IP it was heard from) added to its
+    device's list. Only the telemetry ingest writer calls this; unknown ids are skipped.
+    Returns how many last-seen values were written."""
     now = now or utcnow()
+    addresses = addresses or {}
     stale = now - timedelta(seconds=60)
-    ids = sorted(set(device_ids))
+    ids = sorted(set(device_ids) | addresses.keys())
     written = 0
     conn = session.connection()
     for start in range(0, len(ids), 500):
@@ -213,7 +203,25 @@ def record_devices_seen(
             .values(last_seen_at=now)
         )
         written += max(result.rowcount, 0)
+    _add_addresses(session, addresses)
     return written
+
+
+def _add_addresses(session: Session, addresses: Mapping[str, str]) -> None:
+    heard: dict[str, str] = {}
+    for device_id, address in addresses.items():
+        try:
+            heard[device_id] = str(ipaddress.ip_address(address))
+        except ValueError:
+            continue  # not an IP (e.g. a test transport): nothing to record
+    ids = sorted(heard)
+    for start in range(0, len(ids), 500):
+        for row in session.execute(
+            select(DeviceRow).where(DeviceRow.id.in_(ids[start : start + 500]))
+        ).scalars():
+            known = json.loads(row.addresses)
+            if heard[row.id] not in known:
+                row.addresses = json.dumps(ip_addresses([*known, heard[row.id]]))
 
 
 def registered_device_ids(session: Session, device_ids: Iterable[str]) -> set[str]:

@@ -243,10 +243,8 @@ class BatchWriter:
         due = {d for d in plan.states if self._seen_written.get(d, -1e18) < limit}
         addresses = {d: ip for d, ip in notes.seen.items() if ip is not None}
         plain = sorted((due | notes.seen.keys()) - addresses.keys())
-        if plain:
-            registry.record_devices_seen(session, plain)
-        for device_id in sorted(registry.registered_device_ids(session, addresses)):
-            registry.record_device_seen(session, device_id, addresses[device_id])
+        if plain or addresses:
+            registry.record_devices_seen(session, plain, addresses=addresses)
         return [*plain, *addresses], addresses
 
     def _committed(self, done: _Outcome, entries: list[Entry]) -> None:
