@@ -43,7 +43,8 @@ MAX_REQUEST_BYTES = 128 * 1024
 # Time allowed per command of a request, beyond the admin's timeout. The plugin's cost
 # per command grows with what it holds: a createRole took 0.7 ms beside 200 roles and
 # 7.8 ms beside 10,000 on a 2-core machine, so a batch of 200 needs seconds at fleet size
-# (in 2.0.x each changing command rewrites the plugin's whole file; see docs/decisions.md).
+# (in 2.0.x each changing command rewrites the plugin's whole file; see
+# docs/decisions/0015-telemetry-ingestion-one-writer.md).
 # A channel that drops answers every pending request at once; this only bounds a broker
 # that keeps the connection but stops answering.
 SECONDS_PER_COMMAND = 0.1

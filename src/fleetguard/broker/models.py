@@ -13,7 +13,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_SERVICE_NAME = "fleetguard-platform"
 DEFAULT_ADMIN_NAME = "fleetguard-dynsec-admin"
 
-# The broker's limits (``mosquitto.conf``; docs/decisions.md, "Broker limits").
+# The broker's limits (``mosquitto.conf``; docs/decisions/0017-broker-limits.md).
 #: MQTT headers beside the largest valid message: fixed header (5), topic (2 + at most
 #: 128, the protocol's topic limit), packet id (2), MQTT 5 properties (content type,
 #: expiry, correlation data, ...); 4 KiB is several times what any of our clients send.
