@@ -6,7 +6,8 @@
     │       └── MessageRejectedError        a message was refused; ``.reason`` is counted
     │                                       per device (raised as is by ingestion)
     ├── NotFoundError
-    │   └── CommandNotFoundError            no such command for this device
+    │   ├── CommandNotFoundError            no such command for this device
+    │   └── MetricNotFoundError             no such metric
     ├── ConflictError
     │   └── CommandFinishedError            a result for a command that already has one
     ├── RateLimitedError
@@ -27,6 +28,10 @@ from fleetguard.core.errors import (
 
 class CommandNotFoundError(NotFoundError):
     code = "command_not_found"
+
+
+class MetricNotFoundError(NotFoundError):
+    code = "metric_not_found"
 
 
 class CommandFinishedError(ConflictError):

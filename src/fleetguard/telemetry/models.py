@@ -73,6 +73,39 @@ class RollupPoint:
     avg: float
 
 
+class Aggregation(StrEnum):
+    """How the samples within one step of a series become its point. Wire values are stable."""
+
+    AVG = "avg"
+    MIN = "min"
+    MAX = "max"
+    LAST = "last"  # the latest sample of the step
+    SUM = "sum"
+    COUNT = "count"  # how many samples the step holds
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSummary:
+    """One stored metric of a device: how much of it there is, and its latest raw value."""
+
+    metric: Metric
+    samples: int  # raw samples, plus the samples hourly rollups stand for
+    first_at: datetime
+    last_at: datetime
+    latest: Sample | None  # None when only hourly rollups remain
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesQuery:
+    """A range of one metric, cut into steps from ``start``: [start + k*step, + step)."""
+
+    metric: Metric
+    start: datetime
+    end: datetime
+    step: timedelta
+    aggregation: Aggregation = Aggregation.AVG
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """The latest full lists a device reported (new executables: the most recent seen)."""
