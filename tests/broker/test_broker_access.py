@@ -186,10 +186,10 @@ def test_the_ingest_consumer_with_a_device_identity_is_refused_its_subscription_
 
 def _serves_consumer(fleet: Fleet, ingest: IngestService) -> MqttConsumer:
     """The consumer `fleetguard serve --mqtt-broker` builds over this installation."""
-    from fleetguard.api.server import _mqtt_consumer
+    from fleetguard.server.serve import mqtt_consumer
 
     settings = load_settings(fleet.tmp / "data")
-    return _mqtt_consumer(settings, ingest, f"{fleet.files.connect_host}:{fleet.files.port}")
+    return mqtt_consumer(settings, ingest, f"{fleet.files.connect_host}:{fleet.files.port}")
 
 
 def test_the_ingest_identity_cannot_administer_the_broker(fleet: Fleet) -> None:

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from cryptography import x509
 
-from fleetguard.broker._config import TLS_CERT_VALIDITY, renew_tls_identity
+from fleetguard.broker._identities import TLS_CERT_VALIDITY, renew_tls_identity
 from fleetguard.core.clock import utcnow
 from tests.broker.conftest import Client, Fleet
 

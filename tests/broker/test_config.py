@@ -24,7 +24,7 @@ from fleetguard.broker import (
     initial_dynsec,
     prepare_broker,
 )
-from fleetguard.broker._config import TLS_CERT_VALIDITY, renew_tls_identity
+from fleetguard.broker._identities import TLS_CERT_VALIDITY, renew_tls_identity
 from fleetguard.broker.errors import BrokerConfigError
 from fleetguard.core.clock import utcnow
 from fleetguard.core.config import Settings, load_settings

@@ -22,6 +22,7 @@ from fleetguard.identity import CallerIdentity
 from fleetguard.identity import service as identity
 from fleetguard.registry import DeviceState
 from fleetguard.registry import service as registry
+from fleetguard.server.decommission import decommission_device
 from tests.broker.conftest import Client, DeviceCreds, Fleet, drain_until
 
 LIMIT = 5.0
@@ -98,8 +99,8 @@ def test_decommission_cuts_a_connected_device_off_within_5_s(
 
     def decommission() -> None:
         with fleet.db.session() as session:
-            identity.decommission_device(session, fleet.ca, device_id=device.device_id,
-                                         actor="test", reason="test")
+            decommission_device(session, fleet.ca, device_id=device.device_id,
+                                actor="test", reason="test")
 
     latency = _cut_off(fleet, client, decommission)
     print(f"decommission -> cut-off: {latency:.3f} s")

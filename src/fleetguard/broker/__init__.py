@@ -17,6 +17,7 @@ security plugin, driven by the admin identity's sync loop over
 commands, and is no admin.
 """
 
+from fleetguard.broker._access import ensure_broker_baseline, reconcile_broker_access
 from fleetguard.broker._acl import (
     ADMIN_ROLE,
     CONTROL_TOPIC,
@@ -43,10 +44,8 @@ from fleetguard.broker.service import (
     BrokerSyncThread,
     broker_process,
     connect_admin,
-    ensure_broker_baseline,
     ensure_mosquitto,
     prepare_broker,
-    reconcile_broker_access,
     run_broker_sync,
     running_broker,
 )

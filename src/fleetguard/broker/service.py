@@ -38,22 +38,18 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy.orm import Session
-
-from fleetguard.broker import _acl
+from fleetguard.broker._access import ensure_broker_baseline, reconcile_broker_access
 from fleetguard.broker._config import (
     find_dynsec_plugin,
     find_mosquitto,
-    renew_tls_identity,
     write_broker_files,
 )
 from fleetguard.broker._dynsec import DynsecAdmin
+from fleetguard.broker._identities import renew_tls_identity
 from fleetguard.broker._logwatch import BrokerLogWatch
 from fleetguard.broker._process import BrokerProcess
 from fleetguard.broker.errors import MosquittoNotFoundError
@@ -77,7 +73,6 @@ FULL_RECONCILE_INTERVAL = 60.0
 CRL_POLL_INTERVAL = 0.2
 CRL_REFRESH_INTERVAL = 600.0
 TLS_RENEW_CHECK_INTERVAL = 3600.0
-_TOLERATED = ("already exists", "not found")
 
 
 # -- files and process --------------------------------------------------------------------
@@ -145,139 +140,6 @@ def connect_admin(files: BrokerFiles, *, timeout: float = 5.0) -> DynsecAdmin:
     admin = DynsecAdmin.for_files(files, timeout=timeout)
     admin.connect()
     return admin
-
-
-# -- the broker side ----------------------------------------------------------------------
-
-
-def ensure_broker_baseline(admin: DynsecAdmin, files: BrokerFiles) -> None:
-    """Default deny for everything; the admin and service roles as fleetguard defines them,
-    each held by its own identity and by no other client or group (before, the service
-    identity held both)."""
-    roles = {str(r.get("rolename")): r for r in admin.list_roles()}
-    commands: list[dict[str, Any]] = [
-        {"command": "setDefaultACLAccess",
-         "acls": [{"acltype": k, "allow": v} for k, v in _acl.DEFAULT_ACL_ACCESS.items()]},
-    ]
-    for name, acls in ((_acl.ADMIN_ROLE, _acl.admin_acls()),
-                       (_acl.SERVICE_ROLE, _acl.service_acls())):
-        commands += _role_commands(name, acls, roles.get(name))
-    admin.execute(commands, tolerate=_TOLERATED)
-    platform = {files.service_name: _acl.SERVICE_ROLE, files.admin_name: _acl.ADMIN_ROLE}
-    fixes: list[dict[str, Any]] = [
-        {"command": "createClient", "username": name, "roles": [{"rolename": role}]}
-        for name, role in platform.items()
-    ]
-    for client in admin.list_clients():
-        name = str(client.get("username"))
-        want = {platform[name]} if name in platform else set()
-        have = _role_names(client) & {_acl.ADMIN_ROLE, _acl.SERVICE_ROLE}
-        fixes += [{"command": "removeClientRole", "username": name, "rolename": r}
-                  for r in sorted(have - want)]
-        fixes += [{"command": "addClientRole", "username": name, "rolename": r}
-                  for r in sorted(want - have)]
-    groups = admin.one("listGroups", verbose=True, count=-1).get("groups", [])
-    for group in (g for g in groups if isinstance(g, dict)):
-        fixes += [{"command": "removeGroupRole", "groupname": group.get("groupname"),
-                   "rolename": r}
-                  for r in sorted(_role_names(group) & {_acl.ADMIN_ROLE, _acl.SERVICE_ROLE})]
-    # A change to the admin's own client kicks this session (it comes back by itself).
-    admin.execute(fixes, tolerate=_TOLERATED)
-
-
-def _role_names(entry: dict[str, Any]) -> set[str]:
-    return {str(r.get("rolename")) for r in entry.get("roles", []) if isinstance(r, dict)}
-
-
-def _role_commands(
-    name: str, want: list[_acl.Acl], role: dict[str, Any] | None
-) -> list[dict[str, Any]]:
-    if role is None:
-        return [{"command": "createRole", "rolename": name, "acls": want}]
-    have = _acl.acl_key([a for a in role.get("acls", []) if isinstance(a, dict)])
-    target = _acl.acl_key(want)
-    commands: list[dict[str, Any]] = [
-        {"command": "removeRoleACL", "rolename": name, "acltype": t, "topic": topic}
-        for t, topic, _ in sorted(have - target)
-    ]
-    commands += [
-        {"command": "addRoleACL", "rolename": name, **a}
-        for a in want if (a["acltype"], a["topic"], True) not in have
-    ]
-    return commands
-
-
-def reconcile_broker_access(
-    session: Session,
-    admin: DynsecAdmin,
-    *,
-    kick: Collection[str] = (),
-    now: datetime | None = None,
-    entitled: set[str] | None = None,
-) -> ReconcileReport:
-    """Make the broker's device clients equal to identity's
-    :func:`~fleetguard.identity.admission.devices_entitled_to_connect`.
-
-    Entitled devices get a dynsec client (username = device id = certificate CN) with
-    the role ``fg-device-<id>``; every other UUID-named client is kicked
-    (``disableClient``) and deleted with its role. Devices in ``kick`` that stay
-    entitled are kicked (disable + enable) so that a session opened with a certificate
-    revoked since is dropped; the SIGHUP that reloaded the CRL keeps it from coming
-    back. Clients whose username is not a UUID (the platform's identities, anything an
-    operator made) are left alone. ``entitled``: the set, when the caller has just read it.
-    """
-    if entitled is None:
-        entitled = devices_entitled_to_connect(session, now=now)
-    clients = {str(c.get("username")): c for c in admin.list_clients()}
-    roles = {str(r.get("rolename")): r for r in admin.list_roles()}
-    create_roles: list[dict[str, Any]] = []
-    commands: list[dict[str, Any]] = []
-    granted: list[str] = []
-    repaired: list[str] = []
-    kicked: list[str] = []
-    removed: list[str] = []
-    for device in sorted(entitled):
-        rolename = _acl.device_role(device)
-        role_fix = _role_commands(rolename, _acl.device_acls(device), roles.get(rolename))
-        create_roles += role_fix
-        client = clients.get(device)
-        if client is None:
-            commands.append({
-                "command": "createClient", "username": device, "textname": "fleetguard device",
-                "roles": [{"rolename": rolename, "priority": 0}],
-            })
-            granted.append(device)
-            continue
-        have = {str(r.get("rolename")) for r in client.get("roles", []) if isinstance(r, dict)}
-        fixes = [{"command": "removeClientRole", "username": device, "rolename": r}
-                 for r in sorted(have - {rolename})]
-        if rolename not in have:
-            fixes.append({"command": "addClientRole", "username": device, "rolename": rolename})
-        if client.get("disabled"):
-            fixes.append({"command": "enableClient", "username": device})
-        if fixes or role_fix:
-            repaired.append(device)
-        commands += fixes
-        if device in kick:
-            commands += [{"command": "disableClient", "username": device},
-                         {"command": "enableClient", "username": device}]
-            kicked.append(device)
-    for username in sorted(clients):
-        stale = _acl.canonical_device_id(username)
-        if stale is not None and stale not in entitled:
-            # disableClient kicks in every 2.0.x; deleteClient leaves no permission at all.
-            commands += [{"command": "disableClient", "username": stale},
-                         {"command": "deleteClient", "username": stale}]
-            removed.append(stale)
-    for rolename in sorted(roles):
-        owner = _acl.device_of_role(rolename)
-        if owner is not None and owner not in entitled:
-            commands.append({"command": "deleteRole", "rolename": rolename})
-    admin.execute(create_roles + commands, tolerate=_TOLERATED)
-    return ReconcileReport(
-        entitled=len(entitled), granted=tuple(granted), removed=tuple(removed),
-        repaired=tuple(repaired), kicked=tuple(kicked),
-    )
 
 
 # -- the loop -----------------------------------------------------------------------------
