@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 
-from fleetguard.api import scan_jobs
 from fleetguard.operators import Role
-from fleetguard.store import Database
+from fleetguard.server.scan_jobs import ScanJobs
 from tests.findings.reports import finding, host, report
 from tests.findings.targets import telnet_device
 from tests.support import LoggedIn
@@ -174,7 +173,7 @@ def test_background_scan_of_a_loopback_device_lands_on_the_device(
 
 
 def test_schedules_run_when_due(
-    login_as: Callable[[Role], LoggedIn], sqlite_db: Database
+    login_as: Callable[[Role], LoggedIn], scan_jobs: ScanJobs
 ) -> None:
     op = login_as(Role.OPERATOR)
     address = "127.0.0.64"
@@ -190,9 +189,9 @@ def test_schedules_run_when_due(
         assert op.client.post("/api/v1/scan-schedules", headers=op.headers(), json={
             "name": "bad", "targets": ["no such host.invalid"], "interval_s": 3600}).status_code == 422
 
-        started = scan_jobs.run_due_scans(sqlite_db)
+        started = scan_jobs.run_due_scans()
         assert len(started) == 1
-        assert scan_jobs.run_due_scans(sqlite_db) == []  # not due again for an hour
+        assert scan_jobs.run_due_scans() == []  # not due again for an hour
         scan = _wait(op, started[0])
     assert scan["status"] == "finished" and scan["source"] == "schedule"
     assert scan["schedule_id"] == schedule["id"]
@@ -200,7 +199,7 @@ def test_schedules_run_when_due(
     listed = op.client.get("/api/v1/scan-schedules").json()
     assert listed[0]["last_scan_id"] == started[0]
     later = datetime.now(UTC) + timedelta(hours=2)
-    assert len(scan_jobs.run_due_scans(sqlite_db, now=later)) == 1
+    assert len(scan_jobs.run_due_scans(now=later)) == 1
     assert scan_jobs.wait_for_scans(60)
     r = op.client.delete(f"/api/v1/scan-schedules/{schedule['id']}", headers=op.headers())
     assert r.status_code == 204
@@ -208,10 +207,10 @@ def test_schedules_run_when_due(
 
 
 def test_too_many_running_scans_is_429(
-    login_as: Callable[[Role], LoggedIn], monkeypatch: pytest.MonkeyPatch
+    login_as: Callable[[Role], LoggedIn], scan_jobs: ScanJobs
 ) -> None:
     op = login_as(Role.OPERATOR)
-    monkeypatch.setattr(scan_jobs, "MAX_RUNNING_SCANS", 0)
+    scan_jobs.max_running = 0
     r = _post(op, {"targets": ["127.0.0.65"], "ports": "9"})
     assert r.status_code == 429 and r.json()["error"]["code"] == "scan_capacity"
     assert int(r.headers["retry-after"]) >= 1

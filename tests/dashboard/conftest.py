@@ -10,7 +10,6 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from fleetguard.api.app import create_app
 from fleetguard.core.config import Settings
 from fleetguard.identity import service as identity
 from fleetguard.identity.ca import init_installation_ca
@@ -19,6 +18,8 @@ from fleetguard.operators import Role
 from fleetguard.operators import service as operators
 from fleetguard.pki import FleetCA
 from fleetguard.registry import service as registry
+from fleetguard.server.operator_app import create_operator_app
+from fleetguard.server.scan_jobs import ScanJobs
 from fleetguard.store import Database
 from tests.support import code_for, csr_pem, strong_password
 
@@ -81,9 +82,20 @@ def fleet_ca(settings: Settings, master_key: MasterKey) -> Iterator[FleetCA]:
 
 
 @pytest.fixture
-def app(settings: Settings, sqlite_db: Database, master_key: MasterKey,
-        fleet_ca: FleetCA) -> FastAPI:
-    return create_app(settings, db=sqlite_db, master_key=master_key, ca=fleet_ca)
+def scan_jobs(sqlite_db: Database) -> Iterator[ScanJobs]:
+    """The app's scan jobs (what `fleetguard serve` makes once); none outlives its test."""
+    jobs = ScanJobs(sqlite_db)
+    yield jobs
+    assert jobs.wait_for_scans(60)
+
+
+@pytest.fixture
+def app(
+    settings: Settings, sqlite_db: Database, master_key: MasterKey, fleet_ca: FleetCA,
+    scan_jobs: ScanJobs,
+) -> FastAPI:
+    return create_operator_app(settings, db=sqlite_db, master_key=master_key, ca=fleet_ca,
+                               scan_jobs=scan_jobs)
 
 
 def new_client(app: FastAPI) -> TestClient:

@@ -13,12 +13,12 @@ from datetime import timedelta
 
 import pytest
 
-from fleetguard.api import scan_jobs
 from fleetguard.auditlog import list_audit_entries
 from fleetguard.core.clock import utcnow
 from fleetguard.core.spreadsheet import csv_cell
 from fleetguard.operators import Role
 from fleetguard.registry import service as registry
+from fleetguard.server.scan_jobs import ScanJobs
 from fleetguard.store import Database
 from fleetguard.telemetry import IngestService, sweep_offline
 from tests.dashboard.conftest import Browser, hidden
@@ -99,12 +99,12 @@ def test_overview_risk_figure_is_explained_and_its_trend_is_read_from_history(
 
 
 def test_the_servers_scheduler_loop_keeps_the_risk_history(
-    browser_as: Callable[[Role], Browser], sqlite_db: Database,
+    browser_as: Callable[[Role], Browser], sqlite_db: Database, scan_jobs: ScanJobs,
 ) -> None:
     device_at(sqlite_db, "cam-9", "127.0.0.59")
     b = browser_as(Role.AUDITOR)
     assert "No stored figures yet" in b.client.get("/").text
-    scan_jobs.run_due_scans(sqlite_db)  # what `fleetguard serve` runs every half minute
+    scan_jobs.run_due_scans()  # what `fleetguard serve` runs every half minute
     r = b.client.get("/")
     assert "No stored figures yet" not in r.text
     assert re.search(r'aria-label="Fleet risk, 1 stored hourly figures', r.text)
@@ -249,7 +249,7 @@ def test_auditor_sees_scans_but_cannot_start_one(
 
 
 def test_operator_starts_a_scan_watches_it_and_browses_and_exports_its_results(
-    browser_as: Callable[[Role], Browser], sqlite_db: Database,
+    browser_as: Callable[[Role], Browser], sqlite_db: Database, scan_jobs: ScanJobs,
 ) -> None:
     address = "127.0.0.57"
     cam = device_at(sqlite_db, "telnet-cam", address)

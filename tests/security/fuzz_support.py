@@ -4,7 +4,7 @@ Shared by ``tests/security/test_api_fuzz.py`` (a short run) and ``benchmarks/fuz
 (10,000 requests and more), so both test the same thing the same way:
 
 - a fresh data dir, SQLite database, master key and fleet CA; the app from
-  ``create_app`` served by uvicorn on 127.0.0.1 and a free port, in a thread (a real
+  ``create_operator_app`` served by uvicorn on 127.0.0.1 and a free port, in a thread (a real
   socket: a response cut off mid-body shows only there);
 - the OpenAPI document as the server serves it (``/api/v1/openapi.json``, authenticated);
 - every operation, every phase (examples, coverage, fuzzing, and the stateful phase over
@@ -21,8 +21,8 @@ operator again first if needed, through the services (as local administration); 
 refusals that led to the repair are documented 401s and are counted as ``repairs``.
 
 No traffic leaves this machine. Server-run scans (``POST /api/v1/scans`` with targets)
-are confined to 127.0.0.1 by ``scan_jobs.restrict_targets`` (anything else, host names
-included, is a 422 before any lookup), and the scanner itself is replaced by one that
+are confined to 127.0.0.1 by the scope of the app's scan jobs (``server.scan_scope``:
+anything else, host names included, is a 422 before any lookup), and the scanner itself is replaced by one that
 contacts nothing (a scan of loopback would spend the shared cores on probes that tell the
 API fuzzer nothing); ``real_scans=True`` runs the real scanner, on 127.0.0.1 only. Under
 both, a process-wide audit hook refuses, for the duration of the run, every connect,
@@ -82,12 +82,12 @@ WAIVED_REFUSALS: tuple[tuple[str, str, str], ...] = (
     ("POST /api/v1/devices/import", "csv",
      "a CSV's header and rows are checked beyond what a string's schema can say"),
     ("POST /api/v1/scans", "report.*",
-     "an uploaded fleetguard.scan/1 report is checked by findings.parse_report_document "
+     "an uploaded fleetguard.scan/1 report is checked by protocol.scan_report.parse_scan_report "
      "(whose schema is not published, and has rules across fields)"),
     ("POST /api/v1/scans", "targets",
-     "targets must resolve, and here lie within 127.0.0.1 (scan_jobs.restrict_targets)"),
+     "targets must resolve, and here lie within 127.0.0.1 (the scan jobs' scope)"),
     ("POST /api/v1/scan-schedules", "targets",
-     "targets must resolve, and here lie within 127.0.0.1 (scan_jobs.restrict_targets)"),
+     "targets must resolve, and here lie within 127.0.0.1 (the scan jobs' scope)"),
     ("POST /api/v1/scans", "ports", "port lists have numeric ranges a pattern cannot bound"),
     ("POST /api/v1/scan-schedules", "ports",
      "port lists have numeric ranges a pattern cannot bound"),
@@ -228,7 +228,7 @@ def _free_port() -> int:
 
 
 class _NoProbeScanner:
-    """Stands in for ``fleetguard.scan.run_scan``: contacts nothing, reports every target
+    """Stands in for ``fleetguard.scan.run_scan`` as the scan jobs' scanner: contacts nothing, reports every target
     down. Refuses (as the job's failure) any target outside the loopback scope."""
 
     def __call__(self, options: Any, progress: Any = None) -> Any:
@@ -315,14 +315,16 @@ class FuzzServer:
     def _start(self) -> None:
         import uvicorn
 
-        from fleetguard.api import scan_jobs
-        from fleetguard.api.app import create_app
         from fleetguard.auditlog import attach_audit_keys
         from fleetguard.core.config import Settings
         from fleetguard.identity.ca import init_installation_ca
         from fleetguard.keys import MasterKey
         from fleetguard.operators import Role
         from fleetguard.operators import service as operators
+        from fleetguard.scan import run_scan
+        from fleetguard.server.operator_app import create_operator_app
+        from fleetguard.server.scan_jobs import ScanJobs
+        from fleetguard.server.scan_scope import ScanScope
         from fleetguard.store import open_database, upgrade_database
 
         stack = self._stack
@@ -344,17 +346,12 @@ class FuzzServer:
             )
 
         # Scans: loopback only, and by default no probes at all.
-        previous_scope = scan_jobs.target_scope()
-        scan_jobs.restrict_targets(LOOPBACK_SCOPE)
-        stack.callback(scan_jobs.restrict_targets,
-                       None if previous_scope is None else [str(n) for n in previous_scope])
-        if not self.real_scans:
-            real = scan_jobs.run_scan
-            scan_jobs.run_scan = _NoProbeScanner()  # type: ignore[assignment]
-            stack.callback(setattr, scan_jobs, "run_scan", real)
+        scan_jobs = ScanJobs(self.db, scope=ScanScope.of(LOOPBACK_SCOPE),
+                             scanner=run_scan if self.real_scans else _NoProbeScanner())
         stack.callback(scan_jobs.wait_for_scans, 120.0)
 
-        app = create_app(settings, db=self.db, master_key=master_key, ca=ca, tls=False)
+        app = create_operator_app(settings, db=self.db, master_key=master_key, ca=ca,
+                                  scan_jobs=scan_jobs, tls=False)
         port = _free_port()
         config = uvicorn.Config(
             _Watch(app, self.log, self._refused), host="127.0.0.1", port=port,

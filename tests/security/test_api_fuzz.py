@@ -17,6 +17,7 @@ finding is fixed (none is, today).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -27,6 +28,9 @@ from tests.security.fuzz_support import (
     OffMachineTrafficError,
     run_fuzz,
 )
+
+if TYPE_CHECKING:
+    from fleetguard.store import Database
 
 SEED = 12
 MAX_EXAMPLES = 2  # per operation, fuzzing phase; the coverage phase adds ~1,800 requests
@@ -129,20 +133,16 @@ def test_the_guard_refuses_what_is_not_loopback() -> None:
     "192.0.2.7", "10.0.0.0/8", "127.0.0.0/8", "127.0.0.1-2", "127.0.0.1-127.0.0.9", "::1",
     "localhost", "camera.lan", "0", "@/etc/passwd",
 ])
-def test_the_fuzzers_scans_cannot_leave_loopback(target: str) -> None:
+def test_the_fuzzers_scans_cannot_leave_loopback(target: str, sqlite_db: Database) -> None:
     """Under the harness's scope every target but 127.0.0.1 is refused, names before any
     lookup (the guard would refuse the lookup too)."""
-    from fleetguard.api import scan_jobs
     from fleetguard.core.errors import ValidationFailedError
+    from fleetguard.server.scan_jobs import ScanJobs
+    from fleetguard.server.scan_scope import ScanScope
     from tests.security.fuzz_support import LOOPBACK_SCOPE
 
-    scan_jobs.restrict_targets(LOOPBACK_SCOPE)
-    try:
-        with LoopbackGuard.armed() as blocked, pytest.raises(ValidationFailedError):
-            scan_jobs.scan_options([target], "default", {})
-        assert blocked == []
-        assert scan_jobs.scan_options(["127.0.0.1"], "default", {}).targets[0].address \
-            == "127.0.0.1"
-    finally:
-        scan_jobs.restrict_targets(None)
-    assert scan_jobs.target_scope() is None
+    jobs = ScanJobs(sqlite_db, scope=ScanScope.of(LOOPBACK_SCOPE))
+    with LoopbackGuard.armed() as blocked, pytest.raises(ValidationFailedError):
+        jobs.scan_options([target], "default", {})
+    assert blocked == []
+    assert jobs.scan_options(["127.0.0.1"], "default", {}).targets[0].address == "127.0.0.1"

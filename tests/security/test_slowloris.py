@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fleetguard.api.connection_limits import DEVICE_ENDPOINT, OPERATOR_API
+from fleetguard.server.connections.limits import DEVICE_ENDPOINT, OPERATOR_API
 from tests.integration.server import FLEETGUARD, run_cli
 from tests.processes import free_port, stop_process
 from tests.support import code_for, secret_from_uri

@@ -17,12 +17,12 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from fleetguard.api.app import create_app
 from fleetguard.core.config import Settings
 from fleetguard.keys import MasterKey
 from fleetguard.operators import Role
 from fleetguard.operators import service as operators
 from fleetguard.pki import FleetCA
+from fleetguard.server.operator_app import create_operator_app
 from fleetguard.store import Database
 from tests.api.conftest import new_client
 from tests.security.support_race import at_once, reads_before_writes
@@ -104,7 +104,7 @@ def test_recovery_code_replay_is_refused(app: FastAPI, admin: LoggedIn) -> None:
 def any_app(settings: Settings, db: Database, master_key: MasterKey, fleet_ca: FleetCA
             ) -> Iterator[FastAPI]:
     """The operator API over SQLite and over PostgreSQL."""
-    yield create_app(settings, db=db, master_key=master_key, ca=fleet_ca)
+    yield create_operator_app(settings, db=db, master_key=master_key, ca=fleet_ca)
 
 
 @pytest.fixture

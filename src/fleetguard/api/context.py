@@ -1,4 +1,5 @@
-"""What every request handler may reach: settings, the database, the master key, metrics."""
+"""What every request handler may reach: settings, the database, the master key, metrics,
+and the work the running process does for them (scan jobs, decommissioning)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from fleetguard.api.metrics import ApiMetrics
+from fleetguard.api.orchestration import DeviceDecommission, ScanLauncher
 from fleetguard.core.config import Settings
 from fleetguard.identity.errors import CaNotInitializedError
 from fleetguard.keys import MasterKey
@@ -20,6 +22,8 @@ class AppContext:
     db: Database
     master_key: MasterKey
     metrics: ApiMetrics
+    scans: ScanLauncher
+    decommission: DeviceDecommission
     ca: FleetCA | None = None
     secure_cookies: bool = True
 

@@ -217,8 +217,8 @@ def run_action(
                 registry.set_device_state(session, device.id, STATE_ACTIONS[action],
                                           actor=principal.actor, reason=reason)
             elif action == "decommission":
-                identity.decommission_device(session, ctx.fleet_ca(), device_id=device.id,
-                                             actor=principal.actor, reason=reason)
+                ctx.decommission(session, ctx.fleet_ca(), device_id=device.id,
+                                 actor=principal.actor, reason=reason)
             else:
                 if serial not in {c.serial_hex for c in
                                   identity.list_certificates(session, device_id=device.id)}:

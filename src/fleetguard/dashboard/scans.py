@@ -1,7 +1,7 @@
 """Scans and findings: start a scan of a range with its safety options, watch it live,
 browse its results by host and by check, export them; the fleet's findings list.
 
-Scans run through the same job runner as ``POST /api/v1/scans`` (``api.scan_jobs``);
+Scans run through the same job runner as ``POST /api/v1/scans`` (the context's ``scans``);
 the options are validated by the API's own schema, so the bounds are the same.
 """
 
@@ -25,7 +25,6 @@ from fastapi.responses import (
 from pydantic import ValidationError
 
 from fleetguard import findings
-from fleetguard.api import scan_jobs
 from fleetguard.api.schemas import optional_choice
 from fleetguard.api.schemas_scans import ScanStart
 from fleetguard.core.errors import FleetError, NotFoundError, ValidationFailedError
@@ -34,8 +33,8 @@ from fleetguard.core.spreadsheet import csv_cell
 from fleetguard.dashboard.deps import Ctx, DeviceReader, DeviceWriter, not_found
 from fleetguard.dashboard.render import page
 from fleetguard.dashboard.security import PAGE_HEADERS
-from fleetguard.findings import FindingFilter, FindingState, ScanDocument
-from fleetguard.findings.models import ReportFinding
+from fleetguard.findings import FindingFilter, FindingState
+from fleetguard.protocol.scan_report import ReportFinding, ScanReportDocument, parse_scan_report
 
 router = APIRouter(include_in_schema=False)
 
@@ -110,7 +109,7 @@ def start_scan(
             where = ".".join(str(p) for p in first.get("loc", ()) if p != "options")
             raise ValidationFailedError(f"{where}: {first.get('msg', 'invalid value')}",
                                         field=where) from None
-        scan = scan_jobs.start_scan(ctx.db, actor=principal.actor, targets=start.targets,
+        scan = ctx.scans.start_scan(actor=principal.actor, targets=start.targets,
                                     ports=start.ports, options=start.options.model_dump())
     except FleetError as exc:
         return _scans_page(request, ctx, principal, form=form, error=exc.message,
@@ -118,14 +117,14 @@ def start_scan(
     return RedirectResponse(f"/scans/{scan.id}", status_code=303, headers=PAGE_HEADERS)
 
 
-def _document(ctx: Ctx, scan: findings.Scan) -> ScanDocument | None:
+def _document(ctx: Ctx, scan: findings.Scan) -> ScanReportDocument | None:
     if scan.status is not findings.ScanStatus.FINISHED:
         return None
     with ctx.db.read_session() as session:
-        return findings.parse_report_document(findings.scan_report(session, scan.id))
+        return parse_scan_report(findings.scan_report(session, scan.id))
 
 
-def _by_check(doc: ScanDocument) -> list[tuple[str, Severity, int, int]]:
+def _by_check(doc: ScanReportDocument) -> list[tuple[str, Severity, int, int]]:
     """(check, worst severity, findings, hosts), worst first."""
     groups: dict[str, list[ReportFinding]] = {}
     for f in doc.findings:

@@ -218,11 +218,10 @@ def decommission_device(
 ) -> DeviceOut:
     """Final: revokes every certificate of the device at once."""
     with ctx.db.session() as session:
-        identity.decommission_device(
+        return _device(ctx.decommission(
             session, ctx.fleet_ca(), device_id=device_id, actor=principal.actor,
             reason=body.reason,
-        )
-        return _device(registry.get_device(session, device_id))
+        ))
 
 
 @router.post("/devices/{device_id}/enrollment-token", status_code=201)

@@ -18,7 +18,6 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from fleetguard import findings
-from fleetguard.api import scan_jobs
 from fleetguard.api.authz import requires
 from fleetguard.api.context import AppContext, get_context
 from fleetguard.api.schemas_scans import (
@@ -37,6 +36,7 @@ from fleetguard.api.schemas_scans import (
 from fleetguard.core.errors import PayloadTooLargeError, ValidationFailedError
 from fleetguard.findings import FindingFilter, FindingState, ScanStatus, Severity
 from fleetguard.operators import Permission, Principal
+from fleetguard.protocol.scan_report import MAX_REPORT_BYTES, parse_scan_report
 from fleetguard.registry import service as registry
 from fleetguard.scan import parse_ports
 
@@ -47,7 +47,7 @@ Writer = Annotated[Principal, Depends(requires(Permission.DEVICES_WRITE))]
 
 #: A gzip-encoded upload may expand to this much JSON (the body itself is capped by the
 #: server's body limit, 1 MiB).
-MAX_DECODED_BYTES = findings.MAX_REPORT_BYTES
+MAX_DECODED_BYTES = MAX_REPORT_BYTES
 MAX_HOSTS_SHOWN = 1000
 M = TypeVar("M", bound=BaseModel)
 
@@ -143,7 +143,7 @@ def _create_scan(
     if "report" in body:
         upload = _validated(ScanUpload, body)
         ports = _ports_of_upload(upload)
-        document = findings.parse_report_document(upload.report)
+        document = parse_scan_report(upload.report)
         with ctx.db.session() as session:
             scan = findings.ingest_report(
                 session, document, actor=principal.actor, scanned_ports=ports
@@ -151,8 +151,8 @@ def _create_scan(
         return scan, False
     if "targets" in body:
         start = _validated(ScanStart, body)
-        scan = scan_jobs.start_scan(
-            ctx.db, actor=principal.actor, targets=start.targets, ports=start.ports,
+        scan = ctx.scans.start_scan(
+            actor=principal.actor, targets=start.targets, ports=start.ports,
             options=start.options.model_dump(),
         )  # fmt: skip
         return scan, True
@@ -270,7 +270,7 @@ def create_schedule(body: ScheduleCreate, ctx: Ctx, principal: Writer) -> Schedu
     from datetime import timedelta
 
     options = body.options.model_dump()
-    scan_jobs.scan_options(body.targets, body.ports, options)
+    ctx.scans.scan_options(body.targets, body.ports, options)
     if body.first_run_at is not None and body.first_run_at.tzinfo is None:
         raise ValidationFailedError("first_run_at needs a time zone", field="first_run_at")
     with ctx.db.session() as session:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from fleetguard.api.server import _reuse_port_socket
+from fleetguard.server.listeners import reuse_port_socket
 from tests.processes import free_port
 
 
@@ -36,14 +36,14 @@ def _accepted_nodelay(sock: socket.socket) -> int:
 def test_shared_device_socket_sends_small_responses_without_delay() -> None:
     # Without TCP_NODELAY a response written in two parts waits for the client's
     # delayed ACK (~40 ms per request).
-    sock = _reuse_port_socket("127.0.0.1", free_port())
+    sock = reuse_port_socket("127.0.0.1", free_port())
     assert _accepted_nodelay(sock) != 0
 
 
 def test_several_processes_may_listen_on_the_device_port() -> None:
     port = free_port()
-    first = _reuse_port_socket("127.0.0.1", port)
-    second = _reuse_port_socket("127.0.0.1", port)
+    first = reuse_port_socket("127.0.0.1", port)
+    second = reuse_port_socket("127.0.0.1", port)
     try:
         assert first.getsockname() == second.getsockname()
     finally:

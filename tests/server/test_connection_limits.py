@@ -14,18 +14,17 @@ from dataclasses import replace
 import pytest
 from typer.testing import CliRunner
 
-from fleetguard.api import connection_limits
-from fleetguard.api.connection_limits import (
-    DEVICE_ENDPOINT,
-    OPERATOR_API,
-    ConnectionGuard,
-    ListenerLimits,
-    address_key,
-    fit_to_open_files,
-)
 from fleetguard.cli.installation import serve_command
 from fleetguard.cli.main import app
 from fleetguard.core.errors import ValidationFailedError
+from fleetguard.server.connections.guard import ConnectionGuard, address_key
+from fleetguard.server.connections.limits import (
+    DEVICE_ENDPOINT,
+    OPERATOR_API,
+    RESERVED_FILES,
+    ListenerLimits,
+    fit_to_open_files,
+)
 
 
 def test_a_connection_counts_against_its_ipv4_address_or_its_ipv6_64() -> None:
@@ -114,7 +113,7 @@ def test_the_open_file_limit_is_raised_to_what_the_listeners_need(
     set_to = _fake_rlimit(monkeypatch, 1024, 1_048_576)
     assert fit_to_open_files([OPERATOR_API, DEVICE_ENDPOINT]) == [OPERATOR_API, DEVICE_ENDPOINT]
     wanted = OPERATOR_API.max_connections + DEVICE_ENDPOINT.max_connections
-    assert set_to == [(wanted + connection_limits.RESERVED_FILES, 1_048_576)]
+    assert set_to == [(wanted + RESERVED_FILES, 1_048_576)]
 
 
 def test_listeners_share_a_low_open_file_limit_so_neither_can_starve_the_other(

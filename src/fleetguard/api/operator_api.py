@@ -1,4 +1,5 @@
-"""The composition root of the HTTP server: ``create_app(settings)``."""
+"""The operator API's surface: its routers, the errors each documents, and its OpenAPI
+document's security. ``fleetguard.server.operator_app`` assembles the app around it."""
 
 from __future__ import annotations
 
@@ -9,27 +10,10 @@ from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import iter_route_contexts
 
-from fleetguard import __version__
 from fleetguard.api.authz import SESSION_COOKIE
-from fleetguard.api.context import AppContext
 from fleetguard.api.errors import install_error_handlers
-from fleetguard.api.metrics import ApiMetrics
-from fleetguard.api.middleware import (
-    AccessLogMiddleware,
-    BodyLimitMiddleware,
-    JsonDepthMiddleware,
-    SecurityHeadersMiddleware,
-    StreamErrorMiddleware,
-)
 from fleetguard.api.routers import audit, auth, devices, operators, scans, system, tokens
-from fleetguard.api.routers.devices import IMPORT_PATH, MAX_CSV_BYTES
 from fleetguard.api.schemas import error_responses
-from fleetguard.core.config import Settings
-from fleetguard.dashboard import install_dashboard
-from fleetguard.install import open_installation_database
-from fleetguard.keys import MasterKey, load_master_key
-from fleetguard.pki import FleetCA
-from fleetguard.store import Database
 
 #: Routers whose every route needs a permission (401 without credentials, 403 without
 #: the permission); the auth router's login steps are public, and the system router's
@@ -85,44 +69,12 @@ def _document(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def create_app(
-    settings: Settings,
-    *,
-    db: Database | None = None,
-    master_key: MasterKey | None = None,
-    ca: FleetCA | None = None,
-    tls: bool = True,
-) -> FastAPI:
-    app = FastAPI(
-        title="fleetguard",
-        version=__version__,
-        openapi_url=None,  # served behind authentication by the system router
-        docs_url=None,
-        redoc_url=None,
-    )
-    metrics = ApiMetrics()
-    master_key = master_key or load_master_key(settings)
-    app.state.ctx = AppContext(
-        settings=settings,
-        # The installation's database carries the audit keys: every audited change is keyed.
-        db=db or open_installation_database(settings, master_key=master_key),
-        master_key=master_key,
-        metrics=metrics,
-        ca=ca,
-        secure_cookies=True,
-    )
+def install_operator_api(app: FastAPI) -> None:
+    """The API's routers, each with the errors it may answer, its OpenAPI document and its
+    JSON error handlers."""
     app.include_router(system.router)
     app.include_router(auth.router, responses=error_responses(*COMMON_ERRORS))
     for router in PROTECTED_ROUTERS:
         app.include_router(router, responses=error_responses(*COMMON_ERRORS, *PROTECTED_ERRORS))
     _document(app)
     install_error_handlers(app)
-    install_dashboard(app)
-    # Innermost first: errors of streamed bodies and over-deep JSON are answered inside
-    # the log, the security headers and the body limit.
-    app.add_middleware(StreamErrorMiddleware)
-    app.add_middleware(JsonDepthMiddleware)
-    app.add_middleware(AccessLogMiddleware, metrics=metrics)
-    app.add_middleware(SecurityHeadersMiddleware, hsts=tls)
-    app.add_middleware(BodyLimitMiddleware, larger={IMPORT_PATH: MAX_CSV_BYTES})
-    return app
