@@ -172,11 +172,10 @@ def device_decommission(
     data_dir: DataDirOption = None,
 ) -> None:
     """Retire a device for good: its certificates are revoked at once."""
-    from fleetguard.identity import service as identity
+    from fleetguard.server.decommission import decommission_device
 
     with fleet_ca(data_dir) as ca, db_session(data_dir) as session:
-        identity.decommission_device(session, ca, device_id=device_id, actor=cli_actor(),
-                                     reason=reason)
+        decommission_device(session, ca, device_id=device_id, actor=cli_actor(), reason=reason)
     console.print(f"decommissioned {device_id}")
 
 

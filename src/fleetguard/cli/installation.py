@@ -123,11 +123,11 @@ def serve_command(
     """Run the HTTPS operator API and the device endpoint (applies migrations first)."""
     from dataclasses import replace
 
-    from fleetguard.api.connection_limits import DEVICE_ENDPOINT
-    from fleetguard.api.server import run_servers
     from fleetguard.core.logging import configure_logging
     from fleetguard.core.runtime import tune_gc_for_service
     from fleetguard.keys import load_master_key
+    from fleetguard.server.connections.limits import DEVICE_ENDPOINT
+    from fleetguard.server.serve import run_servers
 
     if log_format not in ("text", "json"):
         raise ValidationFailedError("--log-format must be text or json", field="log-format")
