@@ -35,7 +35,7 @@ import os
 import pwd
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fleetguard.broker.errors import BrokerConfigError
@@ -124,6 +124,66 @@ def _widen_group(path: Path, account: BrokerAccount, want: int) -> None:
     os.chmod(path, mode | (want << 3))
 
 
+class _Refused(Exception):
+    """Why the account cannot be given what the broker needs (nothing was opened)."""
+
+
+@dataclass
+class _Plan:
+    """What to open: group bits per path, the directories traversed, the files read."""
+
+    changes: dict[Path, int] = field(default_factory=dict)
+    chain_dirs: set[Path] = field(default_factory=set)
+    needed: set[Path] = field(default_factory=set)
+
+
+def _ensure_traversable(directory: Path, account: BrokerAccount) -> None:
+    closed = _closed_directory(directory, account)
+    if closed is not None:
+        raise _Refused(f"{closed} is not traversable by {account.name!r}")
+
+
+def _check_outside(path: Path, account: BrokerAccount) -> None:
+    """A file configured outside the data dir: checked, never changed."""
+    _ensure_traversable(path.parent, account)
+    if not account.may(path.stat(), os.R_OK):
+        raise _Refused(f"{path} is not readable by {account.name!r}")
+
+
+def _plan_inside(path: Path, data_dir: Path, account: BrokerAccount, plan: _Plan) -> None:
+    """Traverse each directory from the data dir down to ``path``, and read ``path``."""
+    steps = [(d, os.X_OK) for d in reversed(path.parents) if d.is_relative_to(data_dir)]
+    plan.chain_dirs.update(d for d, _ in steps)
+    plan.needed.add(path)
+    for target, want in [*steps, (path, os.R_OK)]:
+        possible, missing = _group_grant(target, account, want)
+        if not possible:
+            raise _Refused(f"{target} is out of reach of {account.name!r}, and its group "
+                           "permissions are already given to another group")
+        if missing:
+            plan.changes[target] = plan.changes.get(target, 0) | want
+
+
+def _to_close(plan: _Plan, state_dir: Path, account: BrokerAccount) -> list[Path]:
+    """Entries of the opened directories that the account could reach once they open:
+    each is closed to other accounts (it was out of reach behind a 0700 directory)."""
+    keep = {*plan.chain_dirs, *plan.needed, state_dir}
+    closings = []
+    for directory in sorted(plan.chain_dirs):
+        for entry in directory.iterdir():
+            st = entry.lstat()
+            if entry in keep or stat.S_ISLNK(st.st_mode):
+                continue
+            if account.may(st, os.R_OK) or (stat.S_ISDIR(st.st_mode)
+                                            and account.may(st, os.X_OK)):
+                if st.st_uid != os.geteuid():
+                    raise _Refused(
+                        f"{entry} would be within reach of {account.name!r} and is not ours"
+                    )
+                closings.append(entry)
+    return closings
+
+
 def grant_broker_access(
     files: BrokerFiles, data_dir: Path, account: BrokerAccount, *,
     withdraw: Sequence[Path] = (),
@@ -141,48 +201,22 @@ def grant_broker_access(
     for path in withdraw:
         _withdraw_group(path, account)
     data_dir = data_dir.resolve()
-    closed = _closed_directory(data_dir.parent, account)
-    if closed is not None:
-        return f"{closed} is not traversable by {account.name!r}"
-    changes: dict[Path, int] = {}
-    chain_dirs: set[Path] = set()
-    needed: set[Path] = set()  # what the broker reads inside the data dir
-    for path in (files.tls_cert, files.tls_key, files.ca_bundle, files.crl_file,
-                 files.config_file):
-        path = path.resolve()
-        if not path.is_relative_to(data_dir):  # configured elsewhere: check, never change
-            closed = _closed_directory(path.parent, account)
-            if closed is not None:
-                return f"{closed} is not traversable by {account.name!r}"
-            if not account.may(path.stat(), os.R_OK):
-                return f"{path} is not readable by {account.name!r}"
-            continue
-        steps = [(d, os.X_OK) for d in reversed(path.parents) if d.is_relative_to(data_dir)]
-        chain_dirs.update(d for d, _ in steps)
-        needed.add(path)
-        for target, want in [*steps, (path, os.R_OK)]:
-            possible, missing = _group_grant(target, account, want)
-            if not possible:
-                return (f"{target} is out of reach of {account.name!r}, and its group "
-                        "permissions are already given to another group")
-            if missing:
-                changes[target] = changes.get(target, 0) | want
-    closings = []
-    keep = {*chain_dirs, *needed, files.state_dir.resolve()}
-    for directory in sorted(chain_dirs):
-        for entry in directory.iterdir():
-            st = entry.lstat()
-            if entry in keep or stat.S_ISLNK(st.st_mode):
-                continue
-            if account.may(st, os.R_OK) or (stat.S_ISDIR(st.st_mode)
-                                            and account.may(st, os.X_OK)):
-                if st.st_uid != os.geteuid():
-                    return f"{entry} would be within reach of {account.name!r} and is not ours"
-                closings.append(entry)
-    for target, want in changes.items():
+    plan = _Plan()
+    try:
+        _ensure_traversable(data_dir.parent, account)
+        for path in (files.tls_cert, files.tls_key, files.ca_bundle, files.crl_file,
+                     files.config_file):
+            path = path.resolve()
+            if path.is_relative_to(data_dir):
+                _plan_inside(path, data_dir, account, plan)
+            else:
+                _check_outside(path, account)
+        closings = _to_close(plan, files.state_dir.resolve(), account)
+    except _Refused as refused:
+        return str(refused)
+    for target, want in plan.changes.items():
         _widen_group(target, account, want)
     for entry in closings:
-        # Was out of reach behind a 0700 directory; stays so now that the directory opens.
         os.chmod(entry, stat.S_IMODE(entry.lstat().st_mode) & ~0o077)
     if closings:
         log.info("closed to other accounts, now that %r may traverse their directories: %s",
