@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -13,10 +12,11 @@ import typer
 
 from fleetguard.cli.admin import cli_actor, db_session
 from fleetguard.cli.common import DataDirOption, console, handles_errors, settings_from
+from fleetguard.cli.output import Column, JsonOption, print_json, print_table, table_time
 from fleetguard.core.errors import ValidationFailedError
 from fleetguard.core.files import write_atomic
 from fleetguard.core.pki_enums import KeyAlgorithm, RevocationReason
-from fleetguard.registry import Device, DeviceChanges, DeviceFilter, DeviceState
+from fleetguard.registry import DeviceChanges, DeviceFilter, DeviceState
 
 if TYPE_CHECKING:
     from fleetguard.pki import FleetCA
@@ -50,16 +50,6 @@ def _labels(values: list[str] | None) -> dict[str, str] | None:
     return out
 
 
-def _print_device(d: Device) -> None:
-    console.print_json(json.dumps({
-        "id": d.id, "name": d.name, "serial": d.serial, "state": d.state.value,
-        "vendor": d.vendor, "hardware_model": d.hardware_model,
-        "firmware_version": d.firmware_version, "labels": d.labels, "groups": d.groups,
-        "addresses": d.addresses,
-        "last_seen_at": d.last_seen_at.isoformat() if d.last_seen_at else None,
-    }))
-
-
 @device_app.command("add")
 @handles_errors
 def device_add(
@@ -88,22 +78,23 @@ def device_list(
     labels: Annotated[str | None, typer.Option(help="k=v,k2!=v2,k3")] = None,
     search: Annotated[str | None, typer.Option("--search", "-q")] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 100,
+    as_json: JsonOption = False,
     data_dir: DataDirOption = None,
 ) -> None:
-    """List devices, oldest first."""
-    from rich.table import Table
-
+    """List devices, oldest first (--json: every field, as `device show` prints it)."""
     from fleetguard.registry import service as registry
 
     with db_session(data_dir) as session:
         page = registry.list_devices(
             session, DeviceFilter(state=state, label_query=labels, search=search), limit=limit
         )
-    table = Table("id", "name", "serial", "state", "vendor", "last seen")
-    for d in page.devices:
-        table.add_row(d.id, d.name, d.serial or "", d.state.value, d.vendor or "",
-                      d.last_seen_at.isoformat(timespec="seconds") if d.last_seen_at else "never")
-    console.print(table)
+    if as_json:
+        print_json(page.devices)
+        return
+    print_table(
+        [Column("id"), Column("state"), Column("last seen"), Column("name", free=True)],
+        [[d.id, d.state.value, table_time(d.last_seen_at), d.name] for d in page.devices],
+    )
 
 
 @device_app.command("show")
@@ -113,7 +104,7 @@ def device_show(device_id: str, data_dir: DataDirOption = None) -> None:
     from fleetguard.registry import service as registry
 
     with db_session(data_dir) as session:
-        _print_device(registry.get_device(session, device_id))
+        print_json(registry.get_device(session, device_id))
 
 
 @device_app.command("set")
@@ -125,7 +116,7 @@ def device_set(
     firmware: Annotated[str | None, typer.Option("--firmware")] = None,
     label: Annotated[list[str] | None, typer.Option(help="key=value; replaces all labels")] = None,
     state: Annotated[
-        DeviceState | None, typer.Option(help="active, quarantined, suspended")
+        DeviceState | None, typer.Option(help="New state (decommission has its own command).")
     ] = None,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -143,7 +134,7 @@ def device_set(
             if state is DeviceState.DECOMMISSIONED:
                 raise ValidationFailedError("use `fleetguard device decommission`", field="state")
             registry.set_device_state(session, device_id, state, actor=cli_actor())
-        _print_device(registry.get_device(session, device_id))
+        print_json(registry.get_device(session, device_id))
 
 
 @device_app.command("token")
@@ -182,23 +173,26 @@ def device_decommission(
 @cert_app.command("list")
 @handles_errors
 def cert_list(
-    device: Annotated[str | None, typer.Option("--device")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="Only this device's.")] = None,
+    as_json: JsonOption = False,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Issued device certificates, newest first."""
-    from rich.table import Table
-
+    """Issued device certificates, newest first (--json: every field)."""
     from fleetguard.identity import service as identity
 
     with db_session(data_dir) as session:
         certs = identity.list_certificates(session, device_id=device)
-    table = Table("serial", "device", "via", "not after", "state", "last seen from")
-    for c in certs:
-        table.add_row(c.serial_hex, c.device_id, c.enrolled_via.value,
-                      c.not_after.isoformat(timespec="seconds"),
-                      f"revoked ({c.revocation_reason})" if c.revoked_at else "valid",
-                      c.last_seen_from or "")
-    console.print(table)
+    if as_json:
+        print_json(certs)
+        return
+    # A serial is 40 hex digits: beside it, 80 columns hold the device or, when the list
+    # is one device's, the address its certificate was last used from.
+    last = Column("last seen from", free=True) if device else Column("device", free=True)
+    print_table(
+        [Column("serial"), Column("state"), Column("not after"), last],
+        [[c.serial_hex, "revoked" if c.revoked_at else "valid", f"{c.not_after:%Y-%m-%d}",
+          (c.last_seen_from or "") if device else c.device_id] for c in certs],
+    )
 
 
 @cert_app.command("revoke")
