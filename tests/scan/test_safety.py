@@ -6,7 +6,8 @@ import asyncio
 import itertools
 import socket
 
-from fleetguard.scan import PortState, Service, build_options, run_scan
+from fleetguard.protocol.scan_report import PortState
+from fleetguard.scan import Service, build_options, report_document, run_scan
 
 from . import lab as L
 
@@ -80,7 +81,7 @@ def test_port_states_are_reported_not_dropped() -> None:
     states = {(p.transport.value, p.state) for p in host.ports}
     assert ("udp", PortState.OPEN_FILTERED) in states
     assert ("tcp", PortState.CLOSED) in states
-    doc = report.to_dict()["hosts"][0]
+    doc = report_document(report)["hosts"][0]
     assert doc["counts"]["closed"] == 1 and doc["counts"]["open|filtered"] == 1
     assert doc["ports"][0]["state"] == "open|filtered" and doc["ports"][0]["reason"]
 

@@ -11,9 +11,10 @@ import io
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from fleetguard.core.severity import Severity
 from fleetguard.operators import Role
+from fleetguard.protocol.scan_report import ReportFinding
 from fleetguard.scan import ScanReport, to_csv
-from fleetguard.scan.models import Finding, Service, Severity, Transport
 from tests.support import LoggedIn
 
 PAYLOADS = ["=cmd|' /C calc'!A0", "+1+1", "-2+3", "@SUM(A1)", "\t=1", "\r=1"]
@@ -41,10 +42,10 @@ def test_device_export_quotes_formula_cells(login_as: Callable[[Role], LoggedIn]
 
 def test_scan_report_csv_quotes_banner_evidence() -> None:
     now = datetime.now(UTC)
-    finding = Finding(host="127.0.0.1", port=23, transport=Transport.TCP,
-                      service=Service.TELNET, check="telnet-open", severity=Severity.HIGH,
-                      title="Telnet", evidence="=HYPERLINK(\"http://attacker\")",
-                      remediation="close it", references=())
+    finding = ReportFinding(host="127.0.0.1", port=23, protocol="tcp", service="telnet",
+                            check="telnet-open", severity=Severity.HIGH, title="Telnet",
+                            evidence="=HYPERLINK(\"http://attacker\")", remediation="close it",
+                            references=())
     report = ScanReport(targets=["127.0.0.1"], started=now, finished=now, hosts=[],
                         findings=[finding], notes=[])
     (row,) = csv.DictReader(io.StringIO(to_csv(report)))

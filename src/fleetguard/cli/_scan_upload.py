@@ -7,7 +7,7 @@ import ipaddress
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from fleetguard.core.errors import (
@@ -16,6 +16,9 @@ from fleetguard.core.errors import (
     FleetError,
     ValidationFailedError,
 )
+
+if TYPE_CHECKING:
+    from fleetguard.protocol.scan_report import ScanReportDocument
 
 TOKEN_ENV = "FLEETGUARD_API_TOKEN"  # noqa: S105  (the name of a variable)
 TIMEOUT_S = 120.0
@@ -53,10 +56,11 @@ def check_server(url: str, token: str | None) -> str:
 
 
 def upload_report(
-    base_url: str, token: str, document: dict[str, Any], *, ports: str,
+    base_url: str, token: str, report: ScanReportDocument, *, ports: str,
     ca_file: Path | None = None,
 ) -> UploadResult:
-    """POST the report (gzip-encoded) to ``/api/v1/scans``; returns the stored scan."""
+    """POST the report (gzip-encoded) to ``/api/v1/scans``, as the body the route reads
+    (``{"report": <fleetguard.scan/1>, "ports": <--ports>}``); returns the stored scan."""
     import ssl
 
     import httpx
@@ -70,7 +74,9 @@ def upload_report(
         except (OSError, ssl.SSLError) as exc:
             raise ValidationFailedError(f"cannot read --ca-file {ca_file}: {exc}",
                                         field="ca-file") from None
-    body = gzip.compress(json.dumps({"report": document, "ports": ports}).encode(), mtime=0)
+    body = gzip.compress(
+        json.dumps({"report": report.to_json_dict(), "ports": ports}).encode(), mtime=0
+    )
     headers = {
         "Authorization": f"Bearer {token}",
         "Content-Type": "application/json",

@@ -64,7 +64,7 @@ def _print_table(console: Console, report: ScanReport, min_severity: Severity) -
             [Column("severity"), Column("host"), Column("port"), Column("service"),
              Column("check", free=True), Column("evidence", free=True)],
             [[Text(f.severity.value, style=_STYLE[f.severity]), f.host,
-              f"{f.port}/{f.transport.value}", f.service.value, f.check, f.evidence]
+              f"{f.port}/{f.protocol.value}", f.service, f.check, f.evidence]
              for f in shown],
             title="Findings",
         )
@@ -149,7 +149,6 @@ def scan_command(
     from fleetguard.scan import (
         build_options,
         expand_target_files,
-        report_document,
         run_scan,
         to_csv,
         to_json,
@@ -206,7 +205,7 @@ def scan_command(
     if base_url is not None:
         try:
             stored = upload_report(
-                base_url, api_token or "", report_document(report), ports=ports, ca_file=ca_file
+                base_url, api_token or "", report.to_wire(), ports=ports, ca_file=ca_file
             )
         except FleetError as exc:
             err.print(f"[bold red]error:[/] {exc.message} [dim]({exc.code})[/]")

@@ -17,7 +17,7 @@ import ipaddress
 import json
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     BaseModel,
@@ -34,7 +34,7 @@ from fleetguard.core.errors import PayloadTooLargeError, ValidationFailedError
 from fleetguard.core.severity import Severity
 from fleetguard.protocol.models import TransportProto
 
-SCAN_REPORT_SCHEMA = "fleetguard.scan/1"
+SCAN_REPORT_SCHEMA: Final = "fleetguard.scan/1"
 SUPPORTED_SCAN_REPORT_SCHEMAS = frozenset({SCAN_REPORT_SCHEMA})
 
 # Limits of version 1 (a /16 with many findings stays well below them).

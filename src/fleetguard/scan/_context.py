@@ -6,10 +6,11 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 
+from fleetguard.protocol.scan_report import ReportFinding, ReportNote
 from fleetguard.scan._net import HostNet
 from fleetguard.scan.checks import CheckId, check_info
 from fleetguard.scan.credentials import Credential
-from fleetguard.scan.models import Finding, Note, Service, ServiceInfo, Severity, Transport
+from fleetguard.scan.models import Service, ServiceInfo, Severity, Transport
 from fleetguard.scan.options import ScanOptions
 
 
@@ -43,8 +44,8 @@ class ProbeContext:
     net: HostNet
     options: ScanOptions
     credentials: tuple[Credential, ...]
-    findings: list[Finding] = field(default_factory=list)
-    notes: list[Note] = field(default_factory=list)
+    findings: list[ReportFinding] = field(default_factory=list)
+    notes: list[ReportNote] = field(default_factory=list)
     budgets: dict[str, LoginBudget] = field(default_factory=dict)
 
     @property
@@ -71,11 +72,11 @@ class ProbeContext:
     ) -> None:
         c = check_info(check)
         self.findings.append(
-            Finding(
+            ReportFinding(
                 host=self.net.address,
                 port=info.port,
-                transport=info.transport,
-                service=info.service,
+                protocol=info.transport.value,
+                service=info.service.value,
                 check=c.id.value,
                 severity=severity or c.severity,
                 title=title or c.title,
@@ -86,4 +87,7 @@ class ProbeContext:
         )
 
     def note(self, port: int, transport: Transport, check: str, reason: str) -> None:
-        self.notes.append(Note(self.net.address, port, transport, str(check), reason))
+        self.notes.append(ReportNote(
+            host=self.net.address, port=port, protocol=transport.value, check=str(check),
+            reason=reason[:2000],  # (an error's text can be long; the format bounds it)
+        ))  # fmt: skip

@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from fleetguard.scan.models import PortState
+from fleetguard.protocol.scan_report import PortState
 
 
 class TokenBucket:

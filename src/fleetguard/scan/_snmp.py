@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import secrets
 
+from fleetguard.protocol.scan_report import PortState
 from fleetguard.scan._context import ProbeContext
 from fleetguard.scan.checks import CheckId
 from fleetguard.scan.credentials import SNMP_COMMUNITIES
-from fleetguard.scan.models import PortState, Service, ServiceInfo, Severity, Transport
+from fleetguard.scan.models import Service, ServiceInfo, Severity, Transport
 
 SYS_DESCR = (1, 3, 6, 1, 2, 1, 1, 1, 0)
 

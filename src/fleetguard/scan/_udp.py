@@ -9,10 +9,11 @@ import struct
 import xml.etree.ElementTree as ET
 from urllib.parse import urlsplit
 
+from fleetguard.protocol.scan_report import PortState
 from fleetguard.scan._context import ProbeContext
 from fleetguard.scan._http import HttpClient
 from fleetguard.scan.checks import CheckId
-from fleetguard.scan.models import PortState, Service, ServiceInfo, Severity, Transport
+from fleetguard.scan.models import Service, ServiceInfo, Severity, Transport
 
 # --- SSDP / UPnP ----------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
-"""Plain data of a scan: what was asked, what was seen, what was found.
+"""Plain data of a scan while it runs: what was asked, what was seen, what was found.
 
-The JSON form of a report (``ScanReport.to_dict``) is a documented, stable contract
-(see ``docs/scan-checks.md``); fields are only ever added to it.
+Findings and notes are the wire format's own (:mod:`fleetguard.protocol.scan_report`); the
+hosts and services here fill in as probes answer, and :meth:`ScanReport.to_wire` turns the
+whole into the ``fleetguard.scan/1`` document (docs/scan-checks.md).
 """
 
 from __future__ import annotations
@@ -12,6 +13,18 @@ from enum import StrEnum
 from typing import Any
 
 from fleetguard.core.severity import Severity
+from fleetguard.protocol.models import TransportProto
+from fleetguard.protocol.scan_report import (
+    SCAN_REPORT_SCHEMA,
+    HostStatus,
+    PortState,
+    ReportFinding,
+    ReportHost,
+    ReportNote,
+    ReportPort,
+    ReportService,
+    ScanReportDocument,
+)
 
 
 class Transport(StrEnum):
@@ -33,18 +46,6 @@ class Service(StrEnum):
     MDNS = "mdns"
     TLS = "tls"  # TLS whose inner protocol was not recognised
     UNKNOWN = "unknown"
-
-
-class PortState(StrEnum):
-    OPEN = "open"
-    CLOSED = "closed"
-    FILTERED = "filtered"  # no answer within the timeout (TCP)
-    OPEN_FILTERED = "open|filtered"  # UDP: no answer to any probe; cannot tell
-
-
-class HostStatus(StrEnum):
-    UP = "up"  # at least one port answered (open or closed)
-    NO_RESPONSE = "no-response"  # every probe timed out: down, or firewalled
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,72 +79,14 @@ class ServiceInfo:
     banner: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "port": self.port,
-            "protocol": self.transport.value,
-            "service": self.service.value,
-            "product": self.product,
-            "version": self.version,
-            "tls": self.tls,
-        }
-        if self.vendor:
-            out["vendor"] = self.vendor
-        if self.model:
-            out["model"] = self.model
-        if self.banner:
-            out["banner"] = self.banner
-        if self.extra:
-            out["extra"] = dict(sorted(self.extra.items()))
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    host: str
-    port: int
-    transport: Transport
-    service: Service
-    check: str
-    severity: Severity
-    title: str
-    evidence: str
-    remediation: str
-    references: tuple[str, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "host": self.host,
-            "port": self.port,
-            "protocol": self.transport.value,
-            "service": self.service.value,
-            "check": self.check,
-            "severity": self.severity.value,
-            "title": self.title,
-            "evidence": self.evidence,
-            "remediation": self.remediation,
-            "references": list(self.references),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Note:
-    """A check that could not be run or could not decide: never silently dropped."""
-
-    host: str
-    port: int
-    transport: Transport
-    check: str
-    reason: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "host": self.host,
-            "port": self.port,
-            "protocol": self.transport.value,
-            "check": self.check,
-            "reason": self.reason,
-        }
+    def to_wire(self) -> ReportService:
+        # Built, not validated: the scanner's own data goes out as seen (the reader bounds it).
+        return ReportService.model_construct(
+            port=self.port, protocol=TransportProto(self.transport.value),
+            service=self.service.value, product=self.product, version=self.version,
+            tls=self.tls, vendor=self.vendor, model=self.model, banner=self.banner,
+            extra=dict(sorted(self.extra.items())),
+        )  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -167,24 +110,25 @@ class HostResult:
         )
         return HostStatus.UP if answered else HostStatus.NO_RESPONSE
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_wire(self) -> ReportHost:
+        """The host as reported: closed ports only counted, the rest listed in order."""
         counts = {state: 0 for state in PortState}
         for p in self.ports:
             counts[p.state] += 1
-        out: dict[str, Any] = {
-            "address": self.target.address,
-            "hostname": self.target.name,
-            "status": self.status.value,
-            "services": [s.to_dict() for s in sorted(self.services, key=_service_key)],
-            "ports": [
-                {"port": p.port, "protocol": p.transport.value, "state": p.state.value}
-                | ({"reason": p.reason} if p.reason else {})
-                for p in sorted(self.ports, key=lambda p: (p.transport.value, p.port))
-                if p.state is not PortState.CLOSED
-            ],
-            "counts": {state.value: n for state, n in counts.items()},
-        }
-        return out
+        listed = sorted(
+            (p for p in self.ports if p.state is not PortState.CLOSED),
+            key=lambda p: (p.transport.value, p.port),
+        )
+        return ReportHost.model_construct(
+            address=self.target.address, hostname=self.target.name, status=self.status,
+            services=tuple(s.to_wire() for s in sorted(self.services, key=_service_key)),
+            ports=tuple(
+                ReportPort.model_construct(port=p.port, protocol=TransportProto(p.transport.value),
+                                           state=p.state, reason=p.reason)
+                for p in listed
+            ),
+            counts={state.value: n for state, n in counts.items()},
+        )  # fmt: skip
 
 
 def _service_key(s: ServiceInfo) -> tuple[str, int]:
@@ -197,8 +141,8 @@ class ScanReport:
     started: dt.datetime
     finished: dt.datetime
     hosts: list[HostResult]
-    findings: list[Finding]
-    notes: list[Note]
+    findings: list[ReportFinding]
+    notes: list[ReportNote]
     options: dict[str, Any] = field(default_factory=dict)
 
     def worst_severity(self) -> Severity | None:
@@ -206,30 +150,23 @@ class ScanReport:
             return None
         return max((f.severity for f in self.findings), key=lambda s: s.rank)
 
-    def findings_at_or_above(self, severity: Severity) -> list[Finding]:
+    def findings_at_or_above(self, severity: Severity) -> list[ReportFinding]:
         return [f for f in self.findings if f.severity.rank >= severity.rank]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema": "fleetguard.scan/1",
-            "targets": list(self.targets),
-            "started": self.started.isoformat(),
-            "finished": self.finished.isoformat(),
-            "options": dict(self.options),
-            "hosts": [h.to_dict() for h in self.hosts],
-            "findings": [f.to_dict() for f in self.findings],
-            "notes": [n.to_dict() for n in self.notes],
-        }
+    def to_wire(self) -> ScanReportDocument:
+        """The ``fleetguard.scan/1`` document of this report."""
+        return ScanReportDocument.model_construct(
+            schema_=SCAN_REPORT_SCHEMA, targets=tuple(self.targets), started=self.started,
+            finished=self.finished, options=dict(self.options),
+            hosts=tuple(h.to_wire() for h in self.hosts), findings=tuple(self.findings),
+            notes=tuple(self.notes),
+        )  # fmt: skip
 
 
 __all__ = [
-    "Finding",
     "HostResult",
-    "HostStatus",
-    "Note",
     "PortResult",
     "PortSpec",
-    "PortState",
     "ScanReport",
     "Service",
     "ServiceInfo",

@@ -8,6 +8,7 @@ import json
 
 from fleetguard.core.spreadsheet import csv_cell
 from fleetguard.scan.models import ScanReport
+from fleetguard.scan.service import report_document
 
 CSV_COLUMNS = (
     "host", "port", "protocol", "service", "check", "severity", "title", "evidence",
@@ -16,7 +17,7 @@ CSV_COLUMNS = (
 
 
 def to_json(report: ScanReport, *, indent: int | None = 2) -> str:
-    return json.dumps(report.to_dict(), indent=indent, ensure_ascii=False)
+    return json.dumps(report_document(report), indent=indent, ensure_ascii=False)
 
 
 def to_csv(report: ScanReport) -> str:
@@ -24,7 +25,7 @@ def to_csv(report: ScanReport) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
     for f in report.findings:
-        d = f.to_dict()
+        d = f.model_dump(mode="json")
         d["references"] = "; ".join(f.references)
         w.writerow([csv_cell(d[c]) for c in CSV_COLUMNS])
     return buf.getvalue()

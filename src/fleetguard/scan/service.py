@@ -15,6 +15,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from fleetguard.protocol.scan_report import PortState, ReportFinding, ReportNote
 from fleetguard.scan import _ftp, _http_checks, _mqtt, _rtsp, _snmp, _ssh, _telnet, _tls, _udp
 from fleetguard.scan._context import ProbeContext
 from fleetguard.scan._identify import Identified, identify
@@ -22,12 +23,9 @@ from fleetguard.scan._net import Gate, HostNet, TokenBucket
 from fleetguard.scan.checks import CheckId
 from fleetguard.scan.credentials import Credential, load_credentials
 from fleetguard.scan.models import (
-    Finding,
     HostResult,
-    Note,
     PortResult,
     PortSpec,
-    PortState,
     ScanReport,
     Service,
     ServiceInfo,
@@ -156,7 +154,7 @@ async def _scan_host(
     creds: tuple[Credential, ...],
     global_slots: asyncio.Semaphore,
     progress: ProgressSink | None,
-) -> tuple[HostResult, list[Finding], list[Note]]:
+) -> tuple[HostResult, list[ReportFinding], list[ReportNote]]:
     target = opts.targets[target_index]
     gate = Gate(global_slots, asyncio.Semaphore(opts.host_concurrency), TokenBucket(opts.rate))
     net = HostNet(target.address, target.name, opts.timeout, gate)
@@ -187,7 +185,7 @@ async def _scan_host(
     return host, ctx.findings, ctx.notes
 
 
-def _finding_key(f: Finding) -> tuple[int, str, int, str]:
+def _finding_key(f: ReportFinding) -> tuple[int, str, int, str]:
     return (-f.severity.rank, f.host, f.port, f.check)
 
 
@@ -226,7 +224,7 @@ def run_scan(options: ScanOptions, progress: ProgressSink | None = None) -> Scan
 
 def report_document(report: ScanReport) -> dict[str, Any]:
     """The stable JSON document of a report: what ``--json`` writes and what a server ingests."""
-    return report.to_dict()
+    return report.to_wire().to_json_dict()
 
 
 __all__ = ["ProgressSink", "build_options", "report_document", "run_scan", "scan"]
