@@ -75,6 +75,8 @@ MATRIX: dict[tuple[str, str], frozenset[Role] | str] = {
     ("GET", "/api/v1/findings"): ALL,
     ("GET", "/api/v1/findings/summary"): ALL,
     ("GET", "/api/v1/devices/{device_id}/findings"): ALL,
+    ("GET", "/api/v1/devices/{device_id}/telemetry"): ALL,
+    ("GET", "/api/v1/devices/{device_id}/telemetry/{metric}"): ALL,
     ("GET", "/api/v1/scan-schedules"): ALL,
     ("POST", "/api/v1/scan-schedules"): WRITE,
     ("DELETE", "/api/v1/scan-schedules/{schedule_id}"): WRITE,

@@ -12,7 +12,16 @@ from fastapi.routing import iter_route_contexts
 
 from fleetguard.api.authz import SESSION_COOKIE
 from fleetguard.api.errors import install_error_handlers
-from fleetguard.api.routers import audit, auth, devices, operators, scans, system, tokens
+from fleetguard.api.routers import (
+    audit,
+    auth,
+    devices,
+    operators,
+    scans,
+    system,
+    telemetry,
+    tokens,
+)
 from fleetguard.api.schemas import error_responses
 
 #: Routers whose every route needs a permission (401 without credentials, 403 without
@@ -20,6 +29,7 @@ from fleetguard.api.schemas import error_responses
 #: routes document their own errors.
 PROTECTED_ROUTERS = (
     operators.router, tokens.router, audit.router, devices.router, scans.router,
+    telemetry.router,
 )
 #: Errors any route may answer: bad input, a missing or conflicting resource, too many
 #: requests (schemas.ERROR_STATUSES says what each means).
