@@ -41,10 +41,6 @@ def canonical_uuid(value: str, error: type[Exception], what: str) -> str:
         raise error(f"no {what} {value[:60]!r}") from None
 
 
-def clip(value: str, limit: int) -> str:
-    return value if len(value) <= limit else value[: limit - 1] + "…"
-
-
 def chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
     for i in range(0, len(items), _IN_CHUNK):
         yield items[i : i + _IN_CHUNK]

@@ -20,7 +20,6 @@ from fleetguard.auditlog import append_audit_entry
 from fleetguard.core.clock import utcnow
 from fleetguard.findings._records import (
     chunks,
-    clip,
     new_id,
     scan_row,
     targets_text,
@@ -37,6 +36,7 @@ from fleetguard.findings.reconcile import (
     ScanCoverage,
     ScannedHost,
     Transitions,
+    clip,
     reconcile,
     report_notes,
     reported_findings,

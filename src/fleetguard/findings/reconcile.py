@@ -165,7 +165,8 @@ def scanned_hosts(report: ScanReportDocument) -> dict[str, ScannedHost]:
     return hosts
 
 
-def _clip(value: str, limit: int) -> str:
+def clip(value: str, limit: int) -> str:
+    """``value`` cut to ``limit`` characters, the cut marked (stored text is bounded)."""
     return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
@@ -174,7 +175,7 @@ def _worse_of(one: ReportFinding, other: ReportFinding) -> ReportFinding:
     worse, lesser = (one, other) if one.severity.rank > other.severity.rank else (other, one)
     if lesser.evidence in worse.evidence:
         return worse
-    evidence = _clip(f"{worse.evidence}; {lesser.evidence}", MAX_EVIDENCE)
+    evidence = clip(f"{worse.evidence}; {lesser.evidence}", MAX_EVIDENCE)
     return worse.model_copy(update={"evidence": evidence})
 
 
@@ -203,6 +204,7 @@ __all__ = [
     "ScanCoverage",
     "ScannedHost",
     "Transitions",
+    "clip",
     "reconcile",
     "report_notes",
     "reported_findings",

@@ -16,7 +16,6 @@ from fleetguard.core.clock import utcnow
 from fleetguard.core.errors import ValidationFailedError
 from fleetguard.findings._records import (
     MAX_PAGE,
-    clip,
     decode_cursor,
     encode_cursor,
     new_id,
@@ -33,6 +32,7 @@ from fleetguard.findings.models import (
     ScanSource,
     ScanStatus,
 )
+from fleetguard.findings.reconcile import clip
 from fleetguard.store.tables import ScanHostRow, ScanRow
 
 
