@@ -12,12 +12,14 @@ from tests.api.conftest import (
     device_app,
     fleet_ca,
     login_as,
+    scan_jobs,
     sqlite_device_app,
 )
 from tests.broker.conftest import Client, Fleet, reachable_directory, running_fleet
 
 __all__ = [
-    "add_operator", "app", "client", "device_app", "fleet_ca", "login_as", "sqlite_device_app",
+    "add_operator", "app", "client", "device_app", "fleet_ca", "login_as", "scan_jobs",
+    "sqlite_device_app",
 ]
 
 
