@@ -103,6 +103,37 @@ def method_not_allowed(request: Request) -> Response:
     )
 
 
+def validation_error_response(exc: RequestValidationError) -> JSONResponse:
+    """422 naming the first field at fault (a malformed body is ``malformed_json``)."""
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+    field = _field_name(tuple(first.get("loc", ())))
+    if first.get("type") in ("union_tag_invalid", "union_tag_not_found"):
+        # A body that is one of several kinds: the field at fault is the one that
+        # says which (e.g. a group's kind), not the body.
+        ctx = first.get("ctx")
+        tag = str(ctx.get("discriminator", "")).strip("'\"") if isinstance(ctx, dict) else ""
+        if tag:
+            field = tag if field == "body" else f"{field}.{tag}"
+    if first.get("type") == "json_invalid":
+        return error_response(422, "malformed_json", "request body is not valid JSON", "body")
+    message = f"{field}: {first.get('msg', 'invalid value')}"
+    return error_response(422, "validation_failed", message, field)
+
+
+def http_error_response(request: Request, exc: StarletteHTTPException) -> Response:
+    """Starlette's own HTTP errors (routing, body parsing) in our JSON form."""
+    if exc.status_code == 405:
+        return method_not_allowed(request)
+    if exc.status_code == 400 and exc.detail == BODY_PARSE_FAILED:
+        return body_parse_error(exc.__cause__)
+    codes = {404: "not_found", 413: "payload_too_large"}
+    return error_response(
+        exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail),
+        headers=dict(exc.headers) if exc.headers else None,
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(FleetError)
     async def fleet_error(_: Request, exc: FleetError) -> JSONResponse:
@@ -110,32 +141,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
-        field = _field_name(tuple(first.get("loc", ())))
-        if first.get("type") in ("union_tag_invalid", "union_tag_not_found"):
-            # A body that is one of several kinds: the field at fault is the one that
-            # says which (e.g. a group's kind), not the body.
-            ctx = first.get("ctx")
-            tag = str(ctx.get("discriminator", "")).strip("'\"") if isinstance(ctx, dict) else ""
-            if tag:
-                field = tag if field == "body" else f"{field}.{tag}"
-        if first.get("type") == "json_invalid":
-            return error_response(422, "malformed_json", "request body is not valid JSON", "body")
-        message = f"{field}: {first.get('msg', 'invalid value')}"
-        return error_response(422, "validation_failed", message, field)
+        return validation_error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        if exc.status_code == 405:
-            return method_not_allowed(request)
-        if exc.status_code == 400 and exc.detail == BODY_PARSE_FAILED:
-            return body_parse_error(exc.__cause__)
-        codes = {404: "not_found", 413: "payload_too_large"}
-        return error_response(
-            exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail),
-            headers=dict(exc.headers) if exc.headers else None,
-        )
+        return http_error_response(request, exc)
 
     @app.exception_handler(RecursionError)
     async def too_deep(_: Request, exc: RecursionError) -> JSONResponse:

@@ -70,16 +70,11 @@ class BodyLimitMiddleware:
         limit = self.larger.get(scope.get("path", ""), self.max_bytes)
         too_large = {"error": {"code": "payload_too_large",
                                "message": f"request body over {limit} bytes"}}
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = -1
-                if declared < 0 or declared > limit:
-                    await _send_json(send, 413 if declared > 0 else 400, too_large)
-                    return
-        if any(name == b"content-length" for name, _ in scope.get("headers", [])):
+        declared = _declared_length(scope)
+        if declared is not None:
+            if declared < 0 or declared > limit:
+                await _send_json(send, 413 if declared > 0 else 400, too_large)
+                return
             await self.app(scope, receive, send)  # bounded above; the server enforces the length
             return
         # Chunked upload: read it (at most the limit) before the app sees any of it.
@@ -96,6 +91,19 @@ class BodyLimitMiddleware:
             if not message.get("more_body", False):
                 break
         await self.app(scope, _replaying(bytes(body), receive), send)
+
+
+def _declared_length(scope: Scope) -> int | None:
+    """The largest Content-Length the request declares; -1 when one is not a number or
+    is negative; None when it declares none."""
+    values = [value for name, value in scope.get("headers", []) if name == b"content-length"]
+    if not values:
+        return None
+    try:
+        lengths = [int(value) for value in values]
+    except ValueError:
+        return -1
+    return -1 if min(lengths) < 0 else max(lengths)
 
 
 # Strings (skipped whole, escapes included) and brackets, the only tokens depth depends on.
