@@ -384,7 +384,7 @@ class _KeyTrail:
         if row.action == ROTATION_ACTION:
             details = _details_of(row)
             old, new = details.get("old_key_id"), details.get("new_key_id")
-            if old == self.current and isinstance(new, str):
+            if self.current is not None and old == self.current and isinstance(new, str):
                 self.rotations[self.current] = new
         return None
 
