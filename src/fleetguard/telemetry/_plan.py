@@ -269,75 +269,94 @@ def plan_batch(
 ) -> Plan:
     """Rows to insert and the device states after them; ``known`` is left untouched."""
     plan = Plan()
-    skew_ms = int(retention.max_clock_skew.total_seconds() * 1000)
-    raw_ms = int(retention.raw.total_seconds() * 1000)
-    bounds = _IntervalBounds.of(offline)
+    limits = _Limits.of(retention, offline)
     for item in items:
         plan.done.append(item)
-        base = plan.states.get(item.device_id) or known.get(item.device_id)
-        if base is None:  # unknown device: the caller dropped it before planning
+        state = _state_for(plan, known, item.device_id)
+        if state is None:  # unknown device: the caller dropped it before planning
             continue
-        state = plan.states.get(item.device_id)
-        if state is None:  # counters and executables are replaced, never changed in place
-            state = plan.states[item.device_id] = base.copy()
         state.last_seen_ms = max(state.last_seen_ms, item.received_ms)
         message = item.message
         if isinstance(message, HeartbeatFacts):
             state.agent_version = message.agent_version
-            continue
-        ts = message.collected_at_ms
-        if ts > item.received_ms + skew_ms:  # a clock ahead of ours: file it under arrival
-            ts = item.received_ms
-        if ts < item.received_ms - raw_ms:  # older than raw retention: already rolled up
-            plan.expired += 1
-            continue
-        same_boot = state.boot_id == message.boot_id
-        newer = (
-            state.last_seq is None
-            or message.seq > state.last_seq
-            or (not same_boot and (state.last_report_ms or 0) <= message.collected_at_ms)
-        )
-        if same_boot and message.seq == state.last_seq:
-            plan.duplicates += 1
-            continue
-        counters = message.counters
-        if not newer:  # late, out of order: stored (deduped by the key), no deltas
-            plan.report_rows.append(_row(state.key, message, ts, None))
-            continue
-        deltas: dict[str, int | None]
-        if same_boot and state.counters:
-            deltas = {k: _delta(counters[k], state.counters.get(k)) for k in _COUNTER_KEYS}
-        else:  # first report of a boot: cumulative since boot is the delta
-            deltas = dict(counters)
-        if (
-            same_boot
-            and state.last_report_ms is not None
-            and message.period_start_ms == state.last_report_ms
-            and message.collected_at_ms > message.period_start_ms
-        ):
-            state.interval_ms = _learn(state.interval_ms,
-                                       message.collected_at_ms - message.period_start_ms,
-                                       bounds)
-        state.boot_id = message.boot_id
-        state.last_seq = message.seq
-        state.last_report_ms = message.collected_at_ms
-        state.agent_version = message.agent_version
-        state.counters = counters
-        if message.new_executables:
-            state.recent_executables = _merge_executables(
-                state.recent_executables, message, ts
-            )
-            plan.executables_changed.add(item.device_id)
-        plan.report_rows.append(_row(state.key, message, ts, deltas))
-        plan.snapshots[item.device_id] = (message, ts, False)
-    for device_id, (message, ts, _) in plan.snapshots.items():
-        # Compared with what the row holds (not with an earlier report of this batch).
-        state = plan.states[device_id]
-        held = state.snapshot
-        changed = held != message.snapshot
-        plan.snapshots[device_id] = (message, ts, changed)
-        state.snapshot = message.snapshot
+        else:
+            _plan_report(plan, state, item, message, limits)
+    _compare_snapshots(plan)
     return plan
+
+
+def _state_for(plan: Plan, known: dict[str, DeviceState], device_id: str) -> DeviceState | None:
+    state = plan.states.get(device_id)
+    if state is None:
+        base = known.get(device_id)
+        if base is None:
+            return None
+        # A copy: counters and executables are replaced, never changed in place.
+        state = plan.states[device_id] = base.copy()
+    return state
+
+
+def _plan_report(
+    plan: Plan, state: DeviceState, item: Item, message: ReportFacts, limits: _Limits
+) -> None:
+    ts = message.collected_at_ms
+    if ts > item.received_ms + limits.skew_ms:  # a clock ahead of ours: file it under arrival
+        ts = item.received_ms
+    if ts < item.received_ms - limits.raw_ms:  # older than raw retention: already rolled up
+        plan.expired += 1
+        return
+    same_boot = state.boot_id == message.boot_id
+    if same_boot and message.seq == state.last_seq:
+        plan.duplicates += 1
+        return
+    newer = (
+        state.last_seq is None
+        or message.seq > state.last_seq
+        or (not same_boot and (state.last_report_ms or 0) <= message.collected_at_ms)
+    )
+    if not newer:  # late, out of order: stored (deduped by the key), no deltas
+        plan.report_rows.append(_row(state.key, message, ts, None))
+        return
+    deltas: dict[str, int | None]
+    if same_boot and state.counters:
+        deltas = {k: _delta(message.counters[k], state.counters.get(k)) for k in _COUNTER_KEYS}
+    else:  # first report of a boot: cumulative since boot is the delta
+        deltas = dict(message.counters)
+    _advance(state, message, same_boot, limits.intervals)
+    if message.new_executables:
+        state.recent_executables = _merge_executables(state.recent_executables, message, ts)
+        plan.executables_changed.add(item.device_id)
+    plan.report_rows.append(_row(state.key, message, ts, deltas))
+    plan.snapshots[item.device_id] = (message, ts, False)
+
+
+def _advance(
+    state: DeviceState, message: ReportFacts, same_boot: bool, bounds: _IntervalBounds
+) -> None:
+    """The device's state after its newest report; the interval learned when the report
+    follows the previous one directly."""
+    if (
+        same_boot
+        and state.last_report_ms is not None
+        and message.period_start_ms == state.last_report_ms
+        and message.collected_at_ms > message.period_start_ms
+    ):
+        state.interval_ms = _learn(state.interval_ms,
+                                   message.collected_at_ms - message.period_start_ms, bounds)
+    state.boot_id = message.boot_id
+    state.last_seq = message.seq
+    state.last_report_ms = message.collected_at_ms
+    state.agent_version = message.agent_version
+    state.counters = message.counters
+
+
+def _compare_snapshots(plan: Plan) -> None:
+    """Whether each device's latest socket lists differ from what its row holds (not from
+    an earlier report of this batch)."""
+    for device_id, (message, ts, _) in plan.snapshots.items():
+        state = plan.states[device_id]
+        plan.snapshots[device_id] = (message, ts, state.snapshot != message.snapshot)
+        state.snapshot = message.snapshot
 
 
 def device_update(plan: Plan, device_id: str, state: DeviceState) -> dict[str, Any]:
@@ -357,6 +376,18 @@ def device_update(plan: Plan, device_id: str, state: DeviceState) -> dict[str, A
         if changed:
             out["listening"], out["connections"] = report.snapshot
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    skew_ms: int
+    raw_ms: int
+    intervals: _IntervalBounds
+
+    @classmethod
+    def of(cls, retention: RetentionPolicy, offline: OfflinePolicy) -> _Limits:
+        return cls(int(retention.max_clock_skew.total_seconds() * 1000),
+                   int(retention.raw.total_seconds() * 1000), _IntervalBounds.of(offline))
 
 
 @dataclass(frozen=True, slots=True)
