@@ -27,24 +27,6 @@ sys.path[:0] = [str(ROOT / "src")]
 LIMIT_S = 0.3
 
 
-def command_paths() -> list[list[str]]:
-    """The top level, every group and every leaf command, as argument lists."""
-    import typer
-
-    from fleetguard.cli.main import app
-
-    paths: list[list[str]] = []
-
-    def walk(command: object, path: list[str]) -> None:
-        paths.append(path)
-        commands = getattr(command, "commands", None)  # a group (typer vendors its click)
-        for name in sorted(commands or {}):
-            walk(commands[name], [*path, name])
-
-    walk(typer.main.get_command(app), [])
-    return paths
-
-
 def fleetguard_argv() -> list[str]:
     """The installed console script when there is one (what people run), else -m."""
     script = Path(sys.executable).parent / "fleetguard"
@@ -74,6 +56,8 @@ def main() -> int:
     print(f"{'command':<44} {'median s':>9} {'x pass':>7} {'limit s':>8}")
     over = []
     worst = 0.0
+    from fleetguard.cli.main import command_paths
+
     for path in command_paths():
         wall = median_wall([*fleetguard, *path, "--help"], args.repeat)
         worst = max(worst, wall)

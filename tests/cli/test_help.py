@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from typer.main import get_command
 from typer.testing import CliRunner
 
-from fleetguard.cli.main import app
+from fleetguard.cli.main import app, command_paths
 
 runner = CliRunner()
 
@@ -17,25 +16,13 @@ runner = CliRunner()
 TYPE_NOISE = re.compile(r"<[a-z_|\[\] -]+>|\{[a-z_]+\}")
 
 
-def _command_paths() -> list[list[str]]:
-    paths: list[list[str]] = []
-
-    def walk(command: object, path: list[str]) -> None:
-        paths.append(path)
-        for name, sub in sorted((getattr(command, "commands", None) or {}).items()):
-            walk(sub, [*path, name])
-
-    walk(get_command(app), [])
-    return paths
-
-
 def _help(path: list[str]) -> str:
     result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
     return result.output
 
 
-@pytest.mark.parametrize("path", _command_paths(), ids=lambda p: " ".join(p) or "fleetguard")
+@pytest.mark.parametrize("path", command_paths(), ids=lambda p: " ".join(p) or "fleetguard")
 def test_help_names_no_python_type(path: list[str]) -> None:
     assert TYPE_NOISE.findall(_help(path)) == []
 
@@ -78,5 +65,5 @@ def test_agent_help_lists_run() -> None:
 
 
 def test_every_help_fits_80_columns() -> None:
-    for path in _command_paths():
+    for path in command_paths():
         assert max(len(line) for line in _help(path).splitlines()) <= 80, path

@@ -26,16 +26,10 @@ HEAVY = (
 # reports what got imported.
 SCRIPT = r"""
 import json, sys
-from typer.main import get_command
 from typer.testing import CliRunner
-from fleetguard.cli.main import app
+from fleetguard.cli.main import app, command_paths
 
-paths = []
-def walk(command, path):
-    paths.append(path)
-    for name, sub in sorted((getattr(command, "commands", None) or {}).items()):
-        walk(sub, [*path, name])
-walk(get_command(app), [])
+paths = command_paths()
 runner = CliRunner()
 failed = {}
 for path in paths:

@@ -75,5 +75,19 @@ def main(
     os.umask(0o077)
 
 
+def command_paths() -> list[list[str]]:
+    """Every command's arguments: the top level, each group and each command, in order."""
+    paths: list[list[str]] = []
+
+    def walk(command: object, path: list[str]) -> None:
+        paths.append(path)
+        commands = getattr(command, "commands", None) or {}  # a group's (typer vendors click)
+        for name in sorted(commands):
+            walk(commands[name], [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return paths
+
+
 def run() -> None:
     app()
