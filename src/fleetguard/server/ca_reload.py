@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 import os
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fleetguard.pki import FleetCA
+from fleetguard.server.background import run_periodically
 
 CA_RELOAD_EVERY_S = 2
 _MANIFEST = "manifest.json"
@@ -50,3 +51,10 @@ class CaReloader:
         self._seen = stamp
         log.info("reloaded the fleet CA: %s issues now", self._ca.active_issuing_ca.ca_id)
         return True
+
+
+async def keep_ca_current(reloader: CaReloader, stopping: Callable[[], bool]) -> None:
+    """The background job: :meth:`CaReloader.reload_if_rotated` every few seconds until
+    ``stopping()``; a failed look is logged and retried."""
+    await run_periodically(reloader.reload_if_rotated, every_s=CA_RELOAD_EVERY_S,
+                           stopping=stopping, failed="could not reload the fleet CA")

@@ -72,7 +72,6 @@ def device_listener(
     """The device endpoint: mutual TLS against the fleet's CA bundle."""
     device_app = create_device_app(db, ca, ingest=ingest)
     tls = tls_context(settings, client_ca=str(ca.bundle_path))
-    device_app.state.device_ctx.ssl_context = tls
     return listener(device_app, host, port, name="device endpoint", limits=limits, tls=tls,
                     http=peer_cert_protocol())
 

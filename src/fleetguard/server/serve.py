@@ -8,6 +8,7 @@ import logging
 import multiprocessing
 import multiprocessing.process
 import signal
+import ssl
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -26,6 +27,7 @@ from fleetguard.install import open_installation_database
 from fleetguard.keys import MasterKey, load_master_key
 from fleetguard.pki import FleetCA
 from fleetguard.server.background import run_periodically
+from fleetguard.server.ca_reload import CaReloader, keep_ca_current
 from fleetguard.server.connections.limits import (
     DEVICE_ENDPOINT,
     OPERATOR_API,
@@ -70,8 +72,10 @@ def run_device_worker(settings: Settings, host: str, port: int, log_format: str,
     signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
     signal.signal(signal.SIGINT, lambda *_: setattr(server, "should_exit", True))
     tune_gc_for_service()
+    reload_ca = keep_ca_current(CaReloader(ca, [server.tls] if server.tls else []),
+                                lambda: server.should_exit)
     try:
-        run_event_loop(server.serve(sockets=[sock]))
+        run_event_loop(_gather(server.serve(sockets=[sock]), reload_ca))
     finally:
         ingest.stop()
         ca.close()
@@ -139,7 +143,7 @@ def run_servers(
     _announce(host, port, device_port, insecure_http)
     try:
         run_event_loop(_serve(listeners, serve_args, repeated=[
-            _crl_upkeep(db, ca), _scan_scheduler(scan_jobs),
+            _crl_upkeep(db, ca), _scan_scheduler(scan_jobs), _ca_reload(ca, listeners),
         ], last=_head_exports(settings, db)))
     finally:
         for worker in workers:
@@ -184,6 +188,18 @@ def _crl_upkeep(db: Database, ca: FleetCA) -> Job:
         refresh_crls, every_s=CRL_CHECK_EVERY_S, stopping=stopping,
         failed="could not republish the fleet CRLs",
     )
+
+
+def _ca_reload(ca: FleetCA, listeners: list[Listener]) -> Job:
+    """A CA rotated by another process is picked up, and trusted by the listeners that
+    verify client certificates (the device endpoint's)."""
+    reloader = CaReloader(ca, [server.tls for server in listeners if server.tls is not None
+                               and server.tls.verify_mode is not ssl.CERT_NONE])
+    return lambda stopping: keep_ca_current(reloader, stopping)
+
+
+async def _gather(*work: Coroutine[Any, Any, None]) -> None:
+    await asyncio.gather(*work)
 
 
 def _scan_scheduler(scan_jobs: ScanJobs) -> Job:
