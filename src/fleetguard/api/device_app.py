@@ -8,10 +8,9 @@ the next request), never from a header or a body field.
 from __future__ import annotations
 
 import re
-import ssl
 from pathlib import Path
 
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic import BaseModel
 
 from fleetguard.api.context import client_address
@@ -60,91 +59,94 @@ class WhoAmI(BaseModel):
     serial: str
 
 
-def create_device_app(
-    db: Database, ca: FleetCA, *, ssl_context: ssl.SSLContext | None = None,
-    ingest: IngestService | None = None,
-) -> FastAPI:
+router = APIRouter()
+
+
+@router.post(ENROLL_PATH, status_code=201)
+async def enroll(body: EnrollRequest, request: Request, ctx: Ctx) -> CertificateResponse:
+    """With a one-time token, or with the batch claim certificate and an allowed serial."""
+    return await ctx.short_writes.run(_enroll, body, request, ctx)
+
+
+def _enroll(body: EnrollRequest, request: Request, ctx: DeviceContext) -> CertificateResponse:
+    source = client_address(request)
+    if body.token:
+        with ctx.db.session() as session:
+            result = identity.enroll_with_token(
+                session, ctx.ca, token=body.token, csr=body.csr, source=source
+            )
+        return _certificate_response(result)
+    der = peer_certificate(request)
+    if der is None:
+        raise AuthenticationError(
+            "enroll with a token, or present the batch claim certificate",
+            code="enrollment_credential_required",
+        )
+    with ctx.db.session() as session:
+        caller = admission.authenticate_peer_certificate(session, der, source=source)
+        if caller.kind == "claim":
+            ctx.claim_limiter.take(caller.subject_id)
+        result = identity.enroll_with_claim(
+            session, ctx.ca, caller, serial=body.serial or "", csr=body.csr, source=source,
+        )
+    return _certificate_response(result)
+
+
+@router.post(RENEW_PATH, status_code=201)
+def renew(body: RenewRequest, request: Request, caller: Caller, ctx: Ctx) -> CertificateResponse:
+    """A valid device certificate and a CSR for a new key, before expiry."""
+    with ctx.db.session() as session:
+        result = identity.renew_certificate(
+            session, ctx.ca, caller, csr=body.csr, source=client_address(request)
+        )
+    return _certificate_response(result)
+
+
+@router.get("/v1/whoami")
+def whoami(caller: Caller) -> WhoAmI:
+    if caller.kind != "device":
+        raise AuthenticationError("a claim certificate may only enroll", code="claim_not_allowed")
+    return WhoAmI(kind=caller.kind, id=caller.subject_id, serial=caller.serial_hex)
+
+
+@router.get("/v1/ca.pem")
+def ca_bundle(ctx: Ctx) -> Response:
+    return Response(ctx.ca.bundle_pem(), media_type="application/x-pem-file")
+
+
+@router.get("/v1/crl.pem")
+def crl_pem(ctx: Ctx) -> Response:
+    path = Path(ctx.ca.crl_directory) / "crls.pem"
+    return Response(path.read_bytes(), media_type="application/x-pem-file")
+
+
+@router.get("/v1/crl/{ca_id}.der")
+def crl_der(ca_id: str, ctx: Ctx) -> Response:
+    # A CA id is lower-case hex: anything else names no CRL, and never reaches a path
+    # (a 300-character name made the file system refuse it with a 500).
+    if _CA_ID.fullmatch(ca_id) is None:
+        raise NotFoundError("no such CRL")
+    path = Path(ctx.ca.crl_directory) / f"{ca_id}.crl.der"
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise NotFoundError("no such CRL") from None
+    return Response(data, media_type="application/pkix-crl")
+
+
+def create_device_app(db: Database, ca: FleetCA, *, ingest: IngestService | None = None) -> FastAPI:
     own_ingest = ingest is None
     app = FastAPI(title="fleetguard device endpoint", openapi_url=None, docs_url=None,
                   redoc_url=None)
     app.state.device_ctx = DeviceContext(
-        db=db, ca=ca, claim_limiter=ClaimRateLimiter(), ssl_context=ssl_context,
+        db=db, ca=ca, claim_limiter=ClaimRateLimiter(),
         ingest=ingest if ingest is not None else IngestService(db),
     )
+    app.include_router(router)
     app.include_router(telemetry_router)
     if own_ingest:  # stored before the server stops (started by the first message)
         app.router.on_shutdown.append(app.state.device_ctx.ingest.stop)
     app.router.on_shutdown.append(app.state.device_ctx.short_writes.close)
-
-    @app.post(ENROLL_PATH, status_code=201)
-    async def enroll(body: EnrollRequest, request: Request, ctx: Ctx) -> CertificateResponse:
-        """With a one-time token, or with the batch claim certificate and an allowed serial."""
-        return await ctx.short_writes.run(_enroll, body, request, ctx)
-
-    def _enroll(body: EnrollRequest, request: Request, ctx: Ctx) -> CertificateResponse:
-        source = client_address(request)
-        fleet_ca = ctx.current_ca()
-        if body.token:
-            with ctx.db.session() as session:
-                result = identity.enroll_with_token(
-                    session, fleet_ca, token=body.token, csr=body.csr, source=source
-                )
-            return _certificate_response(result)
-        der = peer_certificate(request)
-        if der is None:
-            raise AuthenticationError(
-                "enroll with a token, or present the batch claim certificate",
-                code="enrollment_credential_required",
-            )
-        with ctx.db.session() as session:
-            caller = admission.authenticate_peer_certificate(session, der, source=source)
-            if caller.kind == "claim":
-                ctx.claim_limiter.take(caller.subject_id)
-            result = identity.enroll_with_claim(
-                session, fleet_ca, caller, serial=body.serial or "", csr=body.csr, source=source,
-            )
-        return _certificate_response(result)
-
-    @app.post(RENEW_PATH, status_code=201)
-    def renew(
-        body: RenewRequest, request: Request, caller: Caller, ctx: Ctx
-    ) -> CertificateResponse:
-        """A valid device certificate and a CSR for a new key, before expiry."""
-        with ctx.db.session() as session:
-            result = identity.renew_certificate(
-                session, ctx.current_ca(), caller, csr=body.csr, source=client_address(request)
-            )
-        return _certificate_response(result)
-
-    @app.get("/v1/whoami")
-    def whoami(caller: Caller) -> WhoAmI:
-        if caller.kind != "device":
-            raise AuthenticationError("a claim certificate may only enroll",
-                                      code="claim_not_allowed")
-        return WhoAmI(kind=caller.kind, id=caller.subject_id, serial=caller.serial_hex)
-
-    @app.get("/v1/ca.pem")
-    def ca_bundle(ctx: Ctx) -> Response:
-        return Response(ctx.current_ca().bundle_pem(), media_type="application/x-pem-file")
-
-    @app.get("/v1/crl.pem")
-    def crl_pem(ctx: Ctx) -> Response:
-        path = Path(ctx.current_ca().crl_directory) / "crls.pem"
-        return Response(path.read_bytes(), media_type="application/x-pem-file")
-
-    @app.get("/v1/crl/{ca_id}.der")
-    def crl_der(ca_id: str, ctx: Ctx) -> Response:
-        # A CA id is lower-case hex: anything else names no CRL, and never reaches a path
-        # (a 300-character name made the file system refuse it with a 500).
-        if _CA_ID.fullmatch(ca_id) is None:
-            raise NotFoundError("no such CRL")
-        path = Path(ctx.current_ca().crl_directory) / f"{ca_id}.crl.der"
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise NotFoundError("no such CRL") from None
-        return Response(data, media_type="application/pkix-crl")
-
     install_error_handlers(app)
     app.add_middleware(SecurityHeadersMiddleware, hsts=True)
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_DEVICE_BODY)

@@ -9,14 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import os
-import ssl
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
 
 from fastapi import Depends, Request
@@ -55,30 +52,17 @@ class ClaimRateLimiter:
 
 @dataclass
 class DeviceContext:
+    """The device endpoint's shared parts. The CA is kept current by the running process
+    (``fleetguard.server.ca_reload``) when another process rotates it."""
+
     db: Database
     ca: FleetCA
     claim_limiter: ClaimRateLimiter
-    ssl_context: ssl.SSLContext | None = None
     ingest: IngestService | None = None
     short_writes: ShortWrites = field(init=False)
-    _manifest: str = field(init=False)
-    _manifest_mtime: float = 0.0
 
     def __post_init__(self) -> None:
         self.short_writes = ShortWrites(self.db)
-        self._manifest = str(Path(self.ca.directory) / "manifest.json")
-
-    def current_ca(self) -> FleetCA:
-        """Pick up a CA rotation made by another process (one stat per request)."""
-        mtime = os.stat(self._manifest).st_mtime
-        if mtime != self._manifest_mtime:
-            if self._manifest_mtime:
-                self.ca.reload()
-                if self.ssl_context is not None:
-                    # New issuing CAs join the live handshake trust store; old ones stay.
-                    self.ssl_context.load_verify_locations(cadata=self.ca.bundle_pem().decode())
-            self._manifest_mtime = mtime
-        return self.ca
 
 
 class ShortWrites:
