@@ -105,10 +105,7 @@ def check_patterns(message: msgspec.Struct) -> None:
 
 
 def _walk(obj: object, checks: _Checks) -> None:
-    for name, check in checks.own:
-        value = getattr(obj, name)
-        if value is not None and value not in check.passed:
-            check.admit(value)
+    _admit(obj, checks.own)
     for name, many, inner in checks.nested:
         value = getattr(obj, name)
         if value is None:
@@ -124,6 +121,13 @@ def _walk(obj: object, checks: _Checks) -> None:
                     text = getattr(item, field_name)
                     if text is not None and text not in check.passed:
                         check.admit(text)
+
+
+def _admit(obj: object, own: tuple[tuple[str, _PatternCheck], ...]) -> None:
+    for name, check in own:
+        value = getattr(obj, name)
+        if value is not None and value not in check.passed:
+            check.admit(value)
 
 
 @cache
@@ -193,24 +197,13 @@ def _derive_type(
     is_enum = isinstance(tp, type) and issubclass(tp, enum.StrEnum)
     constraints = _constraints(metadata, where, enum_field=is_enum)
     origin = get_origin(tp)
-    derived: Any
     if origin in (Union, types.UnionType):
         if constraints:
             raise DerivationError(f"{where}: constraints on a union do not translate")
         arms = tuple(_derive_type(arm, [], where, patterns, finite=finite)
                      for arm in get_args(tp))
         return Union[arms]  # noqa: UP007
-    if origin is list:
-        (item,) = get_args(tp)
-        derived = list[_derive_type(item, [], where, None, finite=finite)]  # type: ignore[misc]
-    elif origin is Literal or tp is type(None):
-        derived = tp
-    elif isinstance(tp, type) and issubclass(tp, BaseModel):
-        derived = _derive_struct(tp)
-    elif is_enum or tp in (int, float, str):
-        derived = tp
-    else:
-        raise DerivationError(f"{where}: type {tp!r} does not translate")
+    derived = _derive_plain(tp, where, finite=finite)
     if derived is float and finite and not {"ge", "le"} <= constraints.keys():
         # msgspec takes inf and NaN from CBOR where the model would not; both bounds refuse
         # them (NaN fails every comparison).
@@ -221,6 +214,21 @@ def _derive_type(
             raise DerivationError(f"{where}: a pattern translates on a string field only")
         patterns.append(_PatternCheck(re.compile(pattern).search))
     return Annotated[derived, msgspec.Meta(**constraints)] if constraints else derived
+
+
+def _derive_plain(tp: Any, where: str, *, finite: bool) -> Any:
+    """A type that is not a union (nor annotated), as msgspec takes it."""
+    origin = get_origin(tp)
+    if origin is list:
+        (item,) = get_args(tp)
+        return list[_derive_type(item, [], where, None, finite=finite)]  # type: ignore[misc]
+    if origin is Literal or tp is type(None):
+        return tp
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return _derive_struct(tp)
+    if (isinstance(tp, type) and issubclass(tp, enum.StrEnum)) or tp in (int, float, str):
+        return tp
+    raise DerivationError(f"{where}: type {tp!r} does not translate")
 
 
 def _constraints(metadata: list[Any], where: str, *, enum_field: bool) -> dict[str, Any]:
@@ -237,17 +245,24 @@ def _constraints(metadata: list[Any], where: str, *, enum_field: bool) -> dict[s
         elif isinstance(item, annotated_types.MaxLen):
             kwargs["max_length"] = item.max_length
         elif type(item).__name__ == "_PydanticGeneralMetadata":
-            for key, value in vars(item).items():
-                if key == "pattern":
-                    kwargs["pattern"] = _python_pattern(value)
-                elif key not in ("strict", "allow_inf_nan") or value not in (True, False):
-                    raise DerivationError(f"{where}: {key}={value!r} does not translate")
+            kwargs.update(_general_constraints(vars(item), where))
         elif isinstance(item, Strict):
             # Lax mode only changes what an enum takes from Python objects, not from JSON.
             if not item.strict and not enum_field:
                 raise DerivationError(f"{where}: lax (strict=False) fields do not translate")
         else:
             raise DerivationError(f"{where}: constraint {item!r} does not translate")
+    return kwargs
+
+
+def _general_constraints(values: dict[str, Any], where: str) -> dict[str, Any]:
+    """Pydantic's general metadata: a pattern translates, strictness is the model's own."""
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key == "pattern":
+            kwargs["pattern"] = _python_pattern(value)
+        elif key not in ("strict", "allow_inf_nan") or value not in (True, False):
+            raise DerivationError(f"{where}: {key}={value!r} does not translate")
     return kwargs
 
 
