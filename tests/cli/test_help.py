@@ -46,8 +46,10 @@ def _words(text: str) -> str:
 
 
 def test_a_choice_lists_its_values_in_its_help() -> None:
-    assert ("--state STATE One of: registered, active, quarantined, suspended, decommissioned."
-            in _words(_help(["device", "list"])))
+    assert re.search(
+        r"--state STATE [^-]*One of: registered, active, quarantined, suspended, decommissioned\.",
+        _words(_help(["device", "list"])),
+    )
 
 
 def test_a_metavar_chosen_in_the_source_is_kept() -> None:

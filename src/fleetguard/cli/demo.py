@@ -77,8 +77,8 @@ def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], log: Path) -
 def demo_command(
     data_dir: Annotated[Path, typer.Option(help="Demo data dir (wiped and made anew).")] = Path(
         ".demo-data"),
-    devices: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
-    compromised: Annotated[int, typer.Option(min=0)] = 5,
+    devices: Annotated[int, typer.Option(min=1, max=10_000, help="Simulated devices.")] = 50,
+    compromised: Annotated[int, typer.Option(min=0, help="Of them, attacked.")] = 5,
     port: Annotated[int, typer.Option(help="Operator API port.")] = 8443,
     device_port: Annotated[int, typer.Option(help="Device endpoint port.")] = 8444,
     mqtt_port: Annotated[int, typer.Option(help="MQTT broker port.")] = 8883,

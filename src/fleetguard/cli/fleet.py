@@ -12,6 +12,12 @@ import typer
 
 from fleetguard.cli.admin import cli_actor, db_session
 from fleetguard.cli.common import DataDirOption, console, handles_errors, settings_from
+from fleetguard.cli.installation import (
+    Pkcs11ModuleOption,
+    Pkcs11PinFileOption,
+    Pkcs11TokenLabelOption,
+    pkcs11_options,
+)
 from fleetguard.cli.output import Column, JsonOption, print_json, print_table, table_time
 from fleetguard.core.errors import ValidationFailedError
 from fleetguard.core.files import write_atomic
@@ -54,9 +60,9 @@ def _labels(values: list[str] | None) -> dict[str, str] | None:
 @handles_errors
 def device_add(
     name: str,
-    serial: Annotated[str | None, typer.Option()] = None,
-    vendor: Annotated[str | None, typer.Option()] = None,
-    model: Annotated[str | None, typer.Option("--model")] = None,
+    serial: Annotated[str | None, typer.Option(help="The maker's serial number.")] = None,
+    vendor: Annotated[str | None, typer.Option(help="Who made it.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Hardware model.")] = None,
     label: Annotated[list[str] | None, typer.Option(help="key=value (repeatable)")] = None,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -74,10 +80,12 @@ def device_add(
 @device_app.command("list")
 @handles_errors
 def device_list(
-    state: Annotated[DeviceState | None, typer.Option()] = None,
+    state: Annotated[DeviceState | None, typer.Option(help="Only devices in this state.")] = None,
     labels: Annotated[str | None, typer.Option(help="k=v,k2!=v2,k3")] = None,
-    search: Annotated[str | None, typer.Option("--search", "-q")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=500)] = 100,
+    search: Annotated[
+        str | None, typer.Option("--search", "-q", help="Text in the name or serial, or the id.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="At most this many.")] = 100,
     as_json: JsonOption = False,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -111,9 +119,11 @@ def device_show(device_id: str, data_dir: DataDirOption = None) -> None:
 @handles_errors
 def device_set(
     device_id: str,
-    name: Annotated[str | None, typer.Option()] = None,
-    vendor: Annotated[str | None, typer.Option()] = None,
-    firmware: Annotated[str | None, typer.Option("--firmware")] = None,
+    name: Annotated[str | None, typer.Option(help="New name.")] = None,
+    vendor: Annotated[str | None, typer.Option(help="New vendor.")] = None,
+    firmware: Annotated[
+        str | None, typer.Option("--firmware", help="Firmware version it runs.")
+    ] = None,
     label: Annotated[list[str] | None, typer.Option(help="key=value; replaces all labels")] = None,
     state: Annotated[
         DeviceState | None, typer.Option(help="New state (decommission has its own command).")
@@ -141,7 +151,7 @@ def device_set(
 @handles_errors
 def device_token(
     device_id: str,
-    hours: Annotated[int, typer.Option(min=1, max=2160)] = 168,
+    hours: Annotated[int, typer.Option(min=1, max=2160, help="Valid for this long.")] = 168,
     data_dir: DataDirOption = None,
 ) -> None:
     """A one-time enrollment token (it carries the fleet root's fingerprint)."""
@@ -159,7 +169,7 @@ def device_token(
 @handles_errors
 def device_decommission(
     device_id: str,
-    reason: Annotated[str, typer.Option()] = "",
+    reason: Annotated[str, typer.Option(help="Why, for the audit log.")] = "",
     data_dir: DataDirOption = None,
 ) -> None:
     """Retire a device for good: its certificates are revoked at once."""
@@ -199,7 +209,9 @@ def cert_list(
 @handles_errors
 def cert_revoke(
     serial: str,
-    reason: Annotated[RevocationReason, typer.Option()] = RevocationReason.UNSPECIFIED,
+    reason: Annotated[
+        RevocationReason, typer.Option(help="Why (RFC 5280 reason code).")
+    ] = RevocationReason.UNSPECIFIED,
     data_dir: DataDirOption = None,
 ) -> None:
     """Revoke a certificate: the CRL is republished and the device is cut off at once."""
@@ -214,14 +226,15 @@ def cert_revoke(
 @ca_app.command("init")
 @handles_errors
 def ca_init(
-    key_type: Annotated[KeyAlgorithm, typer.Option()] = KeyAlgorithm.EC_P256,
-    pkcs11_module: Annotated[Path | None, typer.Option()] = None,
-    pkcs11_token_label: Annotated[str | None, typer.Option()] = None,
-    pkcs11_pin_file: Annotated[Path | None, typer.Option()] = None,
+    key_type: Annotated[
+        KeyAlgorithm, typer.Option(help="Key type of the fleet CA.")
+    ] = KeyAlgorithm.EC_P256,
+    pkcs11_module: Pkcs11ModuleOption = None,
+    pkcs11_token_label: Pkcs11TokenLabelOption = None,
+    pkcs11_pin_file: Pkcs11PinFileOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
     """Create the fleet root and issuing CA (`fleetguard init` already does this)."""
-    from fleetguard.cli.installation import pkcs11_options
     from fleetguard.identity.ca import init_installation_ca
     from fleetguard.keys import load_master_key
 
@@ -236,7 +249,10 @@ def ca_init(
 @ca_app.command("rotate")
 @handles_errors
 def ca_rotate(
-    key_type: Annotated[KeyAlgorithm | None, typer.Option()] = None,
+    key_type: Annotated[
+        KeyAlgorithm | None,
+        typer.Option(help="Key type of the new CA (default: the current one's)."),
+    ] = None,
     data_dir: DataDirOption = None,
 ) -> None:
     """New issuing CA; certificates of the old one stay valid until they expire."""
@@ -265,7 +281,7 @@ def claim_create(
     name: str,
     serials_file: Annotated[Path, typer.Option(help="One serial per line.")],
     out_dir: Annotated[Path, typer.Option(help="Where to write claim.key, claim.crt, ca.pem.")],
-    days: Annotated[int, typer.Option(min=1, max=398)] = 365,
+    days: Annotated[int, typer.Option(min=1, max=398, help="Claim certificate lifetime.")] = 365,
     data_dir: DataDirOption = None,
 ) -> None:
     """A claim certificate for a production batch and its serial allow-list."""

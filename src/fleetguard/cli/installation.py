@@ -26,6 +26,16 @@ db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 keys_app = typer.Typer(help="The master key that encrypts secrets at rest.", no_args_is_help=True)
 
 
+# The CA's HSM, for `init` and `ca init` alike.
+Pkcs11ModuleOption = Annotated[
+    Path | None, typer.Option(help="PKCS#11 module: keep the CA keys in this HSM.")
+]
+Pkcs11TokenLabelOption = Annotated[str | None, typer.Option(help="PKCS#11 token label.")]
+Pkcs11PinFileOption = Annotated[
+    Path | None, typer.Option(help="File holding the token PIN (else FLEETGUARD_PKCS11_PIN).")
+]
+
+
 def _read_secret_file(path: Path) -> str:
     text = path.read_text().strip()
     if not text:
@@ -64,13 +74,9 @@ def init_command(
     ca_key_type: Annotated[
         KeyAlgorithm, typer.Option(help="Key type of the fleet CA.")
     ] = KeyAlgorithm.EC_P256,
-    pkcs11_module: Annotated[
-        Path | None, typer.Option(help="PKCS#11 module: keep the CA keys in this HSM.")
-    ] = None,
-    pkcs11_token_label: Annotated[str | None, typer.Option(help="PKCS#11 token label.")] = None,
-    pkcs11_pin_file: Annotated[
-        Path | None, typer.Option(help="File holding the token PIN (else FLEETGUARD_PKCS11_PIN).")
-    ] = None,
+    pkcs11_module: Pkcs11ModuleOption = None,
+    pkcs11_token_label: Pkcs11TokenLabelOption = None,
+    pkcs11_pin_file: Pkcs11PinFileOption = None,
 ) -> None:
     """Create the data dir, database, master key, fleet CA, server TLS identity, first admin."""
     from fleetguard.install import init_installation
