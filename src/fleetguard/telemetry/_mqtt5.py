@@ -350,33 +350,36 @@ class Mqtt5Session:
                     timeout = 0.0
                 events = selector.select(timeout)
                 now = time.monotonic()
-                for key, _ in events:
-                    if key.fileobj is self._wake_r:
-                        try:
-                            while self._wake_r.recv(4096):
-                                pass
-                        except BlockingIOError:
-                            pass
+                if any(key.fileobj is self._wake_r for key, _ in events):
+                    self._drain_wake()
                 if self._read_available(sock, buffer):
                     last_heard = now
                     self._consume(buffer, generation)
-                with self._lock:
-                    acks, self._acks = self._acks, []
+                acks = self._take_acks()
                 if acks:
-                    self._send(sock, b"".join(
-                        b"\x40\x02" + pid.to_bytes(2, "big") for pid in acks))
+                    self._send(sock, acks)
                     last_sent = now
                 if ping_every is not None and now - last_sent >= ping_every:
                     self._send(sock, b"\xc0\x00")
                     last_sent = now
                 if s.keepalive_s and now - last_heard > s.keepalive_s * 1.5:
                     raise TimeoutError("the broker stopped answering (keep-alive)")
-            with self._lock:
-                acks, self._acks = self._acks, []
-            tail = b"".join(b"\x40\x02" + pid.to_bytes(2, "big") for pid in acks)
-            self._send(sock, tail + b"\xe0\x00")  # DISCONNECT, normal; the session is kept
+            self._send(sock, self._take_acks() + b"\xe0\x00")  # DISCONNECT, normal; session kept
         finally:
             selector.close()
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _take_acks(self) -> bytes:
+        """The PUBACKs the writer released since the last call, as one write."""
+        with self._lock:
+            acks, self._acks = self._acks, []
+        return b"".join(b"\x40\x02" + pid.to_bytes(2, "big") for pid in acks)
 
     def _read_available(self, sock: ssl.SSLSocket, buffer: bytearray) -> bool:
         got = False
