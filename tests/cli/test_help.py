@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from typer.main import get_command
 from typer.testing import CliRunner
 
 from fleetguard.cli.main import app, command_paths
@@ -69,3 +70,15 @@ def test_agent_help_lists_run() -> None:
 def test_every_help_fits_80_columns() -> None:
     for path in command_paths():
         assert max(len(line) for line in _help(path).splitlines()) <= 80, path
+
+
+def test_every_option_says_what_it_is_for() -> None:
+    root = get_command(app)
+    unexplained = []
+    for path in command_paths():
+        command = root
+        for name in path:
+            command = command.commands[name]  # type: ignore[attr-defined]
+        unexplained += [f"{' '.join(path)} {param.opts[0]}" for param in command.params
+                        if param.param_type_name == "option" and not getattr(param, "help", None)]
+    assert unexplained == []
