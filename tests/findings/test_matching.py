@@ -1,11 +1,9 @@
 """Matching a scan's hosts to devices looks up only what the scan names (SQLite and
-PostgreSQL): whole addresses, never a decommissioned device."""
+PostgreSQL), and only whole addresses."""
 
 from __future__ import annotations
 
 from fleetguard.findings import MatchMethod, scan_hosts
-from fleetguard.registry import DeviceChanges, DeviceState, lookup
-from fleetguard.registry import service as registry
 from fleetguard.store import Database
 from tests.findings.reports import finding, host, report
 from tests.findings.support import device_at, ingest_document
@@ -38,25 +36,3 @@ def test_an_address_matches_only_a_device_listing_that_whole_address(db: Databas
     matched = _matches(db, ["10.0.0.1"])
 
     assert matched == {"10.0.0.1": (None, MatchMethod.UNMATCHED)}
-
-
-def test_a_decommissioned_device_is_found_by_neither_address_nor_serial(db: Database) -> None:
-    gone = device_at(db, "gone", "10.0.0.5", serial="SN-GONE")
-    with db.session() as session:
-        registry.set_device_state(session, gone, DeviceState.DECOMMISSIONED, actor="test")
-
-    with db.read_session() as session:
-        assert lookup.devices_at_addresses(session, ["10.0.0.5"]) == {}
-        assert lookup.devices_by_serial(session, ["SN-GONE"]) == {}
-
-
-def test_a_device_listing_several_addresses_is_found_at_each(db: Database) -> None:
-    cam = device_at(db, "cam", "10.0.0.5")
-    with db.session() as session:
-        registry.update_device(session, cam, DeviceChanges(addresses=["10.0.0.5", "fd00::5"]),
-                               actor="test")
-
-    with db.read_session() as session:
-        found = lookup.devices_at_addresses(session, ["fd00::5", "10.0.0.5", "10.0.0.6"])
-
-    assert {a: [d.id for d in ds] for a, ds in found.items()} == {"10.0.0.5": [cam], "fd00::5": [cam]}

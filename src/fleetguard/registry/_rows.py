@@ -8,7 +8,7 @@ import json
 import uuid
 from collections.abc import Iterable
 
-from sqlalchemy import Select, exists, func, or_, select
+from sqlalchemy import Select, delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from fleetguard.core.errors import ValidationFailedError
@@ -25,6 +25,7 @@ from fleetguard.registry.models import (
     parse_label_query,
 )
 from fleetguard.store.tables.registry import (
+    DeviceAddressRow,
     DeviceGroupMemberRow,
     DeviceGroupRow,
     DeviceLabelRow,
@@ -104,6 +105,14 @@ def set_labels(session: Session, row: DeviceRow, labels: dict[str, str]) -> None
     session.flush()
     for key, value in labels.items():
         session.add(DeviceLabelRow(device_id=row.id, key=key, value=value))
+
+
+def set_addresses(session: Session, row: DeviceRow, addresses: list[str]) -> None:
+    """The device's addresses (canonical IP text, as :func:`ip_addresses` gives): its list,
+    and one indexed row each for :mod:`fleetguard.registry.lookup`. The only writer of both."""
+    row.addresses = json.dumps(addresses)
+    session.execute(delete(DeviceAddressRow).where(DeviceAddressRow.device_id == row.id))
+    session.add_all(DeviceAddressRow(device_id=row.id, address=a) for a in addresses)
 
 
 def ensure_serial_free(session: Session, serial: str) -> None:

@@ -21,6 +21,7 @@ from fleetguard.registry._rows import (
     ensure_serial_free,
     groups_of,
     ip_addresses,
+    set_addresses,
     set_labels,
     text_field,
     to_device,
@@ -133,7 +134,7 @@ def update_device(
         set_labels(session, row, validate_labels(changes.labels))
         changed["labels"] = changes.labels
     if changes.addresses is not None:
-        row.addresses = json.dumps(ip_addresses(changes.addresses))
+        set_addresses(session, row, ip_addresses(changes.addresses))
         changed["addresses"] = json.loads(row.addresses)
     if changed:
         row.updated_at = utcnow()
@@ -221,7 +222,7 @@ def _add_addresses(session: Session, addresses: Mapping[str, str]) -> None:
         ).scalars():
             known = json.loads(row.addresses)
             if heard[row.id] not in known:
-                row.addresses = json.dumps(ip_addresses([*known, heard[row.id]]))
+                set_addresses(session, row, ip_addresses([*known, heard[row.id]]))
 
 
 def registered_device_ids(session: Session, device_ids: Iterable[str]) -> set[str]:

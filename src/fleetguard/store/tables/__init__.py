@@ -25,6 +25,7 @@ from fleetguard.store.tables.operators import (
     WebSessionRow,
 )
 from fleetguard.store.tables.registry import (
+    DeviceAddressRow,
     DeviceGroupMemberRow,
     DeviceGroupRow,
     DeviceLabelRow,
@@ -46,6 +47,7 @@ __all__ = [
     "CertificateUseRow",
     "ClaimBatchRow",
     "ClaimSerialRow",
+    "DeviceAddressRow",
     "DeviceCertificateRow",
     "DeviceCommandRow",
     "DeviceGroupMemberRow",

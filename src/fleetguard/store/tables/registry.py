@@ -41,6 +41,20 @@ class DeviceLabelRow(Base):
     __table_args__ = (Index("ix_device_labels_key_value", "key", "value"),)
 
 
+class DeviceAddressRow(Base):
+    """Addresses again, one row each, so the devices at an address are an indexed lookup
+    (each scan's ingestion asks for the addresses it saw)."""
+
+    __tablename__ = "device_addresses"
+
+    device_id: Mapped[str] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    address: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+    __table_args__ = (Index("ix_device_addresses_address", "address"),)
+
+
 class DeviceGroupRow(Base):
     __tablename__ = "device_groups"
 
