@@ -24,7 +24,7 @@ from fleetguard.findings.models import (
     ScanStatus,
     Severity,
 )
-from fleetguard.store.tables import FindingRow, ScanRow, ScanScheduleRow
+from fleetguard.store.tables.findings import FindingRow, ScanRow, ScanScheduleRow
 
 MAX_PAGE = 500
 _IN_CHUNK = 400  # ids per IN (...) list: well below every database's parameter limit

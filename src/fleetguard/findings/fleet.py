@@ -37,7 +37,7 @@ from fleetguard.registry import DeviceState
 from fleetguard.registry import listing as registry_listing
 from fleetguard.registry import service as registry
 from fleetguard.store.idset import in_id_set
-from fleetguard.store.tables import FindingRow, RiskSnapshotRow
+from fleetguard.store.tables.findings import FindingRow, RiskSnapshotRow
 
 RISK_WEIGHTS: dict[Severity, int] = {
     Severity.CRITICAL: 40,

@@ -48,7 +48,7 @@ from fleetguard.protocol.scan_report import (
     ReportTooLargeError,
     ScanReportDocument,
 )
-from fleetguard.store.tables import FindingRow, ScanHostRow, ScanRow
+from fleetguard.store.tables.findings import FindingRow, ScanHostRow, ScanRow
 
 MAX_LISTED_IN_AUDIT = 200
 _LOCK_KEY = 0x66675F7363616E  # "fg_scan": serialises ingestion on PostgreSQL

@@ -18,7 +18,7 @@ from fleetguard.findings.models import (
     FindingState,
     Severity,
 )
-from fleetguard.store.tables import FindingRow
+from fleetguard.store.tables.findings import FindingRow
 
 
 def _finding_query(flt: FindingFilter) -> Select[FindingRow]:

@@ -33,7 +33,7 @@ from fleetguard.findings.models import (
     ScanStatus,
 )
 from fleetguard.findings.reconcile import clip
-from fleetguard.store.tables import ScanHostRow, ScanRow
+from fleetguard.store.tables.findings import ScanHostRow, ScanRow
 
 
 def create_scan(

@@ -17,7 +17,7 @@ from fleetguard.findings._records import canonical_uuid, new_id, to_schedule
 from fleetguard.findings.errors import ScheduleExistsError, ScheduleNotFoundError
 from fleetguard.findings.models import DueScan, ScanSchedule, ScanSource, ScanStatus
 from fleetguard.findings.scans import create_scan
-from fleetguard.store.tables import ScanRow, ScanScheduleRow
+from fleetguard.store.tables.findings import ScanRow, ScanScheduleRow
 
 SCHEDULER_ACTOR = "system:scan-scheduler"
 MIN_INTERVAL = timedelta(minutes=1)
