@@ -16,6 +16,7 @@ from fleetguard.protocol import (
     encode_message,
     to_millis,
 )
+from fleetguard.registry import service as registry
 from fleetguard.store import Database
 from fleetguard.telemetry import (
     CommandFinishedError,
@@ -57,6 +58,15 @@ def test_a_result_is_stored_by_the_writer_and_resolves_to_the_stored_command(
     stored = ingest.submit_command_result(device, _result(command_id), CBOR).result(timeout=10)
     assert (stored.id, stored.state) == (command_id, CommandState.OK)
     assert _state(db, device) == (CommandState.OK, "sent a report")
+
+
+def test_a_result_alone_keeps_its_device_seen(db: Database, ingest: IngestService) -> None:
+    device = add_device(db)
+    command_id = _queue(db, device)
+    ingest.submit_command_result(device, _result(command_id), CBOR).result(timeout=10)
+    with db.session() as session:
+        seen = registry.get_device(session, device).last_seen_at
+    assert seen is not None and (utcnow() - seen).total_seconds() < 60
 
 
 def test_a_result_for_another_devices_command_is_refused_counted_and_changes_nothing(

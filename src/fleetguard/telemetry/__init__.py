@@ -4,6 +4,13 @@ Messages arrive with the device's identity already established by the transport 
 verified client certificate on HTTPS, the topic on the broker, whose permissions keep a
 device to its own topics); nothing in a message body names the device.
 
+    ingest    IngestService: every message a device sends (telemetry, heartbeats, command
+              results), and the registry's last-seen (note_device_seen), one writer
+    upkeep    offline sweep, rollups and expiry (run by the writer when due)
+    queries   reads: raw series, rollups, status, snapshot, refusal counts
+    series    for the API: a device's metrics, and a metric stepped and aggregated
+    commands  queueing commands and handing them to devices
+
 >>> service = IngestService(db)                                    # doctest: +SKIP
 >>> service.submit_telemetry(device_id, body, "application/cbor")  # doctest: +SKIP
 >>> service.flush(); service.stop()                                # doctest: +SKIP

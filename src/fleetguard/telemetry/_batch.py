@@ -31,7 +31,7 @@ from fleetguard.core.errors import DependencyError, FleetError
 from fleetguard.protocol import CommandResult, to_millis
 from fleetguard.registry import service as registry
 from fleetguard.store import Database
-from fleetguard.telemetry._plan import DeviceState, Item, Plan, plan_batch
+from fleetguard.telemetry._plan import DeviceState, Item, Plan, ReportFacts, plan_batch
 from fleetguard.telemetry._store import add_rejections, load_states, write_plan
 from fleetguard.telemetry.commands import record_command_result
 from fleetguard.telemetry.errors import IngestStoppedError
@@ -208,7 +208,8 @@ class BatchWriter:
             inserted = write_plan(session, plan)
             stored = _record_answers(session, answers, rejections)
             add_rejections(session, rejections)
-            seen, addresses = self._record_seen(session, plan, notes)
+            heard = [*plan.states, *(a.device_id for a in answers)]
+            seen, addresses = self._record_seen(session, heard, notes)
         self._committed(_Outcome(plan, inserted, dropped, seen, addresses, stored), entries)
 
     def _plan(
@@ -236,11 +237,12 @@ class BatchWriter:
         return plan, len(items) - len(usable)
 
     def _record_seen(
-        self, session: Session, plan: Plan, notes: Notes
+        self, session: Session, heard: list[str], notes: Notes
     ) -> tuple[list[str], dict[str, str]]:
-        """The registry's last-seen of the devices heard from, and their new addresses."""
+        """The registry's last-seen of the devices heard from (their messages in this batch,
+        and the notes), and their new addresses."""
         limit = time.monotonic() - REGISTRY_SEEN_EVERY_S
-        due = {d for d in plan.states if self._seen_written.get(d, -1e18) < limit}
+        due = {d for d in heard if self._seen_written.get(d, -1e18) < limit}
         addresses = {d: ip for d, ip in notes.seen.items() if ip is not None}
         plain = sorted((due | notes.seen.keys()) - addresses.keys())
         if plain or addresses:
@@ -272,11 +274,7 @@ class BatchWriter:
                            duplicates=plan.duplicates + late_dups, expired=plan.expired,
                            unknown=done.dropped, rejected=refused)
         if self._on_committed is not None and entries:
-            self._on_committed([
-                Committed(e.device_id, getattr(getattr(e, "message", None), "seq", None),
-                          e.submitted)
-                for e in entries
-            ])
+            self._on_committed([Committed(e.device_id, _seq(e), e.submitted) for e in entries])
 
 
 def _record_answers(
@@ -293,6 +291,11 @@ def _record_answers(
             count_rejection(rejections, answer.device_id, exc.code)
             out.append((answer, exc))
     return out
+
+
+def _seq(entry: Entry) -> int | None:
+    message = entry.message if isinstance(entry, Item) else None
+    return message.seq if isinstance(message, ReportFacts) else None
 
 
 def fail_unsettled(entries: list[Entry], reason: str) -> None:
