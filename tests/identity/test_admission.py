@@ -95,6 +95,21 @@ def test_a_device_whose_certificates_all_expired_is_not_entitled(
         assert admission.devices_entitled_to_connect(s, now=later) == set()
 
 
+def test_the_fleet_answer_follows_the_rule_across_a_certificates_lifetime(
+    sqlite_db: Database, ca: FleetCA
+) -> None:
+    device_id, _, _ = _enrolled(sqlite_db, ca, "cam")
+    with sqlite_db.session() as s:
+        [certificate] = identity.list_certificates(s, device_id=device_id)
+        moments = [certificate.not_before - timedelta(seconds=1), certificate.not_before,
+                   certificate.not_after - timedelta(seconds=1), certificate.not_after]
+        for now in moments:
+            allowed = connect_refusal(certificate, device_trusted=True, now=now) is None
+            assert (device_id in admission.devices_entitled_to_connect(s, now=now)) == allowed
+    assert [connect_refusal(certificate, device_trusted=True, now=m) for m in moments] == [
+        ConnectRefusal.NOT_VALID_NOW, None, None, ConnectRefusal.NOT_VALID_NOW]
+
+
 def test_revoked_unexpired_certificates_are_listed_with_their_device(
     sqlite_db: Database, ca: FleetCA
 ) -> None:
