@@ -10,18 +10,17 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from fleetguard.core.config import Settings
 from fleetguard.identity import service as identity
-from fleetguard.identity.ca import init_installation_ca
-from fleetguard.keys import MasterKey
 from fleetguard.operators import Role
 from fleetguard.operators import service as operators
 from fleetguard.pki import FleetCA
 from fleetguard.registry import service as registry
-from fleetguard.server.operator_app import create_operator_app
-from fleetguard.server.scan_jobs import ScanJobs
 from fleetguard.store import Database
+from tests.api.conftest import app, fleet_ca, new_client, scan_jobs
 from tests.support import code_for, csr_pem, strong_password
+
+# The operator app as the API's tests build it (through server.operator_app).
+__all__ = ["app", "fleet_ca", "new_client", "scan_jobs"]
 
 HIDDEN = r'name="{}" value="([^"]*)"'
 
@@ -73,33 +72,6 @@ def form_login(client: TestClient, username: str, password: str,
                     follow_redirects=False)
     assert r.status_code == 303, r.text
     return totp_secret
-
-
-@pytest.fixture
-def fleet_ca(settings: Settings, master_key: MasterKey) -> Iterator[FleetCA]:
-    with init_installation_ca(settings, master_key) as ca:
-        yield ca
-
-
-@pytest.fixture
-def scan_jobs(sqlite_db: Database) -> Iterator[ScanJobs]:
-    """The app's scan jobs (what `fleetguard serve` makes once); none outlives its test."""
-    jobs = ScanJobs(sqlite_db)
-    yield jobs
-    assert jobs.wait_for_scans(60)
-
-
-@pytest.fixture
-def app(
-    settings: Settings, sqlite_db: Database, master_key: MasterKey, fleet_ca: FleetCA,
-    scan_jobs: ScanJobs,
-) -> FastAPI:
-    return create_operator_app(settings, db=sqlite_db, master_key=master_key, ca=fleet_ca,
-                               scan_jobs=scan_jobs)
-
-
-def new_client(app: FastAPI) -> TestClient:
-    return TestClient(app, base_url="https://testserver", raise_server_exceptions=False)
 
 
 @pytest.fixture
