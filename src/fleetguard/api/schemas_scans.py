@@ -38,6 +38,8 @@ class ScanStart(StrictModel):
 class ScanUpload(StrictModel):
     """Store a report made elsewhere (``fleetguard scan --json`` or ``--server``).
 
+    ``report`` is a ``fleetguard.scan/1`` document, read by its one definition
+    (``protocol.scan_report.parse_scan_report``, whose errors name ``report.<field>``).
     ``ports`` is the ``--ports`` expression of that scan: with it, a port that stopped
     answering resolves its findings; without it, only ports the report lists do.
     """
