@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from fleetguard.core.severity import Severity
 from fleetguard.protocol import scan_report as wire
+from fleetguard.protocol.models import TransportProto
 from fleetguard.protocol.scan_report import (
     HostStatus,
     InvalidReportError,
@@ -17,7 +18,7 @@ from fleetguard.protocol.scan_report import (
     ReportTooLargeError,
     parse_scan_report,
 )
-from fleetguard.scan import ScanReport, Service, ServiceInfo, Target, Transport, report_document
+from fleetguard.scan import ScanReport, Service, ServiceInfo, Target, report_document
 from fleetguard.scan.models import HostResult, PortResult
 
 AT = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
@@ -29,10 +30,10 @@ def _fields(model: type[BaseModel]) -> list[str]:
 
 def _scanner_report() -> ScanReport:
     cam = HostResult(Target("192.0.2.5"))
-    cam.ports += [PortResult(23, Transport.TCP, PortState.OPEN),
-                  PortResult(80, Transport.TCP, PortState.CLOSED),
-                  PortResult(161, Transport.UDP, PortState.OPEN_FILTERED, "no answer")]
-    cam.services.append(ServiceInfo(23, Transport.TCP, Service.TELNET, banner="BusyBox login:"))
+    cam.ports += [PortResult(23, TransportProto.TCP, PortState.OPEN),
+                  PortResult(80, TransportProto.TCP, PortState.CLOSED),
+                  PortResult(161, TransportProto.UDP, PortState.OPEN_FILTERED, "no answer")]
+    cam.services.append(ServiceInfo(23, TransportProto.TCP, Service.TELNET, banner="BusyBox login:"))
     finding = wire.ReportFinding(
         host="192.0.2.5", port=23, protocol="tcp", service="telnet", check="cleartext-protocol",
         severity=Severity.HIGH, title="Cleartext", evidence="telnet answered",

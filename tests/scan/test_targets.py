@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from fleetguard.protocol.models import TransportProto
 from fleetguard.scan import (
     InvalidPortSpecError,
     InvalidScanOptionError,
     InvalidTargetError,
     ScanScopeTooLargeError,
-    Transport,
     build_options,
     expand_target_files,
     parse_ports,
@@ -100,8 +100,8 @@ def test_scope_limit() -> None:
 
 def test_ports() -> None:
     specs = parse_ports("default")
-    tcp = [s.port for s in specs if s.transport is Transport.TCP]
-    udp = [s.port for s in specs if s.transport is Transport.UDP]
+    tcp = [s.port for s in specs if s.transport is TransportProto.TCP]
+    udp = [s.port for s in specs if s.transport is TransportProto.UDP]
     assert tcp == sorted(DEFAULT_TCP_PORTS) and udp == sorted(DEFAULT_UDP_PORTS)
     for must in (21, 22, 23, 2323, 80, 81, 8000, 8080, 8081, 443, 8443, 554, 1883, 8883, 7547):
         assert must in tcp

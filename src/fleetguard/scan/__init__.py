@@ -26,7 +26,6 @@ from fleetguard.scan.models import (
     ServiceInfo,
     Severity,
     Target,
-    Transport,
 )
 from fleetguard.scan.options import ScanOptions
 from fleetguard.scan.report import to_csv, to_json
@@ -50,7 +49,6 @@ __all__ = [
     "ServiceInfo",
     "Severity",
     "Target",
-    "Transport",
     "build_options",
     "expand_target_files",
     "parse_ports",

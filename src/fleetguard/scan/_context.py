@@ -6,11 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 
+from fleetguard.protocol.models import TransportProto
 from fleetguard.protocol.scan_report import ReportFinding, ReportNote
 from fleetguard.scan._net import HostNet
 from fleetguard.scan.checks import CheckId, check_info
 from fleetguard.scan.credentials import Credential
-from fleetguard.scan.models import Service, ServiceInfo, Severity, Transport
+from fleetguard.scan.models import Service, ServiceInfo, Severity
 from fleetguard.scan.options import ScanOptions
 
 
@@ -75,7 +76,7 @@ class ProbeContext:
             ReportFinding(
                 host=self.net.address,
                 port=info.port,
-                protocol=info.transport.value,
+                protocol=info.transport,
                 service=info.service.value,
                 check=c.id.value,
                 severity=severity or c.severity,
@@ -86,8 +87,8 @@ class ProbeContext:
             )
         )
 
-    def note(self, port: int, transport: Transport, check: str, reason: str) -> None:
+    def note(self, port: int, transport: TransportProto, check: str, reason: str) -> None:
         self.notes.append(ReportNote(
-            host=self.net.address, port=port, protocol=transport.value, check=str(check),
+            host=self.net.address, port=port, protocol=transport, check=str(check),
             reason=reason[:2000],  # (an error's text can be long; the format bounds it)
         ))  # fmt: skip

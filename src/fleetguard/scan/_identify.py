@@ -9,10 +9,11 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 
+from fleetguard.protocol.models import TransportProto
 from fleetguard.scan import _ftp, _http, _mqtt, _rtsp, _ssh, _telnet, _tls
 from fleetguard.scan._context import ProbeContext
 from fleetguard.scan._net import insecure_tls_context, printable, read_some
-from fleetguard.scan.models import Service, ServiceInfo, Transport
+from fleetguard.scan.models import Service, ServiceInfo
 
 HTTP_FIRST = frozenset({80, 81, 88, 5000, 7547, 8000, 8008, 8080, 8081, 8088, 8888, 9000, 49152})
 TLS_FIRST = frozenset({443, 4443, 8443, 8883, 322, 5443, 7443, 9443})
@@ -64,29 +65,30 @@ async def _inner(ctx: ProbeContext, port: int) -> Identified:
     )
     for step in order:
         if step == "http" and (r := await _http.probe(ctx, port, True)) is not None:
-            return Identified(ServiceInfo(port, Transport.TCP, Service.HTTPS, tls=True), http=r)
+            info = ServiceInfo(port, TransportProto.TCP, Service.HTTPS, tls=True)
+            return Identified(info, http=r)
         if step == "mqtt":
             rc, _ = await _mqtt.connect(ctx, port, True)
             if rc is not None:
                 return Identified(
-                    ServiceInfo(port, Transport.TCP, Service.MQTT, tls=True), mqtt_rc=rc
+                    ServiceInfo(port, TransportProto.TCP, Service.MQTT, tls=True), mqtt_rc=rc
                 )
         if step == "rtsp" and (r := await _rtsp.probe(ctx, port, True)) is not None:
-            return Identified(ServiceInfo(port, Transport.TCP, Service.RTSP, tls=True), rtsp=r)
-    return Identified(ServiceInfo(port, Transport.TCP, Service.TLS, tls=True))
+            return Identified(ServiceInfo(port, TransportProto.TCP, Service.RTSP, tls=True), rtsp=r)
+    return Identified(ServiceInfo(port, TransportProto.TCP, Service.TLS, tls=True))
 
 
 def _by_banner(port: int, data: bytes) -> Identified | None:
     if _ssh.looks_like_ssh(data):
-        info = ServiceInfo(port, Transport.TCP, Service.SSH)
+        info = ServiceInfo(port, TransportProto.TCP, Service.SSH)
         _ssh.parse_banner(info, data)
         return Identified(info)
     if _ftp.looks_like_ftp(data):
-        info = ServiceInfo(port, Transport.TCP, Service.FTP)
+        info = ServiceInfo(port, TransportProto.TCP, Service.FTP)
         _ftp.parse_banner(info, data)
         return Identified(info)
     if _telnet.looks_like_telnet(data):
-        return Identified(ServiceInfo(port, Transport.TCP, Service.TELNET))
+        return Identified(ServiceInfo(port, TransportProto.TCP, Service.TELNET))
     return None
 
 
@@ -98,20 +100,20 @@ async def _try_tls(ctx: ProbeContext, port: int) -> Identified | None:
     hello = await _tls.send_hello(ctx, port, _tls.TLS12, _tls.BROAD_SUITES)
     if hello.version is None:
         return None
-    info = ServiceInfo(port, Transport.TCP, Service.TLS, tls=True)
+    info = ServiceInfo(port, TransportProto.TCP, Service.TLS, tls=True)
     info.extra["tls_note"] = "handshake impossible with the local TLS library"
     return Identified(info)
 
 
 async def _try_cleartext(ctx: ProbeContext, port: int, step: str) -> Identified | None:
     if step == "http" and (r := await _http.probe(ctx, port, False)) is not None:
-        return Identified(ServiceInfo(port, Transport.TCP, Service.HTTP), http=r)
+        return Identified(ServiceInfo(port, TransportProto.TCP, Service.HTTP), http=r)
     if step == "rtsp" and (r := await _rtsp.probe(ctx, port, False)) is not None:
-        return Identified(ServiceInfo(port, Transport.TCP, Service.RTSP), rtsp=r)
+        return Identified(ServiceInfo(port, TransportProto.TCP, Service.RTSP), rtsp=r)
     if step == "mqtt":
         rc, _ = await _mqtt.connect(ctx, port, False)
         if rc is not None:
-            return Identified(ServiceInfo(port, Transport.TCP, Service.MQTT), mqtt_rc=rc)
+            return Identified(ServiceInfo(port, TransportProto.TCP, Service.MQTT), mqtt_rc=rc)
     return None
 
 
@@ -129,7 +131,7 @@ async def identify(ctx: ProbeContext, port: int) -> Identified:
             found = await _try_cleartext(ctx, port, step)
         if found is not None:
             return found
-    info = ServiceInfo(port, Transport.TCP, Service.UNKNOWN)
+    info = ServiceInfo(port, TransportProto.TCP, Service.UNKNOWN)
     if seen_banner:
         info.banner = printable(seen_banner) or None
     return Identified(info)

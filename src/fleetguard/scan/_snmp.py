@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import secrets
 
+from fleetguard.protocol.models import TransportProto
 from fleetguard.protocol.scan_report import PortState
 from fleetguard.scan._context import ProbeContext
 from fleetguard.scan.checks import CheckId
 from fleetguard.scan.credentials import SNMP_COMMUNITIES
-from fleetguard.scan.models import Service, ServiceInfo, Severity, Transport
+from fleetguard.scan.models import Service, ServiceInfo, Severity
 
 SYS_DESCR = (1, 3, 6, 1, 2, 1, 1, 1, 0)
 
@@ -90,7 +91,7 @@ async def probe_snmp(ctx: ProbeContext, port: int) -> tuple[PortState, ServiceIn
     if not ctx.options.credentials:
         ctx.note(
             port,
-            Transport.UDP,
+            TransportProto.UDP,
             CheckId.SNMP_DEFAULT_COMMUNITY,
             "not checked: --no-credentials forbids trying community strings",
         )
@@ -116,7 +117,7 @@ async def probe_snmp(ctx: ProbeContext, port: int) -> tuple[PortState, ServiceIn
     state, replies = await ctx.net.udp_burst(port, packets, accept=accept)
     if not replies:
         return state, None
-    info = ServiceInfo(port, Transport.UDP, Service.SNMP)
+    info = ServiceInfo(port, TransportProto.UDP, Service.SNMP)
     accepted: dict[str, list[str]] = {}
     descr = b""
     for d in replies:

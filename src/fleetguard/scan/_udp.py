@@ -9,11 +9,12 @@ import struct
 import xml.etree.ElementTree as ET
 from urllib.parse import urlsplit
 
+from fleetguard.protocol.models import TransportProto
 from fleetguard.protocol.scan_report import PortState
 from fleetguard.scan._context import ProbeContext
 from fleetguard.scan._http import HttpClient
 from fleetguard.scan.checks import CheckId
-from fleetguard.scan.models import Service, ServiceInfo, Severity, Transport
+from fleetguard.scan.models import Service, ServiceInfo, Severity
 
 # --- SSDP / UPnP ----------------------------------------------------------------------------
 
@@ -79,7 +80,7 @@ async def probe_ssdp(ctx: ProbeContext, port: int) -> tuple[PortState, ServiceIn
     )
     if not replies:
         return state, None
-    info = ServiceInfo(port, Transport.UDP, Service.UPNP)
+    info = ServiceInfo(port, TransportProto.UDP, Service.UPNP)
     hdrs = _ssdp_headers(replies[0])
     if hdrs.get("server"):
         info.banner = hdrs["server"][:200]
@@ -95,7 +96,7 @@ async def probe_ssdp(ctx: ProbeContext, port: int) -> tuple[PortState, ServiceIn
         else:
             ctx.note(
                 port,
-                Transport.UDP,
+                TransportProto.UDP,
                 CheckId.UPNP_EXPOSED,
                 f"description at {loc[:100]} is on another host: not fetched (out of scope)",
             )
@@ -164,7 +165,7 @@ async def probe_coap(ctx: ProbeContext, port: int) -> tuple[PortState, ServiceIn
     r = parse_coap(replies[0])
     assert r is not None
     code, _, _, payload = r
-    info = ServiceInfo(port, Transport.UDP, Service.COAP)
+    info = ServiceInfo(port, TransportProto.UDP, Service.COAP)
     info.extra["well_known_core"] = _COAP_CODES.get(code, f"{code >> 5}.{code & 0x1F:02d}")
     if code == 0x45:
         resources = re.findall(r"<([^>]+)>", payload.decode("utf-8", "replace"))
@@ -206,7 +207,7 @@ async def probe_mdns(ctx: ProbeContext, port: int) -> tuple[PortState, ServiceIn
     state, replies = await ctx.net.udp_exchange(port, mdns_query(qid), accept=accept)
     if not replies:
         return state, None
-    info = ServiceInfo(port, Transport.UDP, Service.MDNS)
+    info = ServiceInfo(port, TransportProto.UDP, Service.MDNS)
     names = _names(replies[0])
     if names:
         info.extra["services"] = ", ".join(n.replace("\x04", ".") for n in names)[:300]

@@ -27,11 +27,6 @@ from fleetguard.protocol.scan_report import (
 )
 
 
-class Transport(StrEnum):
-    TCP = "tcp"
-    UDP = "udp"
-
-
 class Service(StrEnum):
     TELNET = "telnet"
     SSH = "ssh"
@@ -63,13 +58,13 @@ class Target:
 @dataclass(frozen=True, slots=True)
 class PortSpec:
     port: int
-    transport: Transport
+    transport: TransportProto
 
 
 @dataclass(slots=True)
 class ServiceInfo:
     port: int
-    transport: Transport
+    transport: TransportProto
     service: Service
     tls: bool = False
     product: str | None = None
@@ -82,7 +77,7 @@ class ServiceInfo:
     def to_wire(self) -> ReportService:
         # Built, not validated: the scanner's own data goes out as seen (the reader bounds it).
         return ReportService.model_construct(
-            port=self.port, protocol=TransportProto(self.transport.value),
+            port=self.port, protocol=self.transport,
             service=self.service.value, product=self.product, version=self.version,
             tls=self.tls, vendor=self.vendor, model=self.model, banner=self.banner,
             extra=dict(sorted(self.extra.items())),
@@ -92,7 +87,7 @@ class ServiceInfo:
 @dataclass(slots=True)
 class PortResult:
     port: int
-    transport: Transport
+    transport: TransportProto
     state: PortState
     reason: str = ""
 
@@ -123,7 +118,7 @@ class HostResult:
             address=self.target.address, hostname=self.target.name, status=self.status,
             services=tuple(s.to_wire() for s in sorted(self.services, key=_service_key)),
             ports=tuple(
-                ReportPort.model_construct(port=p.port, protocol=TransportProto(p.transport.value),
+                ReportPort.model_construct(port=p.port, protocol=p.transport,
                                            state=p.state, reason=p.reason)
                 for p in listed
             ),
@@ -172,5 +167,4 @@ __all__ = [
     "ServiceInfo",
     "Severity",
     "Target",
-    "Transport",
 ]

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from fleetguard.protocol.models import TransportProto
 from fleetguard.protocol.scan_report import PortState, ReportFinding, ReportNote
 from fleetguard.scan import _ftp, _http_checks, _mqtt, _rtsp, _snmp, _ssh, _telnet, _tls, _udp
 from fleetguard.scan._context import ProbeContext
@@ -30,7 +31,6 @@ from fleetguard.scan.models import (
     Service,
     ServiceInfo,
     Severity,
-    Transport,
 )
 from fleetguard.scan.options import ScanOptions
 from fleetguard.scan.targets import DEFAULT_MAX_ADDRESSES, parse_ports, parse_targets
@@ -115,7 +115,7 @@ def _exposed(ctx: ProbeContext, info: ServiceInfo) -> None:
 
 async def _tcp_port(ctx: ProbeContext, host: HostResult, spec: PortSpec) -> None:
     state, reason = await ctx.net.tcp_state(spec.port)
-    host.ports.append(PortResult(spec.port, Transport.TCP, state, reason))
+    host.ports.append(PortResult(spec.port, TransportProto.TCP, state, reason))
     if state is not PortState.OPEN:
         return
     ident = await identify(ctx, spec.port)
@@ -142,7 +142,7 @@ async def _udp_port(ctx: ProbeContext, host: HostResult, spec: PortSpec) -> None
     else:
         state = PortState.OPEN_FILTERED
     reason = "" if state is not PortState.OPEN_FILTERED else "no answer to SNMP, SSDP, CoAP or mDNS"
-    host.ports.append(PortResult(spec.port, Transport.UDP, state, reason))
+    host.ports.append(PortResult(spec.port, TransportProto.UDP, state, reason))
     for info in infos:
         host.services.append(info)
         _exposed(ctx, info)
@@ -163,7 +163,7 @@ async def _scan_host(
 
     async def one(spec: PortSpec) -> None:
         try:
-            if spec.transport is Transport.TCP:
+            if spec.transport is TransportProto.TCP:
                 await _tcp_port(ctx, host, spec)
             else:
                 await _udp_port(ctx, host, spec)

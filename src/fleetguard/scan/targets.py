@@ -24,8 +24,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from fleetguard.core.errors import excerpt
+from fleetguard.protocol.models import TransportProto
 from fleetguard.scan.errors import InvalidPortSpecError, InvalidTargetError, ScanScopeTooLargeError
-from fleetguard.scan.models import PortSpec, Target, Transport
+from fleetguard.scan.models import PortSpec, Target
 
 DEFAULT_MAX_ADDRESSES = 65_536
 
@@ -65,8 +66,8 @@ _HOSTNAME = re.compile(
 
 
 def default_ports() -> list[PortSpec]:
-    return [PortSpec(p, Transport.TCP) for p in DEFAULT_TCP_PORTS] + [
-        PortSpec(p, Transport.UDP) for p in DEFAULT_UDP_PORTS
+    return [PortSpec(p, TransportProto.TCP) for p in DEFAULT_TCP_PORTS] + [
+        PortSpec(p, TransportProto.UDP) for p in DEFAULT_UDP_PORTS
     ]
 
 
@@ -74,8 +75,8 @@ def parse_ports(spec: str) -> list[PortSpec]:
     """Parse a port spec; raises InvalidPortSpecError with the offending item."""
     if not spec or not spec.strip():
         raise InvalidPortSpecError("empty port specification", field="ports")
-    out: dict[tuple[int, Transport], PortSpec] = {}
-    transport = Transport.TCP
+    out: dict[tuple[int, TransportProto], PortSpec] = {}
+    transport = TransportProto.TCP
     for raw in spec.split(","):
         item = raw.strip()
         if not item:
@@ -84,7 +85,7 @@ def parse_ports(spec: str) -> list[PortSpec]:
             )
         upper = item[:2].upper()
         if upper in ("T:", "U:"):
-            transport = Transport.TCP if upper == "T:" else Transport.UDP
+            transport = TransportProto.TCP if upper == "T:" else TransportProto.UDP
             item = item[2:].strip()
         if item.lower() == "default":
             for p in default_ports():
