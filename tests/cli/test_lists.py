@@ -1,5 +1,5 @@
-"""What the list commands print: tables that fit 80 columns, and JSON for machines.
-
+"""What the list commands print: tables that fit 80 columns, and JSON for machines (also
+`audit-log head --json`, through the same helper).
 One installation (made by `fleetguard init`) holds operators, API tokens, devices and
 certificates with long free-text names, as a fleet would after a while.
 """
@@ -154,3 +154,10 @@ def test_certificate_json_names_serial_device_and_last_use(fleet: Fleet) -> None
     assert cert["serial_hex"] == fleet.serial
     assert cert["device_id"] == fleet.device_ids[0]
     assert cert["enrolled_via"] == "token" and cert["revoked_at"] is None
+
+
+def test_audit_head_json_is_the_head_verify_checks(fleet: Fleet) -> None:
+    head = json.loads(_cli(fleet.data_dir, "audit-log", "head", "--json"))
+    plain = _cli(fleet.data_dir, "audit-log", "head").strip()
+    assert plain == f"{head['seq']}:{head['entry_hash']}"
+    assert "audit log intact" in _cli(fleet.data_dir, "audit-log", "verify", "--expect-head", plain)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from fleetguard.cli.common import DataDirOption, console, err_console, handles_errors, settings_from
+from fleetguard.cli.output import JsonOption, print_json
 from fleetguard.core.errors import ValidationFailedError
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ def audit_verify(
 @audit_app.command("head")
 @handles_errors
 def audit_head(
-    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+    as_json: JsonOption = False,
     data_dir: DataDirOption = None,
 ) -> None:
     """Print the head (SEQ:HASH) to keep somewhere outside the platform."""
@@ -125,7 +125,7 @@ def audit_head(
     with _installation(data_dir) as db, db.session() as session:
         head = chain_head(session)
     if as_json:
-        print(json.dumps({"seq": head.seq, "entry_hash": head.entry_hash}))
+        print_json(head)
     else:
         print(f"{head.seq}:{head.entry_hash}")
 
