@@ -1,5 +1,6 @@
 """What the list commands print: tables that fit 80 columns, and JSON for machines (also
 `audit-log head --json`, through the same helper).
+
 One installation (made by `fleetguard init`) holds operators, API tokens, devices and
 certificates with long free-text names, as a fleet would after a while.
 """
