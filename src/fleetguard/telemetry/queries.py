@@ -29,7 +29,8 @@ from fleetguard.telemetry.models import (
 )
 
 
-def _key_of(session: Session, device_id: str) -> int | None:
+def telemetry_key(session: Session, device_id: str) -> int | None:
+    """The device's key in the telemetry tables; None if it never reported."""
     try:
         canonical = canonical_device_id(device_id)
     except ValueError:
@@ -45,7 +46,7 @@ def read_series(
     since: datetime, until: datetime | None = None,
 ) -> list[Sample]:
     """Raw samples of one metric, oldest first (reports where it was unknown are left out)."""
-    key = _key_of(session, device_id)
+    key = telemetry_key(session, device_id)
     if key is None:
         return []
     column = METRIC_COLUMNS[Metric(metric)]
@@ -62,7 +63,7 @@ def read_rollups(
     session: Session, device_id: str, metric: Metric, *,
     since: datetime, until: datetime | None = None,
 ) -> list[RollupPoint]:
-    key = _key_of(session, device_id)
+    key = telemetry_key(session, device_id)
     if key is None:
         return []
     u = TelemetryRollupRow

@@ -21,11 +21,7 @@ from fleetguard.core.errors import ValidationFailedError
 from fleetguard.protocol import from_millis, to_millis
 from fleetguard.registry import service as registry
 from fleetguard.registry.errors import DeviceNotFoundError
-from fleetguard.store.tables.telemetry import (
-    TelemetryDeviceRow,
-    TelemetryReportRow,
-    TelemetryRollupRow,
-)
+from fleetguard.store.tables.telemetry import TelemetryReportRow, TelemetryRollupRow
 from fleetguard.telemetry._ids import canonical_device_id
 from fleetguard.telemetry._store import METRIC_COLUMNS
 from fleetguard.telemetry.errors import MetricNotFoundError
@@ -37,6 +33,7 @@ from fleetguard.telemetry.models import (
     Sample,
     SeriesQuery,
 )
+from fleetguard.telemetry.queries import telemetry_key
 
 #: The most points one series answers (Prometheus answers at most 11,000): a longer range
 #: needs a longer step.
@@ -63,10 +60,7 @@ def _device_key(session: Session, device_id: str) -> int | None:
         raise DeviceNotFoundError(f"no device {device_id[:64]!r}") from None
     if not registry.registered_device_ids(session, [canonical]):
         raise DeviceNotFoundError(f"no device {canonical}")
-    key: int | None = session.execute(
-        select(TelemetryDeviceRow.key).where(TelemetryDeviceRow.device_id == canonical)
-    ).scalar_one_or_none()
-    return key
+    return telemetry_key(session, canonical)
 
 
 def metric_summaries(session: Session, device_id: str) -> list[MetricSummary]:
