@@ -22,7 +22,7 @@ from fleetguard.core.clock import utcnow
 from fleetguard.core.errors import ValidationFailedError
 from fleetguard.protocol import Command, CommandName, CommandResult, to_millis
 from fleetguard.registry import service as registry
-from fleetguard.store.tables import DeviceCommandRow
+from fleetguard.store.tables.telemetry import DeviceCommandRow
 from fleetguard.telemetry.errors import CommandFinishedError, CommandNotFoundError
 from fleetguard.telemetry.models import (
     FINISHED_COMMAND_STATES,
