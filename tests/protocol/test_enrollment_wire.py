@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from fleetguard.protocol import (
+    CA_BUNDLE_PATH,
     ENROLL_PATH,
     ENROLLMENT_TOKEN_PREFIX,
     ENROLLMENT_VERSION,
@@ -26,7 +27,7 @@ ROOT = "0123456789abcdef" * 4
 
 def test_version_paths_and_token_prefix_are_pinned() -> None:
     assert ENROLLMENT_VERSION == 1
-    assert (ENROLL_PATH, RENEW_PATH) == ("/v1/enroll", "/v1/renew")
+    assert (ENROLL_PATH, RENEW_PATH, CA_BUNDLE_PATH) == ("/v1/enroll", "/v1/renew", "/v1/ca.pem")
     assert ENROLLMENT_TOKEN_PREFIX == "fge1"
 
 

@@ -39,6 +39,7 @@ from fleetguard.core.errors import (
 from fleetguard.core.files import write_atomic
 from fleetguard.core.tls import client_context
 from fleetguard.protocol import (
+    CA_BUNDLE_PATH,
     ENROLL_PATH,
     RENEW_PATH,
     CertificateResponse,
@@ -113,7 +114,7 @@ def _server_name(url: str) -> x509.DNSName | x509.IPAddress:
 
 def fetch_pinned_root(server: str, fingerprint: str, *, timeout: float = 15.0) -> bytes:
     """Download the CA bundle and prove it: root fingerprint and the live server chain."""
-    url = server.rstrip("/") + "/v1/ca.pem"
+    url = server.rstrip("/") + CA_BUNDLE_PATH
     parts = urlsplit(url)
     host, port = parts.hostname or "", parts.port or 443
     context = ssl.create_default_context()

@@ -29,6 +29,7 @@ from fleetguard.identity import EnrollmentResult, admission
 from fleetguard.identity import service as identity
 from fleetguard.pki import FleetCA
 from fleetguard.protocol import (
+    CA_BUNDLE_PATH,
     ENROLL_PATH,
     MAX_MESSAGE_BYTES,
     RENEW_PATH,
@@ -109,7 +110,7 @@ def whoami(caller: Caller) -> WhoAmI:
     return WhoAmI(kind=caller.kind, id=caller.subject_id, serial=caller.serial_hex)
 
 
-@router.get("/v1/ca.pem")
+@router.get(CA_BUNDLE_PATH)
 def ca_bundle(ctx: Ctx) -> Response:
     return Response(ctx.ca.bundle_pem(), media_type="application/x-pem-file")
 

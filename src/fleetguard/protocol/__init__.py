@@ -19,6 +19,7 @@ from fleetguard.protocol.codec import (
     parse_content_type,
 )
 from fleetguard.protocol.enrollment import (
+    CA_BUNDLE_PATH,
     ENROLL_PATH,
     ENROLLMENT_TOKEN_PREFIX,
     ENROLLMENT_VERSION,
@@ -79,6 +80,7 @@ from fleetguard.protocol.topics import (
 )
 
 __all__ = [
+    "CA_BUNDLE_PATH",
     "ENROLLMENT_TOKEN_PREFIX",
     "ENROLLMENT_VERSION",
     "ENROLL_PATH",

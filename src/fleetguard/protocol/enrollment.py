@@ -1,5 +1,5 @@
-"""Enrollment on the device endpoint, version 1: the enrollment token and the bodies of
-``POST /v1/enroll`` and ``POST /v1/renew``.
+"""Enrollment on the device endpoint, version 1: the enrollment token, the bodies of
+``POST /v1/enroll`` and ``POST /v1/renew``, and where the CA bundle is (``GET /v1/ca.pem``).
 
 One definition for the agent, the simulator and the server. The version is in the paths
 (``/v1/``) and in the token's prefix (``fge1``); a change to a field or to the token's
@@ -22,6 +22,9 @@ from fleetguard.core.errors import AuthenticationError
 ENROLLMENT_VERSION = 1
 ENROLL_PATH = f"/v{ENROLLMENT_VERSION}/enroll"
 RENEW_PATH = f"/v{ENROLLMENT_VERSION}/renew"
+# The fleet's CA certificates (PEM), which a device with only a token fetches and accepts
+# once its root matches the token's fingerprint.
+CA_BUNDLE_PATH = f"/v{ENROLLMENT_VERSION}/ca.pem"
 ENROLLMENT_TOKEN_PREFIX = "fge1"  # noqa: S105 - a format marker, not a secret
 MAX_CSR_CHARS = 16384
 MAX_TOKEN_CHARS = 300
