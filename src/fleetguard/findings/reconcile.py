@@ -82,6 +82,14 @@ class ScanCoverage:
     notes: frozenset[NoteKey] = frozenset()
     scanned_ports: frozenset[PortKey] | None = None  # the scan's port list, when known
     credentials_used: bool = False
+    _up_at_device: dict[str, list[ScannedHost]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        up_at_device: dict[str, list[ScannedHost]] = {}
+        for h in self.hosts.values():
+            if h.up and h.device_id is not None:
+                up_at_device.setdefault(h.device_id, []).append(h)
+        object.__setattr__(self, "_up_at_device", up_at_device)  # (frozen: set once here)
 
     def _covering_host(self, finding: KnownFinding) -> ScannedHost | None:
         host = self.hosts.get(finding.host)
@@ -93,7 +101,7 @@ class ScanCoverage:
         addresses = self.device_addresses.get(finding.device_id)
         if addresses is None or finding.host in addresses:
             return None
-        at = [h for h in self.hosts.values() if h.up and h.device_id == finding.device_id]
+        at = self._up_at_device.get(finding.device_id, [])
         return at[0] if len(at) == 1 else None
 
     def covers(self, finding: KnownFinding) -> bool:
