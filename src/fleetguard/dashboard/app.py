@@ -48,7 +48,7 @@ async def _forbidden(request: Request, exc: Exception) -> HTMLResponse:
 
 
 def install_dashboard(app: FastAPI) -> None:
-    """Add the dashboard to the API app: same origin, same sessions, same authorization."""
+    """Add the dashboard to the operator app: the API's origin, sessions and authorization."""
     app.include_router(dashboard_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="dashboard-static")
     app.add_exception_handler(LoginRequired, _login_required)
