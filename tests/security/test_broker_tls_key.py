@@ -65,6 +65,7 @@ def test_a_key_an_earlier_version_opened_to_the_broker_is_closed_again(
 ) -> None:
     settings, _ = installation
     gid = grp.getgrnam("mosquitto").gr_gid
+    _prepare(installation)  # the data dir open to the broker, as any release leaves it
     # As the previous release left it: tls/ traversable and server.key readable by group.
     for path, mode in ((settings.tls_dir, 0o710), (settings.server_key_file, 0o640)):
         os.chown(path, -1, gid)
