@@ -6,12 +6,12 @@ import base64
 import json
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fleetguard.core.errors import ValidationFailedError
+from fleetguard.core.errors import FleetError, ValidationFailedError
 from fleetguard.findings.errors import ScanNotFoundError
 from fleetguard.findings.models import (
     Finding,
@@ -27,6 +27,7 @@ from fleetguard.findings.models import (
 from fleetguard.store.tables.findings import FindingRow, ScanRow, ScanScheduleRow
 
 MAX_PAGE = 500
+_Row = TypeVar("_Row", ScanRow, ScanScheduleRow)
 _IN_CHUNK = 400  # ids per IN (...) list: well below every database's parameter limit
 
 
@@ -34,7 +35,7 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-def canonical_uuid(value: str, error: type[Exception], what: str) -> str:
+def _canonical_uuid(value: str, error: type[Exception], what: str) -> str:
     try:
         return str(uuid.UUID(value))
     except (ValueError, AttributeError, TypeError):
@@ -69,15 +70,23 @@ def targets_text(targets: Iterable[str]) -> str:
     return json.dumps(listed)
 
 
-def scan_row(session: Session, scan_id: str, *, lock: bool = False) -> ScanRow:
-    key = canonical_uuid(scan_id, ScanNotFoundError, "scan")
-    query = select(ScanRow).where(ScanRow.id == key)
+def row_by_id(
+    session: Session, table: type[_Row], ident: str, missing: type[FleetError], what: str,
+    *, lock: bool = False,
+) -> _Row:
+    """The row of a scan or schedule by its id, or ``missing`` naming ``what``."""
+    key = _canonical_uuid(ident, missing, what)
+    query = select(table).where(table.id == key)
     if lock:
         query = query.with_for_update()
     row = session.execute(query).scalar_one_or_none()
     if row is None:
-        raise ScanNotFoundError(f"no scan {key}")
+        raise missing(f"no {what} {key}")
     return row
+
+
+def scan_row(session: Session, scan_id: str, *, lock: bool = False) -> ScanRow:
+    return row_by_id(session, ScanRow, scan_id, ScanNotFoundError, "scan", lock=lock)
 
 
 def to_scan(row: ScanRow) -> Scan:

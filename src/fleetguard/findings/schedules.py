@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from fleetguard.auditlog import append_audit_entry
 from fleetguard.core.clock import utcnow
 from fleetguard.core.errors import ValidationFailedError
-from fleetguard.findings._records import canonical_uuid, new_id, to_schedule
+from fleetguard.findings._records import new_id, row_by_id, to_schedule
 from fleetguard.findings.errors import ScheduleExistsError, ScheduleNotFoundError
 from fleetguard.findings.models import DueScan, ScanSchedule, ScanSource, ScanStatus
 from fleetguard.findings.scans import create_scan
@@ -25,14 +25,8 @@ MAX_INTERVAL = timedelta(days=31)
 
 
 def _schedule_row(session: Session, schedule_id: str, *, lock: bool = False) -> ScanScheduleRow:
-    key = canonical_uuid(schedule_id, ScheduleNotFoundError, "scan schedule")
-    query = select(ScanScheduleRow).where(ScanScheduleRow.id == key)
-    if lock:
-        query = query.with_for_update()
-    row = session.execute(query).scalar_one_or_none()
-    if row is None:
-        raise ScheduleNotFoundError(f"no scan schedule {key}")
-    return row
+    return row_by_id(session, ScanScheduleRow, schedule_id, ScheduleNotFoundError,
+                     "scan schedule", lock=lock)
 
 
 def create_schedule(
