@@ -39,6 +39,25 @@ async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _read_body(receive: Receive, limit: int | None = None) -> bytes | None:
+    """The whole request body, read before the app sees any of it; None when the client
+    left first (the app then hears that itself). Over ``limit`` bytes: _BodyTooLarge."""
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        body += message.get("body", b"")
+        if limit is not None and len(body) > limit:
+            raise _BodyTooLarge
+        if not message.get("more_body", False):
+            return bytes(body)
+
+
 def _replaying(body: bytes, receive: Receive) -> Receive:
     """A receive channel that hands the app the body already read, then the real one."""
     replayed = False
@@ -78,19 +97,12 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)  # bounded above; the server enforces the length
             return
         # Chunked upload: read it (at most the limit) before the app sees any of it.
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                await self.app(scope, receive, send)
-                return
-            body += message.get("body", b"")
-            if len(body) > limit:
-                await _send_json(send, 413, too_large)
-                return
-            if not message.get("more_body", False):
-                break
-        await self.app(scope, _replaying(bytes(body), receive), send)
+        try:
+            body = await _read_body(receive, limit)
+        except _BodyTooLarge:
+            await _send_json(send, 413, too_large)
+            return
+        await self.app(scope, receive if body is None else _replaying(body, receive), send)
 
 
 def _declared_length(scope: Scope) -> int | None:
@@ -163,23 +175,18 @@ class JsonDepthMiddleware:
                 or not _is_json(scope):
             await self.app(scope, receive, send)
             return
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                await self.app(scope, receive, send)
-                return
-            body += message.get("body", b"")
-            if not message.get("more_body", False):
-                break
-        if json_depth_exceeds(bytes(body), self.max_depth):
+        body = await _read_body(receive)
+        if body is None:
+            await self.app(scope, receive, send)
+            return
+        if json_depth_exceeds(body, self.max_depth):
             await _send_json(send, 422, {"error": {
                 "code": "malformed_json",
                 "message": f"request body is nested more than {self.max_depth} levels deep",
                 "field": "body",
             }})
             return
-        await self.app(scope, _replaying(bytes(body), receive), send)
+        await self.app(scope, _replaying(body, receive), send)
 
 
 def _fleet_error(exc: BaseException) -> FleetError | None:
