@@ -24,6 +24,7 @@ from tests.api.conftest import new_client
 from tests.support import LoggedIn, login_password_only
 
 CSRF_COOKIE = "__Host-fg_csrf"
+SESSION_COOKIE = "__Host-fg_session"
 
 
 @dataclass
@@ -162,3 +163,19 @@ def test_csrf_forged_dashboard_logout_does_not_end_the_session(
     r = scene.victim.client.post("/logout", data=data, follow_redirects=False)
     assert r.status_code == 403
     assert scene.victim.client.get("/api/v1/me").status_code == 200
+
+
+def test_csrf_a_login_form_posted_from_another_site_signs_nobody_in(
+    app: FastAPI, add_operator: Callable[[str, Role], str],
+) -> None:
+    """Login CSRF: a page elsewhere posts the attacker's own credentials to /login, to sign
+    the victim's browser in as the attacker. The form lacks this browser's login token, so
+    it is refused as an expired form and no session is set."""
+    password = add_operator("attacker", Role.AUDITOR)
+    with new_client(app) as victim:
+        r = victim.post("/login", data={"username": "attacker", "password": password,
+                                         "login_token": "forged", "next": "/"},
+                        follow_redirects=False)
+        assert r.status_code == 403
+        assert "The login form expired" in r.text
+        assert SESSION_COOKIE not in victim.cookies

@@ -105,6 +105,12 @@ def _refused(request: Request, step: str, next_path: str, message: str, status: 
                  status=status, error=message, **extra)
 
 
+def _form_expired(request: Request, next_path: str) -> HTMLResponse:
+    """The form's login token is not this browser's (or too old): back to the password."""
+    return _refused(request, "password", next_path,
+                    "The login form expired; please try again.", 403)
+
+
 @router.post("/login")
 def login_submit(
     request: Request, ctx: Ctx, username: Short, password: Annotated[str, Form(max_length=1024)],
@@ -112,8 +118,7 @@ def login_submit(
 ) -> Response:
     next_path = safe_next(next)
     if not _login_token_ok(request, login_token):
-        return _refused(request, "password", next_path,
-                        "The login form expired; please try again.", 403)
+        return _form_expired(request, next_path)
     try:
         with ctx.db.session() as session:
             result = operators.login_with_password(
@@ -131,8 +136,7 @@ def login_mfa(
 ) -> Response:
     next_path = safe_next(next)
     if not _login_token_ok(request, login_token):
-        return _refused(request, "password", next_path,
-                        "The login form expired; please try again.", 403)
+        return _form_expired(request, next_path)
     try:
         with ctx.db.session() as session:
             result = operators.complete_mfa_login(
@@ -155,8 +159,7 @@ def login_enroll(
 ) -> Response:
     next_path = safe_next(next)
     if not _login_token_ok(request, login_token):
-        return _refused(request, "password", next_path,
-                        "The login form expired; please try again.", 403)
+        return _form_expired(request, next_path)
     try:
         with ctx.db.session() as session:
             result, codes = operators.confirm_mfa_enrollment(
