@@ -19,8 +19,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fleetguard.cli.common import console
-
 if TYPE_CHECKING:
     from rich.text import Text
 
@@ -62,11 +60,15 @@ def _fitted_widths(columns: Sequence[Column], natural: list[int], room: int) -> 
 def print_table(
     columns: Sequence[Column], rows: Iterable[Sequence[str | Text]], *, title: str | None = None
 ) -> None:
-    """Print ``rows`` under ``columns``, fitted to the console's width."""
+    """Print ``rows`` under ``columns``, fitted to the terminal's width."""
     from rich import box
+    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
+    # Sized now, from the terminal or COLUMNS as they are (a console made earlier keeps
+    # the COLUMNS it saw then).
+    console = Console(soft_wrap=True)
     cells = [[c if isinstance(c, Text) else Text(c) for c in row] for row in rows]
     natural = [
         max([len(column.header), *(row[i].cell_len for row in cells)])
