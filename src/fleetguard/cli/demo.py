@@ -15,12 +15,15 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from fleetguard.cli.common import console, err_console, handles_errors
 from fleetguard.core.errors import ConfigurationError, ValidationFailedError
+
+if TYPE_CHECKING:
+    from fleetguard.install import InitResult
 
 DEMO_MARKER = ".fleetguard-demo"
 FLEETGUARD = [sys.executable, "-m", "fleetguard.cli"]
@@ -88,74 +91,34 @@ def demo_command(
     ] = 0,
 ) -> None:
     """Init, serve, broker (when Mosquitto is there), and a simulated fleet with attacks."""
-    from fleetguard.core.config import load_settings
-    from fleetguard.install import init_installation, open_installation_database
-    from fleetguard.operators import Role, tokens
-    from fleetguard.operators import service as operators
-
     if compromised > devices:
         raise ValidationFailedError("--compromised cannot exceed --devices", field="compromised")
     data_dir = data_dir.resolve()
-    _fresh_demo_dir(data_dir)
-    settings = load_settings(data_dir, f"sqlite:///{data_dir / 'fleetguard.db'}")
-    result = init_installation(settings)
-    db = open_installation_database(settings)
-    with db.session() as session:
-        operators.create_operator(
-            session, username="simulator", password=_strong(), role=Role.OPERATOR,
-            actor="demo", issuer=None,
-        )
-        sim_token = tokens.create_api_token(
-            session, username="simulator", name="demo fleet", role=None,
-            ttl=timedelta(days=1), actor="demo", issuer=None,
-        ).token
-    db.dispose()
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETGUARD_")}
-    env["FLEETGUARD_DATA_DIR"] = str(data_dir)
+    installed, sim_token = _demo_installation(data_dir)
     bundle = data_dir / "ca" / "bundle.pem"
-    children: list[tuple[str, subprocess.Popen[bytes]]] = []
-    logs = data_dir / "logs"
-    logs.mkdir(mode=0o700)
-
-    def start(name: str, *args: str) -> subprocess.Popen[bytes]:
-        log = (logs / f"{name}.log").open("wb")
-        # Our own interpreter and arguments only; nothing from outside reaches argv.
-        proc = subprocess.Popen([*FLEETGUARD, *args], env=env, stdout=log,  # noqa: S603
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        children.append((name, proc))
-        return proc
-
-    stopping = False
-
-    def stop_all(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    previous = {s: signal.signal(s, stop_all) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with _DemoProcesses(data_dir) as children:
         transport = "https"
         serve_args = ["serve", "--port", str(port), "--device-port", str(device_port),
                       "--log-format", "json"]
         if shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists():
-            broker = start("broker", "broker", "--port", str(mqtt_port))
-            _wait_port("127.0.0.1", mqtt_port, broker, logs / "broker.log")
+            broker = children.start("broker", "broker", "--port", str(mqtt_port))
+            _wait_port("127.0.0.1", mqtt_port, broker, children.log_of("broker"))
             serve_args += ["--mqtt-broker", f"127.0.0.1:{mqtt_port}"]
             transport = "mqtt"
         else:
             err_console.print("Mosquitto is not installed: devices report over HTTPS instead")
-        server = start("serve", *serve_args)
+        server = children.start("serve", *serve_args)
         _wait_https(f"https://127.0.0.1:{port}/healthz", bundle, "the server", server,
-                    logs / "serve.log")
-        sim_args = ["sim", "--devices", str(devices), "--compromise", str(compromised),
-                    "--server", f"https://127.0.0.1:{port}",
-                    "--device-endpoint", f"https://127.0.0.1:{device_port}",
-                    "--api-token", sim_token, "--transport", transport,
-                    "--broker", f"mqtts://127.0.0.1:{mqtt_port}",
-                    "--interval", str(interval), "--duration", str(duration or 10**8),
-                    "--ground-truth", str(data_dir / "ground-truth.json"),
-                    "--ca-file", str(bundle)]
-        sim = start("sim", *sim_args)
+                    children.log_of("serve"))
+        children.start(
+            "sim", "sim", "--devices", str(devices), "--compromise", str(compromised),
+            "--server", f"https://127.0.0.1:{port}",
+            "--device-endpoint", f"https://127.0.0.1:{device_port}",
+            "--api-token", sim_token, "--transport", transport,
+            "--broker", f"mqtts://127.0.0.1:{mqtt_port}",
+            "--interval", str(interval), "--duration", str(duration or 10**8),
+            "--ground-truth", str(data_dir / "ground-truth.json"), "--ca-file", str(bundle),
+        )
         console.print(f"\nfleetguard demo is running ({devices} simulated devices over "
                       f"{transport}, {compromised} of them compromised)")
         console.print(f"  dashboard        https://127.0.0.1:{port}/  (trust the fleet root "
@@ -166,38 +129,101 @@ def demo_command(
         if transport == "mqtt":
             console.print(f"  MQTT broker      mqtts://127.0.0.1:{mqtt_port}")
         console.print(f"  trust            {bundle} (fleet root "
-                      f"{result.root_fingerprint[:16]}...)")
+                      f"{installed.root_fingerprint[:16]}...)")
         console.print(f"  ground truth     {data_dir / 'ground-truth.json'}")
-        console.print(f"  logs             {logs}")
-        print(f"admin username: {result.admin_username}", flush=True)
-        print(f"admin password: {result.admin_password}", flush=True)
+        console.print(f"  logs             {children.logs}")
+        print(f"admin username: {installed.admin_username}", flush=True)
+        print(f"admin password: {installed.admin_password}", flush=True)
         console.print("The admin enrolls a TOTP authenticator at first login. Ctrl-C stops "
                       "everything.")
-        deadline = time.monotonic() + duration if duration else None
-        while not stopping:
-            if deadline is not None and time.monotonic() > deadline:
-                break
-            for name, proc in children:
-                if proc.poll() is not None and not (name == "sim" and proc.returncode == 0):
-                    raise ConfigurationError(f"{name} stopped unexpectedly; see "
-                                             f"{logs / (name + '.log')}")
-            if sim.poll() is not None:
-                break
-            time.sleep(0.5)
+        children.watch(duration)
+
+
+def _demo_installation(data_dir: Path) -> tuple[InitResult, str]:
+    """A fresh installation in ``data_dir``, and an API token for the simulator's operator."""
+    from fleetguard.core.config import load_settings
+    from fleetguard.install import init_installation, open_installation_database
+    from fleetguard.operators import Role, tokens
+    from fleetguard.operators import service as operators
+
+    _fresh_demo_dir(data_dir)
+    settings = load_settings(data_dir, f"sqlite:///{data_dir / 'fleetguard.db'}")
+    result = init_installation(settings)
+    db = open_installation_database(settings)
+    try:
+        with db.session() as session:
+            operators.create_operator(
+                session, username="simulator", password=_strong(), role=Role.OPERATOR,
+                actor="demo", issuer=None,
+            )
+            sim_token = tokens.create_api_token(
+                session, username="simulator", name="demo fleet", role=None,
+                ttl=timedelta(days=1), actor="demo", issuer=None,
+            ).token
     finally:
-        for _name, proc in reversed(children):
+        db.dispose()
+    return result, sim_token
+
+
+class _DemoProcesses:
+    """The processes the demo starts, each logging to its own file; on leaving (Ctrl-C, the
+    duration over, a child failing) every one is stopped, and nothing is left running."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETGUARD_")}
+        self.env["FLEETGUARD_DATA_DIR"] = str(data_dir)
+        self.logs = data_dir / "logs"
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.stopping = False
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> _DemoProcesses:
+        self.logs.mkdir(mode=0o700)
+        self._previous = {s: signal.signal(s, self._stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for _name, proc in reversed(self.children):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for name, proc in reversed(children):
+        for name, proc in reversed(self.children):
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=5)
                 err_console.print(f"{name} had to be killed")
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
         console.print("demo stopped; nothing left running")
+
+    def _stop(self, *_: object) -> None:
+        self.stopping = True
+
+    def log_of(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = self.log_of(name).open("wb")
+        # Our own interpreter and arguments only; nothing from outside reaches argv.
+        proc = subprocess.Popen([*FLEETGUARD, *args], env=self.env, stdout=log,  # noqa: S603
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        self.children.append((name, proc))
+        return proc
+
+    def watch(self, duration: float) -> None:
+        """Until Ctrl-C, the duration, or the simulator's end; a child that dies is an error."""
+        deadline = time.monotonic() + duration if duration else None
+        while not self.stopping:
+            if deadline is not None and time.monotonic() > deadline:
+                return
+            for name, proc in self.children:
+                if proc.poll() is None:
+                    continue
+                if name == "sim" and proc.returncode == 0:
+                    return
+                raise ConfigurationError(f"{name} stopped unexpectedly; see {self.log_of(name)}")
+            time.sleep(0.5)
 
 
 def _strong() -> str:
