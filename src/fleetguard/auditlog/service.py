@@ -48,7 +48,7 @@ from fleetguard.auditlog.models import AuditEntry, ChainHead, ChainVerification
 from fleetguard.core.clock import utcnow
 from fleetguard.keys import MasterKey
 from fleetguard.store import Database
-from fleetguard.store.tables import AuditEntryRow, AuditHeadRow
+from fleetguard.store.tables.audit import AuditEntryRow, AuditHeadRow
 
 GENESIS_HASH = "0" * 64
 CHECKPOINT_ACTION = "audit.chain_keyed"

@@ -254,6 +254,19 @@ class _Outcome:
     body: str
 
 
+_NOT_SENT = frozenset({"submit", "button", "image", "reset", "checkbox", "radio"})
+
+
+def _filled_form(form: Form, password_field: str, cred: Credential) -> bytes:
+    """The form's own fields as the page set them, with ``cred`` in the login fields."""
+    data = {name: value for name, itype, value in form.inputs
+            if name and itype not in _NOT_SENT}
+    if form.user_field:
+        data[form.user_field] = cred.username
+    data[password_field] = cred.password
+    return urlencode(data).encode()
+
+
 async def _submit(
     ctx: ProbeContext, info: ServiceInfo, path: str, cred: Credential
 ) -> _Outcome | None:
@@ -264,17 +277,10 @@ async def _submit(
     form = next((f for f in parse_page(page_resp.text).forms if f.password_field), None)
     if form is None or form.password_field is None:
         return None
-    data: dict[str, str] = {}
-    for name, itype, value in form.inputs:
-        if name and itype not in ("submit", "button", "image", "reset", "checkbox", "radio"):
-            data[name] = value
-    if form.user_field:
-        data[form.user_field] = cred.username
-    data[form.password_field] = cred.password
     action = client.same_origin_path(form.action or page_path, page_path)
     if action is None:
         return None
-    body = urlencode(data).encode()
+    body = _filled_form(form, form.password_field, cred)
     if form.method == "post":
         resp = await client.request(
             "POST", action, body=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
@@ -285,15 +291,21 @@ async def _submit(
     if resp is None:
         return None
     location = resp.header("location") or ""
-    final = resp
-    if resp.status in (301, 302, 303, 307, 308) and location:
-        nxt = client.same_origin_path(location, action)
-        if nxt is not None:
-            final2, _ = await client.get_following(nxt, hops=2)
-            final = final2 or resp
+    final = await _landing(client, resp, location, action)
     norm = re.sub(r"[0-9a-f]{8,}|\d+", "", final.text)[:8000]
     loc_path = urlsplit(location).path if location else ""
     return _Outcome(resp.status, loc_path, final.status, has_password_form(final), norm)
+
+
+async def _landing(client: HttpClient, resp: Response, location: str, action: str) -> Response:
+    """Where a login answer lands: its same-origin redirect followed, or the answer itself."""
+    if resp.status not in (301, 302, 303, 307, 308) or not location:
+        return resp
+    nxt = client.same_origin_path(location, action)
+    if nxt is None:
+        return resp
+    final, _ = await client.get_following(nxt, hops=2)
+    return final or resp
 
 
 def _same(a: _Outcome, b: _Outcome) -> bool:

@@ -6,7 +6,13 @@ import re
 import ssl
 
 from fleetguard.scan._context import ProbeContext
-from fleetguard.scan._http import Response, basic_header, digest_header, parse_response
+from fleetguard.scan._http import (
+    Response,
+    basic_header,
+    digest_header,
+    parse_response,
+    product_from_server,
+)
 from fleetguard.scan._net import insecure_tls_context, read_until
 from fleetguard.scan.checks import CheckId
 from fleetguard.scan.credentials import Credential, for_service, random_credential
@@ -107,17 +113,21 @@ async def _describe(client: RtspClient, path: str, cred: Credential | None) -> i
 
 async def check_rtsp(ctx: ProbeContext, info: ServiceInfo, options: Response | None) -> None:
     client = RtspClient(ctx, info.port, info.tls)
-    if options is not None:
-        server = options.header("server")
-        if server:
-            info.banner = server[:200]
-            name, _, ver = server.split()[0].partition("/")
-            info.product, info.version = name or None, ver or None
-    protected: str | None = None
+    server = options.header("server") if options is not None else None
+    if server:
+        info.banner = server[:200]
+        info.product, info.version = product_from_server(server)
+    protected = await _find_protected_stream(ctx, info, client)
+    if protected is not None and ctx.options.credentials:
+        await _try_default_credentials(ctx, info, client, protected)
+
+
+async def _find_protected_stream(
+    ctx: ProbeContext, info: ServiceInfo, client: RtspClient
+) -> str | None:
+    """The first common stream path that asks for credentials; an open stream is a finding."""
     for path in ROUTES:
         status = await _describe(client, path, None)
-        if status is None:
-            continue
         if status == 200:
             ctx.finding(
                 info,
@@ -127,36 +137,38 @@ async def check_rtsp(ctx: ProbeContext, info: ServiceInfo, options: Response | N
                 severity=Severity.HIGH,
                 title="RTSP stream without authentication",
             )
-            return
+            return None
         if status == 401:
-            protected = path
-            break
-    if protected is None:
-        ctx.note(
-            info.port,
-            info.transport,
-            CheckId.NO_AUTHENTICATION,
-            f"no stream found on {len(ROUTES)} common paths",
-        )
-        return
-    if not ctx.options.credentials:
-        return
+            return path
+    ctx.note(
+        info.port,
+        info.transport,
+        CheckId.NO_AUTHENTICATION,
+        f"no stream found on {len(ROUTES)} common paths",
+    )
+    return None
+
+
+async def _try_default_credentials(
+    ctx: ProbeContext, info: ServiceInfo, client: RtspClient, protected: str
+) -> None:
     budget = ctx.budget(Service.RTSP)
     async for cred in budget.attempts(for_service(ctx.credentials, Service.RTSP)):
-        if await _describe(client, protected, cred) == 200:
-            if await _describe(client, protected, random_credential()) == 200:
-                ctx.finding(
-                    info,
-                    CheckId.NO_AUTHENTICATION,
-                    f"{client.url(protected)} accepts any credential",
-                    title="RTSP accepts any credential",
-                )
-                return
+        if await _describe(client, protected, cred) != 200:
+            continue
+        if await _describe(client, protected, random_credential()) == 200:
             ctx.finding(
                 info,
-                CheckId.DEFAULT_CREDENTIALS,
-                f"DESCRIBE {client.url(protected)} with default credential {cred} "
-                "returned 200; a random credential gets 401",
-                severity=Severity.CRITICAL,
+                CheckId.NO_AUTHENTICATION,
+                f"{client.url(protected)} accepts any credential",
+                title="RTSP accepts any credential",
             )
             return
+        ctx.finding(
+            info,
+            CheckId.DEFAULT_CREDENTIALS,
+            f"DESCRIBE {client.url(protected)} with default credential {cred} "
+            "returned 200; a random credential gets 401",
+            severity=Severity.CRITICAL,
+        )
+        return

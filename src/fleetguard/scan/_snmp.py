@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 
 from fleetguard.protocol.models import TransportProto
 from fleetguard.protocol.scan_report import PortState
@@ -99,14 +100,7 @@ async def probe_snmp(ctx: ProbeContext, port: int) -> tuple[PortState, ServiceIn
     budget = ctx.budget(Service.SNMP, port)
     n = min(len(SNMP_COMMUNITIES), max(budget.left, 0))
     budget.left -= n
-    sent: dict[int, tuple[str, str]] = {}
-    packets: list[bytes] = []
-    base = secrets.randbelow(1 << 30)
-    for k, community in enumerate(SNMP_COMMUNITIES[:n]):
-        for version, label in ((1, "v2c"), (0, "v1")):
-            rid = base + 2 * k + (1 if version else 0)
-            sent[rid] = (community, label)
-            packets.append(get_request(community, version, rid))
+    sent, packets = _community_requests(SNMP_COMMUNITIES[:n])
     if not packets:
         return PortState.OPEN_FILTERED, None
 
@@ -118,6 +112,35 @@ async def probe_snmp(ctx: ProbeContext, port: int) -> tuple[PortState, ServiceIn
     if not replies:
         return state, None
     info = ServiceInfo(port, TransportProto.UDP, Service.SNMP)
+    accepted, descr = _accepted_communities(replies, sent)
+    if descr:
+        text = " ".join(descr.decode("utf-8", "replace").split())
+        info.banner = text[:200]
+        info.product = text.split(" ")[0][:60] if text else None
+    if accepted:
+        _report_communities(ctx, info, accepted)
+    return PortState.OPEN, info
+
+
+def _community_requests(
+    communities: Sequence[str],
+) -> tuple[dict[int, tuple[str, str]], list[bytes]]:
+    """A GET for each community in v2c and v1, by request id: what each id asked."""
+    sent: dict[int, tuple[str, str]] = {}
+    packets: list[bytes] = []
+    base = secrets.randbelow(1 << 30)
+    for k, community in enumerate(communities):
+        for version, label in ((1, "v2c"), (0, "v1")):
+            rid = base + 2 * k + (1 if version else 0)
+            sent[rid] = (community, label)
+            packets.append(get_request(community, version, rid))
+    return sent, packets
+
+
+def _accepted_communities(
+    replies: list[bytes], sent: dict[int, tuple[str, str]]
+) -> tuple[dict[str, list[str]], bytes]:
+    """The communities answered without error, with their versions; the first sysDescr."""
     accepted: dict[str, list[str]] = {}
     descr = b""
     for d in replies:
@@ -125,28 +148,27 @@ async def probe_snmp(ctx: ProbeContext, port: int) -> tuple[PortState, ServiceIn
         if r is None or r[3] != 0:
             continue
         community, label = sent[r[2]]
-        accepted.setdefault(community, [])
-        if label not in accepted[community]:
-            accepted[community].append(label)
+        versions = accepted.setdefault(community, [])
+        if label not in versions:
+            versions.append(label)
         descr = descr or r[4]
-    if descr:
-        text = " ".join(descr.decode("utf-8", "replace").split())
-        info.banner = text[:200]
-        info.product = text.split(" ")[0][:60] if text else None
-    if accepted:
-        listing = "; ".join(f"{c!r} ({'/'.join(v)})" for c, v in accepted.items())
-        sev = Severity.HIGH
-        ctx.finding(
-            info,
-            CheckId.SNMP_DEFAULT_COMMUNITY,
-            f"GET sysDescr.0 answered for community {listing}"
-            + (f": {info.banner!r}" if info.banner else ""),
-            severity=sev,
-        )
-        ctx.finding(
-            info,
-            CheckId.CLEARTEXT_PROTOCOL,
-            "SNMP v1/v2c: community strings and data cross the network unencrypted",
-            title="SNMPv1/v2c exposed",
-        )
-    return PortState.OPEN, info
+    return accepted, descr
+
+
+def _report_communities(
+    ctx: ProbeContext, info: ServiceInfo, accepted: dict[str, list[str]]
+) -> None:
+    listing = "; ".join(f"{c!r} ({'/'.join(v)})" for c, v in accepted.items())
+    ctx.finding(
+        info,
+        CheckId.SNMP_DEFAULT_COMMUNITY,
+        f"GET sysDescr.0 answered for community {listing}"
+        + (f": {info.banner!r}" if info.banner else ""),
+        severity=Severity.HIGH,
+    )
+    ctx.finding(
+        info,
+        CheckId.CLEARTEXT_PROTOCOL,
+        "SNMP v1/v2c: community strings and data cross the network unencrypted",
+        title="SNMPv1/v2c exposed",
+    )

@@ -91,26 +91,32 @@ def parse_ports(spec: str) -> list[PortSpec]:
             for p in default_ports():
                 out[(p.port, p.transport)] = p
             continue
-        lo, sep, hi = item.partition("-")
-        try:
-            first = int(lo)
-            last = int(hi) if sep else first
-        except ValueError:
-            raise InvalidPortSpecError(
-                f"not a port or port range: {excerpt(raw.strip())} (use e.g. 23, 8000-8100, U:161)",
-                field="ports",
-            ) from None
-        if not (1 <= first <= 65535 and 1 <= last <= 65535):
-            raise InvalidPortSpecError(
-                f"port out of range 1-65535: {excerpt(raw.strip())}", field="ports"
-            )
-        if last < first:
-            raise InvalidPortSpecError(
-                f"reversed port range: {excerpt(raw.strip())}", field="ports"
-            )
+        first, last = _port_range(item, raw)
         for port in range(first, last + 1):
             out[(port, transport)] = PortSpec(port, transport)
     return sorted(out.values(), key=lambda p: (p.transport.value, p.port))
+
+
+def _port_range(item: str, raw: str) -> tuple[int, int]:
+    """``23`` or ``8000-8100`` as (first, last), each within 1-65535."""
+    lo, sep, hi = item.partition("-")
+    try:
+        first = int(lo)
+        last = int(hi) if sep else first
+    except ValueError:
+        raise InvalidPortSpecError(
+            f"not a port or port range: {excerpt(raw.strip())} (use e.g. 23, 8000-8100, U:161)",
+            field="ports",
+        ) from None
+    if not (1 <= first <= 65535 and 1 <= last <= 65535):
+        raise InvalidPortSpecError(
+            f"port out of range 1-65535: {excerpt(raw.strip())}", field="ports"
+        )
+    if last < first:
+        raise InvalidPortSpecError(
+            f"reversed port range: {excerpt(raw.strip())}", field="ports"
+        )
+    return first, last
 
 
 def _expand_network(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> Iterable[str]:
