@@ -17,7 +17,7 @@ import contextlib
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, Self, TypeVar
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -89,20 +89,47 @@ def _digest(data: bytes, algorithm: hashes.HashAlgorithm | Prehashed) -> tuple[s
     return algorithm.name, h.finalize()
 
 
+_Public = TypeVar("_Public", ec.EllipticCurvePublicKey, rsa.RSAPublicKey)
+
+
 def _no_export() -> NoReturn:
     raise TypeError("this CA key lives in a PKCS#11 token and cannot be exported")
 
 
-class _TokenEcKey(ec.EllipticCurvePrivateKey):
-    """An EC CA key in a token, shaped as a ``cryptography`` private key for the builders."""
+class _InToken(Generic[_Public]):
+    """What a token key is whatever its algorithm: a label in a backend's token beside its
+    public key, never exported, and (holding no key material) its own copy."""
 
-    def __init__(self, backend: Pkcs11KeyBackend, label: str, public: ec.EllipticCurvePublicKey):
+    _kind: ClassVar[str]
+    _public: _Public
+
+    def __init__(self, backend: Pkcs11KeyBackend, label: str, public: _Public):
         self._backend = backend
         self._label = label
         self._public = public
 
     def __repr__(self) -> str:
-        return f"<PKCS#11 EC key {self._label!r} in {self._backend.token_label!r}>"
+        return f"<PKCS#11 {self._kind} key {self._label!r} in {self._backend.token_label!r}>"
+
+    def private_bytes(
+        self,
+        encoding: serialization.Encoding,
+        format: serialization.PrivateFormat,
+        encryption_algorithm: serialization.KeySerializationEncryption,
+    ) -> bytes:
+        _no_export()
+
+    def __copy__(self) -> Self:
+        return self
+
+    def __deepcopy__(self, memo: dict[Any, Any]) -> Self:
+        return self
+
+
+class _TokenEcKey(_InToken[ec.EllipticCurvePublicKey], ec.EllipticCurvePrivateKey):
+    """An EC CA key in a token, shaped as a ``cryptography`` private key for the builders."""
+
+    _kind = "EC"
 
     @property
     def curve(self) -> ec.EllipticCurve:
@@ -133,31 +160,11 @@ class _TokenEcKey(ec.EllipticCurvePrivateKey):
     def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
         _no_export()
 
-    def private_bytes(
-        self,
-        encoding: serialization.Encoding,
-        format: serialization.PrivateFormat,
-        encryption_algorithm: serialization.KeySerializationEncryption,
-    ) -> bytes:
-        _no_export()
 
-    def __copy__(self) -> _TokenEcKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[Any, Any]) -> _TokenEcKey:
-        return self
-
-
-class _TokenRsaKey(rsa.RSAPrivateKey):
+class _TokenRsaKey(_InToken[rsa.RSAPublicKey], rsa.RSAPrivateKey):
     """An RSA CA key in a token; PKCS#1 v1.5 signatures only."""
 
-    def __init__(self, backend: Pkcs11KeyBackend, label: str, public: rsa.RSAPublicKey):
-        self._backend = backend
-        self._label = label
-        self._public = public
-
-    def __repr__(self) -> str:
-        return f"<PKCS#11 RSA key {self._label!r} in {self._backend.token_label!r}>"
+    _kind = "RSA"
 
     @property
     def key_size(self) -> int:
@@ -185,20 +192,6 @@ class _TokenRsaKey(rsa.RSAPrivateKey):
 
     def private_numbers(self) -> rsa.RSAPrivateNumbers:
         _no_export()
-
-    def private_bytes(
-        self,
-        encoding: serialization.Encoding,
-        format: serialization.PrivateFormat,
-        encryption_algorithm: serialization.KeySerializationEncryption,
-    ) -> bytes:
-        _no_export()
-
-    def __copy__(self) -> _TokenRsaKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[Any, Any]) -> _TokenRsaKey:
-        return self
 
 
 class Pkcs11KeyBackend(KeyBackend):
