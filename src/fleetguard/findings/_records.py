@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, TypeVar
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fleetguard.core.errors import FleetError, ValidationFailedError
 from fleetguard.findings.errors import ScanNotFoundError
 from fleetguard.findings.models import (
     Finding,
@@ -24,10 +20,9 @@ from fleetguard.findings.models import (
     ScanStatus,
     Severity,
 )
+from fleetguard.store.paging import row_by_id
 from fleetguard.store.tables.findings import FindingRow, ScanRow, ScanScheduleRow
 
-MAX_PAGE = 500
-_Row = TypeVar("_Row", ScanRow, ScanScheduleRow)
 _IN_CHUNK = 400  # ids per IN (...) list: well below every database's parameter limit
 
 
@@ -35,32 +30,9 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-def _canonical_uuid(value: str, error: type[Exception], what: str) -> str:
-    try:
-        return str(uuid.UUID(value))
-    except (ValueError, AttributeError, TypeError):
-        raise error(f"no {what} {value[:60]!r}") from None
-
-
 def chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
     for i in range(0, len(items), _IN_CHUNK):
         yield items[i : i + _IN_CHUNK]
-
-
-def encode_cursor(parts: list[Any]) -> str:
-    raw = json.dumps(parts, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> list[Any]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        parts = json.loads(raw)
-    except (ValueError, TypeError):
-        parts = None
-    if not isinstance(parts, list) or len(parts) != 2:
-        raise ValidationFailedError("cursor is not one this API gave out", field="cursor")
-    return parts
 
 
 def targets_text(targets: Iterable[str]) -> str:
@@ -68,21 +40,6 @@ def targets_text(targets: Iterable[str]) -> str:
     if len(listed) > 1000:
         listed = [*listed[:1000], f"... and {len(listed) - 1000} more"]
     return json.dumps(listed)
-
-
-def row_by_id(
-    session: Session, table: type[_Row], ident: str, missing: type[FleetError], what: str,
-    *, lock: bool = False,
-) -> _Row:
-    """The row of a scan or schedule by its id, or ``missing`` naming ``what``."""
-    key = _canonical_uuid(ident, missing, what)
-    query = select(table).where(table.id == key)
-    if lock:
-        query = query.with_for_update()
-    row = session.execute(query).scalar_one_or_none()
-    if row is None:
-        raise missing(f"no {what} {key}")
-    return row
 
 
 def scan_row(session: Session, scan_id: str, *, lock: bool = False) -> ScanRow:

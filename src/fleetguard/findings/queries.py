@@ -9,8 +9,7 @@ from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from fleetguard.core.clock import as_utc
-from fleetguard.core.errors import ValidationFailedError
-from fleetguard.findings._records import MAX_PAGE, decode_cursor, encode_cursor, to_finding
+from fleetguard.findings._records import to_finding
 from fleetguard.findings.models import (
     DeviceCheck,
     FindingFilter,
@@ -18,6 +17,7 @@ from fleetguard.findings.models import (
     FindingState,
     Severity,
 )
+from fleetguard.store.paging import decode_cursor, encode_cursor, page_of, refused_cursor
 from fleetguard.store.tables.findings import FindingRow
 
 
@@ -47,21 +47,18 @@ def list_findings(
     limit: int = 100,
 ) -> FindingPage:
     """Worst first, then oldest first; keyset-paginated on (severity rank, id)."""
-    limit = max(1, min(limit, MAX_PAGE))
     query = _finding_query(flt or FindingFilter())
     if cursor:
-        rank, ident = decode_cursor(cursor)
+        rank, ident = decode_cursor(cursor, 2)
         if not isinstance(rank, int) or not isinstance(ident, int):
-            raise ValidationFailedError("cursor is not one this API gave out", field="cursor")
+            raise refused_cursor()
         query = query.where(or_(
             FindingRow.severity_rank < rank,
             and_(FindingRow.severity_rank == rank, FindingRow.id > ident),
         ))  # fmt: skip
-    rows = list(session.execute(
-        query.order_by(FindingRow.severity_rank.desc(), FindingRow.id).limit(limit + 1)
-    ).scalars())  # fmt: skip
-    more = len(rows) > limit
-    rows = rows[:limit]
+    rows, more = page_of(
+        session, query.order_by(FindingRow.severity_rank.desc(), FindingRow.id), limit
+    )
     return FindingPage(
         findings=[to_finding(r) for r in rows],
         next_cursor=encode_cursor([rows[-1].severity_rank, rows[-1].id]) if more and rows

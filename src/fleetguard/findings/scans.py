@@ -13,16 +13,7 @@ from sqlalchemy.orm import Session
 
 from fleetguard.auditlog import append_audit_entry
 from fleetguard.core.clock import utcnow
-from fleetguard.core.errors import ValidationFailedError
-from fleetguard.findings._records import (
-    MAX_PAGE,
-    decode_cursor,
-    encode_cursor,
-    new_id,
-    scan_row,
-    targets_text,
-    to_scan,
-)
+from fleetguard.findings._records import new_id, scan_row, targets_text, to_scan
 from fleetguard.findings.errors import ScanNotFinishedError, ScanNotRunningError
 from fleetguard.findings.models import (
     MatchMethod,
@@ -33,6 +24,7 @@ from fleetguard.findings.models import (
     ScanStatus,
 )
 from fleetguard.findings.reconcile import clip
+from fleetguard.store.paging import decode_cursor, encode_cursor, page_of, refused_cursor
 from fleetguard.store.tables.findings import ScanHostRow, ScanRow
 
 
@@ -139,26 +131,21 @@ def list_scans(
     limit: int = 50,
 ) -> ScanPage:
     """Newest first, keyset-paginated on (created_at, id)."""
-    limit = max(1, min(limit, MAX_PAGE))
     query = select(ScanRow)
     if status is not None:
         query = query.where(ScanRow.status == status.value)
     if cursor:
-        stamp_text, ident = decode_cursor(cursor)
+        stamp_text, ident = decode_cursor(cursor, 2)
         try:
             stamp = datetime.fromisoformat(str(stamp_text))
         except ValueError:
-            raise ValidationFailedError("cursor is not one this API gave out",
-                                        field="cursor") from None
+            raise refused_cursor() from None
         query = query.where(or_(
             ScanRow.created_at < stamp,
             and_(ScanRow.created_at == stamp, ScanRow.id < str(ident)),
         ))  # fmt: skip
-    rows = list(session.execute(
-        query.order_by(ScanRow.created_at.desc(), ScanRow.id.desc()).limit(limit + 1)
-    ).scalars())  # fmt: skip
-    more = len(rows) > limit
-    rows = rows[:limit]
+    rows, more = page_of(session, query.order_by(ScanRow.created_at.desc(), ScanRow.id.desc()),
+                         limit)
     return ScanPage(
         scans=[to_scan(r) for r in rows],
         next_cursor=encode_cursor([rows[-1].created_at.isoformat(), rows[-1].id])

@@ -13,10 +13,11 @@ from sqlalchemy.orm import Session
 from fleetguard.auditlog import append_audit_entry
 from fleetguard.core.clock import utcnow
 from fleetguard.core.errors import ValidationFailedError
-from fleetguard.findings._records import new_id, row_by_id, to_schedule
+from fleetguard.findings._records import new_id, to_schedule
 from fleetguard.findings.errors import ScheduleExistsError, ScheduleNotFoundError
 from fleetguard.findings.models import DueScan, ScanSchedule, ScanSource, ScanStatus
 from fleetguard.findings.scans import create_scan
+from fleetguard.store.paging import row_by_id
 from fleetguard.store.tables.findings import ScanRow, ScanScheduleRow
 
 SCHEDULER_ACTOR = "system:scan-scheduler"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import uuid
 from collections.abc import Iterable
 
 from sqlalchemy import Select, delete, exists, func, or_, select
@@ -24,6 +23,7 @@ from fleetguard.registry.models import (
     GroupKind,
     parse_label_query,
 )
+from fleetguard.store.paging import canonical_id, row_by_id
 from fleetguard.store.tables.registry import (
     DeviceAddressRow,
     DeviceGroupMemberRow,
@@ -87,13 +87,7 @@ def to_device(row: DeviceRow, groups: list[str] | None = None) -> Device:
 
 
 def device_row(session: Session, device_id: str, *, lock: bool = False) -> DeviceRow:
-    query = select(DeviceRow).where(DeviceRow.id == device_key(device_id))
-    if lock:
-        query = query.with_for_update()
-    row = session.execute(query).scalar_one_or_none()
-    if row is None:
-        raise DeviceNotFoundError(f"no device {device_id}")
-    return row
+    return row_by_id(session, DeviceRow, device_id, DeviceNotFoundError, "device", lock=lock)
 
 
 def set_labels(session: Session, row: DeviceRow, labels: dict[str, str]) -> None:
@@ -122,10 +116,7 @@ def ensure_serial_free(session: Session, serial: str) -> None:
 
 
 def device_key(device_id: str) -> str:
-    try:
-        return str(uuid.UUID(device_id))
-    except (ValueError, AttributeError, TypeError) as exc:
-        raise DeviceNotFoundError(f"no device {device_id!r}") from exc
+    return canonical_id(device_id, DeviceNotFoundError, "device")
 
 
 def _apply_label_query(query: Select[DeviceRow], text: str) -> Select[DeviceRow]:

@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session
 from fleetguard.core.errors import ValidationFailedError, excerpt
 from fleetguard.core.spreadsheet import csv_cell
 from fleetguard.registry.errors import DeviceExistsError
-from fleetguard.registry.listing import MAX_PAGE
 from fleetguard.registry.models import DeviceFilter, DevicePage
 from fleetguard.registry.service import list_devices, register_device
+from fleetguard.store.paging import MAX_PAGE
 
 CSV_COLUMNS = [
     "id", "name", "serial", "hardware_model", "vendor", "firmware_version", "labels", "state",

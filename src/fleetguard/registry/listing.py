@@ -10,8 +10,6 @@ Every order is keyset-paginated on its own columns plus the id, each with its in
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from datetime import datetime
 from typing import Any
@@ -20,7 +18,6 @@ from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from fleetguard.core.clock import as_utc
-from fleetguard.core.errors import ValidationFailedError
 from fleetguard.registry._rows import filtered_devices, groups_of, to_device
 from fleetguard.registry.models import (
     DeviceFilter,
@@ -29,9 +26,8 @@ from fleetguard.registry.models import (
     DeviceState,
 )
 from fleetguard.store.idset import in_id_set
+from fleetguard.store.paging import decode_cursor, encode_cursor, page_of, refused_cursor
 from fleetguard.store.tables.registry import DeviceRow
-
-MAX_PAGE = 500  # the most devices one page holds, whatever the caller asks
 
 # Each order's key columns (the id breaks ties) and whether it ascends.
 _SORT_KEYS: dict[DeviceSort, tuple[tuple[InstrumentedAttribute[Any], ...], bool]] = {
@@ -47,27 +43,25 @@ _SORT_KEYS: dict[DeviceSort, tuple[tuple[InstrumentedAttribute[Any], ...], bool]
 def _encode_cursor(row: DeviceRow, sort: DeviceSort) -> str:
     columns, _ = _SORT_KEYS[sort]
     values = [getattr(row, c.key) for c in columns]
-    parts = [sort.value, *(v.isoformat() if isinstance(v, datetime) else v for v in values),
-             row.id]
-    return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode().rstrip("=")
+    return encode_cursor([
+        sort.value, *(v.isoformat() if isinstance(v, datetime) else v for v in values), row.id,
+    ])
 
 
 def _decode_cursor(cursor: str, sort: DeviceSort) -> list[Any]:
     """The key values of the previous page's last row; refuses a cursor of another order."""
     columns, _ = _SORT_KEYS[sort]
+    parts = decode_cursor(cursor, len(columns) + 2)
+    if parts[0] != sort.value or not all(isinstance(p, str) for p in parts):
+        raise refused_cursor()
     try:
-        parts = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if (not isinstance(parts, list) or len(parts) != len(columns) + 2
-                or parts[0] != sort.value or not all(isinstance(p, str) for p in parts)):
-            raise ValueError("not a cursor of this order")
         values: list[Any] = [
             as_utc(datetime.fromisoformat(p)) if c.key == "created_at" else p
             for c, p in zip(columns, parts[1:-1], strict=True)
         ]
         return [*values, str(uuid.UUID(parts[-1]))]
-    except (ValueError, TypeError) as exc:
-        raise ValidationFailedError("cursor is not one this list gave out",
-                                    field="cursor") from exc
+    except ValueError:
+        raise refused_cursor() from None
 
 
 def _after(sort: DeviceSort, values: list[Any]) -> ColumnElement[bool]:
@@ -93,7 +87,6 @@ def browse_devices(
             or a malformed label query.
     """
     flt = flt or DeviceFilter()
-    limit = max(1, min(limit, MAX_PAGE))
     query = filtered_devices(session, flt)
     if flt.device_ids is not None:
         query = query.where(in_id_set(DeviceRow.id, flt.device_ids))
@@ -101,9 +94,7 @@ def browse_devices(
         query = query.where(_after(sort, _decode_cursor(cursor, sort)))
     columns, ascending = _SORT_KEYS[sort]
     order = [c if ascending else c.desc() for c in (*columns, DeviceRow.id)]
-    rows = list(session.execute(query.order_by(*order).limit(limit + 1)).scalars())
-    more = len(rows) > limit
-    rows = rows[:limit]
+    rows, more = page_of(session, query.order_by(*order), limit)
     groups = groups_of(session, [r.id for r in rows])
     return DevicePage(
         devices=[to_device(r, groups.get(r.id)) for r in rows],
@@ -117,4 +108,4 @@ def device_ids_in_state(session: Session, state: DeviceState) -> frozenset[str]:
     ).scalars())  # fmt: skip
 
 
-__all__ = ["MAX_PAGE", "browse_devices", "device_ids_in_state"]
+__all__ = ["browse_devices", "device_ids_in_state"]
