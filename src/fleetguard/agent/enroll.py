@@ -24,9 +24,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 from pydantic import ValidationError
 
@@ -45,6 +43,7 @@ from fleetguard.protocol import (
     CertificateResponse,
     EnrollRequest,
     RenewRequest,
+    new_key_and_csr,
     parse_enrollment_token,
 )
 
@@ -85,16 +84,6 @@ class DeviceIdentity:
 
 def _write_private(path: Path, data: bytes) -> None:
     write_atomic(path, data, mode=0o600)
-
-
-def _new_key_and_csr() -> tuple[ec.EllipticCurvePrivateKey, str]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fleetguard device")]))
-        .sign(key, hashes.SHA256())
-    )
-    return key, csr.public_bytes(serialization.Encoding.PEM).decode()
 
 
 def _pem_certs(pem: bytes) -> list[x509.Certificate]:
@@ -190,12 +179,10 @@ def _post(
         raise EnrollmentFailedError("the platform's answer is not a certificate response") from exc
 
 
-def _store(state_dir: Path, server: str, key: ec.EllipticCurvePrivateKey,
+def _store(state_dir: Path, server: str, key_pem: bytes,
            result: CertificateResponse) -> DeviceIdentity:
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(state_dir, 0o700)
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
     _write_private(state_dir / KEY_FILE, key_pem)
     _write_private(state_dir / CERT_FILE, result.chain_pem.encode())
     _write_private(state_dir / CA_FILE, result.ca_bundle_pem.encode())
@@ -220,14 +207,14 @@ def enroll_device(
     else:
         raise AuthenticationError("claim enrollment needs --ca-file with the fleet root",
                                   code="root_required")
-    key, csr = _new_key_and_csr()
+    key_pem, csr = new_key_and_csr()
     try:
         body = EnrollRequest(csr=csr, token=token, serial=None if token else serial)
     except ValidationError as exc:
         raise ValidationFailedError(f"not a valid enrollment request: {exc}") from None
     with _client(server, root_pem, claim_cert, claim_key) as client:
         result = _post(client, ENROLL_PATH, body)
-    return _store(state_dir, server, key, result)
+    return _store(state_dir, server, key_pem, result)
 
 
 def load_identity(state_dir: Path) -> DeviceIdentity:
@@ -249,7 +236,7 @@ def device_client(identity: DeviceIdentity) -> httpx.Client:
 def renew_device_certificate(state_dir: Path) -> DeviceIdentity:
     """New key, new certificate, over mutual TLS with the current one; swapped atomically."""
     identity = load_identity(state_dir)
-    key, csr = _new_key_and_csr()
+    key_pem, csr = new_key_and_csr()
     with device_client(identity) as client:
         result = _post(client, RENEW_PATH, RenewRequest(csr=csr))
-    return _store(state_dir, identity.server, key, result)
+    return _store(state_dir, identity.server, key_pem, result)

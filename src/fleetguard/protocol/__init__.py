@@ -1,7 +1,8 @@
 """Wire schemas shared by the device agent and the server (versioned); no server imports.
 
-Imports only the standard library, pydantic, cbor2 and fleetguard.core, so that the agent
-installs without the server's stack (an import-linter contract holds this).
+Imports only the standard library, pydantic, cbor2, cryptography (for a device's key and
+CSR) and fleetguard.core, so that the agent installs without the server's stack (an
+import-linter contract holds this).
 
 >>> from fleetguard.protocol import Heartbeat, decode_message, encode_message
 >>> beat = Heartbeat(sent_at_ms=1_700_000_000_000, boot_id="0" * 8 + "-0000-0000-0000-" + "0" * 12,
@@ -29,6 +30,7 @@ from fleetguard.protocol.enrollment import (
     EnrollRequest,
     MalformedEnrollmentTokenError,
     RenewRequest,
+    new_key_and_csr,
     parse_enrollment_token,
 )
 from fleetguard.protocol.errors import (
@@ -133,6 +135,7 @@ __all__ = [
     "encode_message",
     "from_millis",
     "message_kind_for",
+    "new_key_and_csr",
     "parse_content_type",
     "parse_enrollment_token",
     "parse_topic",

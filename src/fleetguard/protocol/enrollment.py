@@ -61,6 +61,27 @@ def parse_enrollment_token(text: str) -> EnrollmentToken:
     return EnrollmentToken(match["secret"], match["root"])
 
 
+def new_key_and_csr() -> tuple[bytes, str]:
+    """A new P-256 device key (unencrypted PKCS#8 PEM, to keep on the device) and the CSR
+    for it (PEM) that :class:`EnrollRequest` and :class:`RenewRequest` carry."""
+    # Imported here: the agent's and the simulator's enrollment need it, importing the
+    # protocol does not (the CLI's --help stays fast).
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fleetguard device")]))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return key_pem, csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -16,7 +16,6 @@ if _typing.TYPE_CHECKING:
         ContextFactory,
         ProvisioningError,
         SimIdentity,
-        new_key_and_csr,
         provision_fleet,
     )
     from fleetguard.sim.profiles import ActiveScenario, DeviceModel, Profile, Scenario
@@ -34,7 +33,6 @@ __getattr__, __dir__ = _lazy_exports(
         "ContextFactory": "fleetguard.sim.identity",
         "ProvisioningError": "fleetguard.sim.identity",
         "SimIdentity": "fleetguard.sim.identity",
-        "new_key_and_csr": "fleetguard.sim.identity",
         "provision_fleet": "fleetguard.sim.identity",
         "ActiveScenario": "fleetguard.sim.profiles",
         "DeviceModel": "fleetguard.sim.profiles",
@@ -56,6 +54,5 @@ __all__ = [
     "SimSettings",
     "SimStats",
     "SimTransport",
-    "new_key_and_csr",
     "provision_fleet",
 ]

@@ -19,15 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
 from fleetguard.core.errors import FleetError
 from fleetguard.core.tls import client_context
-from fleetguard.protocol import ENROLL_PATH, CertificateResponse, EnrollRequest
+from fleetguard.protocol import ENROLL_PATH, CertificateResponse, EnrollRequest, new_key_and_csr
 
 
 class ProvisioningError(FleetError):
@@ -40,19 +36,6 @@ class SimIdentity:
     name: str
     key_pem: bytes
     chain_pem: bytes
-
-
-def new_key_and_csr() -> tuple[bytes, str]:
-    """A P-256 key (PEM) and a CSR for it, like the agent's enrollment makes."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fleetguard device")]))
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    return key_pem, csr.public_bytes(serialization.Encoding.PEM).decode()
 
 
 class ContextFactory:
