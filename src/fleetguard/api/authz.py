@@ -10,17 +10,34 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 
 from fleetguard.api.context import AppContext, client_address, get_context
 from fleetguard.core.errors import AuthenticationError, PermissionDeniedError
-from fleetguard.operators import Permission, Principal, tokens
+from fleetguard.operators import LoginResult, Permission, Principal, tokens
 from fleetguard.operators import service as operators
+from fleetguard.operators.service import SESSION_ABSOLUTE
 
 SESSION_COOKIE = "__Host-fg_session"
 CSRF_COOKIE = "__Host-fg_csrf"
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def set_session_cookies(response: Response, result: LoginResult, *, secure: bool) -> None:
+    """The cookies of a finished login, for the API's clients and the dashboard alike."""
+    assert result.session_token and result.csrf_token
+    max_age = int(SESSION_ABSOLUTE.total_seconds())
+    response.set_cookie(SESSION_COOKIE, result.session_token, max_age=max_age, path="/",
+                        secure=secure, httponly=True, samesite="strict")
+    # Readable by the page's script, which echoes it in X-CSRF-Token.
+    response.set_cookie(CSRF_COOKIE, result.csrf_token, max_age=max_age, path="/",
+                        secure=secure, httponly=False, samesite="strict")
+
+
+def clear_session_cookies(response: Response, *, secure: bool) -> None:
+    response.delete_cookie(SESSION_COOKIE, path="/", secure=secure, httponly=True)
+    response.delete_cookie(CSRF_COOKIE, path="/", secure=secure)
 
 
 def resolve_principal(request: Request, ctx: AppContext) -> Principal:

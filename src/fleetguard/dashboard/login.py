@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from fleetguard.api.authz import CSRF_COOKIE, SESSION_COOKIE
+from fleetguard.api.authz import clear_session_cookies, set_session_cookies
 from fleetguard.api.context import AppContext, client_address, get_context
 from fleetguard.core.errors import FleetError
 from fleetguard.dashboard.render import page
@@ -26,7 +26,6 @@ from fleetguard.dashboard.security import (
 )
 from fleetguard.operators import LoginResult, LoginStep, Permission, Principal
 from fleetguard.operators import service as operators
-from fleetguard.operators.service import SESSION_ABSOLUTE
 
 router = APIRouter(include_in_schema=False)
 Ctx = Annotated[AppContext, Depends(get_context)]
@@ -64,12 +63,7 @@ def _login_token_ok(request: Request, sent: str) -> bool:
 
 def _signed_in(result: LoginResult, request: Request, response: Response) -> None:
     ctx: AppContext = request.app.state.ctx
-    assert result.session_token and result.csrf_token
-    max_age = int(SESSION_ABSOLUTE.total_seconds())
-    response.set_cookie(SESSION_COOKIE, result.session_token, max_age=max_age, path="/",
-                        secure=ctx.secure_cookies, httponly=True, samesite="strict")
-    response.set_cookie(CSRF_COOKIE, result.csrf_token, max_age=max_age, path="/",
-                        secure=ctx.secure_cookies, httponly=False, samesite="strict")
+    set_session_cookies(response, result, secure=ctx.secure_cookies)
     response.delete_cookie(LOGIN_COOKIE, path="/", secure=ctx.secure_cookies, httponly=True)
 
 
@@ -183,7 +177,6 @@ def logout(
     with ctx.db.session() as session:
         operators.end_session(session, principal)
     response = RedirectResponse("/login?logged_out=1", status_code=303, headers=PAGE_HEADERS)
-    response.delete_cookie(SESSION_COOKIE, path="/", secure=ctx.secure_cookies, httponly=True)
-    response.delete_cookie(CSRF_COOKIE, path="/", secure=ctx.secure_cookies)
+    clear_session_cookies(response, secure=ctx.secure_cookies)
     return response
 

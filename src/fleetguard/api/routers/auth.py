@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from fleetguard.api.authz import CSRF_COOKIE, SESSION_COOKIE, requires
+from fleetguard.api.authz import clear_session_cookies, requires, set_session_cookies
 from fleetguard.api.context import AppContext, client_address, get_context
 from fleetguard.api.schemas import (
     ChallengeRequest,
@@ -19,7 +19,6 @@ from fleetguard.api.schemas import (
 )
 from fleetguard.operators import LoginResult, LoginStep, Permission, Principal
 from fleetguard.operators import service as operators
-from fleetguard.operators.service import SESSION_ABSOLUTE
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 #: A failed step (wrong password or code, an unknown or expired challenge) is a 401.
@@ -29,17 +28,7 @@ Ctx = Annotated[AppContext, Depends(get_context)]
 
 def _respond(result: LoginResult, response: Response, ctx: AppContext) -> LoginResponse:
     if result.step is LoginStep.DONE:
-        assert result.session_token and result.csrf_token
-        max_age = int(SESSION_ABSOLUTE.total_seconds())
-        response.set_cookie(
-            SESSION_COOKIE, result.session_token, max_age=max_age, path="/",
-            secure=ctx.secure_cookies, httponly=True, samesite="strict",
-        )
-        # Readable by the page's script, which echoes it in X-CSRF-Token.
-        response.set_cookie(
-            CSRF_COOKIE, result.csrf_token, max_age=max_age, path="/",
-            secure=ctx.secure_cookies, httponly=False, samesite="strict",
-        )
+        set_session_cookies(response, result, secure=ctx.secure_cookies)
     return LoginResponse(
         step=result.step.value, challenge=result.challenge,
         operator=OperatorOut.of(result.operator) if result.step is LoginStep.DONE else None,
@@ -104,5 +93,4 @@ def logout(
 ) -> None:
     with ctx.db.session() as session:
         operators.end_session(session, principal)
-    response.delete_cookie(SESSION_COOKIE, path="/", secure=ctx.secure_cookies, httponly=True)
-    response.delete_cookie(CSRF_COOKIE, path="/", secure=ctx.secure_cookies)
+    clear_session_cookies(response, secure=ctx.secure_cookies)
