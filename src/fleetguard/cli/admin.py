@@ -102,30 +102,28 @@ def operator_list(as_json: JsonOption = False, data_dir: DataDirOption = None) -
     )
 
 
-@operator_app.command("disable")
-@handles_errors
-def operator_disable(username: str, data_dir: DataDirOption = None) -> None:
-    """Disable an operator: their sessions end and their API tokens are revoked."""
+def _set_operator_disabled(username: str, data_dir: Path | None, *, disabled: bool) -> None:
     from fleetguard.operators import service
 
     with db_session(data_dir) as session:
         service.set_operator_disabled(
-            session, username=username, disabled=True, actor=cli_actor(), issuer=None
+            session, username=username, disabled=disabled, actor=cli_actor(), issuer=None
         )
-    console.print(f"disabled {username}")
+    console.print(f"{'disabled' if disabled else 'enabled'} {username}")
+
+
+@operator_app.command("disable")
+@handles_errors
+def operator_disable(username: str, data_dir: DataDirOption = None) -> None:
+    """Disable an operator: their sessions end and their API tokens are revoked."""
+    _set_operator_disabled(username, data_dir, disabled=True)
 
 
 @operator_app.command("enable")
 @handles_errors
 def operator_enable(username: str, data_dir: DataDirOption = None) -> None:
     """Enable a disabled operator again (e.g. the admin locked out by a mistake)."""
-    from fleetguard.operators import service
-
-    with db_session(data_dir) as session:
-        service.set_operator_disabled(
-            session, username=username, disabled=False, actor=cli_actor(), issuer=None
-        )
-    console.print(f"enabled {username}")
+    _set_operator_disabled(username, data_dir, disabled=False)
 
 
 @operator_app.command("reset-mfa")
