@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from fleetguard.cli.common import DataDirOption, console, err_console, handles_errors, settings_from
-from fleetguard.cli.output import Column, JsonOption, print_json, print_table, table_time
+from fleetguard.cli.output import Column, JsonOption, print_records, table_time
 from fleetguard.core.errors import ValidationFailedError
 from fleetguard.operators import Role
 
@@ -91,14 +91,13 @@ def operator_list(as_json: JsonOption = False, data_dir: DataDirOption = None) -
 
     with db_session(data_dir) as session:
         ops = service.list_operators(session)
-    if as_json:
-        print_json(ops)
-        return
-    print_table(
+    print_records(
+        ops,
         [Column("username", free=True), Column("role"), Column("mfa"), Column("state"),
          Column("created")],
-        [[op.username, op.role.value, "yes" if op.mfa_enabled else "no",
-          "disabled" if op.disabled else "active", table_time(op.created_at)] for op in ops],
+        lambda op: [op.username, op.role.value, "yes" if op.mfa_enabled else "no",
+                    "disabled" if op.disabled else "active", table_time(op.created_at)],
+        as_json=as_json,
     )
 
 
@@ -175,14 +174,13 @@ def token_list(
 
     with db_session(data_dir) as session:
         listed = tokens.list_api_tokens(session, username=username)
-    if as_json:
-        print_json(listed)
-        return
-    print_table(
+    print_records(
+        listed,
         [Column("id"), Column("operator", free=True), Column("role"), Column("state"),
          Column("expires"), Column("name", free=True)],
-        [[t.token_id, t.operator, t.role.value, "revoked" if t.revoked_at else "active",
-          table_time(t.expires_at), t.name] for t in listed],
+        lambda t: [t.token_id, t.operator, t.role.value, "revoked" if t.revoked_at else "active",
+                   table_time(t.expires_at), t.name],
+        as_json=as_json,
     )
 
 

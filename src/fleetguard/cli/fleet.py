@@ -18,7 +18,7 @@ from fleetguard.cli.installation import (
     Pkcs11TokenLabelOption,
     pkcs11_options,
 )
-from fleetguard.cli.output import Column, JsonOption, print_json, print_table, table_time
+from fleetguard.cli.output import Column, JsonOption, print_json, print_records, table_time
 from fleetguard.core.errors import ValidationFailedError
 from fleetguard.core.files import write_atomic
 from fleetguard.core.pki_enums import KeyAlgorithm, RevocationReason
@@ -96,12 +96,11 @@ def device_list(
         page = registry.list_devices(
             session, DeviceFilter(state=state, label_query=labels, search=search), limit=limit
         )
-    if as_json:
-        print_json(page.devices)
-        return
-    print_table(
+    print_records(
+        page.devices,
         [Column("id"), Column("state"), Column("last seen"), Column("name", free=True)],
-        [[d.id, d.state.value, table_time(d.last_seen_at), d.name] for d in page.devices],
+        lambda d: [d.id, d.state.value, table_time(d.last_seen_at), d.name],
+        as_json=as_json,
     )
 
 
@@ -192,16 +191,15 @@ def cert_list(
 
     with db_session(data_dir) as session:
         certs = identity.list_certificates(session, device_id=device)
-    if as_json:
-        print_json(certs)
-        return
     # A serial is 40 hex digits: beside it, 80 columns hold the device or, when the list
     # is one device's, the address its certificate was last used from.
     last = Column("last seen from", free=True) if device else Column("device", free=True)
-    print_table(
+    print_records(
+        certs,
         [Column("serial"), Column("state"), Column("not after"), last],
-        [[c.serial_hex, "revoked" if c.revoked_at else "valid", f"{c.not_after:%Y-%m-%d}",
-          (c.last_seen_from or "") if device else c.device_id] for c in certs],
+        lambda c: [c.serial_hex, "revoked" if c.revoked_at else "valid",
+                   f"{c.not_after:%Y-%m-%d}", (c.last_seen_from or "") if device else c.device_id],
+        as_json=as_json,
     )
 
 

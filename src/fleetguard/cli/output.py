@@ -11,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print one JSON document instead of a table.")
 ]
+
+_Record = TypeVar("_Record")
 
 _GAP = 3  # between two columns: padding, the (blank) rule, padding
 _NARROWEST_FREE = 8  # a free-text column never shrinks below this (or its header)
@@ -94,6 +96,18 @@ def _jsonable(value: object) -> object:
     if isinstance(value, set | frozenset):
         return sorted(value)
     raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def print_records(
+    records: Sequence[_Record], columns: Sequence[Column],
+    cells: Callable[[_Record], Sequence[str | Text]], *, as_json: bool,
+) -> None:
+    """What a list command prints: with ``--json`` the records whole, else a table of
+    ``columns`` with each record's ``cells``."""
+    if as_json:
+        print_json(records)
+    else:
+        print_table(columns, [cells(r) for r in records])
 
 
 def print_json(document: object) -> None:
