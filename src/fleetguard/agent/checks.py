@@ -143,29 +143,22 @@ def _read_sshd(path: Path, base: Path, settings: dict[str, str], depth: int) -> 
     return True
 
 
-def _ssh_root_login(env: CheckEnvironment) -> CheckOutcome:
-    check_id = "ssh.permit_root_login"
-    settings = sshd_settings(env.etc)
-    if settings is None:
-        return _outcome(check_id, CheckStatus.NOT_APPLICABLE, "no sshd_config")
-    value = settings.get("permitrootlogin", "prohibit-password")  # OpenSSH >= 7.0 default
-    if value == "yes":
-        return _outcome(check_id, CheckStatus.FAIL, "PermitRootLogin yes")
-    return _outcome(check_id, CheckStatus.PASS, f"PermitRootLogin {value}")
+def _sshd_check(check_id: str, keyword: str, default: str) -> Check:
+    """Fails where sshd's ``keyword`` is yes, set so or by OpenSSH's ``default``."""
+    def run(env: CheckEnvironment) -> CheckOutcome:
+        settings = sshd_settings(env.etc)
+        if settings is None:
+            return _outcome(check_id, CheckStatus.NOT_APPLICABLE, "no sshd_config")
+        given = settings.get(keyword.lower())
+        value = default if given is None else given
+        if value != "yes":
+            return _outcome(check_id, CheckStatus.PASS, f"{keyword} {value}")
+        if given is None:
+            return _outcome(check_id, CheckStatus.FAIL,
+                            f"{keyword} not set: OpenSSH defaults to yes")
+        return _outcome(check_id, CheckStatus.FAIL, f"{keyword} yes")
 
-
-def _ssh_passwords(env: CheckEnvironment) -> CheckOutcome:
-    check_id = "ssh.password_authentication"
-    settings = sshd_settings(env.etc)
-    if settings is None:
-        return _outcome(check_id, CheckStatus.NOT_APPLICABLE, "no sshd_config")
-    value = settings.get("passwordauthentication")
-    if value is None:
-        return _outcome(check_id, CheckStatus.FAIL,
-                        "PasswordAuthentication not set: OpenSSH defaults to yes")
-    if value == "yes":
-        return _outcome(check_id, CheckStatus.FAIL, "PasswordAuthentication yes")
-    return _outcome(check_id, CheckStatus.PASS, f"PasswordAuthentication {value}")
+    return run
 
 
 def _login_accounts(etc: Path) -> list[str] | None:
@@ -223,8 +216,10 @@ CHECKS: dict[str, Check] = {
         "fs.passwd_world_writable", "passwd", stat.S_IWOTH, "writable"),
     "fs.shadow_world_readable": _mode_check(
         "fs.shadow_world_readable", "shadow", stat.S_IROTH, "readable"),
-    "ssh.permit_root_login": _ssh_root_login,
-    "ssh.password_authentication": _ssh_passwords,
+    "ssh.permit_root_login": _sshd_check(  # OpenSSH >= 7.0 default
+        "ssh.permit_root_login", "PermitRootLogin", "prohibit-password"),
+    "ssh.password_authentication": _sshd_check(
+        "ssh.password_authentication", "PasswordAuthentication", "yes"),
     "accounts.default_names": _default_names,
     "accounts.empty_password": _empty_passwords,
 }
