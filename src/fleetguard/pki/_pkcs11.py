@@ -307,13 +307,7 @@ class Pkcs11KeyBackend(KeyBackend):
         p11 = _import_pkcs11()
         label = self._label(ref)
         with self._lock:
-            session = self._open()
-            try:
-                pub = session.get_key(object_class=p11.ObjectClass.PUBLIC_KEY, label=label)
-            except p11.exceptions.NoSuchKey as exc:
-                raise KeyBackendConfigError(
-                    f"token {self.token_label!r} has no public key labelled {label!r}"
-                ) from exc
+            pub = self._key_labelled(self._open(), label, private=False)
             if pub.key_type == p11.KeyType.EC:
                 from pkcs11.util.ec import encode_ec_public_key
 
@@ -413,19 +407,25 @@ class Pkcs11KeyBackend(KeyBackend):
     def _private(self, session: Any, label: str) -> Any:
         key = self._keys.get(label)
         if key is None:
-            p11 = _import_pkcs11()
-            try:
-                key = session.get_key(object_class=p11.ObjectClass.PRIVATE_KEY, label=label)
-            except p11.exceptions.NoSuchKey as exc:
-                raise KeyBackendConfigError(
-                    f"token {self.token_label!r} has no private key labelled {label!r}"
-                ) from exc
-            except p11.exceptions.MultipleObjectsReturned as exc:
-                raise KeyBackendConfigError(
-                    f"token {self.token_label!r} has several private keys labelled {label!r}"
-                ) from exc
-            self._keys[label] = key
+            key = self._keys[label] = self._key_labelled(session, label, private=True)
         return key
+
+    def _key_labelled(self, session: Any, label: str, *, private: bool) -> Any:
+        """The one private (or public) key labelled ``label``; none or several is a
+        configuration error naming the token."""
+        p11 = _import_pkcs11()
+        what = "private" if private else "public"
+        object_class = p11.ObjectClass.PRIVATE_KEY if private else p11.ObjectClass.PUBLIC_KEY
+        try:
+            return session.get_key(object_class=object_class, label=label)
+        except p11.exceptions.NoSuchKey as exc:
+            raise KeyBackendConfigError(
+                f"token {self.token_label!r} has no {what} key labelled {label!r}"
+            ) from exc
+        except p11.exceptions.MultipleObjectsReturned as exc:
+            raise KeyBackendConfigError(
+                f"token {self.token_label!r} has several {what} keys labelled {label!r}"
+            ) from exc
 
     def _sign(self, label: str, mechanism: str, data: bytes) -> bytes:
         p11 = _import_pkcs11()
