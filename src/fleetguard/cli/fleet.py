@@ -23,6 +23,7 @@ from fleetguard.core.errors import ValidationFailedError
 from fleetguard.core.files import write_atomic
 from fleetguard.core.pki_enums import KeyAlgorithm, RevocationReason
 from fleetguard.registry import DeviceChanges, DeviceFilter, DeviceState
+from fleetguard.registry.models import parse_labels
 
 if TYPE_CHECKING:
     from fleetguard.pki import FleetCA
@@ -44,18 +45,6 @@ def fleet_ca(data_dir: Path | None) -> Iterator[FleetCA]:
         yield ca
 
 
-def _labels(values: list[str] | None) -> dict[str, str] | None:
-    if values is None:
-        return None
-    out = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValidationFailedError(f"label {item!r} is not key=value", field="label")
-        out[key.strip()] = value.strip()
-    return out
-
-
 @device_app.command("add")
 @handles_errors
 def device_add(
@@ -72,7 +61,7 @@ def device_add(
     with db_session(data_dir) as session:
         device = registry.register_device(
             session, name=name, serial=serial, vendor=vendor, hardware_model=model,
-            labels=_labels(label) or {}, actor=cli_actor(),
+            labels=parse_labels(label or []), actor=cli_actor(),
         )
     print(device.id)
 
@@ -136,7 +125,7 @@ def device_set(
         registry.update_device(
             session, device_id,
             DeviceChanges(name=name, vendor=vendor, firmware_version=firmware,
-                          labels=_labels(label)),
+                          labels=None if label is None else parse_labels(label)),
             actor=cli_actor(),
         )
         if state is not None:

@@ -28,7 +28,7 @@ from fleetguard.identity import service as identity
 from fleetguard.pki import RevocationReason
 from fleetguard.registry import DeviceChanges, DeviceFilter, DeviceSort, DeviceState, listing
 from fleetguard.registry import service as registry
-from fleetguard.registry.models import ALLOWED_TRANSITIONS
+from fleetguard.registry.models import ALLOWED_TRANSITIONS, parse_labels
 from fleetguard.telemetry import Metric
 from fleetguard.telemetry import queries as telemetry
 
@@ -246,19 +246,6 @@ def _labels_text(labels: dict[str, str]) -> str:
     return "\n".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
-def _parse_labels(text: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for n, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
-        if not line:
-            continue
-        key, sep, value = line.partition("=")
-        if not sep:
-            raise ValidationFailedError(f"labels, line {n}: write key=value", field="labels")
-        out[key.strip()] = value.strip()
-    return out
-
-
 @router.get("/devices/{device_id}/edit")
 def edit_form(request: Request, device_id: str, ctx: Ctx, principal: DeviceWriter) -> Response:
     with ctx.db.read_session() as session:
@@ -282,7 +269,8 @@ def edit_device(
         with ctx.db.session() as session:
             device = registry.update_device(
                 session, device_id,
-                DeviceChanges(name=name, labels=_parse_labels(labels)), actor=principal.actor,
+                DeviceChanges(name=name, labels=parse_labels(labels.splitlines())),
+                actor=principal.actor,
             )
     except NotFoundError as exc:
         return not_found(request, principal, exc.message)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from fleetguard.core.errors import ValidationFailedError, excerpt
 from fleetguard.core.spreadsheet import csv_cell
 from fleetguard.registry.errors import DeviceExistsError
-from fleetguard.registry.models import DeviceFilter, DevicePage
+from fleetguard.registry.models import DeviceFilter, DevicePage, parse_labels
 from fleetguard.registry.service import list_devices, register_device
 from fleetguard.store.paging import MAX_PAGE
 
@@ -24,16 +24,6 @@ MAX_CSV_ROWS = 100_000
 
 def _labels_to_text(labels: dict[str, str]) -> str:
     return ";".join(f"{k}={v}" for k, v in sorted(labels.items()))
-
-
-def _labels_from_text(text: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for part in filter(None, (p.strip() for p in text.split(";"))):
-        key, sep, value = part.partition("=")
-        if not sep:
-            raise ValidationFailedError(f"label {part!r} is not key=value", field="labels")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def export_devices_csv(session: Session, flt: DeviceFilter | None = None) -> Iterator[str]:
@@ -99,7 +89,7 @@ def _import_rows(session: Session, reader: csv.DictReader[str], actor: str) -> i
                 session, name=record.get("name") or "", actor=actor,
                 serial=record.get("serial"), hardware_model=record.get("hardware_model"),
                 vendor=record.get("vendor"), firmware_version=record.get("firmware_version"),
-                labels=_labels_from_text(record.get("labels") or ""),
+                labels=parse_labels((record.get("labels") or "").split(";")),
                 device_id=record.get("id") or None,
             )
         except (ValidationFailedError, DeviceExistsError) as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -60,6 +61,18 @@ def validate_labels(labels: dict[str, str]) -> dict[str, str]:
                 f"label {key!r}: value must be up to 200 printable characters", field="labels"
             )
     return dict(labels)
+
+
+def parse_labels(items: Iterable[str]) -> dict[str, str]:
+    """Labels written as ``key=value`` items (a CLI option each, a form's lines, a CSV
+    cell's ``;``-separated parts), key and value stripped, blank items skipped."""
+    out: dict[str, str] = {}
+    for item in filter(None, (i.strip() for i in items)):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValidationFailedError(f"label {item!r} is not key=value", field="labels")
+        out[key.strip()] = value.strip()
+    return out
 
 
 @dataclass(frozen=True, slots=True)
