@@ -21,7 +21,7 @@ from fleetguard.core.errors import FleetError, NotFoundError, ValidationFailedEr
 from fleetguard.core.severity import Severity
 from fleetguard.dashboard.charts import Chart, line_chart
 from fleetguard.dashboard.deps import Ctx, DeviceReader, DeviceWriter, not_found
-from fleetguard.dashboard.render import page
+from fleetguard.dashboard.render import page, page_links
 from fleetguard.dashboard.security import PAGE_HEADERS
 from fleetguard.findings import FindingFilter, FindingState
 from fleetguard.identity import service as identity
@@ -126,15 +126,13 @@ def devices(
         error = exc.message
     if order is not DeviceSort.NAME:
         params["sort"] = order.value
-    next_url = "/devices?" + urlencode({**params, "cursor": next_cursor}) if next_cursor else None
-    first_url = "/devices?" + urlencode(params) if cursor else None
     unsorted = {k: v for k, v in params.items() if k != "sort"}
     return page(request, "devices.html", {
         "devices": rows, "q": q, "state": state, "labels": labels, "online": online,
         "check": check, "severity": severity, "error": error, "sort": order.value,
         "states": [s.value for s in DeviceState], "severities": [s.value for s in Severity],
         "checks": CHECK_NAMES, "columns": _sort_links(unsorted, order),
-        "next_url": next_url, "first_url": first_url,
+        **page_links("/devices", params, cursor=cursor, next_cursor=next_cursor),
     }, principal=principal, status=422 if error else 200)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
@@ -71,6 +72,18 @@ def nav_for(principal: Principal | None) -> list[tuple[str, str]]:
     if principal.can(Permission.OPERATORS_READ):
         items.append(("/operators", "Operators"))
     return items
+
+
+def page_links(
+    path: str, params: dict[str, str], *, cursor: str, next_cursor: str | None
+) -> dict[str, str | None]:
+    """A keyset-paged list's links, for the ``pager`` macro: its first page (unless this
+    is it) and the next (if there is one), both keeping the list's filters."""
+    return {
+        "first_url": f"{path}?{urlencode(params)}" if cursor else None,
+        "next_url": f"{path}?{urlencode({**params, 'cursor': next_cursor})}"
+        if next_cursor else None,
+    }
 
 
 def page(

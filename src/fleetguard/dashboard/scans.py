@@ -31,7 +31,7 @@ from fleetguard.core.errors import FleetError, NotFoundError, ValidationFailedEr
 from fleetguard.core.severity import Severity
 from fleetguard.core.spreadsheet import csv_cell
 from fleetguard.dashboard.deps import Ctx, DeviceReader, DeviceWriter, not_found
-from fleetguard.dashboard.render import page
+from fleetguard.dashboard.render import page, page_links
 from fleetguard.dashboard.security import PAGE_HEADERS
 from fleetguard.findings import FindingFilter, FindingState
 from fleetguard.protocol.scan_report import ReportFinding, ScanReportDocument, parse_scan_report
@@ -243,9 +243,7 @@ def findings_page(
     return page(request, "findings.html", {
         "findings": rows, "severity": severity, "check": check, "state": state,
         "error": error, "severities": [s.value for s in Severity],
-        "next_url": "/findings?" + urlencode({**params, "cursor": next_cursor})
-        if next_cursor else None,
-        "first_url": "/findings?" + urlencode(params) if cursor else None,
+        **page_links("/findings", params, cursor=cursor, next_cursor=next_cursor),
     }, principal=principal, status=422 if error else 200)
 
 
