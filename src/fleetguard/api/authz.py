@@ -35,9 +35,12 @@ def set_session_cookies(response: Response, result: LoginResult, *, secure: bool
                         secure=secure, httponly=False, samesite="strict")
 
 
-def clear_session_cookies(response: Response, *, secure: bool) -> None:
-    response.delete_cookie(SESSION_COOKIE, path="/", secure=secure, httponly=True)
-    response.delete_cookie(CSRF_COOKIE, path="/", secure=secure)
+def sign_out(response: Response, ctx: AppContext, principal: Principal) -> None:
+    """End ``principal``'s session and clear its cookies (API and dashboard logout)."""
+    with ctx.db.session() as session:
+        operators.end_session(session, principal)
+    response.delete_cookie(SESSION_COOKIE, path="/", secure=ctx.secure_cookies, httponly=True)
+    response.delete_cookie(CSRF_COOKIE, path="/", secure=ctx.secure_cookies)
 
 
 def resolve_principal(request: Request, ctx: AppContext) -> Principal:

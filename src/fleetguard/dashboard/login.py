@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from fleetguard.api.authz import clear_session_cookies, set_session_cookies
+from fleetguard.api.authz import set_session_cookies, sign_out
 from fleetguard.api.context import AppContext, client_address, get_context
 from fleetguard.core.errors import FleetError
 from fleetguard.dashboard.render import page
@@ -174,9 +174,7 @@ def logout(
     request: Request, ctx: Ctx,
     principal: Annotated[Principal, Depends(page_access(Permission.SELF))],
 ) -> Response:
-    with ctx.db.session() as session:
-        operators.end_session(session, principal)
     response = RedirectResponse("/login?logged_out=1", status_code=303, headers=PAGE_HEADERS)
-    clear_session_cookies(response, secure=ctx.secure_cookies)
+    sign_out(response, ctx, principal)
     return response
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from fleetguard.api.authz import clear_session_cookies, requires, set_session_cookies
+from fleetguard.api.authz import requires, set_session_cookies, sign_out
 from fleetguard.api.context import AppContext, client_address, get_context
 from fleetguard.api.schemas import (
     ChallengeRequest,
@@ -91,6 +91,4 @@ def logout(
     response: Response, ctx: Ctx,
     principal: Annotated[Principal, Depends(requires(Permission.SELF))],
 ) -> None:
-    with ctx.db.session() as session:
-        operators.end_session(session, principal)
-    clear_session_cookies(response, secure=ctx.secure_cookies)
+    sign_out(response, ctx, principal)
