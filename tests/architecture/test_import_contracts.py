@@ -144,6 +144,8 @@ INJECTIONS = [
               "fleetguard.api is not allowed to import fleetguard.dashboard"),
     Injection("layers", "store/base.py", "import fleetguard.registry",
               "fleetguard.store is not allowed to import fleetguard.registry"),
+    Injection("layers", "detect/rules.py", "import fleetguard.scan",
+              "fleetguard.detect is not allowed to import fleetguard.scan"),
     # A new top-level package must be placed on the map before it can be imported.
     Injection("layers", "attest/__init__.py", "import fleetguard.core",
               "fleetguard.attest"),

@@ -1,0 +1,330 @@
+"""Detection rules as data, and their evaluation on one report's features. Pure.
+
+A :class:`RuleSet` is built from a validated document (:func:`fleetguard.detect.models.
+parse_ruleset`); ``evaluate(ruleset, rule_state, features, context)`` returns the verdicts
+of one report and the rule state the device's next report needs. Three kinds of rule:
+
+- **threshold**: a feature compared with a value; fires once it has held for
+  ``for_reports`` consecutive reports, and on every report after while it still holds. A
+  report where the feature is absent (a new baseline has no rates) neither extends nor
+  breaks the streak: nothing was observed.
+- **allow-list**: destinations (CIDRs, optionally with ports), listening ports, or
+  executables (a path pattern, ``fnmatch`` style, or a sha256); anything outside fires.
+- **first-seen**: a device's first connection to an address, first listener on a port,
+  first run of a binary. Quiet while ``context.learning_until_ms`` has not passed: what the
+  device shows then is learned (by the feature state), not flagged.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from fnmatch import fnmatchcase
+from types import MappingProxyType
+
+from fleetguard.core.severity import Severity
+from fleetguard.detect.features import (
+    Destination,
+    Executable,
+    Feature,
+    FeatureVector,
+    Listener,
+)
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class RuleKind(StrEnum):
+    THRESHOLD = "threshold"
+    ALLOW_LIST = "allow_list"
+    FIRST_SEEN = "first_seen"
+
+
+class Subject(StrEnum):
+    """What an allow-list or first-seen rule is about."""
+
+    DESTINATION = "destination"
+    LISTENER = "listener"
+    EXECUTABLE = "executable"
+
+
+class Comparison(StrEnum):
+    ABOVE = ">"
+    AT_LEAST = ">="
+    BELOW = "<"
+    AT_MOST = "<="
+
+    def holds(self, observed: float, threshold: float) -> bool:
+        if self is Comparison.ABOVE:
+            return observed > threshold
+        if self is Comparison.AT_LEAST:
+            return observed >= threshold
+        if self is Comparison.BELOW:
+            return observed < threshold
+        return observed <= threshold
+
+
+class Family(StrEnum):
+    """The attack family a rule stands for (what the analyst triages by)."""
+
+    SCANNING = "scanning"
+    BRUTE_FORCE = "brute_force"
+    BACKDOOR_LISTENER = "backdoor_listener"
+    MINER = "miner"
+    BEACON = "beacon"
+    EXFILTRATION = "exfiltration"
+    FLOODING = "flooding"
+    UNEXPECTED_EXECUTABLE = "unexpected_executable"
+    POLICY = "policy"  # an operator's own rule with no family
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdRule:
+    id: str
+    severity: Severity
+    family: Family
+    feature: Feature
+    comparison: Comparison
+    value: float
+    for_reports: int = 1
+    description: str = ""
+    kind: RuleKind = field(default=RuleKind.THRESHOLD, init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AllowedDestination:
+    network: IpNetwork
+    ports: frozenset[int] = frozenset()  # empty: every port
+
+    def allows(self, destination: Destination) -> bool:
+        try:
+            address = ipaddress.ip_address(destination.address.split("%", 1)[0])
+        except ValueError:
+            return False
+        return address in self.network and (not self.ports or destination.port in self.ports)
+
+
+@dataclass(frozen=True, slots=True)
+class AllowListRule:
+    id: str
+    severity: Severity
+    family: Family
+    subject: Subject
+    destinations: tuple[AllowedDestination, ...] = ()
+    listening_ports: frozenset[int] = frozenset()
+    paths: tuple[str, ...] = ()  # fnmatch patterns: "/usr/*" covers everything below /usr
+    sha256: frozenset[str] = frozenset()
+    description: str = ""
+    kind: RuleKind = field(default=RuleKind.ALLOW_LIST, init=False)
+
+    def allows_executable(self, executable: Executable) -> bool:
+        if executable.sha256 is not None and executable.sha256 in self.sha256:
+            return True
+        return any(fnmatchcase(executable.path, pattern) for pattern in self.paths)
+
+
+@dataclass(frozen=True, slots=True)
+class FirstSeenRule:
+    id: str
+    severity: Severity
+    family: Family
+    subject: Subject
+    description: str = ""
+    kind: RuleKind = field(default=RuleKind.FIRST_SEEN, init=False)
+
+
+Rule = ThresholdRule | AllowListRule | FirstSeenRule
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    version: int
+    rules: tuple[Rule, ...]
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Streak:
+    """A threshold rule holding on consecutive reports since ``since_ms``."""
+
+    reports: int
+    since_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class RuleState:
+    """Per device: the threshold streaks under way, by rule id."""
+
+    streaks: Mapping[str, Streak] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationContext:
+    learning_until_ms: int | None = None  # first-seen rules are quiet before this
+
+    def learning(self, at_ms: int) -> bool:
+        return self.learning_until_ms is not None and at_ms < self.learning_until_ms
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One rule that fired on one report, with what an analyst needs to judge it."""
+
+    rule_id: str
+    kind: RuleKind
+    family: Family
+    severity: Severity
+    collected_at_ms: int
+    since_ms: int  # the first report of the streak (this report unless a threshold)
+    reports: int  # how many consecutive reports it has held
+    summary: str
+    features: tuple[Feature, ...] = ()
+    observed: float | None = None
+    comparison: Comparison | None = None
+    threshold: float | None = None
+    expected: str = ""  # for allow-lists: what was allowed
+    destinations: tuple[Destination, ...] = ()
+    remote_ports: tuple[int, ...] = ()
+    listeners: tuple[Listener, ...] = ()
+    executables: tuple[Executable, ...] = ()
+
+
+def _threshold(
+    rule: ThresholdRule, streak: Streak | None, features: FeatureVector
+) -> tuple[Verdict | None, Streak | None]:
+    observed = features.get(rule.feature)
+    if observed is None:
+        return None, streak  # no observation: the streak stands as it was
+    if not rule.comparison.holds(observed, rule.value):
+        return None, None
+    streak = (Streak(streak.reports + 1, streak.since_ms) if streak is not None
+              else Streak(1, features.collected_at_ms))
+    if streak.reports < rule.for_reports:
+        return None, streak
+    verdict = Verdict(
+        rule_id=rule.id, kind=rule.kind, family=rule.family, severity=rule.severity,
+        collected_at_ms=features.collected_at_ms, since_ms=streak.since_ms,
+        reports=streak.reports,
+        summary=(f"{rule.feature.value} {observed:g} {rule.comparison.value} {rule.value:g}"
+                 f" for {streak.reports} report(s)"),
+        features=(rule.feature,), observed=observed, comparison=rule.comparison,
+        threshold=rule.value,
+    )
+    return verdict, streak
+
+
+def _describe_allowed(rule: AllowListRule) -> str:
+    if rule.subject is Subject.DESTINATION:
+        return ", ".join(
+            f"{d.network}" + (f" ports {','.join(map(str, sorted(d.ports)))}" if d.ports else "")
+            for d in rule.destinations) or "nothing"
+    if rule.subject is Subject.LISTENER:
+        return "ports " + (",".join(map(str, sorted(rule.listening_ports))) or "none")
+    return ", ".join([*rule.paths, *sorted(rule.sha256)]) or "nothing"
+
+
+def _allow_list(rule: AllowListRule, features: FeatureVector) -> Verdict | None:
+    outside_destinations = tuple(
+        d for d in features.destinations if rule.subject is Subject.DESTINATION
+        and not any(a.allows(d) for a in rule.destinations))
+    outside_listeners = tuple(
+        x for x in features.listeners if rule.subject is Subject.LISTENER
+        and x.port not in rule.listening_ports)
+    outside_executables = tuple(
+        e for e in features.executables if rule.subject is Subject.EXECUTABLE
+        and not rule.allows_executable(e))
+    names = [*(f"{d.address}:{d.port}" for d in outside_destinations),
+             *(f"{x.proto}/{x.port}" for x in outside_listeners),
+             *(e.path for e in outside_executables)]
+    if not names:
+        return None
+    return Verdict(
+        rule_id=rule.id, kind=rule.kind, family=rule.family, severity=rule.severity,
+        collected_at_ms=features.collected_at_ms, since_ms=features.collected_at_ms,
+        reports=1, summary=f"{rule.subject.value} outside the allow-list: {', '.join(names)}",
+        features=_SUBJECT_FEATURES[rule.subject], expected=_describe_allowed(rule),
+        destinations=outside_destinations, listeners=outside_listeners,
+        executables=outside_executables,
+    )
+
+
+_SUBJECT_FEATURES = {
+    Subject.DESTINATION: (Feature.REMOTE_ADDRESSES, Feature.REMOTE_PORTS),
+    Subject.LISTENER: (Feature.LISTENERS_ADDED,),
+    Subject.EXECUTABLE: (Feature.NEW_EXECUTABLES,),
+}
+_FIRST_SEEN_FEATURES = {
+    Subject.DESTINATION: (Feature.NEW_REMOTE_ADDRESSES,),
+    Subject.LISTENER: (Feature.LISTENERS_ADDED,),
+    Subject.EXECUTABLE: (Feature.NEW_EXECUTABLES,),
+}
+
+
+def _first_seen(
+    rule: FirstSeenRule, features: FeatureVector, context: EvaluationContext
+) -> Verdict | None:
+    if context.learning(features.collected_at_ms):
+        return None
+    destinations = features.new_destinations if rule.subject is Subject.DESTINATION else ()
+    listeners = features.first_listeners if rule.subject is Subject.LISTENER else ()
+    executables = features.first_executables if rule.subject is Subject.EXECUTABLE else ()
+    names = [*(f"{d.address}:{d.port}" for d in destinations),
+             *(f"{x.proto}/{x.port}" for x in listeners),
+             *(e.path for e in executables)]
+    if not names:
+        return None
+    return Verdict(
+        rule_id=rule.id, kind=rule.kind, family=rule.family, severity=rule.severity,
+        collected_at_ms=features.collected_at_ms, since_ms=features.collected_at_ms,
+        reports=1, summary=f"first {rule.subject.value} ever seen: {', '.join(names)}",
+        features=_FIRST_SEEN_FEATURES[rule.subject], expected="seen before on this device",
+        destinations=destinations,
+        remote_ports=features.new_remote_ports if destinations else (),
+        listeners=listeners, executables=executables,
+    )
+
+
+def evaluate(
+    ruleset: RuleSet,
+    rule_state: RuleState | None,
+    features: FeatureVector,
+    context: EvaluationContext,
+) -> tuple[list[Verdict], RuleState]:
+    """The verdicts of ``ruleset`` on one report's features, and the device's next state."""
+    streaks = rule_state.streaks if rule_state is not None else {}
+    next_streaks: dict[str, Streak] = {}
+    verdicts: list[Verdict] = []
+    for rule in ruleset.rules:
+        verdict: Verdict | None
+        if isinstance(rule, ThresholdRule):
+            verdict, streak = _threshold(rule, streaks.get(rule.id), features)
+            if streak is not None:
+                next_streaks[rule.id] = streak
+        elif isinstance(rule, AllowListRule):
+            verdict = _allow_list(rule, features)
+        else:
+            verdict = _first_seen(rule, features, context)
+        if verdict is not None:
+            verdicts.append(verdict)
+    return verdicts, RuleState(MappingProxyType(next_streaks))
+
+
+__all__ = [
+    "AllowListRule",
+    "AllowedDestination",
+    "Comparison",
+    "EvaluationContext",
+    "Family",
+    "FirstSeenRule",
+    "Rule",
+    "RuleKind",
+    "RuleSet",
+    "RuleState",
+    "Streak",
+    "Subject",
+    "ThresholdRule",
+    "Verdict",
+    "evaluate",
+]
