@@ -98,6 +98,7 @@ class Watched:
     rule_state: RuleState | None = None
     first_report_ms: int | None = None
     verdicts: list[list[Verdict]] = field(default_factory=list)
+    last_report: TelemetryReport | None = None
 
     @classmethod
     def device(cls, profile: Profile, ruleset: RuleSet, seed: int = 7,
@@ -108,7 +109,7 @@ class Watched:
 
     def step(self, interval_ms: int = MINUTE_MS) -> list[Verdict]:
         self.now_ms += interval_ms
-        r = self.model.report(self.now_ms)
+        r = self.last_report = self.model.report(self.now_ms)
         if self.first_report_ms is None:
             self.first_report_ms = r.collected_at_ms
         features, self.feature_state = extract_features(self.feature_state, r)

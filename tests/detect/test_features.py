@@ -97,6 +97,18 @@ def test_the_first_report_of_a_device_is_a_baseline_with_gauges_but_no_rates() -
     assert first.get(Feature.PROCESS_COUNT) == 40.0
 
 
+def test_nothing_is_new_on_the_first_report_it_is_what_the_device_is_learned_from() -> None:
+    (first,) = features_of([report(T0, listeners=[listening(22)],
+                                   connections=[outbound("203.0.113.5", 443)],
+                                   executables=[executable("/usr/bin/app")])])
+    novelty = {Feature.NEW_REMOTE_ADDRESSES, Feature.NEW_REMOTE_PORTS,
+               Feature.LISTENERS_ADDED, Feature.LISTENERS_REMOVED}
+    assert novelty.isdisjoint(first.values)
+    assert (first.new_destinations, first.first_listeners, first.first_executables) == (
+        (), (), ())
+    assert first.get(Feature.REMOTE_ADDRESSES) == 1.0  # the gauges are there
+
+
 def test_a_reboot_is_a_new_baseline_not_a_drop_to_zero_or_a_spike() -> None:
     _, rebooted, after = features_of([
         report(T0, interfaces=[eth(bytes_out=10**9)], counters=net(tcp_active_opens=5_000)),
@@ -187,7 +199,8 @@ def test_listeners_added_and_removed_are_against_the_previous_report() -> None:
 
 def test_an_executable_is_first_seen_once_per_device_by_its_hash() -> None:
     sha = "ab" * 32
-    first, again, renamed = features_of([
+    _, first, again, renamed = features_of([
+        report(T0 - MINUTE_MS),
         report(T0, executables=[executable("/tmp/x", sha)]),
         report(T0 + MINUTE_MS, executables=[executable("/tmp/x", sha)]),
         report(T0 + 2 * MINUTE_MS, executables=[executable("/tmp/y", sha)]),

@@ -12,6 +12,10 @@ previous one. A counter that went down (a reset or a wrap) gives no rate for tha
 feature. Interface traffic is summed over every interface but loopback; an interface that
 was not in the previous report counts from the next one (its since-boot total is no rate).
 
+What is *new* (remote addresses and ports, listeners, executables) is new against the
+device's history, across reboots. The device's first report has no history: it is learned,
+and its novelty features are absent and its lists of new things empty, as its rates are.
+
 Remote addresses count every connection; remote *ports* count outbound connections only,
 because the remote port of an inbound connection (one whose local port is listening) is the
 client's ephemeral port and changes every time.
@@ -19,9 +23,10 @@ client's ephemeral port and changes every time.
 State memory: what the next report needs (counters, boot, listening set) plus four bounded
 sets of what the device has ever shown (remote addresses, outbound remote ports, listeners,
 executables), each capped at :data:`KNOWN_CAP` entries, the oldest evicted first. Measured
-with ``tracemalloc`` (``tests/detect/test_feature_state_size.py``): about 3 KB for a camera
-or sensor, about 9 KB for a gateway with 40 peers, and at most about 1.4 MB for a device
-whose four sets are all full (4,096 distinct IPv4 addresses, ports, listeners and paths).
+with ``tracemalloc`` (``tests/detect/test_feature_state_size.py``, ``pytest -s`` prints it):
+about 2.5 KB for a simulated camera or sensor, about 4 KB for a gateway with 20-40 peers,
+and about 1.5 MB for a device whose four sets are all full (4,096 distinct addresses,
+ports, listeners and binaries each: a device that scans or churns, not a normal one).
 """
 
 from __future__ import annotations
@@ -294,15 +299,20 @@ def extract_features(
     known_executables, first_keys = _remember(
         before.known_executables, (e.key for e in executables))
 
+    if state is None:
+        # Nothing is new against no history: the first report is learned, not flagged.
+        new_addresses, new_ports, first_listeners, first_keys = [], [], [], []
+        added = removed = ()
+    else:
+        values[Feature.NEW_REMOTE_ADDRESSES] = float(len(new_addresses))
+        values[Feature.NEW_REMOTE_PORTS] = float(len(new_ports))
+        values[Feature.LISTENERS_ADDED] = float(len(added))
+        values[Feature.LISTENERS_REMOVED] = float(len(removed))
     fresh_addresses, fresh_executables = set(new_addresses), set(first_keys)
     new_destinations = tuple(sorted({
         Destination(c.remote_address, c.remote_port) for c in report.connections
         if c.remote_address in fresh_addresses
     }))
-    values[Feature.NEW_REMOTE_ADDRESSES] = float(len(new_addresses))
-    values[Feature.NEW_REMOTE_PORTS] = float(len(new_ports))
-    values[Feature.LISTENERS_ADDED] = float(len(added))
-    values[Feature.LISTENERS_REMOVED] = float(len(removed))
 
     vector = FeatureVector(
         collected_at_ms=report.collected_at_ms,
