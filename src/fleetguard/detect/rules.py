@@ -225,29 +225,51 @@ def _describe_allowed(rule: AllowListRule) -> str:
     return ", ".join([*rule.paths, *sorted(rule.sha256)]) or "nothing"
 
 
-def _allow_list(rule: AllowListRule, features: FeatureVector) -> Verdict | None:
-    outside_destinations = tuple(
-        d for d in features.destinations if rule.subject is Subject.DESTINATION
-        and not any(a.allows(d) for a in rule.destinations))
-    outside_listeners = tuple(
-        x for x in features.listeners if rule.subject is Subject.LISTENER
-        and x.port not in rule.listening_ports)
-    outside_executables = tuple(
-        e for e in features.executables if rule.subject is Subject.EXECUTABLE
-        and not rule.allows_executable(e))
-    names = [*(f"{d.address}:{d.port}" for d in outside_destinations),
-             *(f"{x.proto}/{x.port}" for x in outside_listeners),
-             *(e.path for e in outside_executables)]
+@dataclass(frozen=True, slots=True)
+class _Named:
+    """The destinations, listeners and binaries a rule names on one report."""
+
+    destinations: tuple[Destination, ...] = ()
+    listeners: tuple[Listener, ...] = ()
+    executables: tuple[Executable, ...] = ()
+
+    def names(self) -> str:
+        return ", ".join([*(f"{d.address}:{d.port}" for d in self.destinations),
+                          *(f"{x.proto}/{x.port}" for x in self.listeners),
+                          *(e.path for e in self.executables)])
+
+
+def _naming_verdict(
+    rule: AllowListRule | FirstSeenRule, features: FeatureVector, named: _Named, *,
+    what: str, involved: tuple[Feature, ...], expected: str, remote_ports: tuple[int, ...] = (),
+) -> Verdict | None:
+    names = named.names()
     if not names:
         return None
     return Verdict(
         rule_id=rule.id, kind=rule.kind, family=rule.family, severity=rule.severity,
         collected_at_ms=features.collected_at_ms, since_ms=features.collected_at_ms,
-        reports=1, summary=f"{rule.subject.value} outside the allow-list: {', '.join(names)}",
-        features=_SUBJECT_FEATURES[rule.subject], expected=_describe_allowed(rule),
-        destinations=outside_destinations, listeners=outside_listeners,
-        executables=outside_executables,
+        reports=1, summary=f"{what}: {names}", features=involved, expected=expected,
+        destinations=named.destinations, remote_ports=remote_ports,
+        listeners=named.listeners, executables=named.executables,
     )
+
+
+def _allow_list(rule: AllowListRule, features: FeatureVector) -> Verdict | None:
+    named = _Named(
+        destinations=tuple(
+            d for d in features.destinations if rule.subject is Subject.DESTINATION
+            and not any(a.allows(d) for a in rule.destinations)),
+        listeners=tuple(
+            x for x in features.listeners if rule.subject is Subject.LISTENER
+            and x.port not in rule.listening_ports),
+        executables=tuple(
+            e for e in features.executables if rule.subject is Subject.EXECUTABLE
+            and not rule.allows_executable(e)),
+    )
+    return _naming_verdict(
+        rule, features, named, what=f"{rule.subject.value} outside the allow-list",
+        involved=_SUBJECT_FEATURES[rule.subject], expected=_describe_allowed(rule))
 
 
 _SUBJECT_FEATURES = {
@@ -267,23 +289,16 @@ def _first_seen(
 ) -> Verdict | None:
     if context.learning(features.collected_at_ms):
         return None
-    destinations = features.new_destinations if rule.subject is Subject.DESTINATION else ()
-    listeners = features.first_listeners if rule.subject is Subject.LISTENER else ()
-    executables = features.first_executables if rule.subject is Subject.EXECUTABLE else ()
-    names = [*(f"{d.address}:{d.port}" for d in destinations),
-             *(f"{x.proto}/{x.port}" for x in listeners),
-             *(e.path for e in executables)]
-    if not names:
-        return None
-    return Verdict(
-        rule_id=rule.id, kind=rule.kind, family=rule.family, severity=rule.severity,
-        collected_at_ms=features.collected_at_ms, since_ms=features.collected_at_ms,
-        reports=1, summary=f"first {rule.subject.value} ever seen: {', '.join(names)}",
-        features=_FIRST_SEEN_FEATURES[rule.subject], expected="seen before on this device",
-        destinations=destinations,
-        remote_ports=features.new_remote_ports if destinations else (),
-        listeners=listeners, executables=executables,
+    subject = rule.subject
+    named = _Named(
+        destinations=features.new_destinations if subject is Subject.DESTINATION else (),
+        listeners=features.first_listeners if subject is Subject.LISTENER else (),
+        executables=features.first_executables if subject is Subject.EXECUTABLE else (),
     )
+    return _naming_verdict(
+        rule, features, named, what=f"first {subject.value} ever seen",
+        involved=_FIRST_SEEN_FEATURES[subject], expected="seen before on this device",
+        remote_ports=features.new_remote_ports if named.destinations else ())
 
 
 def evaluate(
