@@ -193,3 +193,11 @@ def test_evaluation_does_not_change_the_state_it_was_given() -> None:
     _, state = evaluate(CPU_HOT_FOR_3, None, vectors[0], NO_LEARNING)
     evaluate(CPU_HOT_FOR_3, state, vectors[1], NO_LEARNING)
     assert state.streaks["cpu.hot"].reports == 1
+
+
+def test_an_ipv6_destination_with_a_zone_is_matched_by_its_address() -> None:
+    v6 = _rules({"kind": "allow_list", "id": "v6", "severity": "low",
+                 "subject": "destination", "destinations": [{"cidr": "fe80::/10"}]})
+    (fired,) = _run(v6, features_of([report(T0, connections=[
+        outbound("fe80::1%eth0", 443), outbound("2001:db8::7", 443)])]))
+    assert [d.address for v in fired for d in v.destinations] == ["2001:db8::7"]
