@@ -243,13 +243,12 @@ def _naming_verdict(
     rule: AllowListRule | FirstSeenRule, features: FeatureVector, named: _Named, *,
     what: str, involved: tuple[Feature, ...], expected: str, remote_ports: tuple[int, ...] = (),
 ) -> Verdict | None:
-    names = named.names()
-    if not names:
-        return None
+    if not (named.destinations or named.listeners or named.executables):
+        return None  # the common case, decided before any text is made
     return Verdict(
         rule_id=rule.id, kind=rule.kind, family=rule.family, severity=rule.severity,
         collected_at_ms=features.collected_at_ms, since_ms=features.collected_at_ms,
-        reports=1, summary=f"{what}: {names}", features=involved, expected=expected,
+        reports=1, summary=f"{what}: {named.names()}", features=involved, expected=expected,
         destinations=named.destinations, remote_ports=remote_ports,
         listeners=named.listeners, executables=named.executables,
     )
