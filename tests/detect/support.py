@@ -65,9 +65,9 @@ def report(at_ms: int = T0, *, boot_id: str = BOOT, period_ms: int = MINUTE_MS,
            counters: NetworkCounters | None = None,
            connections: Sequence[Connection] = (), listeners: Sequence[ListeningSocket] = (),
            executables: Sequence[NewExecutable] = (), auth_failures: int | None = 0,
-           ) -> TelemetryReport:
+           seq: int | None = None) -> TelemetryReport:
     return TelemetryReport(
-        seq=at_ms // 1000, collected_at_ms=at_ms, period_start_ms=max(at_ms - period_ms, 0),
+        seq=at_ms // 1000 if seq is None else seq, collected_at_ms=at_ms, period_start_ms=max(at_ms - period_ms, 0),
         agent_version="test", boot_id=boot_id, uptime_s=1000.0, cpu_percent=cpu,
         load_1=0.1, load_5=0.1, load_15=0.1, memory_total_bytes=1 << 30,
         memory_available_bytes=1 << 29, process_count=40, interfaces=list(interfaces),

@@ -133,13 +133,44 @@ def test_a_counter_that_went_down_has_no_rate_and_the_others_keep_theirs() -> No
     assert second.get(Feature.UDP_OUT_PER_S) == pytest.approx(1.0)
 
 
-def test_a_report_no_later_than_the_previous_one_gives_no_rates() -> None:
-    _, same_time = features_of([
-        report(T0, interfaces=[eth(bytes_out=0)]),
-        report(T0, interfaces=[eth(bytes_out=5_000)]),
+def test_a_clock_set_back_is_a_new_baseline_and_the_reference_for_the_next_rate() -> None:
+    _, set_back, after = features_of([
+        report(T0, seq=1, interfaces=[eth(bytes_out=0)]),
+        report(T0 - 10 * MINUTE_MS, seq=2, interfaces=[eth(bytes_out=5_000)]),
+        report(T0 - 9 * MINUTE_MS, seq=3, interfaces=[eth(bytes_out=11_000)]),
     ])
-    assert same_time.new_baseline is NewBaseline.NO_PERIOD
-    assert same_time.get(Feature.BYTES_OUT_PER_S) is None
+    assert set_back.new_baseline is NewBaseline.NO_PERIOD
+    assert set_back.get(Feature.BYTES_OUT_PER_S) is None
+    assert after.get(Feature.BYTES_OUT_PER_S) == pytest.approx(100.0)
+
+
+def test_a_late_report_has_no_rates_and_the_newer_one_stays_the_reference() -> None:
+    _, _, late, after = features_of([
+        report(T0, seq=1, interfaces=[eth(bytes_out=0)]),
+        report(T0 + 2 * MINUTE_MS, seq=3, interfaces=[eth(bytes_out=12_000)]),
+        report(T0 + MINUTE_MS, seq=2, interfaces=[eth(bytes_out=6_000)]),
+        report(T0 + 3 * MINUTE_MS, seq=4, interfaces=[eth(bytes_out=24_000)]),
+    ])
+    assert late.new_baseline is NewBaseline.LATE
+    assert late.get(Feature.BYTES_OUT_PER_S) is None
+    assert after.get(Feature.BYTES_OUT_PER_S) == pytest.approx(200.0)
+
+
+def test_a_duplicate_report_is_late_and_changes_nothing_it_is_compared_with() -> None:
+    first = report(T0, seq=1, listeners=[listening(22)])
+    _, duplicate, after = features_of([
+        first, first, report(T0 + MINUTE_MS, seq=2, listeners=[listening(22)])])
+    assert duplicate.new_baseline is NewBaseline.LATE
+    assert after.listeners_added == after.listeners_removed == ()
+
+
+def test_a_late_report_still_names_what_is_new_in_it() -> None:
+    _, _, late = features_of([
+        report(T0, seq=1, connections=[outbound("203.0.113.5", 443)]),
+        report(T0 + 2 * MINUTE_MS, seq=3, connections=[outbound("203.0.113.5", 443)]),
+        report(T0 + MINUTE_MS, seq=2, connections=[outbound("198.51.100.66", 6667)]),
+    ])
+    assert late.new_destinations == (Destination("198.51.100.66", 6667),)
 
 
 def test_auth_failures_are_absent_when_the_agent_has_no_source_for_them() -> None:

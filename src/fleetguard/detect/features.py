@@ -8,8 +8,10 @@ report of the same boot: that gap, not ``period_start_ms``, is what the differen
 cumulative readings covers, also when a report in between was lost. A report is a *new
 baseline* (rates absent: not zero, not a spike; gauges still present) when it is the
 device's first, follows a reboot (another ``boot_id``), or comes no later than the
-previous one. A counter that went down (a reset or a wrap) gives no rate for that one
-feature. Interface traffic is summed over every interface but loopback; an interface that
+previous one (a clock set back). A report that is not after the previous one in sequence
+(``seq``: late, or a duplicate) has no rates either, and leaves the previous one the
+reference for the next. A counter that went down (a reset or a wrap) gives no rate for
+that one feature. Interface traffic is summed over every interface but loopback; an interface that
 was not in the previous report counts from the next one (its since-boot total is no rate).
 
 What is *new* (remote addresses and ports, listeners, executables) is new against the
@@ -32,7 +34,7 @@ ports, listeners and binaries each: a device that scans or churns, not a normal 
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from types import MappingProxyType
 from typing import TypeVar
@@ -79,7 +81,8 @@ class NewBaseline(StrEnum):
 
     FIRST_REPORT = "first_report"
     REBOOT = "reboot"
-    NO_PERIOD = "no_period"  # not later than the previous report
+    NO_PERIOD = "no_period"  # not later than the previous report (a clock set back)
+    LATE = "late"  # not after the previous report in sequence: late or a duplicate
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -136,6 +139,7 @@ class DeviceFeatureState:
     """What the next report of the device needs; bounded (see the module doc)."""
 
     boot_id: str
+    seq: int
     collected_at_ms: int
     counters: Mapping[Feature, int]
     interfaces: Mapping[str, tuple[int, int, int, int]]  # bytes in/out, packets in/out
@@ -148,7 +152,7 @@ class DeviceFeatureState:
 
 def _empty_state() -> DeviceFeatureState:
     return DeviceFeatureState(
-        boot_id="", collected_at_ms=0, counters=MappingProxyType({}),
+        boot_id="", seq=-1, collected_at_ms=0, counters=MappingProxyType({}),
         interfaces=MappingProxyType({}), listeners=frozenset(),
         known_addresses=MappingProxyType({}), known_ports=MappingProxyType({}),
         known_listeners=MappingProxyType({}), known_executables=MappingProxyType({}))
@@ -184,6 +188,8 @@ def _interfaces(report: TelemetryReport) -> dict[str, tuple[int, int, int, int]]
 def _baseline(state: DeviceFeatureState | None, report: TelemetryReport) -> NewBaseline | None:
     if state is None:
         return NewBaseline.FIRST_REPORT
+    if report.seq <= state.seq:
+        return NewBaseline.LATE
     if state.boot_id != report.boot_id:
         return NewBaseline.REBOOT
     if report.collected_at_ms <= state.collected_at_ms:
@@ -273,6 +279,53 @@ def _gauges(report: TelemetryReport, sockets: _Sockets) -> dict[Feature, float]:
     return values
 
 
+@dataclass(frozen=True, slots=True)
+class _Learned:
+    """The device's known sets after a report, and what the report added to them."""
+
+    addresses: Mapping[str, None]
+    ports: Mapping[int, None]
+    listeners: Mapping[Listener, None]
+    executables: Mapping[str, None]
+    new_addresses: frozenset[str]
+    new_ports: tuple[int, ...]
+    first_listeners: tuple[Listener, ...]
+    first_executables: frozenset[str]
+
+
+def _learn(
+    before: DeviceFeatureState, sockets: _Sockets, executables: tuple[Executable, ...],
+    first_report: bool,
+) -> _Learned:
+    addresses, new_addresses = _remember(before.known_addresses, sockets.addresses)
+    ports, new_ports = _remember(before.known_ports, sockets.outbound_ports)
+    listeners, first_listeners = _remember(before.known_listeners, sorted(sockets.listeners))
+    binaries, first_binaries = _remember(before.known_executables, (e.key for e in executables))
+    if first_report:
+        # Nothing is new against no history: the first report is learned, not flagged.
+        new_addresses, new_ports, first_listeners, first_binaries = [], [], [], []
+    return _Learned(addresses, ports, listeners, binaries, frozenset(new_addresses),
+                    tuple(sorted(new_ports)), tuple(first_listeners), frozenset(first_binaries))
+
+
+def _next_state(
+    state: DeviceFeatureState | None, report: TelemetryReport, late: bool,
+    counters: dict[Feature, int], interfaces: dict[str, tuple[int, int, int, int]],
+    sockets: _Sockets, learned: _Learned,
+) -> DeviceFeatureState:
+    if late and state is not None:
+        # A late report is learned from, but the newer one stays the reference for rates.
+        return replace(state, known_addresses=learned.addresses, known_ports=learned.ports,
+                       known_listeners=learned.listeners,
+                       known_executables=learned.executables)
+    return DeviceFeatureState(
+        boot_id=report.boot_id, seq=report.seq, collected_at_ms=report.collected_at_ms,
+        counters=MappingProxyType(counters), interfaces=MappingProxyType(interfaces),
+        listeners=sockets.listeners, known_addresses=learned.addresses,
+        known_ports=learned.ports, known_listeners=learned.listeners,
+        known_executables=learned.executables)
+
+
 def extract_features(
     state: DeviceFeatureState | None, report: TelemetryReport
 ) -> tuple[FeatureVector, DeviceFeatureState]:
@@ -288,31 +341,19 @@ def extract_features(
         values |= _interface_rates(state.interfaces, interfaces, seconds)
 
     before = state if state is not None else _empty_state()
-    added = tuple(sorted(sockets.listeners - before.listeners))
-    removed = tuple(sorted(before.listeners - sockets.listeners))
     executables = tuple(Executable(e.path, e.sha256) for e in report.new_executables)
-
-    known_addresses, new_addresses = _remember(before.known_addresses, sockets.addresses)
-    known_ports, new_ports = _remember(before.known_ports, sockets.outbound_ports)
-    known_listeners, first_listeners = _remember(
-        before.known_listeners, sorted(sockets.listeners))
-    known_executables, first_keys = _remember(
-        before.known_executables, (e.key for e in executables))
-
-    if state is None:
-        # Nothing is new against no history: the first report is learned, not flagged.
-        new_addresses, new_ports, first_listeners, first_keys = [], [], [], []
-        added = removed = ()
-    else:
-        values[Feature.NEW_REMOTE_ADDRESSES] = float(len(new_addresses))
-        values[Feature.NEW_REMOTE_PORTS] = float(len(new_ports))
+    learned = _learn(before, sockets, executables, first_report=state is None)
+    late = baseline is NewBaseline.LATE
+    added: tuple[Listener, ...] = ()
+    removed: tuple[Listener, ...] = ()
+    if state is not None:
+        values[Feature.NEW_REMOTE_ADDRESSES] = float(len(learned.new_addresses))
+        values[Feature.NEW_REMOTE_PORTS] = float(len(learned.new_ports))
+    if state is not None and not late:  # changes against the previous report, not an older one
+        added = tuple(sorted(sockets.listeners - before.listeners))
+        removed = tuple(sorted(before.listeners - sockets.listeners))
         values[Feature.LISTENERS_ADDED] = float(len(added))
         values[Feature.LISTENERS_REMOVED] = float(len(removed))
-    fresh_addresses, fresh_executables = set(new_addresses), set(first_keys)
-    new_destinations = tuple(sorted({
-        Destination(c.remote_address, c.remote_port) for c in report.connections
-        if c.remote_address in fresh_addresses
-    }))
 
     vector = FeatureVector(
         collected_at_ms=report.collected_at_ms,
@@ -320,26 +361,18 @@ def extract_features(
         new_baseline=baseline,
         destinations=sockets.destinations,
         listeners=tuple(sorted(sockets.listeners)),
-        new_destinations=new_destinations,
-        new_remote_ports=tuple(sorted(new_ports)),
+        new_destinations=tuple(sorted({
+            Destination(c.remote_address, c.remote_port) for c in report.connections
+            if c.remote_address in learned.new_addresses})),
+        new_remote_ports=learned.new_ports,
         listeners_added=added,
         listeners_removed=removed,
-        first_listeners=tuple(first_listeners),
+        first_listeners=learned.first_listeners,
         executables=executables,
-        first_executables=tuple(e for e in executables if e.key in fresh_executables),
+        first_executables=tuple(
+            e for e in executables if e.key in learned.first_executables),
     )
-    next_state = DeviceFeatureState(
-        boot_id=report.boot_id,
-        collected_at_ms=report.collected_at_ms,
-        counters=MappingProxyType(counters),
-        interfaces=MappingProxyType(interfaces),
-        listeners=sockets.listeners,
-        known_addresses=known_addresses,
-        known_ports=known_ports,
-        known_listeners=known_listeners,
-        known_executables=known_executables,
-    )
-    return vector, next_state
+    return vector, _next_state(state, report, late, counters, interfaces, sockets, learned)
 
 
 __all__ = [
