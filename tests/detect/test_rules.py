@@ -201,3 +201,26 @@ def test_an_ipv6_destination_with_a_zone_is_matched_by_its_address() -> None:
     (fired,) = _run(v6, features_of([report(T0, connections=[
         outbound("fe80::1%eth0", 443), outbound("2001:db8::7", 443)])]))
     assert [d.address for v in fired for d in v.destinations] == ["2001:db8::7"]
+
+
+def _cpu_rule(value: float, version: int) -> RuleSet:
+    return parse_ruleset({"version": version, "rules": [
+        {"kind": "threshold", "id": "cpu.hot", "severity": "medium", "feature": "cpu_percent",
+         "comparison": ">=", "value": value, "for_reports": 3}]})
+
+
+def test_a_new_version_of_the_rule_set_keeps_the_streak_of_an_unchanged_rule() -> None:
+    vectors = _cpu_reports(95, 96, 97)
+    _, state = evaluate(_cpu_rule(90, 1), None, vectors[0], NO_LEARNING)
+    _, state = evaluate(_cpu_rule(90, 1), state, vectors[1], NO_LEARNING)
+    fired, _ = evaluate(_cpu_rule(90, 2), state, vectors[2], NO_LEARNING)
+    assert [v.reports for v in fired] == [3]
+
+
+def test_a_changed_rule_counts_its_streak_anew() -> None:
+    vectors = _cpu_reports(95, 96, 97)
+    _, state = evaluate(_cpu_rule(90, 1), None, vectors[0], NO_LEARNING)
+    _, state = evaluate(_cpu_rule(90, 1), state, vectors[1], NO_LEARNING)
+    fired, state = evaluate(_cpu_rule(94, 2), state, vectors[2], NO_LEARNING)
+    assert fired == []
+    assert state.streaks["cpu.hot"].since_ms == vectors[2].collected_at_ms

@@ -7,7 +7,8 @@ of one report and the rule state the device's next report needs. Three kinds of 
 - **threshold**: a feature compared with a value; fires once it has held for
   ``for_reports`` consecutive reports, and on every report after while it still holds. A
   report where the feature is absent (a new baseline has no rates) neither extends nor
-  breaks the streak: nothing was observed.
+  breaks the streak: nothing was observed. A new rule set keeps the streaks of the rules it
+  keeps unchanged (same id, same definition); a changed rule starts counting anew.
 - **allow-list**: destinations (CIDRs, optionally with ports), listening ports, or
   executables (a path pattern, ``fnmatch`` style, or a sha256); anything outside fires.
 - **first-seen**: a device's first connection to an address, first listener on a port,
@@ -149,6 +150,7 @@ class RuleSet:
 class Streak:
     """A threshold rule holding on consecutive reports since ``since_ms``."""
 
+    rule: ThresholdRule  # as it was when counted: a changed rule starts a new streak
     reports: int
     since_ms: int
 
@@ -199,8 +201,9 @@ def _threshold(
         return None, streak  # no observation: the streak stands as it was
     if not rule.comparison.holds(observed, rule.value):
         return None, None
-    streak = (Streak(streak.reports + 1, streak.since_ms) if streak is not None
-              else Streak(1, features.collected_at_ms))
+    streak = (Streak(rule, streak.reports + 1, streak.since_ms)
+              if streak is not None and streak.rule == rule
+              else Streak(rule, 1, features.collected_at_ms))
     if streak.reports < rule.for_reports:
         return None, streak
     verdict = Verdict(
