@@ -206,6 +206,21 @@ def test_new_destinations_are_the_addresses_this_device_never_talked_to() -> Non
     assert second.new_remote_ports == (6667,)
 
 
+def test_a_new_client_connecting_in_is_not_a_new_destination_of_this_device() -> None:
+    def client(address: str) -> Connection:
+        return Connection(proto=TCP, local_address="10.0.0.5", local_port=1883,
+                          remote_address=address, remote_port=50000)
+
+    _, joined = features_of([
+        report(T0, listeners=[listening(1883)], connections=[client("10.0.0.20")]),
+        report(T0 + MINUTE_MS, listeners=[listening(1883)],
+               connections=[client("10.0.0.20"), client("10.0.0.21")]),
+    ])
+    assert joined.new_destinations == ()
+    assert joined.get(Feature.NEW_REMOTE_ADDRESSES) == 0.0
+    assert joined.get(Feature.REMOTE_ADDRESSES) == 2.0
+
+
 def test_a_destination_seen_long_ago_is_still_known() -> None:
     vectors = features_of([
         report(T0, connections=[outbound("203.0.113.5", 443)]),

@@ -20,10 +20,12 @@ and its novelty features are absent and its lists of new things empty, as its ra
 
 Remote addresses count every connection; remote *ports* count outbound connections only,
 because the remote port of an inbound connection (one whose local port is listening) is the
-client's ephemeral port and changes every time.
+client's ephemeral port and changes every time. What is new among addresses and ports is
+among outbound connections (*destinations*): where the device reaches out to is its own
+behaviour, while a new client connecting in (a field device joining a gateway) is not.
 
 State memory: what the next report needs (counters, boot, listening set) plus four bounded
-sets of what the device has ever shown (remote addresses, outbound remote ports, listeners,
+sets of what the device has ever shown (outbound remote addresses and ports, listeners,
 executables), each capped at :data:`KNOWN_CAP` entries, the oldest evicted first. Measured
 with ``tracemalloc`` (``tests/detect/test_feature_state_size.py``, ``pytest -s`` prints it):
 about 2.5 KB for a simulated camera or sensor, about 4 KB for a gateway with 20-40 peers,
@@ -117,7 +119,7 @@ class FeatureVector:
     new_baseline: NewBaseline | None
     destinations: tuple[Destination, ...]  # outbound, distinct
     listeners: tuple[Listener, ...]
-    new_destinations: tuple[Destination, ...]  # connections to an address never seen
+    new_destinations: tuple[Destination, ...]  # outbound, to an address never reached
     new_remote_ports: tuple[int, ...]
     listeners_added: tuple[Listener, ...]  # versus the previous report
     listeners_removed: tuple[Listener, ...]
@@ -144,7 +146,7 @@ class DeviceFeatureState:
     counters: Mapping[Feature, int]
     interfaces: Mapping[str, tuple[int, int, int, int]]  # bytes in/out, packets in/out
     listeners: frozenset[Listener]
-    known_addresses: Mapping[str, None]
+    known_addresses: Mapping[str, None]  # outbound
     known_ports: Mapping[int, None]
     known_listeners: Mapping[Listener, None]
     known_executables: Mapping[str, None]  # Executable.key
@@ -245,7 +247,8 @@ def _remember(
 @dataclass(frozen=True, slots=True)
 class _Sockets:
     destinations: tuple[Destination, ...]
-    addresses: tuple[str, ...]
+    addresses: tuple[str, ...]  # every connection's
+    outbound_addresses: tuple[str, ...]
     outbound_ports: tuple[int, ...]
     listeners: frozenset[Listener]
 
@@ -261,7 +264,8 @@ def _sockets(report: TelemetryReport) -> _Sockets:
     })
     addresses = tuple(dict.fromkeys(c.remote_address for c in report.connections))
     ports = tuple(dict.fromkeys(d.port for d in destinations))
-    return _Sockets(tuple(destinations), addresses, ports, listeners)
+    outbound_addresses = tuple(dict.fromkeys(d.address for d in destinations))
+    return _Sockets(tuple(destinations), addresses, outbound_addresses, ports, listeners)
 
 
 def _gauges(report: TelemetryReport, sockets: _Sockets) -> dict[Feature, float]:
@@ -297,7 +301,7 @@ def _learn(
     before: DeviceFeatureState, sockets: _Sockets, executables: tuple[Executable, ...],
     first_report: bool,
 ) -> _Learned:
-    addresses, new_addresses = _remember(before.known_addresses, sockets.addresses)
+    addresses, new_addresses = _remember(before.known_addresses, sockets.outbound_addresses)
     ports, new_ports = _remember(before.known_ports, sockets.outbound_ports)
     listeners, first_listeners = _remember(before.known_listeners, sorted(sockets.listeners))
     binaries, first_binaries = _remember(before.known_executables, (e.key for e in executables))
@@ -361,9 +365,8 @@ def extract_features(
         new_baseline=baseline,
         destinations=sockets.destinations,
         listeners=tuple(sorted(sockets.listeners)),
-        new_destinations=tuple(sorted({
-            Destination(c.remote_address, c.remote_port) for c in report.connections
-            if c.remote_address in learned.new_addresses})),
+        new_destinations=tuple(
+            d for d in sockets.destinations if d.address in learned.new_addresses),
         new_remote_ports=learned.new_ports,
         listeners_added=added,
         listeners_removed=removed,

@@ -11,7 +11,7 @@ of one report and the rule state the device's next report needs. Three kinds of 
   keeps unchanged (same id, same definition); a changed rule starts counting anew.
 - **allow-list**: destinations (CIDRs, optionally with ports), listening ports, or
   executables (a path pattern, ``fnmatch`` style, or a sha256); anything outside fires.
-- **first-seen**: a device's first connection to an address, first listener on a port,
+- **first-seen**: a device's first connection out to an address, first listener on a port,
   first run of a binary. Quiet while ``context.learning_until_ms`` has not passed: what the
   device shows then is learned (by the feature state), not flagged.
 """
