@@ -109,6 +109,7 @@ def test_a_miner_is_named_with_its_binary_and_its_pool() -> None:
     assert by_rule["beacon.new-destination"].destinations[0].port == 3333
     assert by_rule["miner.cpu-pinned"].observed is not None
     assert by_rule["miner.cpu-pinned"].observed >= 90
+    assert by_rule["miner.cpu-pinned"].description == "CPU pinned for two reports in a row"
 
 
 def test_a_backdoor_listener_is_named_with_its_port() -> None:

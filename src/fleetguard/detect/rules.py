@@ -181,7 +181,8 @@ class Verdict:
     collected_at_ms: int
     since_ms: int  # the first report of the streak (this report unless a threshold)
     reports: int  # how many consecutive reports it has held
-    summary: str
+    summary: str  # what was seen, e.g. "tcp_failures_per_s 155 > 2 for 1 report(s)"
+    description: str = ""  # the rule's own words on what this means
     features: tuple[Feature, ...] = ()
     observed: float | None = None
     comparison: Comparison | None = None
@@ -212,6 +213,7 @@ def _threshold(
         reports=streak.reports,
         summary=(f"{rule.feature.value} {observed:g} {rule.comparison.value} {rule.value:g}"
                  f" for {streak.reports} report(s)"),
+        description=rule.description,
         features=(rule.feature,), observed=observed, comparison=rule.comparison,
         threshold=rule.value,
     )
@@ -251,7 +253,8 @@ def _naming_verdict(
     return Verdict(
         rule_id=rule.id, kind=rule.kind, family=rule.family, severity=rule.severity,
         collected_at_ms=features.collected_at_ms, since_ms=features.collected_at_ms,
-        reports=1, summary=f"{what}: {named.names()}", features=involved, expected=expected,
+        reports=1, summary=f"{what}: {named.names()}", description=rule.description,
+        features=involved, expected=expected,
         destinations=named.destinations, remote_ports=remote_ports,
         listeners=named.listeners, executables=named.executables,
     )
