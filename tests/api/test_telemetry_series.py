@@ -109,6 +109,8 @@ def test_unknown_device_or_metric_is_404_with_its_code(
     ({"step": 0}, "step", ""),
     ({"step": "1e400"}, "step", ""),
     ({"agg": "median"}, "agg", "avg"),
+    # the calendar's first hour has no hour before it to default to
+    ({"end": "0001-01-01T00:30:00+00:00"}, "end", "after start"),
 ])
 def test_a_bad_range_step_or_aggregation_is_422_naming_the_parameter(
     reporting: tuple[str, datetime], auditor: LoggedIn, params: dict[str, str | int],

@@ -63,6 +63,7 @@ from fleetguard.telemetry.series import (
     MAX_SERIES_POINTS,
     aggregate_series,
     check_series_query,
+    default_series_start,
     metric_named,
     metric_summaries,
 )
@@ -101,6 +102,7 @@ __all__ = [
     "check_series_query",
     "compact_telemetry",
     "count_reporting_devices",
+    "default_series_start",
     "device_status",
     "latest_snapshot",
     "list_commands",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
@@ -38,6 +38,8 @@ from fleetguard.telemetry.queries import telemetry_key
 #: The most points one series answers (Prometheus answers at most 11,000): a longer range
 #: needs a longer step.
 MAX_SERIES_POINTS = 10_000
+DEFAULT_SERIES_RANGE = timedelta(hours=1)
+_EPOCH = from_millis(0)  # telemetry times are milliseconds since; nothing is stored before
 _METRIC_OF_ID = {number: metric for metric, number in METRIC_IDS.items()}
 
 
@@ -149,6 +151,14 @@ class _Step:
                 return self.total
             case Aggregation.COUNT:
                 return float(self.count)
+
+
+def default_series_start(end: datetime) -> datetime:
+    """The hour before ``end``, never before the epoch: a range ending in the calendar's
+    first hour has no hour before it (and nothing stored in it)."""
+    if end - _EPOCH <= DEFAULT_SERIES_RANGE:
+        return _EPOCH
+    return end - DEFAULT_SERIES_RANGE
 
 
 def check_series_query(query: SeriesQuery) -> int:

@@ -18,6 +18,7 @@ from fleetguard.telemetry import (
     Aggregation,
     SeriesQuery,
     aggregate_series,
+    default_series_start,
     metric_named,
     metric_summaries,
 )
@@ -25,7 +26,6 @@ from fleetguard.telemetry import (
 router = APIRouter(prefix="/api/v1", tags=["telemetry"])
 Ctx = Annotated[AppContext, Depends(get_context)]
 Reader = Annotated[Principal, Depends(requires(Permission.DEVICES_READ))]
-DEFAULT_RANGE = timedelta(hours=1)
 MAX_STEP_S = 366 * 86_400
 
 
@@ -66,7 +66,7 @@ def metric_series(
         = Aggregation.AVG,
 ) -> SeriesOut:
     until = end or utcnow()
-    query = SeriesQuery(metric=metric_named(metric), start=start or until - DEFAULT_RANGE,
+    query = SeriesQuery(metric=metric_named(metric), start=start or default_series_start(until),
                         end=until, step=timedelta(seconds=step), aggregation=agg)
     with ctx.db.session() as session:
         points = aggregate_series(session, device_id, query)
