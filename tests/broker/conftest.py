@@ -285,14 +285,22 @@ def fleet(reachable_tmp: Path) -> Iterator[Fleet]:
         yield fleet
 
 
+@contextmanager
+def platform_reader(fleet: Fleet) -> Iterator[Client]:
+    """The platform's own identity, connected and subscribed to every device topic."""
+    client = Client(fleet.files, fleet.files.service_cert, fleet.files.service_key)
+    try:
+        assert client.connect()
+        assert not client.subscribe("fg/d/+/#").is_failure
+        yield client
+    finally:
+        client.close()
+
+
 @pytest.fixture
 def service(fleet: Fleet) -> Iterator[Client]:
-    """The platform's own identity, subscribed to every device topic."""
-    client = Client(fleet.files, fleet.files.service_cert, fleet.files.service_key)
-    assert client.connect()
-    assert not client.subscribe("fg/d/+/#").is_failure
-    yield client
-    client.close()
+    with platform_reader(fleet) as client:
+        yield client
 
 
 @pytest.fixture

@@ -15,7 +15,13 @@ from tests.api.conftest import (
     scan_jobs,
     sqlite_device_app,
 )
-from tests.broker.conftest import Client, Fleet, reachable_directory, running_fleet
+from tests.broker.conftest import (
+    Client,
+    Fleet,
+    platform_reader,
+    reachable_directory,
+    running_fleet,
+)
 
 __all__ = [
     "add_operator", "app", "client", "device_app", "fleet_ca", "login_as", "scan_jobs",
@@ -33,8 +39,5 @@ def fleet() -> Iterator[Fleet]:
 @pytest.fixture
 def platform(fleet: Fleet) -> Iterator[Client]:
     """The platform's own identity, reading every device topic."""
-    client = Client(fleet.files, fleet.files.service_cert, fleet.files.service_key)
-    assert client.connect()
-    assert not client.subscribe("fg/d/+/#").is_failure
-    yield client
-    client.close()
+    with platform_reader(fleet) as client:
+        yield client
