@@ -1,5 +1,7 @@
 """Every table of the platform; importing this module registers them all on Base.metadata."""
 
+from fleetguard.store.tables import detect as _detect  # noqa: F401 - registers its tables
+from fleetguard.store.tables import notify as _notify  # noqa: F401 - registers its tables
 from fleetguard.store.tables import orders as _orders  # noqa: F401 - registers the indexes
 from fleetguard.store.tables.audit import AuditEntryRow, AuditHeadRow
 from fleetguard.store.tables.findings import (
