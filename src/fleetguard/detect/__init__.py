@@ -31,6 +31,7 @@ from fleetguard.detect.models import RuleSetDocument, parse_ruleset
 from fleetguard.detect.rules import (
     AllowListRule,
     Comparison,
+    Confidence,
     EvaluationContext,
     Family,
     FirstSeenRule,
@@ -50,6 +51,7 @@ __all__ = [
     "RATE_FEATURES",
     "AllowListRule",
     "Comparison",
+    "Confidence",
     "Destination",
     "DeviceFeatureState",
     "EvaluationContext",

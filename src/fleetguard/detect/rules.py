@@ -38,9 +38,22 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class RuleKind(StrEnum):
+    """What produced a verdict: a rule of a rule set (the first three), or a learned model."""
+
     THRESHOLD = "threshold"
     ALLOW_LIST = "allow_list"
     FIRST_SEEN = "first_seen"
+    BASELINE = "baseline"  # the device against its own learned normal
+    PEER = "peer"  # the device against its peers (same model and group) in the same window
+    MODEL = "model"  # a multivariate model over all features at once
+
+
+class Confidence(StrEnum):
+    """How sure a verdict is: a rule is exact; a learned model is as sure as what it learned."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
 
 
 class Subject(StrEnum):
@@ -79,6 +92,7 @@ class Family(StrEnum):
     FLOODING = "flooding"
     UNEXPECTED_EXECUTABLE = "unexpected_executable"
     POLICY = "policy"  # an operator's own rule with no family
+    ANOMALY = "anomaly"  # unlike the device's normal or its peers, no family known
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +206,10 @@ class Verdict:
     remote_ports: tuple[int, ...] = ()
     listeners: tuple[Listener, ...] = ()
     executables: tuple[Executable, ...] = ()
+    confidence: Confidence = Confidence.HIGH
+    # For a learned model: the normal band the observation fell outside of.
+    expected_low: float | None = None
+    expected_high: float | None = None
 
 
 def _threshold(
@@ -335,6 +353,7 @@ __all__ = [
     "AllowListRule",
     "AllowedDestination",
     "Comparison",
+    "Confidence",
     "EvaluationContext",
     "Family",
     "FirstSeenRule",
