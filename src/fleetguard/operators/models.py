@@ -28,6 +28,10 @@ class Permission(StrEnum):
     DEVICES_WRITE = "devices:write"
     REPORTS_READ = "reports:read"
     PKI_ADMIN = "pki:admin"
+    ALARMS_READ = "alarms:read"
+    ALARMS_TRIAGE = "alarms:triage"  # acknowledge, resolve, give a verdict
+    DETECTION_RULES_WRITE = "detection-rules:write"  # activate a rule set
+    NOTIFICATIONS_WRITE = "notifications:write"  # webhook and syslog destinations
 
 
 _AUDITOR = frozenset(
@@ -39,9 +43,10 @@ _AUDITOR = frozenset(
         Permission.DEVICES_READ,
         Permission.REPORTS_READ,
         Permission.METRICS_READ,
+        Permission.ALARMS_READ,
     }
 )
-_OPERATOR = _AUDITOR | {Permission.DEVICES_WRITE}
+_OPERATOR = _AUDITOR | {Permission.DEVICES_WRITE, Permission.ALARMS_TRIAGE}
 _ADMIN = frozenset(Permission)
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
