@@ -3,6 +3,11 @@
 It initializes a fresh demo data dir, runs the server (and the MQTT broker when Mosquitto
 is installed), enrolls a simulated fleet with a few compromised devices, prints where to
 look and the one-time admin credentials, and on Ctrl-C stops everything it started.
+
+The story is told in the first five minutes: the devices report every 10 seconds, the
+attacks start one after another between minute 2 and minute 4 after the fleet connects
+(after two minutes of normal reports to learn from), and the ground truth file says which
+device, which attack, and when.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ if TYPE_CHECKING:
     from fleetguard.install import InitResult
 
 DEMO_MARKER = ".fleetguard-demo"
+DEMO_INTERVAL_S = 10.0
+DEMO_COMPROMISED = 5
+OPEN_ENDED_S = 10**8  # the simulator's duration when the demo runs until Ctrl-C
 FLEETGUARD = [sys.executable, "-m", "fleetguard.cli"]
 
 
@@ -81,11 +89,13 @@ def demo_command(
     data_dir: Annotated[Path, typer.Option(help="Demo data dir (wiped and made anew).")] = Path(
         ".demo-data"),
     devices: Annotated[int, typer.Option(min=1, max=10_000, help="Simulated devices.")] = 50,
-    compromised: Annotated[int, typer.Option(min=0, help="Of them, attacked.")] = 5,
+    compromised: Annotated[int, typer.Option(min=0, help="Of them, attacked.")] = (
+        DEMO_COMPROMISED),
     port: Annotated[int, typer.Option(help="Operator API port.")] = 8443,
     device_port: Annotated[int, typer.Option(help="Device endpoint port.")] = 8444,
     mqtt_port: Annotated[int, typer.Option(help="MQTT broker port.")] = 8883,
-    interval: Annotated[float, typer.Option(min=1, help="Seconds between device reports.")] = 10,
+    interval: Annotated[float, typer.Option(
+        min=1, help="Seconds between device reports.")] = DEMO_INTERVAL_S,
     duration: Annotated[
         float, typer.Option(min=0, help="Stop after this many seconds (0: until Ctrl-C).")
     ] = 0,
@@ -116,7 +126,7 @@ def demo_command(
             "--device-endpoint", f"https://127.0.0.1:{device_port}",
             "--api-token", sim_token, "--transport", transport,
             "--broker", f"mqtts://127.0.0.1:{mqtt_port}",
-            "--interval", str(interval), "--duration", str(duration or 10**8),
+            "--interval", str(interval), "--duration", str(duration or OPEN_ENDED_S),
             "--ground-truth", str(data_dir / "ground-truth.json"), "--ca-file", str(bundle),
         )
         console.print(f"\nfleetguard demo is running ({devices} simulated devices over "
@@ -130,13 +140,33 @@ def demo_command(
             console.print(f"  MQTT broker      mqtts://127.0.0.1:{mqtt_port}")
         console.print(f"  trust            {bundle} (fleet root "
                       f"{installed.root_fingerprint[:16]}...)")
-        console.print(f"  ground truth     {data_dir / 'ground-truth.json'}")
+        if compromised:
+            first, last = attack_window_s(interval, duration or OPEN_ENDED_S, compromised)
+            console.print(f"  attacks          {compromised} devices, one after another from "
+                          f"{_clock(first)} to {_clock(last)} after the fleet connects")
+        console.print(f"  ground truth     {data_dir / 'ground-truth.json'} (which device, "
+                      "which attack, when)")
         console.print(f"  logs             {children.logs}")
         print(f"admin username: {installed.admin_username}", flush=True)
         print(f"admin password: {installed.admin_password}", flush=True)
         console.print("The admin enrolls a TOTP authenticator at first login. Ctrl-C stops "
                       "everything.")
         children.watch(duration)
+
+
+def attack_window_s(interval_s: float, duration_s: float, compromised: int) -> tuple[float, float]:
+    """When the simulator starts its first and its last attack, in seconds after it connects."""
+    from fleetguard.sim import SimSettings, SimTransport
+
+    settings = SimSettings(transport=SimTransport.HTTPS, host="127.0.0.1", port=0,
+                           interval_s=interval_s, duration_s=duration_s,
+                           compromise=compromised)
+    starts = settings.attack_starts_s(compromised)
+    return starts[0], starts[-1]
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
 
 
 def _demo_installation(data_dir: Path) -> tuple[InitResult, str]:

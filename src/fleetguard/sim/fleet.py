@@ -3,7 +3,11 @@ certificate and mutual-TLS connection (MQTT or HTTPS), reporting on an interval.
 
 Compromise scenarios are scheduled on randomly chosen devices and written as ground
 truth (device, scenario, start and end) to a JSON file as soon as they are planned, and
-again at the end with the number of reports each one affected.
+again at the end with the number of reports each one affected. They start after a warm-up
+of normal reports (what first-seen rules and learned baselines learn from), staggered
+over the next few reports (with the demo's 10-second interval, between minute 2 and 4,
+however long the run; a run too short for that keeps them in its middle), and go on to
+its end: a compromised device stays compromised.
 """
 
 from __future__ import annotations
@@ -22,7 +26,13 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from fleetguard.protocol import ContentType, TopicKind, device_topic, encode_message
+from fleetguard.protocol import (
+    ContentType,
+    TelemetryReport,
+    TopicKind,
+    device_topic,
+    encode_message,
+)
 from fleetguard.sim.http import MiniHttpsClient
 from fleetguard.sim.identity import SimIdentity
 from fleetguard.sim.mqtt import MiniMqttClient
@@ -53,6 +63,17 @@ class SimSettings:
     seed: int | None = None
     connect_concurrency: int = 200
     content_type: ContentType = ContentType.JSON
+    # Attacks start after this many reports of normal behaviour, one after another over
+    # the next ``attack_spread_reports`` (each capped at 40 % of a short run).
+    attack_warm_up_reports: int = 12
+    attack_spread_reports: int = 12
+
+    def attack_starts_s(self, count: int) -> list[float]:
+        """When each of ``count`` attacks starts, in seconds after the plan, evenly staggered."""
+        cap = 0.4 * self.duration_s
+        warm_up = min(self.attack_warm_up_reports * self.interval_s, cap)
+        spread = min(self.attack_spread_reports * self.interval_s, cap)
+        return [warm_up + spread * i / max(count - 1, 1) for i in range(count)]
 
 
 @dataclass
@@ -208,11 +229,11 @@ class FleetSimulator:
         start_ms = start_ms or int(time.time() * 1000)
         duration_ms = int(s.duration_s * 1000)
         count = min(s.compromise, len(self.devices))
+        starts = s.attack_starts_s(count)
         for index, device in enumerate(self._rng.sample(self.devices, count)):
             scenario = s.scenarios[index % len(s.scenarios)]
-            begin = start_ms + int(duration_ms * self._rng.uniform(0.2, 0.45))
-            length = max(int(2 * s.interval_s * 1000), int(duration_ms * 0.35))
-            end = min(begin + length, start_ms + duration_ms)
+            begin = start_ms + int(starts[index] * 1000)
+            end = start_ms + duration_ms  # a compromised device stays compromised
             target, port = scenario_target(scenario, device.model)
             active = ActiveScenario(scenario, begin, end, target, port)
             device.model.add_scenario(active)
@@ -266,12 +287,16 @@ class FleetSimulator:
             async with asyncio.timeout(max(seconds, 0.0)):
                 await self._stop.wait()
 
-    async def _report(self, device: VirtualDevice) -> None:
-        now_ms = int(time.time() * 1000)
+    def next_report(self, device: VirtualDevice, now_ms: int) -> TelemetryReport:
+        """The device's report at ``now_ms``, counted in the ground truth of its attacks."""
         report = device.model.report(now_ms)
         for truth in self.truth:
             if truth.device is device and truth.active.start_ms <= now_ms < truth.active.end_ms:
                 truth.reports += 1
+        return report
+
+    async def _report(self, device: VirtualDevice) -> None:
+        report = self.next_report(device, int(time.time() * 1000))
         payload = encode_message(report, self.settings.content_type)
         try:
             if device.mqtt is not None:
