@@ -16,7 +16,7 @@ device to its own topics); nothing in a message body names the device.
 >>> service.flush(); service.stop()                                # doctest: +SKIP
 """
 
-from fleetguard.telemetry._batch import UNKNOWN_DEVICE, Committed
+from fleetguard.telemetry._batch import UNKNOWN_DEVICE, Committed, ReportHook
 from fleetguard.telemetry._plan import HeartbeatFacts, ReportFacts
 from fleetguard.telemetry.commands import (
     list_commands,
@@ -92,6 +92,7 @@ __all__ = [
     "OfflinePolicy",
     "QueuedCommand",
     "ReportFacts",
+    "ReportHook",
     "RetentionPolicy",
     "RollupPoint",
     "Sample",

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from fleetguard.core.clock import utcnow
 from fleetguard.core.errors import DependencyError, FleetError
-from fleetguard.protocol import CommandResult, to_millis
+from fleetguard.protocol import CommandResult, TelemetryReport, to_millis
 from fleetguard.registry import service as registry
 from fleetguard.store import Database
 from fleetguard.telemetry._plan import DeviceState, Item, Plan, ReportFacts, plan_batch
@@ -61,6 +61,10 @@ class Committed(NamedTuple):
 
 
 CommittedHook = Callable[[Sequence[Committed]], None]
+ReportHook = Callable[[str, TelemetryReport], None]
+"""Called with (device id, the validated report) once per newly stored report, from the
+writer thread after its batch committed. It must not block: it holds up every device's
+telemetry while it runs (hand the report to a bounded queue of your own and return)."""
 
 
 @dataclass(slots=True)
@@ -101,7 +105,7 @@ class Counters:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._c = dict.fromkeys(("accepted", "stored", "duplicates", "expired", "unknown",
-                                 "rejected", "batches", "write_errors"), 0)
+                                 "rejected", "batches", "write_errors", "hook_errors"), 0)
 
     def add(self, **deltas: int) -> None:
         with self._lock:
@@ -115,7 +119,7 @@ class Counters:
             accepted=c["accepted"], stored=c["stored"], duplicates=c["duplicates"],
             dropped_expired=c["expired"], dropped_unknown_device=c["unknown"],
             rejected=c["rejected"], queued=queued, batches=c["batches"],
-            write_errors=c["write_errors"],
+            write_errors=c["write_errors"], report_hook_errors=c["hook_errors"],
         )
 
 
@@ -125,6 +129,7 @@ class _Outcome:
 
     plan: Plan
     inserted: int
+    already_stored: set[int]  # indices of report rows found stored before
     dropped: int
     seen: list[str]
     addresses: dict[str, str]
@@ -138,7 +143,7 @@ class BatchWriter:
         self, db: Database, counters: Counters, *, retention: RetentionPolicy,
         offline: OfflinePolicy, exclusive: bool, cache_limit: int,
         on_committed: CommittedHook | None, stopping: Callable[[], bool],
-        write_gate: contextlib.AbstractContextManager[Any],
+        write_gate: contextlib.AbstractContextManager[Any], on_report: ReportHook | None = None,
     ) -> None:
         self.db = db
         self.retention = retention
@@ -148,6 +153,7 @@ class BatchWriter:
         self._cache: dict[str, DeviceState] = {}
         self._cache_limit = cache_limit
         self._on_committed = on_committed
+        self._on_report = on_report
         self._stopping = stopping
         self._write_gate = write_gate
         self._seen_written: dict[str, float] = {}  # device -> monotonic time written
@@ -205,12 +211,13 @@ class BatchWriter:
         rejections = dict(notes.rejections)  # a retry starts again from the batch's own
         with self._write_gate, self.db.session() as session:
             plan, dropped = self._plan(session, items, rejections)
-            inserted = write_plan(session, plan)
+            inserted, already = write_plan(session, plan)
             stored = _record_answers(session, answers, rejections)
             add_rejections(session, rejections)
             heard = [*plan.states, *(a.device_id for a in answers)]
             seen, addresses = self._record_seen(session, heard, notes)
-        self._committed(_Outcome(plan, inserted, dropped, seen, addresses, stored), entries)
+        self._committed(
+            _Outcome(plan, inserted, already, dropped, seen, addresses, stored), entries)
 
     def _plan(
         self, session: Session, items: list[Item], rejections: Rejections
@@ -275,6 +282,20 @@ class BatchWriter:
                            unknown=done.dropped, rejected=refused)
         if self._on_committed is not None and entries:
             self._on_committed([Committed(e.device_id, _seq(e), e.submitted) for e in entries])
+        if self._on_report is not None:
+            self._report_stored(self._on_report, done)
+
+    def _report_stored(self, hook: ReportHook, done: _Outcome) -> None:
+        """The hook, once per report this batch stored, in the order they were submitted."""
+        for index, item in enumerate(done.plan.row_items):
+            if item.report is None or index in done.already_stored:
+                continue
+            try:
+                hook(item.device_id, item.report)
+            except Exception:  # the hook's failure is its own: the report is stored
+                log.exception("telemetry report hook failed (device %s, seq %d)",
+                              item.device_id, item.report.seq)
+                self._counters.add(hook_errors=1)
 
 
 def _record_answers(

@@ -247,11 +247,18 @@ class Item:
     received_ms: int
     submitted: float  # time.perf_counter() at submit
     on_stored: Callable[[], None] | None = None
+    # The validated report, kept only when a report hook wants it (memory: see ReportFacts).
+    report: TelemetryReport | None = None
 
 
 @dataclass(slots=True)
 class Plan:
     report_rows: list[ReportRow] = field(default_factory=list)
+    # The item of each report row, and the rows that may already be stored (their seq is
+    # not above every seq the device stored): those are inserted one by one, so that what
+    # was new is known row by row. Every other row cannot be stored yet.
+    row_items: list[Item] = field(default_factory=list)
+    checked: set[int] = field(default_factory=set)
     states: dict[str, DeviceState] = field(default_factory=dict)
     # device -> (latest report, its ts, whether its socket lists differ from the row's)
     snapshots: dict[str, tuple[ReportFacts, int, bool]] = field(default_factory=dict)
@@ -314,8 +321,9 @@ def _plan_report(
         or message.seq > state.last_seq
         or (not same_boot and (state.last_report_ms or 0) <= message.collected_at_ms)
     )
+    maybe_stored = state.last_seq is not None and message.seq <= state.last_seq
     if not newer:  # late, out of order: stored (deduped by the key), no deltas
-        plan.report_rows.append(_row(state.key, message, ts, None))
+        _add_row(plan, item, _row(state.key, message, ts, None), maybe_stored)
         return
     deltas: dict[str, int | None]
     if same_boot and state.counters:
@@ -326,8 +334,15 @@ def _plan_report(
     if message.new_executables:
         state.recent_executables = _merge_executables(state.recent_executables, message, ts)
         plan.executables_changed.add(item.device_id)
-    plan.report_rows.append(_row(state.key, message, ts, deltas))
+    _add_row(plan, item, _row(state.key, message, ts, deltas), maybe_stored)
     plan.snapshots[item.device_id] = (message, ts, False)
+
+
+def _add_row(plan: Plan, item: Item, row: ReportRow, maybe_stored: bool) -> None:
+    if maybe_stored:
+        plan.checked.add(len(plan.report_rows))
+    plan.report_rows.append(row)
+    plan.row_items.append(item)
 
 
 def _advance(

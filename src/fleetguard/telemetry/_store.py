@@ -121,34 +121,39 @@ def _pg_type(column: str, table: str) -> str:
     return _PG_TYPES[column]
 
 
-def write_plan(session: Session, plan: Plan) -> int:
+def write_plan(session: Session, plan: Plan) -> tuple[int, set[int]]:
     """Insert the reports (duplicates skipped by the key) and update device rows.
 
-    Returns how many report rows were new (the driver's row count: a row skipped by
-    ``ON CONFLICT DO NOTHING`` is not counted, on either database). The statements go to
-    the driver as they are, without SQLAlchemy's per-row parameter processing:
-    ``executemany`` over tuples on SQLite; on PostgreSQL one statement per batch whose
-    rows travel as a single JSON document (``json_to_recordset``), which the driver
-    sends as one string instead of escaping element by element as it does for arrays.
+    Returns how many report rows were new, and which of the rows that may already have
+    been stored (``plan.checked``) were (by index). The statements go to the driver as
+    they are, without SQLAlchemy's per-row parameter processing: ``executemany`` over
+    tuples on SQLite; on PostgreSQL one statement per batch whose rows travel as a single
+    JSON document (``json_to_recordset``), which the driver sends as one string instead
+    of escaping element by element as it does for arrays. The checked rows (late or
+    resent reports: rare) go one statement each, whose row count says whether it was new.
     """
     conn = session.connection()
     postgres = conn.dialect.name == "postgresql"
-    inserted = 0
-    if plan.report_rows:
-        if postgres:
-            inserted = _pg_insert_reports(conn, plan.report_rows)
+    insert = _pg_insert_reports if postgres else _sqlite_insert_reports
+    rows = plan.report_rows
+    fresh = [r for i, r in enumerate(rows) if i not in plan.checked] if plan.checked else rows
+    inserted = insert(conn, fresh) if fresh else 0
+    already: set[int] = set()
+    for index in sorted(plan.checked):
+        if insert(conn, [rows[index]]):
+            inserted += 1
         else:
-            inserted = _sqlite_insert_reports(conn, plan.report_rows)
+            already.add(index)
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for device_id, state in plan.states.items():
         params = device_update(plan, device_id, state)
         groups.setdefault(tuple(params), []).append(params)
-    for columns, rows in groups.items():
+    for columns, group in groups.items():
         if postgres:
-            _pg_update_devices(conn, columns, rows)
+            _pg_update_devices(conn, columns, group)
         else:
-            _sqlite_update_devices(conn, columns, rows)
-    return inserted
+            _sqlite_update_devices(conn, columns, group)
+    return inserted, already
 
 
 def _sqlite_insert_reports(conn: Connection, rows: list[ReportRow]) -> int:

@@ -198,10 +198,16 @@ def _derive_type(
     constraints = _constraints(metadata, where, enum_field=is_enum)
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
+        arms_in = get_args(tp)
         if constraints:
-            raise DerivationError(f"{where}: constraints on a union do not translate")
+            # Pydantic puts the constraints of an optional field on the value it may hold.
+            values = [arm for arm in arms_in if arm is not type(None)]
+            if len(values) != 1 or len(arms_in) != 2:
+                raise DerivationError(f"{where}: constraints on a union do not translate")
+            held = _derive_type(values[0], metadata, where, patterns, finite=finite)
+            return Union[held, None]  # noqa: UP007
         arms = tuple(_derive_type(arm, [], where, patterns, finite=finite)
-                     for arm in get_args(tp))
+                     for arm in arms_in)
         return Union[arms]  # noqa: UP007
     derived = _derive_plain(tp, where, finite=finite)
     if derived is float and finite and not {"ge", "le"} <= constraints.keys():
@@ -226,7 +232,7 @@ def _derive_plain(tp: Any, where: str, *, finite: bool) -> Any:
         return tp
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         return _derive_struct(tp)
-    if (isinstance(tp, type) and issubclass(tp, enum.StrEnum)) or tp in (int, float, str):
+    if (isinstance(tp, type) and issubclass(tp, enum.StrEnum)) or tp in (bool, int, float, str):
         return tp
     raise DerivationError(f"{where}: type {tp!r} does not translate")
 

@@ -156,6 +156,7 @@ class IngestStats:
     queued: int
     batches: int
     write_errors: int
+    report_hook_errors: int = 0  # times the report hook raised (each report still stored)
 
 
 class CommandState(StrEnum):
