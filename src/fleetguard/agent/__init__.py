@@ -34,8 +34,14 @@ if _typing.TYPE_CHECKING:
         uptime_seconds,
     )
     from fleetguard.agent.commands import CommandDispatcher, CommandHandlers
-    from fleetguard.agent.config import DEFAULT_INTERVAL_S, MIN_INTERVAL_S, AgentConfig
+    from fleetguard.agent.config import (
+        DEFAULT_INTERVAL_S,
+        DEFAULT_SAMPLE_INTERVAL_S,
+        MIN_INTERVAL_S,
+        AgentConfig,
+    )
     from fleetguard.agent.errors import OutboxError
+    from fleetguard.agent.sampler import ActivitySampler, PeriodActivity
 
 # Loaded on first use: `fleetguard --help` imports this package's cli and nothing heavy.
 __getattr__, __dir__ = _lazy_exports(
@@ -57,15 +63,20 @@ __getattr__, __dir__ = _lazy_exports(
         "CommandDispatcher": "fleetguard.agent.commands",
         "CommandHandlers": "fleetguard.agent.commands",
         "DEFAULT_INTERVAL_S": "fleetguard.agent.config",
+        "DEFAULT_SAMPLE_INTERVAL_S": "fleetguard.agent.config",
         "MIN_INTERVAL_S": "fleetguard.agent.config",
         "AgentConfig": "fleetguard.agent.config",
         "OutboxError": "fleetguard.agent.errors",
+        "ActivitySampler": "fleetguard.agent.sampler",
+        "PeriodActivity": "fleetguard.agent.sampler",
     },
 )
 
 __all__ = [
     "DEFAULT_INTERVAL_S",
+    "DEFAULT_SAMPLE_INTERVAL_S",
     "MIN_INTERVAL_S",
+    "ActivitySampler",
     "AgentConfig",
     "AuthFailureCounter",
     "Backoff",
@@ -73,6 +84,7 @@ __all__ = [
     "CommandDispatcher",
     "CommandHandlers",
     "OutboxError",
+    "PeriodActivity",
     "ReportBuffer",
     "SocketSnapshot",
     "TelemetryCollector",

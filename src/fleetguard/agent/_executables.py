@@ -44,17 +44,23 @@ class ExecutableTracker:
         self._known: dict[str, None] = dict.fromkeys(self._load())
         self._pending: dict[str, tuple[int, str, int]] = {}  # key -> (pid, path, size)
 
+    def notice(self, pid: int) -> None:
+        """A process the sampler saw start: queue its executable if new (hashed at the report).
+
+        A short-lived process is gone by the next report; its file is then hashed by path.
+        """
+        seen = self._identify(pid)
+        if seen is None:
+            return
+        key, path, size = seen
+        if key not in self._known and key not in self._pending and (
+                len(self._pending) < _MAX_PENDING):
+            self._pending[key] = (pid, path, size)
+
     def observe(self, pids: Iterable[int]) -> tuple[list[NewExecutable], int]:
         """Look at the running processes; return new executables and how many still wait."""
         for pid in pids:
-            seen = self._identify(pid)
-            if seen is None:
-                continue
-            key, path, size = seen
-            if key in self._known or key in self._pending:
-                continue
-            if len(self._pending) < _MAX_PENDING:
-                self._pending[key] = (pid, path, size)
+            self.notice(pid)
         report: list[NewExecutable] = []
         for key in list(self._pending)[: self._max_hashes]:
             pid, path, size = self._pending.pop(key)

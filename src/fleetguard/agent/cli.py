@@ -65,6 +65,10 @@ def run_command(
     interval: Annotated[
         float, typer.Option(help="Seconds between telemetry reports (at least 1).")
     ] = 300.0,
+    sample_interval: Annotated[
+        float, typer.Option(help="Seconds between samples of sockets and processes within a "
+                                 "report period (0: only at each report).")
+    ] = 1.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Report telemetry, obey the allowed commands and renew the certificate until stopped."""
@@ -83,7 +87,8 @@ def run_command(
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        config = AgentConfig(state_dir=state_dir, interval_s=interval)
+        config = AgentConfig(state_dir=state_dir, interval_s=interval,
+                             sample_interval_s=sample_interval)
         identity = load_identity(state_dir)
         if transport == "https":
             def factory(ident: DeviceIdentity) -> Transport:

@@ -10,7 +10,10 @@ metrics, osquery's process/socket tables) and what IoT anomaly detectors learn f
   outbound connection attempts (``Tcp.ActiveOpens``) and failed ones;
 - authentication failure events from the auth log, since the previous report;
 - the process count and executables first seen running (path, sha256);
-- CPU, load, memory, swap, disk per mount, uptime and boot id.
+- CPU, load, memory, swap, disk per mount, uptime and boot id;
+- what the :class:`~fleetguard.agent.sampler.ActivitySampler` accumulated between reports
+  (:meth:`TelemetryCollector.sample`, every ``sample_interval_s``): outbound destinations,
+  listeners opened, and the processes that ran with their own CPU time.
 
 A metric that cannot be read is left out, never fatal: the report still goes out.
 Lists are bounded by the protocol's limits; what does not fit is counted in the
@@ -20,11 +23,11 @@ message.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import re
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -38,7 +41,9 @@ import psutil
 import fleetguard
 from fleetguard.agent import _procfs
 from fleetguard.agent._executables import ExecutableTracker
+from fleetguard.agent._proctables import is_loopback
 from fleetguard.agent.config import AgentConfig
+from fleetguard.agent.sampler import ActivitySampler
 from fleetguard.core.clock import utcnow
 from fleetguard.protocol import (
     MAX_CONNECTIONS,
@@ -127,7 +132,7 @@ def collect_sockets() -> SocketSnapshot:
     ports = sorted(listening.values(), key=lambda s: (s.port, s.proto, s.address))
     # Remote peers first: if the list must be cut, loopback chatter goes before them.
     connections.sort(
-        key=lambda c: (_is_loopback(c.remote_address), c.remote_address, c.remote_port)
+        key=lambda c: (is_loopback(c.remote_address), c.remote_address, c.remote_port)
     )
     return SocketSnapshot(
         ports[:MAX_LISTENING], max(len(ports) - MAX_LISTENING, 0),
@@ -266,9 +271,24 @@ class TelemetryCollector:
         psutil.cpu_percent(interval=None)  # the first reading is meaningless; take it now
         self._boot_id = boot_id()
         self._period_start_ms = to_millis(clock())
+        # sample() runs in one worker thread, collect() in another: one at a time.
+        self._lock = threading.Lock()
+        self._sampler = ActivitySampler(lambda: to_millis(self._clock()),
+                                        on_new_process=self._executables.notice)
+        self._sampler.sample()  # what runs now is the first period's starting point
+
+    def sample(self) -> None:
+        """Add what runs now to the period's activity (between reports)."""
+        with self._lock:
+            self._sampler.sample()
 
     def collect(self, *, seq: int, reports_dropped: int = 0) -> TelemetryReport:
+        with self._lock:
+            return self._collect(seq=seq, reports_dropped=reports_dropped)
+
+    def _collect(self, *, seq: int, reports_dropped: int) -> TelemetryReport:
         now_ms = to_millis(self._clock())
+        activity = self._sampler.harvest()
         sockets = collect_sockets()
         pids = psutil.pids()
         new_executables, pending = self._executables.observe(pids)
@@ -304,6 +324,13 @@ class TelemetryCollector:
             auth_failures=failures,
             auth_source=source,
             reports_dropped=reports_dropped,
+            samples=activity.samples,
+            destinations_seen=activity.destinations_seen,
+            destinations_omitted=activity.destinations_omitted,
+            listeners_opened=activity.listeners_opened,
+            listeners_opened_omitted=activity.listeners_opened_omitted,
+            processes=activity.processes,
+            processes_omitted=activity.processes_omitted,
         )
         self._period_start_ms = now_ms
         return report
@@ -343,34 +370,24 @@ def encode_within_limit(report: TelemetryReport, content_type: ContentType) -> b
             report = _halve_largest(report)
 
 
+_OMITTED = {  # each list a report may cut, and the field that counts what was cut
+    "connections": "connections_omitted",
+    "listening": "listening_omitted",
+    "new_executables": "new_executables_pending",
+    "destinations_seen": "destinations_omitted",
+    "listeners_opened": "listeners_opened_omitted",
+    "processes": "processes_omitted",
+}
+
+
 def _halve_largest(report: TelemetryReport) -> TelemetryReport:
-    sizes = {
-        "connections": len(report.connections),
-        "listening": len(report.listening),
-        "new_executables": len(report.new_executables),
-    }
+    sizes = {name: len(getattr(report, name) or ()) for name in _OMITTED}
     field = max(sizes, key=lambda name: sizes[name])
     if sizes[field] == 0:
         raise MessageEncodeError("the report does not fit one message even without its lists")
     keep = sizes[field] // 2
-    if field == "connections":
-        return report.model_copy(update={
-            "connections": report.connections[:keep],
-            "connections_omitted": report.connections_omitted + sizes[field] - keep,
-        })
-    if field == "listening":
-        return report.model_copy(update={
-            "listening": report.listening[:keep],
-            "listening_omitted": report.listening_omitted + sizes[field] - keep,
-        })
+    counted = _OMITTED[field]
     return report.model_copy(update={
-        "new_executables": report.new_executables[:keep],
-        "new_executables_pending": report.new_executables_pending + sizes[field] - keep,
+        field: getattr(report, field)[:keep],
+        counted: getattr(report, counted) + sizes[field] - keep,
     })
-
-
-def _is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False

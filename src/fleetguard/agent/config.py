@@ -10,6 +10,8 @@ from fleetguard.protocol import MAX_MESSAGE_BYTES, MAX_NEW_EXECUTABLES, ContentT
 
 DEFAULT_INTERVAL_S = 300.0
 MIN_INTERVAL_S = 1.0
+DEFAULT_SAMPLE_INTERVAL_S = 1.0
+MIN_SAMPLE_INTERVAL_S = 0.1
 DEFAULT_AUTH_LOGS = (Path("/var/log/auth.log"), Path("/var/log/secure"))
 
 
@@ -20,6 +22,9 @@ class AgentConfig:
     Args:
         state_dir: holds the report buffer and what the agent has already seen.
         interval_s: seconds between telemetry reports (at least 1; 300 by default).
+        sample_interval_s: seconds between samples of sockets and processes within a
+            report period (1 by default; 0: only at each report). Costs about 1% of a core
+            at 1 s (benchmarks/bench_agent_sampling.py).
         content_type: how reports are encoded on the wire.
         buffer_max_items / buffer_max_bytes: the offline buffer's bounds; past either,
             the oldest reports are dropped and counted.
@@ -30,6 +35,7 @@ class AgentConfig:
 
     state_dir: Path
     interval_s: float = DEFAULT_INTERVAL_S
+    sample_interval_s: float = DEFAULT_SAMPLE_INTERVAL_S
     # JSON by default: about 20% larger than CBOR, but the server validates it straight
     # from the bytes, twice as fast (benchmarks/bench_protocol.py).
     content_type: ContentType = ContentType.JSON
@@ -42,6 +48,11 @@ class AgentConfig:
     def __post_init__(self) -> None:
         if not self.interval_s >= MIN_INTERVAL_S:
             raise ConfigurationError(f"interval_s must be at least {MIN_INTERVAL_S:g} s")
+        if self.sample_interval_s != 0 and not (
+                MIN_SAMPLE_INTERVAL_S <= self.sample_interval_s <= self.interval_s):
+            raise ConfigurationError(
+                f"sample_interval_s must be 0 (off) or {MIN_SAMPLE_INTERVAL_S:g} s up to "
+                "interval_s")
         if self.buffer_max_items < 1:
             raise ConfigurationError("buffer_max_items must be at least 1")
         if self.buffer_max_bytes < MAX_MESSAGE_BYTES:

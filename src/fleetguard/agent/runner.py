@@ -1,7 +1,10 @@
 """The agent's run loop: collect, buffer, deliver in order, heartbeat, renew, obey.
 
-Four tasks share one asyncio loop:
+Five tasks share one asyncio loop:
 
+- **sample**: every ``sample_interval_s`` (when the source samples, as
+  :class:`TelemetryCollector` does), sockets and processes are sampled in a worker thread
+  and accumulated into the next report, so that what lives between two reports is seen.
 - **collect**: every ``interval_s`` (and on ``report_now``) a report is collected (in a
   worker thread), encoded and pushed into the on-disk :class:`ReportBuffer`. Nothing
   else is needed for it to survive: from here on a crash or a dead network loses nothing.
@@ -16,7 +19,7 @@ Four tasks share one asyncio loop:
 - **renew**: when ``renew_fraction`` (2/3) of the certificate's validity has passed,
   renews it (new key, over mutual TLS with the current one) and reconnects with it.
 
-``stop()`` (wired to SIGTERM and SIGINT by :func:`run_agent`) ends all four; what was
+``stop()`` (wired to SIGTERM and SIGINT by :func:`run_agent`) ends all five; what was
 collected but not delivered stays in the buffer for the next start.
 """
 
@@ -31,7 +34,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from cryptography import x509
 
@@ -77,9 +80,17 @@ class ReportSource(Protocol):
     ) -> Heartbeat: ...
 
 
+@runtime_checkable
+class Sampling(Protocol):
+    """A source that also samples between reports (:meth:`TelemetryCollector.sample`)."""
+
+    def sample(self) -> None: ...
+
+
 @dataclass
 class RunnerStats:
     collected: int = 0
+    samples: int = 0
     delivered: int = 0
     refused: int = 0
     heartbeats: int = 0
@@ -167,6 +178,8 @@ class AgentRunner:
             asyncio.create_task(self._guard(self._command_loop), name="commands"),
             asyncio.create_task(self._guard(self._renew_loop), name="renew"),
         ]
+        if isinstance(self._source, Sampling) and self._config.sample_interval_s > 0:
+            tasks.append(asyncio.create_task(self._guard(self._sample_loop), name="sample"))
         try:
             await self._stop.wait()
         finally:
@@ -195,6 +208,22 @@ class AgentRunner:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(seconds, 0.0)):
                 await self._stop.wait()
+
+    # -- sample -------------------------------------------------------------------------
+
+    async def _sample_loop(self) -> None:
+        source = self._source
+        assert isinstance(source, Sampling)
+        loop = asyncio.get_running_loop()
+        interval = self._config.sample_interval_s
+        next_at = loop.time() + interval
+        while not self._stop.is_set():
+            await self._sleep(next_at - loop.time())
+            if self._stop.is_set():
+                return
+            await asyncio.to_thread(source.sample)
+            self.stats.samples += 1
+            next_at = max(next_at + interval, loop.time())  # late: skip, never catch up
 
     # -- collect ------------------------------------------------------------------------
 

@@ -14,6 +14,12 @@ Counters come in two kinds, and the field docs say which:
 - *since the previous report* (auth failures, new executables): the window is
   ``period_start_ms`` to ``collected_at_ms``.
 
+What is open at the instant of a report misses short-lived activity (a beacon that connects
+for 200 ms, a listener opened and closed again). An agent that samples between reports adds
+what it accumulated over the period (``samples``, ``destinations_seen``, ``listeners_opened``,
+``processes``); these fields are optional and absent (None) in a report from an agent that
+does not sample, which stays valid.
+
 Timestamps are integer milliseconds since the Unix epoch, UTC (``*_ms`` fields); the
 helpers :func:`to_millis` and :func:`from_millis` convert from and to aware datetimes.
 """
@@ -38,6 +44,10 @@ MAX_INTERFACES = 64
 MAX_DISKS = 32
 MAX_NEW_EXECUTABLES = 64
 MAX_CHECKS = 128
+# Accumulated over a report period by a sampling agent (additive in version 1: optional).
+MAX_DESTINATIONS_SEEN = 256
+MAX_LISTENERS_OPENED = 64
+MAX_PROCESSES = 64
 MAX_PATH_CHARS = 1024
 MAX_NAME_CHARS = 128
 MAX_DETAIL_CHARS = 2048
@@ -200,6 +210,52 @@ class NewExecutable(WireModel):
     pid: Pid | None = None
 
 
+class DestinationSeen(WireModel):
+    """An outbound destination the agent saw during the report period, in its samples.
+
+    ``samples``: how many of the period's samples showed a socket to it (established,
+    closing, or in TIME_WAIT, which keeps a closed connection visible for about a minute);
+    ``connections``: how many distinct connections to it they showed (by local address and
+    port), a lower bound on the connection attempts.
+    """
+
+    proto: TransportProto = Field(strict=False)
+    address: IpText
+    port: Port
+    samples: U64
+    connections: U64
+
+
+class ListenerOpened(WireModel):
+    """A socket that started listening during the period, also if it closed before the report.
+
+    ``opened_at_ms`` is the first sample that showed it; ``closed``: it was no longer
+    listening at the report.
+    """
+
+    proto: TransportProto = Field(strict=False)
+    address: IpText
+    port: Port
+    opened_at_ms: Millis
+    closed: bool = False
+
+
+class ProcessUsage(WireModel):
+    """A process that ran during the period, and the CPU it used in it (its own, per process).
+
+    ``cpu_seconds`` is user plus system time over the period (all its threads), in seconds
+    of one core; ``started_at_ms`` is set when it started during the period; ``exited``:
+    gone before the report.
+    """
+
+    pid: Pid
+    name: Name
+    exe: PathText | None = None
+    cpu_seconds: NonNegFloat
+    started_at_ms: Millis | None = None
+    exited: bool = False
+
+
 class CheckOutcome(WireModel):
     check_id: CheckId
     status: CheckStatus = Field(strict=False)
@@ -241,6 +297,20 @@ class TelemetryReport(WireModel):
     auth_failures: U64 | None = None  # since the previous report; None: no readable source
     auth_source: Name | None = None
     reports_dropped: U64 = 0  # reports the agent's buffer dropped so far (cumulative)
+    # Accumulated by the agent's sampler over period_start_ms..collected_at_ms (None: the
+    # agent does not sample). Lists are cut at their limit, the rest counted in *_omitted;
+    # processes are the busiest first (those that used CPU or started in the period).
+    samples: U64 | None = None
+    destinations_seen: list[DestinationSeen] | None = Field(
+        default=None, max_length=MAX_DESTINATIONS_SEEN
+    )
+    destinations_omitted: U64 = 0
+    listeners_opened: list[ListenerOpened] | None = Field(
+        default=None, max_length=MAX_LISTENERS_OPENED
+    )
+    listeners_opened_omitted: U64 = 0
+    processes: list[ProcessUsage] | None = Field(default=None, max_length=MAX_PROCESSES)
+    processes_omitted: U64 = 0
 
     @property
     def kind(self) -> MessageKind:
