@@ -19,10 +19,13 @@ from fleetguard.detect import (
 )
 from fleetguard.protocol import (
     Connection,
+    DestinationSeen,
     InterfaceCounters,
+    ListenerOpened,
     ListeningSocket,
     NetworkCounters,
     NewExecutable,
+    ProcessUsage,
     TelemetryReport,
     TransportProto,
 )
@@ -60,12 +63,31 @@ def executable(path: str, sha: str | None = None) -> NewExecutable:
     return NewExecutable(path=path, sha256=sha)
 
 
+def seen(address: str, port: int, samples: int = 1, connections: int = 1) -> DestinationSeen:
+    """A destination a sampling agent saw during the period."""
+    return DestinationSeen(proto=TCP, address=address, port=port, samples=samples,
+                           connections=connections)
+
+
+def opened(port: int, at_ms: int = T0, closed: bool = True) -> ListenerOpened:
+    """A listener a sampling agent saw opened during the period (closed again by default)."""
+    return ListenerOpened(proto=TCP, address="0.0.0.0", port=port, opened_at_ms=at_ms,
+                          closed=closed)
+
+
+def process(name: str, cpu_seconds: float, pid: int = 100) -> ProcessUsage:
+    return ProcessUsage(pid=pid, name=name, exe=f"/usr/bin/{name}", cpu_seconds=cpu_seconds)
+
+
 def report(at_ms: int = T0, *, boot_id: str = BOOT, period_ms: int = MINUTE_MS,
            cpu: float = 10.0, interfaces: Sequence[InterfaceCounters] = (),
            counters: NetworkCounters | None = None,
            connections: Sequence[Connection] = (), listeners: Sequence[ListeningSocket] = (),
            executables: Sequence[NewExecutable] = (), auth_failures: int | None = 0,
-           seq: int | None = None) -> TelemetryReport:
+           seq: int | None = None, destinations_seen: Sequence[DestinationSeen] | None = None,
+           listeners_opened: Sequence[ListenerOpened] | None = None,
+           processes: Sequence[ProcessUsage] | None = None) -> TelemetryReport:
+    """A report; the accumulated fields (a sampling agent's) are absent unless given."""
     return TelemetryReport(
         seq=at_ms // 1000 if seq is None else seq, collected_at_ms=at_ms, period_start_ms=max(at_ms - period_ms, 0),
         agent_version="test", boot_id=boot_id, uptime_s=1000.0, cpu_percent=cpu,
@@ -74,6 +96,10 @@ def report(at_ms: int = T0, *, boot_id: str = BOOT, period_ms: int = MINUTE_MS,
         net=counters, connections=list(connections), listening=list(listeners),
         new_executables=list(executables), auth_failures=auth_failures,
         auth_source=None if auth_failures is None else "/var/log/auth.log",
+        samples=None if destinations_seen is None and processes is None else period_ms // 1000,
+        destinations_seen=None if destinations_seen is None else list(destinations_seen),
+        listeners_opened=None if listeners_opened is None else list(listeners_opened),
+        processes=None if processes is None else list(processes),
     )
 
 

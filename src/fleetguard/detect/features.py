@@ -24,6 +24,17 @@ client's ephemeral port and changes every time. What is new among addresses and 
 among outbound connections (*destinations*): where the device reaches out to is its own
 behaviour, while a new client connecting in (a field device joining a gateway) is not.
 
+A report from an agent that samples between reports (``destinations_seen``,
+``listeners_opened``, ``processes`` present) is read for the whole period, not only its
+instant: the destinations are those seen over the period as well as the open connections;
+a listener opened during the period counts as added (and, on a port never listened on, as
+a first listener) even if it closed before the report, while "removed" and the reference
+for the next report stay what listens at the report; and ``top_process_cpu_percent`` is the
+busiest process's own CPU over the period (a percent of one core, so up to 100 times the
+cores), which machine-wide CPU hides on a device shared with containers or neighbours. A
+report without these fields is read as before (its instant), and has no
+``top_process_cpu_percent``.
+
 State memory: what the next report needs (counters, boot, listening set) plus four bounded
 sets of what the device has ever shown (outbound remote addresses and ports, listeners,
 executables), each capped at :data:`KNOWN_CAP` entries, the oldest evicted first. Measured
@@ -73,6 +84,7 @@ class Feature(StrEnum):
     LISTENERS_ADDED = "listeners_added"
     LISTENERS_REMOVED = "listeners_removed"
     NEW_EXECUTABLES = "new_executables"
+    TOP_PROCESS_CPU_PERCENT = "top_process_cpu_percent"
 
 
 RATE_FEATURES = frozenset(f for f in Feature if f.value.endswith("_per_s"))
@@ -117,8 +129,8 @@ class FeatureVector:
     collected_at_ms: int
     values: Mapping[Feature, float]  # a rate is absent on a new baseline
     new_baseline: NewBaseline | None
-    destinations: tuple[Destination, ...]  # outbound, distinct
-    listeners: tuple[Listener, ...]
+    destinations: tuple[Destination, ...]  # outbound, distinct (over the period if sampled)
+    listeners: tuple[Listener, ...]  # at the report, and any opened during the period
     new_destinations: tuple[Destination, ...]  # outbound, to an address never reached
     new_remote_ports: tuple[int, ...]
     listeners_added: tuple[Listener, ...]  # versus the previous report
@@ -250,22 +262,37 @@ class _Sockets:
     addresses: tuple[str, ...]  # every connection's
     outbound_addresses: tuple[str, ...]
     outbound_ports: tuple[int, ...]
-    listeners: frozenset[Listener]
+    listeners: frozenset[Listener]  # at the report: the reference for the next one
+    period_listeners: frozenset[Listener]  # and those opened (and maybe closed) in the period
 
 
 def _sockets(report: TelemetryReport) -> _Sockets:
     listeners = frozenset(Listener(s.proto.value, s.port) for s in report.listening)
+    opened = frozenset(Listener(s.proto.value, s.port) for s in report.listeners_opened or ())
     # A connection whose local port listens (same transport) came in: its remote port is
-    # the client's, not a service this device reaches.
+    # the client's, not a service this device reaches. (The agent's sampler tells the
+    # direction itself: what it saw over the period is outbound.)
     inbound_ports = {(s.proto, s.port) for s in report.listening}
-    destinations = sorted({
+    outbound = {
         Destination(c.remote_address, c.remote_port) for c in report.connections
         if (c.proto, c.local_port) not in inbound_ports
-    })
-    addresses = tuple(dict.fromkeys(c.remote_address for c in report.connections))
+    }
+    seen = [Destination(d.address, d.port) for d in report.destinations_seen or ()]
+    destinations = sorted(outbound.union(seen))
+    addresses = tuple(dict.fromkeys([*(c.remote_address for c in report.connections),
+                                     *(d.address for d in seen)]))
     ports = tuple(dict.fromkeys(d.port for d in destinations))
     outbound_addresses = tuple(dict.fromkeys(d.address for d in destinations))
-    return _Sockets(tuple(destinations), addresses, outbound_addresses, ports, listeners)
+    return _Sockets(tuple(destinations), addresses, outbound_addresses, ports, listeners,
+                    listeners | opened)
+
+
+def _top_process_cpu_percent(report: TelemetryReport) -> float | None:
+    """The busiest process's CPU over the report's period, in percent of one core."""
+    period_s = (report.collected_at_ms - report.period_start_ms) / 1000
+    if not report.processes or period_s <= 0:
+        return None
+    return max(p.cpu_seconds for p in report.processes) / period_s * 100
 
 
 def _gauges(report: TelemetryReport, sockets: _Sockets) -> dict[Feature, float]:
@@ -280,6 +307,9 @@ def _gauges(report: TelemetryReport, sockets: _Sockets) -> dict[Feature, float]:
     }
     if report.auth_failures is not None:
         values[Feature.AUTH_FAILURES] = float(report.auth_failures)
+    top_cpu = _top_process_cpu_percent(report)
+    if top_cpu is not None:
+        values[Feature.TOP_PROCESS_CPU_PERCENT] = top_cpu
     return values
 
 
@@ -303,7 +333,8 @@ def _learn(
 ) -> _Learned:
     addresses, new_addresses = _remember(before.known_addresses, sockets.outbound_addresses)
     ports, new_ports = _remember(before.known_ports, sockets.outbound_ports)
-    listeners, first_listeners = _remember(before.known_listeners, sorted(sockets.listeners))
+    listeners, first_listeners = _remember(before.known_listeners,
+                                           sorted(sockets.period_listeners))
     binaries, first_binaries = _remember(before.known_executables, (e.key for e in executables))
     if first_report:
         # Nothing is new against no history: the first report is learned, not flagged.
@@ -354,7 +385,7 @@ def extract_features(
         values[Feature.NEW_REMOTE_ADDRESSES] = float(len(learned.new_addresses))
         values[Feature.NEW_REMOTE_PORTS] = float(len(learned.new_ports))
     if state is not None and not late:  # changes against the previous report, not an older one
-        added = tuple(sorted(sockets.listeners - before.listeners))
+        added = tuple(sorted(sockets.period_listeners - before.listeners))
         removed = tuple(sorted(before.listeners - sockets.listeners))
         values[Feature.LISTENERS_ADDED] = float(len(added))
         values[Feature.LISTENERS_REMOVED] = float(len(removed))
@@ -364,7 +395,7 @@ def extract_features(
         values=MappingProxyType(values),
         new_baseline=baseline,
         destinations=sockets.destinations,
-        listeners=tuple(sorted(sockets.listeners)),
+        listeners=tuple(sorted(sockets.period_listeners)),
         new_destinations=tuple(
             d for d in sockets.destinations if d.address in learned.new_addresses),
         new_remote_ports=learned.new_ports,
