@@ -42,33 +42,26 @@ def _unwrapped(address: IPAddress) -> IPAddress:
 
 
 def never_reason(address: IPAddress) -> str | None:
-    """Why fleetguard never sends to ``address``, or None."""
-    inner = _unwrapped(address)
-    for candidate in {address, inner}:
-        if candidate in _METADATA:
-            return "a cloud metadata address"
-        if candidate.is_link_local:
-            return "link-local (where cloud metadata services live)"
-        if candidate.is_unspecified:
-            return "unspecified"
-        if candidate.is_multicast:
-            return "multicast"
-        if candidate.is_reserved:
-            return "reserved"
-        if isinstance(candidate, ipaddress.IPv4Address) and candidate == ipaddress.ip_address(
-            "255.255.255.255"
-        ):
-            return "broadcast"
+    """Why fleetguard never sends to ``address``, or None (an IPv4 address carried in an
+    IPv6 one is judged as itself)."""
+    candidate = _unwrapped(address)
+    if candidate in _METADATA:
+        return "a cloud metadata address"
+    if candidate.is_link_local:
+        return "link-local (where cloud metadata services live)"
+    if candidate.is_unspecified:
+        return "unspecified"
+    if candidate.is_multicast:
+        return "multicast"
+    if candidate.is_reserved and not candidate.is_loopback:  # ::1 lies in reserved ::/8
+        return "reserved"
     return None
 
 
 def is_private(address: IPAddress) -> bool:
     inner = _unwrapped(address)
-    return any(
-        a.is_private or a.is_loopback
-        or (isinstance(a, ipaddress.IPv4Address) and a in _SHARED)
-        for a in (address, inner)
-    )  # fmt: skip
+    return inner.is_private or inner.is_loopback or (
+        isinstance(inner, ipaddress.IPv4Address) and inner in _SHARED)
 
 
 def check_address(address: IPAddress, *, allow_private: bool, field: str) -> None:
