@@ -12,6 +12,7 @@ from fleetguard.cli.admin import operator_app, token_app
 from fleetguard.cli.audit import audit_app
 from fleetguard.cli.broker import broker_command
 from fleetguard.cli.demo import demo_command
+from fleetguard.cli.eval_detect import eval_app
 from fleetguard.cli.fleet import ca_app, cert_app, claim_app, device_app
 from fleetguard.cli.installation import db_app, init_command, keys_app, serve_command
 from fleetguard.cli.plain_help import use_plain_help
@@ -55,6 +56,7 @@ app.add_typer(cert_app, name="cert")
 app.add_typer(ca_app, name="ca")
 app.add_typer(claim_app, name="claim")
 app.add_typer(agent_app, name="agent")
+app.add_typer(eval_app, name="eval")
 use_plain_help(app)
 
 

@@ -11,6 +11,7 @@ import typing as _typing
 from fleetguard.core.lazy import lazy_exports as _lazy_exports
 
 if _typing.TYPE_CHECKING:
+    from fleetguard.sim.evaluation import EvalSettings, EvaluationResult, run_evaluation
     from fleetguard.sim.fleet import FleetSimulator, GroundTruth, SimSettings, SimStats
     from fleetguard.sim.identity import (
         ContextFactory,
@@ -20,6 +21,7 @@ if _typing.TYPE_CHECKING:
     )
     from fleetguard.sim.profiles import ActiveScenario, DeviceModel, Profile, Scenario
     from fleetguard.sim.transports import SimTransport
+    from fleetguard.sim.variation import BenignDevice, Variation
 
 # Loaded on first use: `fleetguard --help` imports this package's cli and nothing heavy.
 __getattr__, __dir__ = _lazy_exports(
@@ -38,13 +40,21 @@ __getattr__, __dir__ = _lazy_exports(
         "DeviceModel": "fleetguard.sim.profiles",
         "Profile": "fleetguard.sim.profiles",
         "Scenario": "fleetguard.sim.profiles",
+        "BenignDevice": "fleetguard.sim.variation",
+        "Variation": "fleetguard.sim.variation",
+        "EvalSettings": "fleetguard.sim.evaluation",
+        "EvaluationResult": "fleetguard.sim.evaluation",
+        "run_evaluation": "fleetguard.sim.evaluation",
     },
 )
 
 __all__ = [
     "ActiveScenario",
+    "BenignDevice",
     "ContextFactory",
     "DeviceModel",
+    "EvalSettings",
+    "EvaluationResult",
     "FleetSimulator",
     "GroundTruth",
     "Profile",
@@ -54,5 +64,7 @@ __all__ = [
     "SimSettings",
     "SimStats",
     "SimTransport",
+    "Variation",
     "provision_fleet",
+    "run_evaluation",
 ]
