@@ -10,6 +10,7 @@ from fastapi import Request
 from fleetguard.api.metrics import ApiMetrics
 from fleetguard.api.orchestration import DeviceDecommission, ScanLauncher
 from fleetguard.core.config import Settings
+from fleetguard.detect.service import DetectionService
 from fleetguard.identity.errors import CaNotInitializedError
 from fleetguard.keys import MasterKey
 from fleetguard.pki import FleetCA
@@ -26,6 +27,7 @@ class AppContext:
     decommission: DeviceDecommission
     ca: FleetCA | None = None
     secure_cookies: bool = True
+    detection: DetectionService | None = None  # set by the server that runs detection
 
     def fleet_ca(self) -> FleetCA:
         if self.ca is None:

@@ -13,8 +13,10 @@ from fastapi.routing import iter_route_contexts
 from fleetguard.api.authz import SESSION_COOKIE
 from fleetguard.api.errors import install_error_handlers
 from fleetguard.api.routers import (
+    alarms,
     audit,
     auth,
+    detection_rules,
     devices,
     operators,
     scans,
@@ -29,7 +31,7 @@ from fleetguard.api.schemas import error_responses
 #: routes document their own errors.
 PROTECTED_ROUTERS = (
     operators.router, tokens.router, audit.router, devices.router, scans.router,
-    telemetry.router,
+    telemetry.router, alarms.router, detection_rules.router,
 )
 #: Errors any route may answer: bad input, a missing or conflicting resource, too many
 #: requests (schemas.ERROR_STATUSES says what each means).

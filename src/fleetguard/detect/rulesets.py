@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from fleetguard.auditlog import append_audit_entry
@@ -191,7 +192,12 @@ def activate_ruleset(
         session.add(RuleSetHeadRow(scope=scope, version=next_version))
     else:
         head.version = next_version
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:  # another activation of the scope took this version first
+        raise RuleSetVersionConflictError(
+            f"{scope} version {next_version} was activated by someone else meanwhile"
+        ) from None
     diff = diff_documents(current, document)
     append_audit_entry(session, actor=actor, action="detection.ruleset.activate",
                        target=f"ruleset:{scope}",
