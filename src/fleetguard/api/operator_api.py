@@ -18,6 +18,7 @@ from fleetguard.api.routers import (
     auth,
     detection_rules,
     devices,
+    notifications,
     operators,
     scans,
     system,
@@ -31,7 +32,7 @@ from fleetguard.api.schemas import error_responses
 #: routes document their own errors.
 PROTECTED_ROUTERS = (
     operators.router, tokens.router, audit.router, devices.router, scans.router,
-    telemetry.router, alarms.router, detection_rules.router,
+    telemetry.router, alarms.router, detection_rules.router, notifications.router,
 )
 #: Errors any route may answer: bad input, a missing or conflicting resource, too many
 #: requests (schemas.ERROR_STATUSES says what each means).
