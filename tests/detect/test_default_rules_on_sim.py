@@ -48,11 +48,8 @@ def _reports_to_detect(watched: Watched, family: Family, limit: int = 10) -> int
     return None
 
 
-CAUGHT_FROM_FEATURES = [s for s in Scenario if s is not Scenario.C2_BEACON]
-
-
 @pytest.mark.parametrize("profile", list(Profile))
-@pytest.mark.parametrize("scenario", CAUGHT_FROM_FEATURES)
+@pytest.mark.parametrize("scenario", [s for s in Scenario if s is not Scenario.C2_BEACON])
 def test_each_attack_is_flagged_with_its_family_within_two_reports(
     scenario: Scenario, profile: Profile
 ) -> None:
@@ -62,33 +59,22 @@ def test_each_attack_is_flagged_with_its_family_within_two_reports(
 
 
 @pytest.mark.parametrize("profile", list(Profile))
-def test_a_beacon_is_flagged_on_the_first_report_that_shows_its_connection(
-    profile: Profile,
-) -> None:
-    for seed in SEEDS:
-        watched = _attacked(profile, Scenario.C2_BEACON, seed)
-        target = watched.model.scenarios[0].target
-        for _ in range(10):
-            verdicts = watched.step()
-            report = watched.last_report
-            assert report is not None
-            shown = any(c.remote_address == target for c in report.connections)
-            assert (Family.BEACON in {v.family for v in verdicts}) == shown
-            if shown:
-                break
-        else:
-            pytest.fail(f"seed {seed}: the beacon's connection never showed in 10 reports")
+def test_a_beacon_is_flagged_within_two_reports(profile: Profile) -> None:
+    latencies = {seed: _reports_to_detect(_attacked(profile, Scenario.C2_BEACON, seed),
+                                          Family.BEACON) for seed in SEEDS}
+    assert all(n is not None and n <= 2 for n in latencies.values()), latencies
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the simulated agent reports only the connections open at the instant it reports, so a "
-    "short beacon shows in half of its reports; its one connection a minute is below any "
-    "counter rule that normal reconnects stay under. Needs the agent to accumulate "
-    "destinations over the period (issue 14, deliverable 1)."))
-def test_a_beacon_is_flagged_within_two_reports() -> None:
+def test_a_beacon_is_flagged_from_what_the_agent_saw_over_the_period_not_its_instant() -> None:
     for seed in SEEDS:
         watched = _attacked(Profile.CAMERA, Scenario.C2_BEACON, seed)
-        assert _reports_to_detect(watched, Family.BEACON, limit=2) is not None, seed
+        target = watched.model.scenarios[0].target
+        verdicts = watched.step()
+        report = watched.last_report
+        assert report is not None and report.destinations_seen is not None
+        assert Family.BEACON in {v.family for v in verdicts}, seed
+        assert target in {d.address for d in report.destinations_seen}
+        assert target not in {c.remote_address for c in report.connections}  # 200 ms of 60 s
 
 
 def test_a_beacon_verdict_names_the_new_destination() -> None:
@@ -110,6 +96,16 @@ def test_a_miner_is_named_with_its_binary_and_its_pool() -> None:
     assert by_rule["miner.cpu-pinned"].observed is not None
     assert by_rule["miner.cpu-pinned"].observed >= 90
     assert by_rule["miner.cpu-pinned"].description == "CPU pinned for two reports in a row"
+
+
+def test_a_miner_is_flagged_by_its_own_process_cpu_once_it_ran_two_whole_reports() -> None:
+    # What catches it where the machine's CPU is shared (a container, a namespaced device):
+    # the first report covers only part of its run, the next two are pinned throughout.
+    watched = _attacked(Profile.SENSOR, Scenario.CRYPTOMINER, seed=2)
+    flagged = [[v for v in watched.step() if v.rule_id == "miner.process-cpu-pinned"]
+               for _ in range(3)]
+    assert [bool(v) for v in flagged] == [False, False, True]
+    assert flagged[2][0].observed is not None and flagged[2][0].observed >= 90
 
 
 def test_a_backdoor_listener_is_named_with_its_port() -> None:

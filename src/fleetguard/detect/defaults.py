@@ -7,7 +7,10 @@ attack does (Mirai-style scanning at ~160 SYN/s, mostly refused; a telnet brute 
 few attempts a second; floods at thousands of datagrams a second), so that normal
 variation, reboots and diurnal load stay quiet. Rules that fire on one report catch an
 attack within two reports even when it starts just before a report; the CPU rule waits
-for two, because a busy minute is normal and a pinned CPU for two is not.
+for two, because a busy minute is normal and a pinned CPU for two is not. The machine's
+CPU is shared with whatever else runs on the host (containers, namespaced devices), so a
+miner held to one core of several is caught by its own process's CPU, which a sampling
+agent reports (``top_process_cpu_percent``, in percent of one core).
 
 First-seen rules need what the device normally shows: they are quiet during the learning
 window after its first report (``EvaluationContext.learning_until_ms``).
@@ -54,6 +57,10 @@ DEFAULT_RULESET_DOCUMENT: dict[str, Any] = {
          "severity": "medium", "feature": "cpu_percent", "comparison": ">=",
          "value": 90, "for_reports": 2,
          "description": "CPU pinned for two reports in a row"},
+        {"kind": "threshold", "id": "miner.process-cpu-pinned", "family": "miner",
+         "severity": "medium", "feature": "top_process_cpu_percent", "comparison": ">=",
+         "value": 90, "for_reports": 2,
+         "description": "one process kept a CPU core busy for two reports in a row"},
         {"kind": "first_seen", "id": "beacon.new-destination", "family": "beacon",
          "severity": "medium", "subject": "destination",
          "description": "connected to an address it never talked to: command and control, "

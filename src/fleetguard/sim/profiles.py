@@ -8,6 +8,13 @@ literature, see ``research/detect_scan.md``: Mirai scans at about 160 SYN/s per 
 brute-forces telnet with a small dictionary; N-BaIoT/Kitsune evaluate on such scans,
 floods and C2 traffic).
 
+Each report also carries what the real agent accumulates by sampling sockets and
+processes every second between reports: every outbound destination it saw over the period
+(``destinations_seen``), listeners opened during it (``listeners_opened``) and the processes
+that ran with their own CPU time (``processes``). A connection the device closes stays in
+TIME_WAIT for 60 s, so the agent's samples see it for that long even if it was open for
+200 ms; what is open at the report's instant (``connections``) is only ESTABLISHED.
+
 Profiles:
 
 - ``camera``: steady upstream video, about 2 Mbit/s, to one destination; RTSP and HTTP
@@ -22,7 +29,8 @@ Scenarios (what the compromised device does):
 - ``telnet_bruteforce``: repeated telnet logins to a few peers (established sessions to
   port 23, a few new connections a second).
 - ``exfiltration``: a new external destination receiving ~1.5 MB/s.
-- ``c2_beacon``: a short connection to one external host every 60 s.
+- ``c2_beacon``: a 200 ms connection to one external host every 60 s, the first as it
+  starts; closed by the device, each is in TIME_WAIT (seen by the sampler) for 60 s.
 - ``new_listener``: a bind shell listening on a new port, its executable newly seen.
 - ``cryptominer``: CPU pinned near 100 %, a stratum connection, a new executable.
 - ``flood``: a UDP flood at one target (~40,000 datagrams/s).
@@ -39,11 +47,14 @@ from enum import StrEnum
 
 from fleetguard.protocol import (
     Connection,
+    DestinationSeen,
     DiskUsage,
     InterfaceCounters,
+    ListenerOpened,
     ListeningSocket,
     NetworkCounters,
     NewExecutable,
+    ProcessUsage,
     TelemetryReport,
     TransportProto,
 )
@@ -53,6 +64,11 @@ TCP, UDP = TransportProto.TCP, TransportProto.UDP
 ANY = "0.0.0.0"  # noqa: S104 - a reported socket address, nothing binds here
 BIND_SHELL = "/tmp/.s/bd"  # noqa: S108 - a reported path, nothing is written
 MINER = "/tmp/kdevtmpfsi"  # noqa: S108 - a reported path, nothing is written
+SAMPLE_MS = 1_000  # the agent's default sample interval
+TIME_WAIT_MS = 60_000  # how long Linux keeps a connection the device closed
+BEACON_EVERY_MS = 60_000
+BEACON_OPEN_MS = 200
+MAIN_PROCESS_SHARE = 0.6  # of the device's CPU, used by its main program
 
 
 class Profile(StrEnum):
@@ -118,6 +134,20 @@ class ActiveScenario:
     def details(self) -> dict[str, object]:
         return {"target": self.target, "port": self.port}
 
+    def beacons(self, since_ms: int, until_ms: int) -> tuple[int, int]:
+        """(ms its beacons' sockets were visible in since..until, how many connections)."""
+        first = max((since_ms - TIME_WAIT_MS - BEACON_OPEN_MS - self.start_ms)
+                    // BEACON_EVERY_MS, 0)
+        visible_ms = connections = 0
+        at = self.start_ms + first * BEACON_EVERY_MS
+        while at < min(until_ms, self.end_ms):
+            overlap = min(until_ms, at + BEACON_OPEN_MS + TIME_WAIT_MS) - max(since_ms, at)
+            if overlap > 0:
+                visible_ms += overlap
+                connections += 1
+            at += BEACON_EVERY_MS
+        return visible_ms, connections
+
 
 @dataclass(slots=True)
 class DeviceModel:
@@ -175,11 +205,13 @@ class DeviceModel:
         listening = list(rates.listening)
         connections = self._normal_connections()
         new_exes: list[NewExecutable] = []
+        period = _Period(self.last_ms, now_ms, max(round(dt * 1000 / SAMPLE_MS), 1))
+        own_cpu = cpu  # what the device's own programs use, before any attack
         for active in self.scenarios:
             if not active.start_ms <= now_ms < active.end_ms:
                 continue
             span = min(dt, (now_ms - active.start_ms) / 1000)
-            deltas = _apply(active, self, span, listening, connections, new_exes)
+            deltas = _apply(active, self, span, listening, connections, new_exes, period)
             out_b += deltas[0]
             in_b += deltas[1]
             out_p += deltas[2]
@@ -217,7 +249,17 @@ class DeviceModel:
                                                                    strict=True)}),
             listening=listening, connections=connections, new_executables=new_exes,
             auth_failures=0, auth_source="/var/log/messages",
+            samples=period.samples,
+            destinations_seen=period.destinations_seen(listening, connections),
+            listeners_opened=period.opened,
+            processes=[self._main_process(own_cpu, dt), *period.processes],
         )
+
+    def _main_process(self, cpu: float, dt: float) -> ProcessUsage:
+        name = {Profile.CAMERA: "streamer", Profile.SENSOR: "sensord",
+                Profile.GATEWAY: "mosquitto"}[self.profile]
+        return ProcessUsage(pid=100 + self.index % 1000, name=name, exe=f"/usr/bin/{name}",
+                            cpu_seconds=cpu * MAIN_PROCESS_SHARE * dt / 100)
 
     def _normal_connections(self) -> list[Connection]:
         rng = self.rng
@@ -244,6 +286,30 @@ class DeviceModel:
 _Deltas = tuple[float, float, float, float, float, list[float]]
 
 
+@dataclass(slots=True)
+class _Period:
+    """What the agent's samples accumulate over one report period, besides the instant."""
+
+    since_ms: int
+    until_ms: int
+    samples: int
+    seen: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+    opened: list[ListenerOpened] = field(default_factory=list)
+    processes: list[ProcessUsage] = field(default_factory=list)
+
+    def destinations_seen(self, listening: list[ListeningSocket],
+                          connections: list[Connection]) -> list[DestinationSeen]:
+        """Beyond what the scenarios saw, every outbound connection open at the report was
+        seen by the period's samples too (the devices' own are open all along)."""
+        inbound = {(s.proto, s.port) for s in listening}
+        seen = dict(self.seen)
+        for c in connections:
+            if (c.proto, c.local_port) not in inbound:
+                seen.setdefault((c.remote_address, c.remote_port), (self.samples, 1))
+        return [DestinationSeen(proto=TCP, address=a, port=p, samples=n, connections=k)
+                for (a, p), (n, k) in sorted(seen.items())]
+
+
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -258,6 +324,7 @@ class _Effects:
     listening: list[ListeningSocket]
     connections: list[Connection]
     new_exes: list[NewExecutable]
+    period: _Period
 
     @property
     def subnet(self) -> str:
@@ -272,6 +339,16 @@ class _Effects:
             proto=TCP, local_address=self.device.address,
             local_port=self.ephemeral_port() if local_port is None else local_port,
             remote_address=remote_address, remote_port=remote_port, process=process))
+        # Open at the report's instant, so in its last sample at least.
+        self.period.seen.setdefault((remote_address, remote_port), (1, 1))
+
+    def run(self, name: str, exe: str, cpu_percent: float) -> None:
+        """The scenario's process ran over its part of the period at ``cpu_percent``."""
+        start = max(self.active.start_ms, self.period.since_ms)
+        self.period.processes.append(ProcessUsage(
+            pid=4000 + len(self.period.processes), name=name, exe=exe,
+            cpu_seconds=cpu_percent * self.dt / 100,
+            started_at_ms=start if self.active.start_ms > self.period.since_ms else None))
 
     def announce(self, path: str, size_bytes: int) -> None:
         """A new executable shows up once, on the scenario's first interval."""
@@ -289,6 +366,7 @@ def _port_scan(e: _Effects, net: list[float]) -> _Totals:
         local_port = e.ephemeral_port()  # drawn first: a seed replays the same fleet
         e.connect(f"{e.subnet}.{rng.randint(2, 253)}", rng.choice((23, 2323, 22, 80)),
                   "dvrHelper", local_port)
+    e.run("dvrHelper", "/tmp/dvrHelper", 25.0)  # noqa: S108 - a reported path
     return syns * 60, syns * 54, syns, syns * 0.97, 25.0
 
 
@@ -298,27 +376,39 @@ def _telnet_bruteforce(e: _Effects, net: list[float]) -> _Totals:
     first = int(e.active.target.rsplit(".", 1)[1])
     for n in range(e.device.rng.randint(3, 8)):
         e.connect(f"{e.subnet}.{(first + n) % 252 + 2}", 23, "dvrHelper")
+    e.run("dvrHelper", "/tmp/dvrHelper", 20.0)  # noqa: S108 - a reported path
     return attempts * 320, attempts * 410, attempts * 12, attempts * 11, 20.0
 
 
 def _exfiltration(e: _Effects, net: list[float]) -> _Totals:
     sent = 1_500_000 * e.dt
     e.connect(e.active.target, e.active.port, "curl")
+    e.run("curl", "/usr/bin/curl", 35.0)
     net[0] = e.dt / 120
     return sent, sent * 0.02, sent / 1400, sent * 0.02 / 66, 35.0
 
 
 def _c2_beacon(e: _Effects, net: list[float]) -> _Totals:
+    active, period = e.active, e.period
     beacons = e.dt / 60
     net[0] = beacons
-    if e.device.rng.random() < 0.5:
-        e.connect(e.active.target, e.active.port, "sh")
+    visible_ms, connections = active.beacons(period.since_ms, period.until_ms)
+    if connections:
+        samples = min(max(round(visible_ms / SAMPLE_MS), 1), period.samples)
+        period.seen[(active.target, active.port)] = (samples, connections)
+        e.run("sh", "/bin/busybox", 0.0)
+    if (period.until_ms - active.start_ms) % BEACON_EVERY_MS < BEACON_OPEN_MS:
+        e.connect(active.target, active.port, "sh")  # caught open at the report's instant
     return beacons * 600, beacons * 350, beacons * 8, beacons * 7, 0.0
 
 
 def _new_listener(e: _Effects, net: list[float]) -> _Totals:
     e.listening.append(ListeningSocket(proto=TCP, address=ANY, port=e.active.port,
                                        process="busybox"))
+    if e.active.start_ms > e.period.since_ms:  # opened in this period
+        e.period.opened.append(ListenerOpened(proto=TCP, address=ANY, port=e.active.port,
+                                              opened_at_ms=e.active.start_ms))
+    e.run("busybox", BIND_SHELL, 0.0)
     e.announce(BIND_SHELL, 87_412)
     return 0.0, 0.0, 0.0, 0.0, 0.0
 
@@ -327,12 +417,15 @@ def _cryptominer(e: _Effects, net: list[float]) -> _Totals:
     e.connect(e.active.target, e.active.port, "kdevtmpfsi")
     e.announce(MINER, 2_380_000)
     dt = e.dt
-    return 300 * dt, 500 * dt, 3 * dt, 4 * dt, e.device.rng.uniform(97.0, 100.0)
+    pinned = e.device.rng.uniform(97.0, 100.0)
+    e.run("kdevtmpfsi", MINER, pinned)
+    return 300 * dt, 500 * dt, 3 * dt, 4 * dt, pinned
 
 
 def _flood(e: _Effects, net: list[float]) -> _Totals:
     datagrams = 40_000 * e.dt
     net[8] = datagrams
+    e.run("dvrHelper", "/tmp/dvrHelper", 45.0)  # noqa: S108 - a reported path
     return datagrams * 512, 0.0, datagrams, 0.0, 45.0
 
 
@@ -350,10 +443,10 @@ _SCENARIO_EFFECTS: dict[Scenario, Callable[[_Effects, list[float]], _Totals]] = 
 
 def _apply(active: ActiveScenario, device: DeviceModel, dt: float,
            listening: list[ListeningSocket], connections: list[Connection],
-           new_exes: list[NewExecutable]) -> _Deltas:
+           new_exes: list[NewExecutable], period: _Period) -> _Deltas:
     """(bytes out, bytes in, packets out, packets in, cpu floor, net counter deltas)."""
     net = [0.0] * len(_NET_FIELDS)
-    effects = _Effects(active, device, dt, listening, connections, new_exes)
+    effects = _Effects(active, device, dt, listening, connections, new_exes, period)
     totals = _SCENARIO_EFFECTS.get(active.scenario, _flood)(effects, net)
     return (*totals, net)
 
