@@ -27,9 +27,10 @@ A value the operator accepted (feedback, :mod:`fleetguard.detect.feedback`) wide
 band for good.
 
 State: a ``(ROWS, F)`` float64 table (mean, scale, count, streak, streak start, accepted
-low and high per feature) and a report count: ``7 * 23 * 8 = 1,288`` bytes of numbers
-(:meth:`BaselineState.to_bytes` is 1,296 bytes); about 1.4 KB per device in memory with
-the array's header (measured in ``tests/detect/test_baselines_properties.py``).
+low and high per feature) and a report count: ``7 * 24 * 8 = 1,344`` bytes of numbers
+(:meth:`BaselineState.to_bytes` is 1,352 bytes); about 1.7 KB per device in memory with
+the array's and the state's headers (``tests/detect/test_baselines_properties.py``,
+``pytest -s`` prints it; ``update_baseline_rows`` keeps 1,344 bytes per device in a bank).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ DEFAULT_FLOORS: Mapping[Feature, float] = MappingProxyType({
     # One new listener or binary is far outside a device that never shows one.
     Feature.LISTENERS_ADDED: 0.15, Feature.LISTENERS_REMOVED: 0.15,
     Feature.NEW_EXECUTABLES: 0.15,
+    Feature.TOP_PROCESS_CPU_PERCENT: 5.0,
 })
 
 # What a feature far *above* normal most likely means; below normal, or any other
@@ -80,6 +82,7 @@ FEATURE_FAMILY: Mapping[Feature, Family] = MappingProxyType({
     Feature.TCP_ATTEMPTS_PER_S: Family.BRUTE_FORCE,
     Feature.AUTH_FAILURES: Family.BRUTE_FORCE,
     Feature.CPU_PERCENT: Family.MINER,
+    Feature.TOP_PROCESS_CPU_PERCENT: Family.MINER,
     Feature.LISTENERS_ADDED: Family.BACKDOOR_LISTENER,
     Feature.NEW_EXECUTABLES: Family.UNEXPECTED_EXECUTABLE,
 })

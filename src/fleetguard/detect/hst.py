@@ -18,7 +18,7 @@ together is the normal learned), differs from River's in three ways that matter 
   per second and counts); each window's range of each feature, padded by half its width
   (at least ``min_pad``), is the *normal box*. The trees are built once in the unit cube
   and the box maps onto it, so a new window's range costs no rebuild, only its masses.
-  A point outside the box in any feature has no mass in any tree: scored 0. With 23
+  A point outside the box in any feature has no mass in any tree: scored 0. With 24
   features and height 8 a tree's path splits a given feature on 30 % of the trees only,
   so without the box a single feature far out (a pinned CPU) would lower the score little;
   the box makes it certain, and the trees catch combinations that each stay in range.
@@ -55,6 +55,7 @@ from fleetguard.detect.rules import Comparison, Confidence, RuleKind, Verdict
 
 F = len(FEATURES)
 MAX_ACCEPTED = 64  # points an operator marked normal, kept per model
+MAX_NAMED = 8  # features named in a verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +260,7 @@ def _explained(model: HalfSpaceTrees, t: FloatArray, outside: npt.NDArray[np.boo
     if outside.any():
         beyond = np.maximum(t - model.box_high, model.box_low - t) / width
         order = np.argsort(-np.where(outside, beyond, -np.inf))
-        return [int(c) for c in order[: int(outside.sum())]][:5]
+        return [int(c) for c in order[: int(outside.sum())]][:MAX_NAMED]
     return [int(c) for c in np.argsort(-np.abs(t - model.center) / width)[:3]]
 
 

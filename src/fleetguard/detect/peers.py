@@ -17,7 +17,7 @@ The window is a mutable, in-memory structure shared by the cohort's devices (not
 pure value: copying a cohort of 10,000 devices per report would be the cost); it is
 deterministic (time comes from the reports, never a clock) and bounded: at most
 ``max_devices`` per cohort (the least recently reporting device is dropped first), one
-value and one timestamp per feature each, ``23 * 16 = 368`` bytes per device plus its id.
+value and one timestamp per feature each, ``24 * 16 = 384`` bytes per device plus its id.
 The cohort's median and MAD are recomputed at most once per ``refresh_ms`` of report
 time (and when the cohort's size changes), not per report: per report, judging is one
 vectorised comparison (:func:`peer_verdicts_rows` for a batch).
