@@ -6,7 +6,12 @@ built by :class:`fleetguard.agent.collectors.TelemetryCollector`, encoded as the
 sends it (``encode_within_limit``, JSON) and appended to the output file, one message a
 line; the test decodes and scores them. Nothing but the transport differs from the agent.
 
+Between reports it samples every ``sample_interval_s`` (the agent's default unless given)
+on the same schedule as the agent's runner (``AgentRunner._sample_loop``): the first sample
+one sample interval after start, a late one skipped, never caught up.
+
 Usage: python -m tests.detect.realtools.device_agent STATE_DIR OUT_FILE INTERVAL_S
+[SAMPLE_INTERVAL_S]
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
@@ -35,24 +41,31 @@ def _stop(_signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
-def run(state_dir: Path, out: Path, interval_s: float) -> None:
+def run(state_dir: Path, out: Path, interval_s: float, sample_interval_s: float | None) -> None:
     signal.signal(signal.SIGCHLD, _reap_orphans)
     signal.signal(signal.SIGTERM, _stop)
-    collector = TelemetryCollector(AgentConfig(state_dir=state_dir, interval_s=interval_s))
-    sample = getattr(collector, "sample", None)  # between-report sampling, where the agent has it
+    config = AgentConfig(state_dir=state_dir, interval_s=interval_s)
+    if sample_interval_s is not None:
+        config = replace(config, sample_interval_s=sample_interval_s)
+    collector = TelemetryCollector(config)
+    sampling = config.sample_interval_s > 0
     seq = 0
-    next_report = time.monotonic() + interval_s
+    start = time.monotonic()
+    next_report = start + interval_s
+    next_sample = start + config.sample_interval_s if sampling else float("inf")
     with open(out, "ab", buffering=0) as sink:
         while True:
-            while (wait := next_report - time.monotonic()) > 0:
-                time.sleep(min(wait, 0.05))
-                if callable(sample):
-                    sample()
-            report = collector.collect(seq=seq)
-            sink.write(encode_within_limit(report, ContentType.JSON) + b"\n")
-            seq += 1
-            next_report += interval_s
+            time.sleep(max(min(next_report, next_sample) - time.monotonic(), 0.0))
+            if time.monotonic() >= next_sample:
+                collector.sample()
+                next_sample = max(next_sample + config.sample_interval_s, time.monotonic())
+            if time.monotonic() >= next_report:
+                report = collector.collect(seq=seq)
+                sink.write(encode_within_limit(report, ContentType.JSON) + b"\n")
+                seq += 1
+                next_report += interval_s
 
 
 if __name__ == "__main__":
-    run(Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3]))
+    run(Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3]),
+        float(sys.argv[4]) if len(sys.argv) > 4 else None)

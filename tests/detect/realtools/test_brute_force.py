@@ -1,0 +1,50 @@
+"""Password guessing with hydra, from the outside, against OpenSSH's sshd on the device.
+
+The agent counts failed logins in the first readable of ``/var/log/auth.log`` and
+``/var/log/secure`` (``AgentConfig.auth_logs``). The device's ``/var/log`` is its own
+(empty at boot); sshd writes its log there with ``-E``, as a syslog daemon would.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+
+from fleetguard.detect import Family
+
+from .lab import DEVICE, Lab, require, sshd
+
+pytestmark = pytest.mark.process
+
+BENIGN_REPORTS = 3
+
+
+def _hydra(lab: Lab) -> None:
+    guesses = lab.tmp / "guesses.txt"  # made here: none of them is any account's password
+    guesses.write_text("".join(f"{secrets.token_urlsafe(9)}\n" for _ in range(400)))
+    lab.outside("hydra", "-l", "root", "-P", str(guesses), "-t", "8", "-I",
+                f"ssh://{DEVICE}", log="hydra.log")
+
+
+def test_a_hydra_ssh_brute_force_on_the_device_is_flagged_as_brute_force(lab: Lab) -> None:
+    require("hydra", "sshd", "ssh-keygen")
+    lab.start(boot=[sshd(lab.tmp)])
+    assert lab.benign(BENIGN_REPORTS) == [], lab.timeline()
+    _hydra(lab)
+    assert lab.reports_to_detect(Family.BRUTE_FORCE) is not None, lab.timeline()
+    flagged = [v for s in lab.scored for v in s.verdicts if v.family is Family.BRUTE_FORCE]
+    assert flagged[0].rule_id == "bruteforce.auth-failures"
+    assert lab.scored[-1].report.auth_source == "/var/log/auth.log"
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "the agent reads only /var/log/auth.log and /var/log/secure (AgentConfig.auth_logs); "
+    "BusyBox syslogd, the usual logger on IoT firmware, writes every facility to "
+    "/var/log/messages, so the failures are never counted (auth_failures is None)"))
+def test_a_brute_force_is_flagged_on_a_device_that_logs_to_var_log_messages(lab: Lab) -> None:
+    require("hydra", "sshd", "ssh-keygen")
+    lab.start(boot=[sshd(lab.tmp, log="/var/log/messages")])
+    assert lab.benign(BENIGN_REPORTS) == [], lab.timeline()
+    _hydra(lab)
+    assert lab.reports_to_detect(Family.BRUTE_FORCE) is not None, lab.timeline()
