@@ -20,7 +20,7 @@ from fleetguard.registry import GroupKind
 from fleetguard.registry import groups as registry_groups
 from fleetguard.registry import service as registry
 from fleetguard.store import Database
-from tests.detect.support import MINUTE_MS, T0, listening, net, outbound, report
+from tests.detect.support import MINUTE_MS, T0, eth, listening, net, outbound, report
 
 QUIET_CONFIG = DetectionConfig(learning_window_s=0, persist_every_s=3600)
 
@@ -313,3 +313,36 @@ def test_an_opened_alarm_is_in_the_audit_log(db: Database, service: DetectionSer
         entries = [e for e in list_audit_entries(session) if e.action == "alarm.open"]
     assert entries and entries[0].actor == "detection"
 
+
+
+def test_a_learned_baseline_flags_what_no_rule_does_and_keeps_its_state_across_a_restart(
+    db: Database,
+) -> None:
+    from fleetguard.detect.learned import BaselineDetector
+
+    device_id = register(db)
+    at, sent = T0, 0
+
+    def traffic(per_s: int) -> TelemetryReport:
+        nonlocal at, sent
+        at += MINUTE_MS
+        sent += per_s * 60
+        return report(at, interfaces=[eth(bytes_out=sent)])
+
+    first = DetectionService(db, config=QUIET_CONFIG, detectors=[BaselineDetector()])
+    first.start()
+    for i in range(30):
+        first.observe(device_id, traffic(20_000 + 500 * (i % 3)))  # a camera's steady stream
+    assert first.flush(30)
+    first.stop()
+    assert alarms(db) == []
+    second = DetectionService(db, config=QUIET_CONFIG, detectors=[BaselineDetector()])
+    second.start()
+    try:
+        second.observe(device_id, traffic(400_000))  # 20x its normal, under every rule
+        assert second.flush(30)
+        [alarm] = alarms(db)
+        assert (alarm.kind.value, alarm.rule_id) == ("baseline", "baseline.bytes_out_per_s")
+        assert alarm.expected_high is not None and alarm.expected_high < 400_000
+    finally:
+        second.stop()

@@ -178,6 +178,11 @@ class DetectionService:
         if notifier is not None:
             notifier.join(timeout)
 
+    @property
+    def detectors(self) -> tuple[str, ...]:
+        """The learned detectors run after the rule set, by name."""
+        return tuple(self._detectors)
+
     def add_listener(self, listener: AlarmListener) -> None:
         """Hear every alarm opened, updated or resolved (after commit, on its own thread)."""
         self._listeners.append(listener)

@@ -34,6 +34,7 @@ from fleetguard.server.connections.limits import (
     ListenerLimits,
     fit_to_open_files,
 )
+from fleetguard.server.detection import start_detection
 from fleetguard.server.listeners import (
     Listener,
     device_listener,
@@ -122,9 +123,14 @@ def run_servers(
     )]
     serve_args: list[dict[str, Any]] = [{}]
     workers: list[multiprocessing.process.BaseProcess] = []
+    # Every report this process stores goes through detection (extra device processes
+    # store theirs without: see run_device_worker).
+    detection = start_detection(db)
+    api.state.ctx.detection = detection
     # Telemetry is stored by one writer thread per process, in batches.
     # With several device processes, a device's reports may reach any of them.
-    ingest = IngestService(db, exclusive_writer=device_workers <= 1)
+    ingest = IngestService(db, exclusive_writer=device_workers <= 1,
+                           on_report=detection.observe)
     ingest.start()
     consumer = mqtt_consumer(settings, ingest, mqtt_broker) if mqtt_broker else None
     if consumer is not None:
@@ -153,6 +159,7 @@ def run_servers(
         if consumer is not None:
             consumer.stop()
         ingest.stop()  # everything accepted is stored before we exit
+        detection.stop()  # then through detection, and every device's state written
         ca.close()
         db.dispose()
 
