@@ -15,6 +15,7 @@ from fleetguard.cli.demo import demo_command
 from fleetguard.cli.eval_detect import eval_app
 from fleetguard.cli.fleet import ca_app, cert_app, claim_app, device_app
 from fleetguard.cli.installation import db_app, init_command, keys_app, serve_command
+from fleetguard.cli.notify import notify_app
 from fleetguard.cli.plain_help import use_plain_help
 from fleetguard.cli.scan import scan_command
 from fleetguard.cli.sim import sim_command
@@ -56,6 +57,7 @@ app.add_typer(cert_app, name="cert")
 app.add_typer(ca_app, name="ca")
 app.add_typer(claim_app, name="claim")
 app.add_typer(agent_app, name="agent")
+app.add_typer(notify_app, name="notify")
 app.add_typer(eval_app, name="eval")
 use_plain_help(app)
 
