@@ -101,6 +101,17 @@ def feature_matrix(vectors: Sequence[FeatureVector]) -> FloatArray:
                     dtype=np.float64).reshape(len(vectors), len(FEATURES))
 
 
+def column_median(values: FloatArray) -> tuple[FloatArray, npt.NDArray[np.int64]]:
+    """Median of each column ignoring NaN (NaN where a column is empty), and the counts."""
+    ordered = np.sort(values, axis=0)  # NaN sorts last
+    count = np.count_nonzero(~np.isnan(values), axis=0)
+    low = np.maximum((count - 1) // 2, 0)
+    high = np.maximum(count // 2, 0)
+    take = np.take_along_axis
+    median = (take(ordered, low[None, :], 0)[0] + take(ordered, high[None, :], 0)[0]) / 2
+    return np.where(count > 0, median, np.nan), count
+
+
 def floors_array(floors: Mapping[Feature, float]) -> FloatArray:
     return np.array([floors.get(f, 0.0) for f in FEATURES], dtype=np.float64)
 

@@ -41,6 +41,7 @@ from fleetguard.detect.baselines import (
     FEATURE_INDEX,
     FEATURES,
     FloatArray,
+    column_median,
     family_of,
     feature_row,
     floors_array,
@@ -102,17 +103,6 @@ class CohortStats:
     devices: int
 
 
-def _column_median(values: FloatArray) -> tuple[FloatArray, npt.NDArray[np.int64]]:
-    """Median of each column ignoring NaN (NaN where a column is empty), and the counts."""
-    ordered = np.sort(values, axis=0)  # NaN sorts last
-    count = np.count_nonzero(~np.isnan(values), axis=0)
-    low = np.maximum((count - 1) // 2, 0)
-    high = np.maximum(count // 2, 0)
-    take = np.take_along_axis
-    median = (take(ordered, low[None, :], 0)[0] + take(ordered, high[None, :], 0)[0]) / 2
-    return np.where(count > 0, median, np.nan), count
-
-
 @dataclass(slots=True)
 class _Cohort:
     values: FloatArray  # (capacity, F)
@@ -151,8 +141,8 @@ class _Cohort:
         values = self.values[:size]
         fresh = self.at_ms[:size] >= now_ms - settings.window_ms
         current = np.where(fresh, values, np.nan)
-        median, count = _column_median(current)
-        mad, _ = _column_median(np.abs(current - median[None, :]))
+        median, count = column_median(current)
+        mad, _ = column_median(np.abs(current - median[None, :]))
         width = np.maximum(np.maximum(np.nan_to_num(mad) * MAD_TO_SIGMA,
                                       settings.rel_floor * np.abs(np.nan_to_num(median))), floors)
         self.stats = CohortStats(median, width, count.astype(np.int64), now_ms, len(self.rows))
@@ -170,6 +160,12 @@ class PeerWindow:
     def cohort_size(self, cohort: str) -> int:
         found = self._cohorts.get(cohort)
         return len(found.rows) if found is not None else 0
+
+    def latest(self, cohort: str, device_id: str) -> FloatArray | None:
+        """The device's latest values (NaN: none yet), or None if it is not in the window."""
+        group = self._cohorts.get(cohort)
+        row = group.rows.get(device_id) if group is not None else None
+        return group.values[row].copy() if group is not None and row is not None else None
 
     def observe(self, cohort: str, device_id: str, x: FloatArray, at_ms: int) -> None:
         """Record one device's values (NaN: absent, the older value stands)."""
