@@ -7,7 +7,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 
 from fleetguard.api.authz import SESSION_COOKIE
-from fleetguard.dashboard import devices, live, login, pages, scans
+from fleetguard.dashboard import alarms, devices, live, login, pages, scans
 from fleetguard.dashboard.render import STATIC_DIR, page
 from fleetguard.dashboard.security import (
     PAGE_HEADERS,
@@ -20,6 +20,7 @@ dashboard_router = APIRouter(include_in_schema=False)
 dashboard_router.include_router(login.router)
 dashboard_router.include_router(pages.router)
 dashboard_router.include_router(devices.router)
+dashboard_router.include_router(alarms.router)
 dashboard_router.include_router(scans.router)
 dashboard_router.include_router(live.router)
 

@@ -23,8 +23,10 @@ from fleetguard.dashboard.charts import Chart, line_chart
 from fleetguard.dashboard.deps import Ctx, DeviceReader, DeviceWriter, not_found
 from fleetguard.dashboard.render import page, page_links
 from fleetguard.dashboard.security import PAGE_HEADERS
+from fleetguard.dashboard.timeline import device_alarms_and_timeline
 from fleetguard.findings import FindingFilter, FindingState
 from fleetguard.identity import service as identity
+from fleetguard.operators import Permission
 from fleetguard.pki import RevocationReason
 from fleetguard.registry import DeviceChanges, DeviceFilter, DeviceSort, DeviceState, listing
 from fleetguard.registry import service as registry
@@ -154,6 +156,9 @@ def device_page(request: Request, device_id: str, ctx: Ctx, principal: DeviceRea
         certs = identity.list_certificates(session, device_id=device.id)
         status = telemetry.device_status(session, device.id)
         snapshot = telemetry.latest_snapshot(session, device.id)
+        alarms = device_alarms_and_timeline(
+            session, device.id, can_read_audit=principal.can(Permission.AUDIT_READ)
+        ) if principal.can(Permission.ALARMS_READ) else None
         charts: list[Chart] = []
         for metric, title, unit in CHARTS:
             chart = line_chart(title, unit, telemetry.read_series(
@@ -171,7 +176,7 @@ def device_page(request: Request, device_id: str, ctx: Ctx, principal: DeviceRea
         "charts": charts, "transitions": transitions, "done": request.query_params.get("done"),
         "now": utcnow(), "open_findings": _findings_of(ctx, device.id, FindingState.OPEN),
         "resolved_findings": _findings_of(ctx, device.id, FindingState.RESOLVED),
-        "findings_shown": FINDINGS_SHOWN,
+        "findings_shown": FINDINGS_SHOWN, "device_alarms": alarms,
     }, principal=principal)
 
 

@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse
 
 from fleetguard import auditlog, findings
 from fleetguard.core.clock import utcnow
+from fleetguard.dashboard.alarms import alarm_risk, combined_risk, weights_text
 from fleetguard.dashboard.charts import line_chart
 from fleetguard.dashboard.deps import AuditReader, Ctx, DeviceReader, OperatorsReader, Self
 from fleetguard.dashboard.render import page
@@ -76,6 +77,11 @@ def overview(request: Request, ctx: Ctx, principal: Self) -> HTMLResponse:
             data["trend"] = _risk_trend(
                 findings.risk_history(session, since=now - RISK_HISTORY), now, risk.score)
             data["weights"] = list(findings.RISK_WEIGHTS.items())
+            if principal.can(Permission.ALARMS_READ):
+                alarms = alarm_risk(session, devices=risk.devices)
+                data["alarms"] = alarms
+                data["alarm_weights"] = weights_text()
+                data["total_risk"] = combined_risk(risk.score, alarms)
         if principal.can(Permission.AUDIT_READ):
             data["events"] = auditlog.list_audit_entries(session, limit=10, newest_first=True)
     return page(request, "overview.html", data, principal=principal)
