@@ -59,7 +59,7 @@ def require(*tools: str) -> None:
     """Skip the test, naming what is missing, unless the lab can run and the tools exist."""
     if os.geteuid() != 0:
         pytest.skip("the namespace lab needs root (ip netns, unshare, nsenter)")
-    missing = [t for t in ("ip", "unshare", "nsenter", *tools) if shutil.which(t) is None]
+    missing = [t for t in ("ip", "ss", "unshare", "nsenter", *tools) if shutil.which(t) is None]
     if missing:
         pytest.skip(f"not installed: {', '.join(missing)} (Debian packages; see "
                     "docs/detection-realtools.md)")
@@ -80,10 +80,16 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale_namespaces() -> None:
-    """Remove lab namespaces whose creating process is gone (a run killed mid-test)."""
+    """Remove lab namespaces whose creating process is gone (a run killed mid-test), and
+    end what still runs in them (a device agent would go on writing reports)."""
     for name in os.listdir("/run/netns") if os.path.isdir("/run/netns") else []:
         match = _NAME.match(name)
         if match and not _alive(int(match[1])):
+            pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True,
+                                  text=True, timeout=10).stdout.split()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
             subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
 
 

@@ -23,7 +23,9 @@ BENIGN_REPORTS = 3
 def _hydra(lab: Lab) -> None:
     guesses = lab.tmp / "guesses.txt"  # made here: none of them is any account's password
     guesses.write_text("".join(f"{secrets.token_urlsafe(9)}\n" for _ in range(400)))
-    lab.outside("hydra", "-l", "root", "-P", str(guesses), "-t", "8", "-I",
+    # 8 connections of 6 guesses each (sshd's MaxAuthTries) a round; after sshd hangs up
+    # on a connection hydra waits out its response timeout (-w) before the next round.
+    lab.outside("hydra", "-l", "root", "-P", str(guesses), "-t", "8", "-w", "2", "-I",
                 f"ssh://{DEVICE}", log="hydra.log")
 
 
