@@ -300,3 +300,14 @@ def test_an_address_that_does_not_match_is_refused_however_many_have_matched():
     raw["connections"][0]["remote_address"] = "10.0.0.1 "
     assert outcome(json.dumps(raw).encode(), ContentType.JSON, MessageKind.TELEMETRY,
                    fast=True) is RejectReason.INVALID
+
+
+def test_patterns_inside_an_optional_list_are_checked():
+    raw = json.loads(encode_message(samples.telemetry(), ContentType.JSON))
+    good = {"proto": "tcp", "address": "203.0.113.5", "port": 443, "samples": 1, "connections": 1}
+    raw["destinations_seen"] = [good]
+    assert isinstance(outcome(json.dumps(raw).encode(), ContentType.JSON, MessageKind.TELEMETRY,
+                              fast=True), ReportFacts)
+    raw["destinations_seen"] = [good, {**good, "address": "not an address"}]
+    assert outcome(json.dumps(raw).encode(), ContentType.JSON, MessageKind.TELEMETRY,
+                   fast=True) is RejectReason.INVALID

@@ -169,16 +169,20 @@ def _derive_struct(model: type[BaseModel]) -> type[msgspec.Struct]:
 
 
 def _held_checks(annotation: Any) -> tuple[bool, _Checks] | None:
-    """(a list?, the checks) of a field holding structs that have pattern checks."""
-    if get_origin(annotation) is Annotated:
-        annotation = get_args(annotation)[0]
-    many = get_origin(annotation) is list
-    arms = get_args(annotation) if many or get_origin(annotation) is Union else (annotation,)
-    for arm in arms:
-        checks = _CHECKS.get(arm) if isinstance(arm, type) else None
-        if checks is not None:
-            return many, checks
-    return None
+    """(a list?, the checks) of a field holding structs that have pattern checks: a struct,
+    a list of them, either of them optional or constrained."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _held_checks(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        held = [h for arm in get_args(annotation) if (h := _held_checks(arm)) is not None]
+        return held[0] if held else None
+    if origin is list:
+        (item,) = get_args(annotation)
+        inner = _held_checks(item)
+        return (True, inner[1]) if inner is not None and not inner[0] else None
+    checks = _CHECKS.get(annotation) if isinstance(annotation, type) else None
+    return (False, checks) if checks is not None else None
 
 
 def _derive_type(
