@@ -13,12 +13,14 @@ from fleetguard.keys import MasterKey
 from fleetguard.notify import (
     CreatedDestination,
     DeliveryState,
+    DestinationChanges,
     NotificationEvent,
     Notifier,
     RetryPolicy,
     WebhookSettings,
     create_destination,
     list_deliveries,
+    update_destination,
 )
 from fleetguard.store import Database
 from tests.agent.pki import TestCA
@@ -215,3 +217,59 @@ def test_publish_returns_at_once_and_counts_what_overflows(
     assert accepted == [True, True, True, False, False]
     stats = notifier.stats()
     assert (stats.published, stats.overflowed, stats.queued) == (3, 2, 3)
+
+
+def test_a_disabled_destination_keeps_what_was_pending_and_gets_no_new_events(
+    db: Database, master_key: MasterKey, receiver: HttpsReceiver, receiver_ca: TestCA,
+    make_notifier: Callable[..., Notifier],
+) -> None:
+    created = _webhook(db, master_key, receiver, receiver_ca)
+    writer = make_notifier()
+    writer.publish(_event(1))
+    writer.publish(_event(2))
+    writer.stop()  # stored as pending
+    with db.session() as session:
+        update_destination(session, created.destination.id,
+                           DestinationChanges(enabled=False), actor="test")
+    notifier = make_notifier()
+    notifier.start()
+    notifier.publish(_event(3))  # published while disabled: not for this destination
+    time.sleep(0.8)
+    assert receiver.requests == []
+    assert _states(db) == {"evt-1": DeliveryState.PENDING, "evt-2": DeliveryState.PENDING}
+    with db.session() as session:
+        update_destination(session, created.destination.id,
+                           DestinationChanges(enabled=True), actor="test")
+    notifier.wake()
+    got = receiver.wait_for(2)
+    time.sleep(0.3)
+    assert [r.event["id"] for r in receiver.requests] == ["evt-1", "evt-2"] == \
+        [r.event["id"] for r in got]
+
+
+def test_a_receiver_that_does_not_answer_does_not_hold_up_another(
+    db: Database, master_key: MasterKey, receiver: HttpsReceiver, receiver_ca: TestCA,
+    make_notifier: Callable[..., Notifier],
+) -> None:
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts connections, never answers
+    try:
+        with db.session() as session:
+            create_destination(
+                session, master_key, actor="test", name="silent", min_severity=Severity.LOW,
+                webhook=WebhookSettings(f"https://127.0.0.1:{silent.getsockname()[1]}/x",
+                                        allow_private_network=True))
+        _webhook(db, master_key, receiver, receiver_ca)
+        notifier = make_notifier()  # timeout 3 s
+        notifier.start()
+        started = time.monotonic()
+        for n in (1, 2, 3):
+            notifier.publish(_event(n))
+        got = receiver.wait_for(3)
+        assert [r.event["id"] for r in got] == ["evt-1", "evt-2", "evt-3"]
+        assert got[-1].at - started < 3.0  # not behind the silent one's timeout
+    finally:
+        silent.close()

@@ -91,6 +91,7 @@ class Notifier:
         self._stats_lock = threading.Lock()
         self._lanes = ThreadPoolExecutor(self.settings.lanes, thread_name_prefix="notify-lane")
         self._last_prune = utcnow()
+        self._busy: set[str] = set()  # destinations with a lane running
 
     # -- the caller's side ---------------------------------------------------------------
 
@@ -180,35 +181,56 @@ class Notifier:
             self._count(duplicates=duplicates)
 
     def _deliver_due(self) -> float:
-        """Deliver every due head; returns the seconds until the next one is due."""
+        """Start a lane for each destination whose head is due (and has none running);
+        returns the seconds until the next head is due. Lanes run beside the worker, so a
+        slow receiver never keeps new events out of the outbox."""
         now = utcnow()
         with self._db.read_session() as session:
             heads = queue_heads(session)
-        due = [destination_id for destination_id, _, at in heads if at <= now]
-        futures = [self._lanes.submit(self._deliver_lane, d) for d in due]
-        for future in futures:
-            future.result()
+        for destination_id, _, at in heads:
+            if at <= now and not self._stopping.is_set():
+                with self._stats_lock:
+                    if destination_id in self._busy:
+                        continue
+                    self._busy.add(destination_id)
+                self._lanes.submit(self._run_lane, destination_id)
         later = [(at - now).total_seconds() for _, _, at in heads if at > now]
         return min(later, default=self.settings.poll_s)
 
-    def _deliver_lane(self, destination_id: str) -> None:
+    def _run_lane(self, destination_id: str) -> None:
+        more = False
+        try:
+            more = self._deliver_lane(destination_id)
+        except Exception:
+            self._count(store_errors=1)
+            log.exception("notification lane of destination %s failed; retrying",
+                          destination_id)
+        finally:
+            with self._stats_lock:
+                self._busy.discard(destination_id)
+            if more:  # its round ended with deliveries still due: look again at once
+                self._wake.set()
+
+    def _deliver_lane(self, destination_id: str) -> bool:
+        """Deliver the destination's due heads in order; True if some are still due."""
         for _ in range(self.settings.per_round):
             if self._stopping.is_set():
-                return
+                return False
             with self._db.session() as session:
                 try:
                     destination = get_destination(session, destination_id)
                 except DestinationNotFoundError:
-                    return
+                    return False
                 # A disabled destination's deliveries wait, in order, until it is enabled.
                 if not destination.enabled:
-                    return
+                    return False
                 claimed = claim_head(session, destination_id, self.settings.retry)
             if claimed is None:
-                return
+                return False
             state = self._attempt(destination, claimed)
             if state is DeliveryState.PENDING:  # the head waits: so does the lane
-                return
+                return False
+        return True
 
     def _attempt(self, destination: Destination, claimed: Claimed) -> DeliveryState:
         try:

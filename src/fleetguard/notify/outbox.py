@@ -29,7 +29,11 @@ from fleetguard.notify.models import (
     NotificationEvent,
 )
 from fleetguard.store.paging import decode_cursor, encode_cursor, page_of, refused_cursor
-from fleetguard.store.tables.notify import NotificationEventRow, OutboxRow
+from fleetguard.store.tables.notify import (
+    NotificationDestinationRow,
+    NotificationEventRow,
+    OutboxRow,
+)
 
 AUTOMATION_ACTOR = "system:notifier"
 _PENDING = DeliveryState.PENDING.value
@@ -90,9 +94,13 @@ def enqueue_events(
 
 
 def queue_heads(session: Session) -> list[tuple[str, int, datetime]]:
-    """Each destination's oldest pending delivery: (destination id, outbox id, due at)."""
+    """Each enabled destination's oldest pending delivery: (destination id, outbox id, due
+    at). A disabled destination's deliveries wait until it is enabled again."""
     destination_ids = session.execute(
-        select(OutboxRow.destination_id).where(OutboxRow.state == _PENDING).distinct()
+        select(OutboxRow.destination_id).distinct()
+        .join(NotificationDestinationRow,
+              NotificationDestinationRow.id == OutboxRow.destination_id)
+        .where(OutboxRow.state == _PENDING, NotificationDestinationRow.enabled.is_(True))
     ).scalars().all()
     heads = []
     for destination_id in destination_ids:
