@@ -142,6 +142,7 @@ class HalfSpaceTrees:
         self.accept_low = np.full(F, np.inf)
         self.accept_high = np.full(F, -np.inf)
         self.accepted = np.zeros((0, F))
+        self.varying = np.arange(F)  # the features the trees split
 
     @property
     def ready(self) -> bool:
@@ -194,7 +195,9 @@ class HalfSpaceTrees:
         score = np.where(outside.any(axis=1), 0.0, score)
         flagged = score < self.settings.threshold
         if self.accepted.shape[0] and flagged.any():
-            near = np.abs(t[:, None, :] - self.accepted[None, :, :]).max(axis=2)
+            # Near on what the trees split: the rest is judged by the (widened) box.
+            v = self.varying
+            near = np.abs(t[:, None, v] - self.accepted[None, :, v]).max(axis=2)
             covered = (near <= self.settings.accept_radius).any(axis=1)
             flagged &= ~(covered & ~outside.any(axis=1))
         return HstScores(score, outside, flagged, t, raw)
@@ -221,7 +224,8 @@ class HalfSpaceTrees:
             # Split only what varied: a feature that never moved is all in its box's pad,
             # and a split of it would be a level of every tree wasted.
             varying = np.flatnonzero(high > low)
-            self.dims, self.splits = _build(s, varying if varying.size else np.arange(F))
+            self.varying = varying if varying.size else np.arange(F)
+            self.dims, self.splits = _build(s, self.varying)
         pad = np.maximum(s.pad * (high - low), s.min_pad)
         self.box_low, self.box_high = low - pad, high + pad
         self.center = np.nan_to_num(column_median(points)[0])
@@ -261,7 +265,7 @@ class HalfSpaceTrees:
                  counts=np.array([self.filled, self.windows]), box_low=self.box_low,
                  box_high=self.box_high, center=self.center, level=np.array([self.level]),
                  accept_low=self.accept_low, accept_high=self.accept_high,
-                 accepted=self.accepted)
+                 accepted=self.accepted, varying=self.varying)
         return out.getvalue()
 
     @classmethod
@@ -276,7 +280,7 @@ class HalfSpaceTrees:
             model.box_low, model.box_high = saved["box_low"], saved["box_high"]
             model.center, model.level = saved["center"], float(saved["level"][0])
             model.accept_low, model.accept_high = saved["accept_low"], saved["accept_high"]
-            model.accepted = saved["accepted"]
+            model.accepted, model.varying = saved["accepted"], saved["varying"]
         return model
 
 
