@@ -75,9 +75,10 @@ def test_reports_in_both_encodings_are_stored_and_read_back(db: Database, ingest
         (start + timedelta(minutes=n)).replace(microsecond=(start + timedelta(minutes=n)).microsecond // 1000 * 1000)
         for n in (1, 2, 3)
     ]
-    # Loopback left out; the first report of a boot counts from boot, then deltas.
-    assert [s.value for s in bytes_in] == [1001.0, 1001.0, 1001.0]
-    assert [s.value for s in attempts] == [5.0, 5.0, 5.0]
+    # Per second, loopback left out; the first report of a boot is a baseline: no rate.
+    assert [s.value for s in bytes_in] == pytest.approx([1001 / 60, 1001 / 60])
+    assert [s.value for s in attempts] == pytest.approx([5 / 60, 5 / 60])
+    assert [s.at for s in bytes_in] == [s.at for s in cpu[1:]]
     assert [s.value for s in conns] == [2.0, 2.0, 2.0]
     assert status is not None and status.online and status.last_seq == 3
     assert status.interval == timedelta(minutes=1)  # learned from period_start_ms
@@ -106,7 +107,7 @@ def test_duplicates_are_stored_once(db: Database, ingest: IngestService) -> None
     assert ingest.stats().duplicates == 6
 
 
-def test_a_late_report_is_kept_without_disturbing_the_deltas(db: Database, ingest: IngestService) -> None:
+def test_a_late_report_is_kept_without_disturbing_the_rates(db: Database, ingest: IngestService) -> None:
     device = add_device(db)
     start = utcnow() - timedelta(minutes=10)
     for seq in (1, 3):
@@ -121,7 +122,8 @@ def test_a_late_report_is_kept_without_disturbing_the_deltas(db: Database, inges
     with db.session() as session:
         values = [s.value for s in read_series(session, device, Metric.BYTES_IN, since=start)]
         status = device_status(session, device)
-    assert values == [1001.0, 1001.0 * 2, 1001.0]  # seq 2 came late: stored, no delta
+    # seq 3 over the 2 minutes since seq 1; seq 2 came late: stored, no rate; seq 4 after 3
+    assert values == pytest.approx([1001 / 60, 1001 / 60])
     assert len(read_cpu(db, device, start)) == 4
     assert status is not None and status.last_seq == 4
 
@@ -276,7 +278,7 @@ def _store(service: IngestService, device: str, seq: int, start) -> None:  # typ
     assert service.flush()
 
 
-def test_deltas_stay_right_when_a_devices_reports_alternate_between_writers(db: Database) -> None:
+def test_rates_stay_right_when_a_devices_reports_alternate_between_writers(db: Database) -> None:
     device = add_device(db)
     start = utcnow() - timedelta(minutes=10)
     first, second = _writer(db), _writer(db)
@@ -288,7 +290,8 @@ def test_deltas_stay_right_when_a_devices_reports_alternate_between_writers(db: 
         second.stop()
     with db.session() as session:
         values = [s.value for s in read_series(session, device, Metric.BYTES_IN, since=start)]
-    assert values == [1001.0] * 4  # each against the report before it, whoever stored it
+    # each against the report before it, whoever stored it (the first is a baseline)
+    assert values == pytest.approx([1001 / 60] * 3)
 
 
 def test_a_late_report_at_another_writer_does_not_move_the_device_back(db: Database) -> None:
@@ -306,4 +309,4 @@ def test_a_late_report_at_another_writer_does_not_move_the_device_back(db: Datab
         status = device_status(session, device)
         values = [s.value for s in read_series(session, device, Metric.BYTES_IN, since=start)]
     assert status is not None and status.last_seq == 3
-    assert values == [1001.0, 1001.0 * 2]  # seq 3 against seq 1; seq 2 stored without a delta
+    assert values == pytest.approx([1001 / 60])  # seq 3 against seq 1; seq 2 late: no rate

@@ -34,12 +34,15 @@ from fleetguard.telemetry.errors import (
 from fleetguard.telemetry.ingest import IngestService
 from fleetguard.telemetry.models import (
     METRIC_IDS,
+    METRIC_INFO,
     Aggregation,
     CommandState,
     CompactionResult,
     DeviceTelemetryStatus,
     IngestStats,
     Metric,
+    MetricInfo,
+    MetricKind,
     MetricSummary,
     OfflinePolicy,
     QueuedCommand,
@@ -72,6 +75,7 @@ from fleetguard.telemetry.upkeep import SYSTEM_ACTOR, compact_telemetry, sweep_o
 __all__ = [
     "MAX_SERIES_POINTS",
     "METRIC_IDS",
+    "METRIC_INFO",
     "SYSTEM_ACTOR",
     "UNKNOWN_DEVICE",
     "Aggregation",
@@ -87,6 +91,8 @@ __all__ = [
     "IngestStats",
     "IngestStoppedError",
     "Metric",
+    "MetricInfo",
+    "MetricKind",
     "MetricNotFoundError",
     "MetricSummary",
     "OfflinePolicy",

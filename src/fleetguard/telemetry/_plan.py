@@ -8,6 +8,7 @@ report to the next, are written only when their text differs from what the row h
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -15,6 +16,14 @@ from typing import Any, Protocol
 from pydantic import TypeAdapter
 
 from fleetguard.protocol import Connection, ListeningSocket, TelemetryReport
+from fleetguard.protocol.counters import (
+    Counter,
+    CounterReading,
+    CounterSource,
+    next_reference,
+    rates,
+    reading_of,
+)
 from fleetguard.telemetry import _wire
 from fleetguard.telemetry.models import OfflinePolicy, RetentionPolicy
 
@@ -22,13 +31,12 @@ MAX_RECENT_EXECUTABLES = 64
 _EWMA = 0.25
 _LISTENING = TypeAdapter(list[ListeningSocket])
 _CONNECTIONS = TypeAdapter(list[Connection])
-_COUNTER_KEYS = ("bytes_in", "bytes_out", "packets_in", "packets_out", "tcp_attempts",
-                 "tcp_attempt_fails")
+# The rate columns, one per since-boot counter (the report table's names are Counter's).
+RATE_COLUMNS: tuple[str, ...] = tuple(c.value for c in Counter)
 REPORT_COLUMNS = (
     "device_key", "boot", "seq", "ts", "cpu_percent", "load_1", "memory_used_percent",
-    "disk_used_percent", "bytes_in", "bytes_out", "packets_in", "packets_out", "tcp_attempts",
-    "tcp_attempt_fails", "connections", "remote_peers", "listening_ports", "auth_failures",
-    "new_executables", "process_count", "uptime_s",
+    "disk_used_percent", "connections", "remote_peers", "listening_ports", "auth_failures",
+    "new_executables", "process_count", "uptime_s", *RATE_COLUMNS,
 )
 ReportRow = tuple[Any, ...]
 # A device's listening sockets and connections as stored (JSON, ``exclude_none``).
@@ -41,26 +49,6 @@ class _Disk(Protocol):
     def total_bytes(self) -> int: ...
     @property
     def used_bytes(self) -> int: ...
-
-
-class _Interface(Protocol):
-    @property
-    def name(self) -> str: ...
-    @property
-    def bytes_in(self) -> int: ...
-    @property
-    def bytes_out(self) -> int: ...
-    @property
-    def packets_in(self) -> int: ...
-    @property
-    def packets_out(self) -> int: ...
-
-
-class _Net(Protocol):
-    @property
-    def tcp_active_opens(self) -> int: ...
-    @property
-    def tcp_attempt_fails(self) -> int: ...
 
 
 class _Peer(Protocol):
@@ -79,15 +67,9 @@ class _Executable(Protocol):
     def pid(self) -> int | None: ...
 
 
-class ReportSource(Protocol):
+class ReportSource(CounterSource, Protocol):
     """What facts are taken from: a :class:`TelemetryReport`, or its struct (``_wire``)."""
 
-    @property
-    def seq(self) -> int: ...
-    @property
-    def boot_id(self) -> str: ...
-    @property
-    def collected_at_ms(self) -> int: ...
     @property
     def period_start_ms(self) -> int: ...
     @property
@@ -106,10 +88,6 @@ class ReportSource(Protocol):
     def process_count(self) -> int: ...
     @property
     def disks(self) -> Sequence[_Disk]: ...
-    @property
-    def interfaces(self) -> Sequence[_Interface]: ...
-    @property
-    def net(self) -> _Net | None: ...
     @property
     def listening(self) -> Sequence[object]: ...
     @property
@@ -143,9 +121,8 @@ class ReportFacts:
     collected_at_ms: int
     period_start_ms: int
     agent_version: str | None
-    counters: dict[str, int]
-    has_net: bool
-    # REPORT_COLUMNS from cpu_percent on, except the counter deltas
+    counters: CounterReading
+    # REPORT_COLUMNS from cpu_percent to uptime_s
     cpu_percent: float
     load_1: float
     memory_used_percent: float | None
@@ -178,7 +155,7 @@ def report_facts(report: ReportSource) -> ReportFacts:
     return ReportFacts(
         seq=report.seq, boot_id=report.boot_id, collected_at_ms=report.collected_at_ms,
         period_start_ms=report.period_start_ms, agent_version=report.agent_version,
-        counters=_cumulative(report), has_net=report.net is not None,
+        counters=reading_of(report),
         cpu_percent=report.cpu_percent, load_1=report.load_1, memory_used_percent=memory,
         disk_used_percent=disk,
         connections=float(len(report.connections) + report.connections_omitted),
@@ -226,7 +203,8 @@ class DeviceState:
     last_seen_ms: int
     interval_ms: int
     agent_version: str | None
-    counters: dict[str, int]
+    # The reading the next report's rates are measured from (protocol.counters' reference).
+    counters: CounterReading | None
     recent_executables: list[dict[str, Any]]
     # The listening sockets and connections the row holds, when this process wrote them
     # (None: not known here, so the next report's are written whatever they are).
@@ -238,6 +216,28 @@ class DeviceState:
             self.last_seen_ms, self.interval_ms, self.agent_version, self.counters,
             self.recent_executables, self.snapshot,
         )
+
+
+def reference_json(reference: CounterReading | None) -> str:
+    """The rate reference as the device row's ``counters`` column holds it."""
+    if reference is None:
+        return "{}"
+    return _wire.encode_json({
+        "boot": reference.boot_id, "seq": reference.seq, "at": reference.collected_at_ms,
+        "net": reference.counters, "if": reference.interfaces,
+    }).decode()
+
+
+def reference_from_json(text: str) -> CounterReading | None:
+    """The reference a device row holds; None for none, or for the flat totals stored
+    before rates (then the device's next report is a new baseline)."""
+    held = json.loads(text)
+    if "seq" not in held:
+        return None
+    return CounterReading(
+        boot_id=held["boot"], seq=held["seq"], collected_at_ms=held["at"],
+        counters=held["net"], interfaces={k: tuple(v) for k, v in held["if"].items()},
+    )
 
 
 @dataclass(slots=True)
@@ -321,20 +321,20 @@ def _plan_report(
         or message.seq > state.last_seq
         or (not same_boot and (state.last_report_ms or 0) <= message.collected_at_ms)
     )
-    maybe_stored = state.last_seq is not None and message.seq <= state.last_seq
-    if not newer:  # late, out of order: stored (deduped by the key), no deltas
-        _add_row(plan, item, _row(state.key, message, ts, None), maybe_stored)
+    # Every row stored has a seq up to the reference's (the highest planned): one above it
+    # cannot be stored yet; one up to it may be (a resend), and is checked row by row.
+    ceiling = state.counters.seq if state.counters is not None else state.last_seq
+    maybe_stored = ceiling is not None and message.seq <= ceiling
+    _, counter_rates = rates(state.counters, message.counters)
+    state.counters = next_reference(state.counters, message.counters)
+    if not newer:  # late, out of order: stored (deduped by the key), no rates
+        _add_row(plan, item, _row(state.key, message, ts, counter_rates), maybe_stored)
         return
-    deltas: dict[str, int | None]
-    if same_boot and state.counters:
-        deltas = {k: _delta(message.counters[k], state.counters.get(k)) for k in _COUNTER_KEYS}
-    else:  # first report of a boot: cumulative since boot is the delta
-        deltas = dict(message.counters)
     _advance(state, message, same_boot, limits.intervals)
     if message.new_executables:
         state.recent_executables = _merge_executables(state.recent_executables, message, ts)
         plan.executables_changed.add(item.device_id)
-    _add_row(plan, item, _row(state.key, message, ts, deltas), maybe_stored)
+    _add_row(plan, item, _row(state.key, message, ts, counter_rates), maybe_stored)
     plan.snapshots[item.device_id] = (message, ts, False)
 
 
@@ -362,7 +362,6 @@ def _advance(
     state.last_seq = message.seq
     state.last_report_ms = message.collected_at_ms
     state.agent_version = message.agent_version
-    state.counters = message.counters
 
 
 def _compare_snapshots(plan: Plan) -> None:
@@ -380,7 +379,7 @@ def device_update(plan: Plan, device_id: str, state: DeviceState) -> dict[str, A
         "k": state.key, "boot_id": state.boot_id, "last_seq": state.last_seq,
         "last_report_ms": state.last_report_ms, "last_seen_ms": state.last_seen_ms,
         "interval_ms": state.interval_ms, "agent_version": state.agent_version,
-        "counters": _wire.encode_json(state.counters).decode(),
+        "counters": reference_json(state.counters),
     }
     if device_id in plan.executables_changed:
         out["new_executables"] = _wire.encode_json(state.recent_executables).decode()
@@ -425,57 +424,13 @@ def _learn(current: int, observed: int, bounds: _IntervalBounds) -> int:
     return round(current + _EWMA * (observed - current))
 
 
-def _delta(current: int, previous: int | None) -> int | None:
-    if previous is None or current < previous:  # reset or wrapped: unknown, not negative
-        return None
-    return current - previous
-
-
-def _cumulative(report: ReportSource) -> dict[str, int]:
-    bytes_in = bytes_out = packets_in = packets_out = 0
-    for iface in report.interfaces:
-        if iface.name == "lo" or iface.name.startswith("lo:"):
-            continue
-        bytes_in += iface.bytes_in
-        bytes_out += iface.bytes_out
-        packets_in += iface.packets_in
-        packets_out += iface.packets_out
-    net = report.net
-    return {
-        "bytes_in": bytes_in, "bytes_out": bytes_out, "packets_in": packets_in,
-        "packets_out": packets_out,
-        "tcp_attempts": net.tcp_active_opens if net else 0,
-        "tcp_attempt_fails": net.tcp_attempt_fails if net else 0,
-    }
-
-
-def _row(
-    key: int, report: ReportFacts, ts: int, deltas: dict[str, int | None] | None
-) -> ReportRow:
-    d = deltas or {}
-    net = report.has_net
+def _row(key: int, report: ReportFacts, ts: int, counter_rates: dict[str, float]) -> ReportRow:
     return (
-        key,
-        boot_key(report.boot_id),
-        report.seq,
-        ts,
-        report.cpu_percent,
-        report.load_1,
-        report.memory_used_percent,
-        report.disk_used_percent,
-        _f(d.get("bytes_in")),
-        _f(d.get("bytes_out")),
-        _f(d.get("packets_in")),
-        _f(d.get("packets_out")),
-        _f(d.get("tcp_attempts")) if net else None,
-        _f(d.get("tcp_attempt_fails")) if net else None,
-        report.connections,
-        report.remote_peers,
-        report.listening_ports,
-        report.auth_failures,
-        report.new_executable_count,
-        report.process_count,
-        report.uptime_s,
+        key, boot_key(report.boot_id), report.seq, ts, report.cpu_percent, report.load_1,
+        report.memory_used_percent, report.disk_used_percent, report.connections,
+        report.remote_peers, report.listening_ports, report.auth_failures,
+        report.new_executable_count, report.process_count, report.uptime_s,
+        *[counter_rates.get(column) for column in RATE_COLUMNS],
     )
 
 

@@ -24,6 +24,7 @@ from fleetguard.telemetry._plan import (
     Plan,
     ReportRow,
     device_update,
+    reference_from_json,
 )
 from fleetguard.telemetry._wire import encode_json
 from fleetguard.telemetry.models import Metric
@@ -60,7 +61,8 @@ def _select_states(
             key=r.key, device_id=r.device_id, boot_id=r.boot_id, last_seq=r.last_seq,
             last_report_ms=r.last_report_ms, last_seen_ms=r.last_seen_ms,
             interval_ms=r.interval_ms, agent_version=r.agent_version,
-            counters=json.loads(r.counters), recent_executables=json.loads(r.new_executables),
+            counters=reference_from_json(r.counters),
+            recent_executables=json.loads(r.new_executables),
         )
         for r in conn.execute(query)
     }
@@ -101,7 +103,7 @@ def load_states(
         found[device_id] = DeviceState(
             key=key, device_id=device_id, boot_id=None, last_seq=None, last_report_ms=None,
             last_seen_ms=now_ms, interval_ms=default_interval_ms, agent_version=None,
-            counters={}, recent_executables=[],
+            counters=None, recent_executables=[],
         )
     return found, unknown
 

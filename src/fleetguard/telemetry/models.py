@@ -9,12 +9,16 @@ from typing import Any
 
 
 class Metric(StrEnum):
-    """A stored numeric series. Names and ids are stable (the ids are in the rollup table).
+    """A stored numeric series. Names and ids are stable (the ids are in the rollup table,
+    numbered in this order): a new metric is appended, never inserted.
 
-    Network counters (``bytes_*``, ``packets_*``, ``tcp_*``) are deltas since the previous
-    report of the same boot, summed over every interface except loopback; the first
-    report of a boot counts from boot. ``auth_failures`` and ``new_executables`` cover
-    the report's own window. The rest are gauges at collection time.
+    Network counters (``bytes_*``, ``packets_*``, ``tcp_*``, ``udp_*``, ``errors_*``,
+    ``drops_*``) are per-second rates since the previous report of the same boot
+    (:mod:`fleetguard.protocol.counters`), interface ones summed over every interface but
+    loopback; absent on a new baseline (a device's first report, a reboot, a clock set
+    back, a late report) and for a counter that went down. ``auth_failures`` and
+    ``new_executables`` count over the report's own period. The rest are gauges at
+    collection time. :data:`METRIC_INFO` gives each one's unit and kind.
     """
 
     CPU_PERCENT = "cpu_percent"
@@ -34,9 +38,80 @@ class Metric(StrEnum):
     NEW_EXECUTABLES = "new_executables"
     PROCESS_COUNT = "process_count"
     UPTIME_S = "uptime_s"
+    # Appended with rates (migration 0010).
+    TCP_INBOUND = "tcp_inbound"  # connections accepted
+    TCP_RESETS = "tcp_resets"  # established connections reset, and resets sent
+    TCP_RETRANSMITS = "tcp_retransmits"  # segments retransmitted
+    TCP_IN_ERRORS = "tcp_in_errors"
+    UDP_IN = "udp_in"
+    UDP_OUT = "udp_out"
+    UDP_NO_PORT = "udp_no_port"  # datagrams to a port nothing listens on
+    UDP_IN_ERRORS = "udp_in_errors"
+    ERRORS_IN = "errors_in"
+    ERRORS_OUT = "errors_out"
+    DROPS_IN = "drops_in"
+    DROPS_OUT = "drops_out"
 
 
 METRIC_IDS: dict[Metric, int] = {metric: number for number, metric in enumerate(Metric, 1)}
+
+
+class MetricKind(StrEnum):
+    """How a metric's values are made. Wire values are stable."""
+
+    GAUGE = "gauge"  # a level at collection time
+    RATE = "rate"  # per second, from two since-boot counter readings
+    PER_REPORT = "per_report"  # a count over the report's own period
+
+
+@dataclass(frozen=True, slots=True)
+class MetricInfo:
+    """What a metric's values mean: unit, kind, and a label for a chart."""
+
+    unit: str
+    kind: MetricKind
+    label: str
+
+
+def _gauge(unit: str, label: str) -> MetricInfo:
+    return MetricInfo(unit, MetricKind.GAUGE, label)
+
+
+def _rate(unit: str, label: str) -> MetricInfo:
+    return MetricInfo(unit, MetricKind.RATE, label)
+
+
+METRIC_INFO: dict[Metric, MetricInfo] = {
+    Metric.CPU_PERCENT: _gauge("%", "CPU"),
+    Metric.LOAD_1: _gauge("tasks", "Load (1 min)"),
+    Metric.MEMORY_USED_PERCENT: _gauge("%", "Memory used"),
+    Metric.DISK_USED_PERCENT: _gauge("%", "Disk used (fullest mount)"),
+    Metric.BYTES_IN: _rate("bytes/s", "Bytes in"),
+    Metric.BYTES_OUT: _rate("bytes/s", "Bytes out"),
+    Metric.PACKETS_IN: _rate("packets/s", "Packets in"),
+    Metric.PACKETS_OUT: _rate("packets/s", "Packets out"),
+    Metric.TCP_ATTEMPTS: _rate("connections/s", "TCP connection attempts"),
+    Metric.TCP_ATTEMPT_FAILS: _rate("connections/s", "TCP attempts failed"),
+    Metric.CONNECTIONS: _gauge("count", "Connections"),
+    Metric.REMOTE_PEERS: _gauge("count", "Remote addresses"),
+    Metric.LISTENING_PORTS: _gauge("count", "Listening sockets"),
+    Metric.AUTH_FAILURES: MetricInfo("count", MetricKind.PER_REPORT, "Auth failures"),
+    Metric.NEW_EXECUTABLES: MetricInfo("count", MetricKind.PER_REPORT, "New executables"),
+    Metric.PROCESS_COUNT: _gauge("count", "Processes"),
+    Metric.UPTIME_S: _gauge("s", "Uptime"),
+    Metric.TCP_INBOUND: _rate("connections/s", "TCP connections accepted"),
+    Metric.TCP_RESETS: _rate("resets/s", "TCP resets"),
+    Metric.TCP_RETRANSMITS: _rate("segments/s", "TCP retransmits"),
+    Metric.TCP_IN_ERRORS: _rate("segments/s", "TCP segments in error"),
+    Metric.UDP_IN: _rate("datagrams/s", "UDP in"),
+    Metric.UDP_OUT: _rate("datagrams/s", "UDP out"),
+    Metric.UDP_NO_PORT: _rate("datagrams/s", "UDP to closed ports"),
+    Metric.UDP_IN_ERRORS: _rate("datagrams/s", "UDP in errors"),
+    Metric.ERRORS_IN: _rate("packets/s", "Interface errors in"),
+    Metric.ERRORS_OUT: _rate("packets/s", "Interface errors out"),
+    Metric.DROPS_IN: _rate("packets/s", "Interface drops in"),
+    Metric.DROPS_OUT: _rate("packets/s", "Interface drops out"),
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,8 @@ class TelemetryDeviceRow(Base):
     online: Mapped[bool] = mapped_column(Boolean)
     online_changed_ms: Mapped[int] = mapped_column(BigInteger)
     agent_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    counters: Mapped[str] = mapped_column(Text, default="{}")  # last cumulative counters, JSON
+    # The reading the next report's rates are measured from (boot, seq, time, counters), JSON
+    counters: Mapped[str] = mapped_column(Text, default="{}")
     snapshot_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     listening: Mapped[str] = mapped_column(Text, default="[]")  # JSON, latest report
     connections: Mapped[str] = mapped_column(Text, default="[]")  # JSON, latest report
@@ -49,7 +50,10 @@ class TelemetryDeviceRow(Base):
 
 
 class TelemetryReportRow(Base):
-    """One row per accepted report; metrics are fixed nullable columns (see Metric)."""
+    """One row per accepted report; metrics are fixed nullable columns (see Metric).
+
+    Counter columns (``bytes_in`` .. ``drops_out``) hold per-second rates since the
+    previous report of the same boot, NULL on a new baseline (protocol.counters)."""
 
     __tablename__ = "telemetry_reports"
 
@@ -67,6 +71,18 @@ class TelemetryReportRow(Base):
     packets_out: Mapped[float | None] = mapped_column(Float, nullable=True)
     tcp_attempts: Mapped[float | None] = mapped_column(Float, nullable=True)
     tcp_attempt_fails: Mapped[float | None] = mapped_column(Float, nullable=True)
+    tcp_inbound: Mapped[float | None] = mapped_column(Float, nullable=True)
+    tcp_resets: Mapped[float | None] = mapped_column(Float, nullable=True)
+    tcp_retransmits: Mapped[float | None] = mapped_column(Float, nullable=True)
+    tcp_in_errors: Mapped[float | None] = mapped_column(Float, nullable=True)
+    udp_in: Mapped[float | None] = mapped_column(Float, nullable=True)
+    udp_out: Mapped[float | None] = mapped_column(Float, nullable=True)
+    udp_no_port: Mapped[float | None] = mapped_column(Float, nullable=True)
+    udp_in_errors: Mapped[float | None] = mapped_column(Float, nullable=True)
+    errors_in: Mapped[float | None] = mapped_column(Float, nullable=True)
+    errors_out: Mapped[float | None] = mapped_column(Float, nullable=True)
+    drops_in: Mapped[float | None] = mapped_column(Float, nullable=True)
+    drops_out: Mapped[float | None] = mapped_column(Float, nullable=True)
     connections: Mapped[float | None] = mapped_column(Float, nullable=True)
     remote_peers: Mapped[float | None] = mapped_column(Float, nullable=True)
     listening_ports: Mapped[float | None] = mapped_column(Float, nullable=True)
