@@ -316,8 +316,10 @@ class Lab:
     def reports_to_detect(self, family: Family, limit: int = 2) -> int | None:
         """How many reports after now until one flags ``family`` (None: not within limit)."""
         for n in range(1, limit + 1):
-            if family in self.next_report().families:
-                print(f"[realtools] {family.value} flagged in report {n} after the attack started")
+            scored = self.next_report()
+            if family in scored.families:
+                why = "; ".join(v.summary for v in scored.verdicts if v.family is family)
+                print(f"[realtools] {family.value} flagged in report {n}: {why}")
                 return n
         print(f"[realtools] {family.value} not flagged within {limit} reports")
         return None

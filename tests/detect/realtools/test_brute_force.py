@@ -1,4 +1,5 @@
-"""Password guessing with hydra, from the outside, against OpenSSH's sshd on the device.
+"""Password guessing with hydra: from the outside against OpenSSH's sshd on the device, and
+from the device against an sshd outside (an infected device spreading, as Mirai does).
 
 The agent counts failed logins in the first readable of ``/var/log/auth.log`` and
 ``/var/log/secure`` (``AgentConfig.auth_logs``). The device's ``/var/log`` is its own
@@ -8,25 +9,30 @@ The agent counts failed logins in the first readable of ``/var/log/auth.log`` an
 from __future__ import annotations
 
 import secrets
+import shlex
 
 import pytest
 
 from fleetguard.detect import Family
 
-from .lab import DEVICE, Lab, require, sshd
+from .lab import DEVICE, OUTSIDE, Lab, require, sshd
 
 pytestmark = pytest.mark.process
 
 BENIGN_REPORTS = 3
 
 
-def _hydra(lab: Lab) -> None:
+def _hydra_argv(lab: Lab, target: str) -> list[str]:
     guesses = lab.tmp / "guesses.txt"  # made here: none of them is any account's password
     guesses.write_text("".join(f"{secrets.token_urlsafe(9)}\n" for _ in range(400)))
     # 8 connections of 6 guesses each (sshd's MaxAuthTries) a round; after sshd hangs up
     # on a connection hydra waits out its response timeout (-w) before the next round.
-    lab.outside("hydra", "-l", "root", "-P", str(guesses), "-t", "8", "-w", "2", "-I",
-                f"ssh://{DEVICE}", log="hydra.log")
+    return ["hydra", "-l", "root", "-P", str(guesses), "-t", "8", "-w", "2", "-I",
+            f"ssh://{target}"]
+
+
+def _hydra(lab: Lab) -> None:
+    lab.outside(*_hydra_argv(lab, DEVICE), log="hydra.log")
 
 
 def test_a_hydra_ssh_brute_force_on_the_device_is_flagged_as_brute_force(lab: Lab) -> None:
@@ -50,3 +56,18 @@ def test_a_brute_force_is_flagged_on_a_device_that_logs_to_var_log_messages(lab:
     assert lab.benign(BENIGN_REPORTS) == [], lab.timeline()
     _hydra(lab)
     assert lab.reports_to_detect(Family.BRUTE_FORCE) is not None, lab.timeline()
+
+
+def test_a_hydra_ssh_brute_force_from_the_device_is_flagged_as_brute_force(lab: Lab) -> None:
+    require("hydra", "sshd", "ssh-keygen")
+    lab.start()
+    # The victim's sshd, with a /run of its own (its privilege separation directory).
+    victim = shlex.join([*sshd(lab.tmp, log=str(lab.tmp / "victim-auth.log")), "-D"])
+    lab.outside("unshare", "--mount", "sh", "-c", "mount -t tmpfs tmpfs /run && "
+                f"mkdir /run/sshd && exec {victim}", log="victim.log")
+    lab.wait_listening(lab.outside_ns, 22)
+    assert lab.benign(BENIGN_REPORTS) == [], lab.timeline()
+    lab.on_device(*_hydra_argv(lab, OUTSIDE), log="hydra.log")
+    assert lab.reports_to_detect(Family.BRUTE_FORCE) is not None, lab.timeline()
+    flagged = [v for s in lab.scored for v in s.verdicts if v.family is Family.BRUTE_FORCE]
+    assert flagged[0].rule_id == "bruteforce.connection-attempts"
