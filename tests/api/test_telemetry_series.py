@@ -143,3 +143,61 @@ def test_both_routes_are_documented_with_their_models_errors_and_security(
     params = {p["name"]: p for p in series["parameters"]}
     assert params["agg"]["schema"]["$ref"].endswith("/Aggregation")
     assert params["step"]["schema"]["minimum"] == 1
+
+
+# -- units and kinds -----------------------------------------------------------------------
+
+EXPECTED_UNITS = {
+    "cpu_percent": ("%", "gauge"), "load_1": ("tasks", "gauge"),
+    "memory_used_percent": ("%", "gauge"), "disk_used_percent": ("%", "gauge"),
+    "bytes_in": ("bytes/s", "rate"), "bytes_out": ("bytes/s", "rate"),
+    "packets_in": ("packets/s", "rate"), "packets_out": ("packets/s", "rate"),
+    "tcp_attempts": ("connections/s", "rate"), "tcp_attempt_fails": ("connections/s", "rate"),
+    "connections": ("count", "gauge"), "remote_peers": ("count", "gauge"),
+    "listening_ports": ("count", "gauge"), "auth_failures": ("count", "per_report"),
+    "new_executables": ("count", "per_report"), "process_count": ("count", "gauge"),
+    "uptime_s": ("s", "gauge"), "tcp_inbound": ("connections/s", "rate"),
+    "tcp_resets": ("resets/s", "rate"), "tcp_retransmits": ("segments/s", "rate"),
+    "tcp_in_errors": ("segments/s", "rate"), "udp_in": ("datagrams/s", "rate"),
+    "udp_out": ("datagrams/s", "rate"), "udp_no_port": ("datagrams/s", "rate"),
+    "udp_in_errors": ("datagrams/s", "rate"), "errors_in": ("packets/s", "rate"),
+    "errors_out": ("packets/s", "rate"), "drops_in": ("packets/s", "rate"),
+    "drops_out": ("packets/s", "rate"),
+}
+
+
+def test_every_stored_metric_states_its_unit_and_kind(
+    reporting: tuple[str, datetime], auditor: LoggedIn
+) -> None:
+    r = auditor.client.get(f"/api/v1/devices/{reporting[0]}/telemetry")
+    listed = {m["metric"]: (m["unit"], m["kind"]) for m in r.json()["metrics"]}
+    assert listed == EXPECTED_UNITS  # the sample report carries every metric
+    assert all(m["label"] for m in r.json()["metrics"])
+
+
+def test_a_counter_series_is_in_bytes_per_second_without_the_first_reports_total(
+    reporting: tuple[str, datetime], auditor: LoggedIn
+) -> None:
+    device, base = reporting
+    status, series = _series(auditor, device, "bytes_in", start=base.isoformat(),
+                             end=(base + 10 * MINUTE).isoformat(), step=60)
+    assert status == 200, series
+    assert (series["unit"], series["kind"]) == ("bytes/s", "rate")
+    # The sample's interface counters do not move: 0 bytes/s, from the second report on.
+    assert [p["value"] for p in series["points"]] == [0.0] * 5
+    assert datetime.fromisoformat(series["points"][0]["at"]) == base + MINUTE
+    status, cpu = _series(auditor, device, start=base.isoformat(), step=60)
+    assert (cpu["unit"], cpu["kind"]) == ("%", "gauge")
+
+
+def test_units_and_kinds_are_documented_in_the_openapi(auditor: LoggedIn) -> None:
+    document = auditor.client.get("/api/v1/openapi.json").json()
+    schemas = document["components"]["schemas"]
+    assert set(schemas["MetricUnit"]["enum"]) == {u for u, _ in EXPECTED_UNITS.values()}
+    assert set(schemas["MetricKind"]["enum"]) == {"gauge", "rate", "per_report"}
+    for model in ("SeriesOut", "MetricOut"):
+        fields = schemas[model]["properties"]
+        assert {"unit", "kind"} <= fields.keys() and {"unit", "kind"} <= set(schemas[model]["required"])
+        assert "bytes/s" in fields["unit"]["description"]
+    series = document["paths"]["/api/v1/devices/{device_id}/telemetry/{metric}"]["get"]
+    assert "rates per second" in series["description"]

@@ -64,54 +64,71 @@ class MetricKind(StrEnum):
     PER_REPORT = "per_report"  # a count over the report's own period
 
 
+class MetricUnit(StrEnum):
+    """The unit of a metric's values. Wire values are stable."""
+
+    PERCENT = "%"
+    COUNT = "count"
+    TASKS = "tasks"  # load average: runnable and waiting tasks
+    SECONDS = "s"
+    BYTES_PER_S = "bytes/s"
+    PACKETS_PER_S = "packets/s"
+    CONNECTIONS_PER_S = "connections/s"
+    SEGMENTS_PER_S = "segments/s"
+    RESETS_PER_S = "resets/s"
+    DATAGRAMS_PER_S = "datagrams/s"
+
+
 @dataclass(frozen=True, slots=True)
 class MetricInfo:
     """What a metric's values mean: unit, kind, and a label for a chart."""
 
-    unit: str
+    unit: MetricUnit
     kind: MetricKind
     label: str
 
 
-def _gauge(unit: str, label: str) -> MetricInfo:
+def _gauge(unit: MetricUnit, label: str) -> MetricInfo:
     return MetricInfo(unit, MetricKind.GAUGE, label)
 
 
-def _rate(unit: str, label: str) -> MetricInfo:
+def _rate(unit: MetricUnit, label: str) -> MetricInfo:
     return MetricInfo(unit, MetricKind.RATE, label)
 
 
+U = MetricUnit
 METRIC_INFO: dict[Metric, MetricInfo] = {
-    Metric.CPU_PERCENT: _gauge("%", "CPU"),
-    Metric.LOAD_1: _gauge("tasks", "Load (1 min)"),
-    Metric.MEMORY_USED_PERCENT: _gauge("%", "Memory used"),
-    Metric.DISK_USED_PERCENT: _gauge("%", "Disk used (fullest mount)"),
-    Metric.BYTES_IN: _rate("bytes/s", "Bytes in"),
-    Metric.BYTES_OUT: _rate("bytes/s", "Bytes out"),
-    Metric.PACKETS_IN: _rate("packets/s", "Packets in"),
-    Metric.PACKETS_OUT: _rate("packets/s", "Packets out"),
-    Metric.TCP_ATTEMPTS: _rate("connections/s", "TCP connection attempts"),
-    Metric.TCP_ATTEMPT_FAILS: _rate("connections/s", "TCP attempts failed"),
-    Metric.CONNECTIONS: _gauge("count", "Connections"),
-    Metric.REMOTE_PEERS: _gauge("count", "Remote addresses"),
-    Metric.LISTENING_PORTS: _gauge("count", "Listening sockets"),
-    Metric.AUTH_FAILURES: MetricInfo("count", MetricKind.PER_REPORT, "Auth failures"),
-    Metric.NEW_EXECUTABLES: MetricInfo("count", MetricKind.PER_REPORT, "New executables"),
-    Metric.PROCESS_COUNT: _gauge("count", "Processes"),
-    Metric.UPTIME_S: _gauge("s", "Uptime"),
-    Metric.TCP_INBOUND: _rate("connections/s", "TCP connections accepted"),
-    Metric.TCP_RESETS: _rate("resets/s", "TCP resets"),
-    Metric.TCP_RETRANSMITS: _rate("segments/s", "TCP retransmits"),
-    Metric.TCP_IN_ERRORS: _rate("segments/s", "TCP segments in error"),
-    Metric.UDP_IN: _rate("datagrams/s", "UDP in"),
-    Metric.UDP_OUT: _rate("datagrams/s", "UDP out"),
-    Metric.UDP_NO_PORT: _rate("datagrams/s", "UDP to closed ports"),
-    Metric.UDP_IN_ERRORS: _rate("datagrams/s", "UDP in errors"),
-    Metric.ERRORS_IN: _rate("packets/s", "Interface errors in"),
-    Metric.ERRORS_OUT: _rate("packets/s", "Interface errors out"),
-    Metric.DROPS_IN: _rate("packets/s", "Interface drops in"),
-    Metric.DROPS_OUT: _rate("packets/s", "Interface drops out"),
+    Metric.CPU_PERCENT: _gauge(U.PERCENT, "CPU"),
+    Metric.LOAD_1: _gauge(U.TASKS, "Load (1 min)"),
+    Metric.MEMORY_USED_PERCENT: _gauge(U.PERCENT, "Memory used"),
+    Metric.DISK_USED_PERCENT: _gauge(U.PERCENT, "Disk used (fullest mount)"),
+    Metric.BYTES_IN: _rate(U.BYTES_PER_S, "Bytes in"),
+    Metric.BYTES_OUT: _rate(U.BYTES_PER_S, "Bytes out"),
+    Metric.PACKETS_IN: _rate(U.PACKETS_PER_S, "Packets in"),
+    Metric.PACKETS_OUT: _rate(U.PACKETS_PER_S, "Packets out"),
+    Metric.TCP_ATTEMPTS: _rate(U.CONNECTIONS_PER_S, "TCP connection attempts"),
+    Metric.TCP_ATTEMPT_FAILS: _rate(U.CONNECTIONS_PER_S, "TCP attempts failed"),
+    Metric.CONNECTIONS: _gauge(U.COUNT, "Connections"),
+    Metric.REMOTE_PEERS: _gauge(U.COUNT, "Remote addresses"),
+    Metric.LISTENING_PORTS: _gauge(U.COUNT, "Listening sockets"),
+    Metric.AUTH_FAILURES: MetricInfo(U.COUNT, MetricKind.PER_REPORT, "Auth failures"),
+    Metric.NEW_EXECUTABLES: MetricInfo(U.COUNT, MetricKind.PER_REPORT, "New executables"),
+    Metric.PROCESS_COUNT: _gauge(U.COUNT, "Processes"),
+    Metric.UPTIME_S: _gauge(U.SECONDS, "Uptime"),
+    Metric.TCP_INBOUND: _rate(U.CONNECTIONS_PER_S, "TCP connections accepted"),
+    Metric.TCP_RESETS: _rate(U.RESETS_PER_S, "TCP resets"),
+    Metric.TCP_RETRANSMITS: _rate(U.SEGMENTS_PER_S, "TCP retransmits"),
+    Metric.TCP_IN_ERRORS: _rate(U.SEGMENTS_PER_S, "TCP segments in error"),
+    Metric.UDP_IN: _rate(U.DATAGRAMS_PER_S, "UDP in"),
+    Metric.UDP_OUT: _rate(U.DATAGRAMS_PER_S, "UDP out"),
+    Metric.UDP_NO_PORT: _rate(U.DATAGRAMS_PER_S, "UDP to closed ports"),
+    Metric.UDP_IN_ERRORS: _rate(U.DATAGRAMS_PER_S, "UDP in errors"),
+    Metric.ERRORS_IN: _rate(U.PACKETS_PER_S, "Interface errors in"),
+    Metric.ERRORS_OUT: _rate(U.PACKETS_PER_S, "Interface errors out"),
+    Metric.DROPS_IN: _rate(U.PACKETS_PER_S, "Interface drops in"),
+    Metric.DROPS_OUT: _rate(U.PACKETS_PER_S, "Interface drops out"),
 }
+del U
 
 
 @dataclass(frozen=True, slots=True)
