@@ -16,7 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from fleetguard.cli.demo import DEMO_COMPROMISED, DEMO_INTERVAL_S, OPEN_ENDED_S, attack_window_s
+from fleetguard.cli.demo import (
+    DEMO_COMPROMISED,
+    DEMO_INTERVAL_S,
+    DEMO_LEARNING_WINDOW_S,
+    OPEN_ENDED_S,
+    attack_window_s,
+    demo_environment,
+)
 from fleetguard.detect import (
     DeviceFeatureState,
     EvaluationContext,
@@ -26,13 +33,21 @@ from fleetguard.detect import (
     evaluate,
     extract_features,
 )
-from fleetguard.sim import FleetSimulator, Scenario, SimIdentity, SimSettings, SimTransport
+from fleetguard.sim import (
+    FleetSimulator,
+    Profile,
+    Scenario,
+    SimIdentity,
+    SimSettings,
+    SimTransport,
+)
+from fleetguard.sim.evaluation_detectors import EvalSettings, LearnedCohort, rules_per_device
 
 DEVICES = 50
 FIVE_MINUTES_MS = 300_000
-# First-seen rules learn a device's normal for this long after its first report; it must
-# end before the first attack (minute 2) for the demo's beacon to be told.
-LEARNING_MS = 90_000
+# First-seen rules learn a device's normal for this long after its first report, in the
+# demo's server as here; it ends before the first attack (minute 2).
+LEARNING_MS = DEMO_LEARNING_WINDOW_S * 1000
 FAMILY = {
     Scenario.PORT_SCAN: Family.SCANNING,
     Scenario.TELNET_BRUTEFORCE: Family.BRUTE_FORCE,
@@ -118,3 +133,41 @@ def test_by_minute_5_each_compromised_device_is_flagged_for_its_attack_and_no_ot
     assert {name: FAMILY[s] in flagged[name] for name, s in attacked.items()} == dict.fromkeys(
         attacked, True)
     assert {name: f for name, f in flagged.items() if name not in attacked and f} == {}
+
+
+def test_the_demo_server_learns_for_less_than_the_time_before_the_first_attack(
+    tmp_path: Path,
+) -> None:
+    from fleetguard.server.detection import detection_config_from_env
+
+    first_attack_s, _ = attack_window_s(DEMO_INTERVAL_S, OPEN_ENDED_S, DEMO_COMPROMISED)
+    config = detection_config_from_env(demo_environment(tmp_path))
+    assert config.learning_window_s == DEMO_LEARNING_WINDOW_S < first_attack_s
+
+
+def test_by_minute_5_the_learned_detectors_flag_no_other_device_when_cohorts_are_profiles(
+) -> None:
+    # Peer comparison and the cohort's model compare a device with the others of its
+    # hardware model and groups: here each profile is a cohort, as it is in the server
+    # once the simulator registers each device's profile as its hardware model.
+    sim = _demo_fleet(OPEN_ENDED_S)
+    start_ms = int(time.time() * 1000)
+    truth = sim.plan_compromise(start_ms)
+    attacked = {t.device.identity.name for t in truth}
+    settings = EvalSettings(learning_min=DEMO_LEARNING_WINDOW_S / 60,
+                            interval_s=DEMO_INTERVAL_S)
+    flagged: set[str] = set()
+    for profile in Profile:
+        devices = [d for d in sim.devices if d.model.profile is profile]
+        cohort = LearnedCohort(rules_per_device(settings, start_ms))
+        states: list[DeviceFeatureState | None] = [None] * len(devices)
+        for now_ms in range(start_ms, start_ms + FIVE_MINUTES_MS, settings.interval_ms):
+            vectors = []
+            for i, device in enumerate(devices):
+                features, states[i] = extract_features(states[i],
+                                                       sim.next_report(device, now_ms))
+                vectors.append(features)
+            flagged |= {devices[i].identity.name
+                        for i, fired in enumerate(cohort.observe(vectors)) if fired}
+    assert flagged - attacked == set()
+    assert attacked <= flagged

@@ -15,15 +15,18 @@ from fleetguard.sim.evaluation import (
     DetectorSpec,
     EvalSettings,
     EvaluationResult,
-    StaticThresholdDetector,
-    calibrate_static_thresholds,
     percentile,
     run_evaluation,
+)
+from fleetguard.sim.evaluation_detectors import (
+    PerDevice,
+    StaticThresholdDetector,
+    calibrate_static_thresholds,
 )
 from fleetguard.sim.variation import Variation
 
 SMALL = EvalSettings(seeds=1, attack_at_min=(40,), benign_devices=1, benign_hours=6)
-RULES = DETECTORS[0].name
+RULES, LEARNED, STATIC = (d.name for d in DETECTORS)
 
 
 @dataclass
@@ -35,7 +38,8 @@ class _Fixed:
 
 
 def _fixed(name: str, fires: bool) -> DetectorSpec:
-    return DetectorSpec(name, lambda _settings: lambda _profile, _first: _Fixed(fires))
+    return DetectorSpec(name, lambda _settings: lambda _profile, _first: PerDevice(
+        lambda: _Fixed(fires)))
 
 
 def _listening(ports: int) -> FeatureVector:
@@ -64,11 +68,12 @@ def test_every_scenario_and_variation_is_measured_for_every_detector(
         assert {a.device_days for a in alarms.values()} == {len(Profile) * 6 / 24}
 
 
-def test_the_shipped_rules_detect_every_attack_naming_its_family(
-    small_run: EvaluationResult,
+@pytest.mark.parametrize("detector", [RULES, LEARNED])
+def test_fleetguard_detects_every_attack_naming_its_family(
+    small_run: EvaluationResult, detector: str,
 ) -> None:
     for scenario, by_detector in small_run.scenarios.items():
-        stats = by_detector[RULES]
+        stats = by_detector[detector]
         assert stats.rate == 1.0, scenario
         assert stats.median <= 2, scenario
         assert stats.named_family == stats.trials, scenario
@@ -96,7 +101,7 @@ def test_an_alarm_before_the_attack_is_no_detection_and_counts_once_per_cause() 
 
 
 def test_a_baseline_is_measured_but_not_judged() -> None:
-    spec = DetectorSpec("peer", DETECTORS[1].factory, baseline=True)
+    spec = DetectorSpec("peer", DETECTORS[2].factory, baseline=True)
     result = run_evaluation(SMALL, [_fixed("silent", fires=False), spec])
     assert {t.detector for t in result.targets()} == {"silent"}
     assert result.scenarios[Scenario.FLOOD]["peer"].rate == 1.0
@@ -118,8 +123,7 @@ def test_the_static_baseline_misses_what_no_fixed_threshold_sees(
     small_run: EvaluationResult,
 ) -> None:
     # A telnet brute force from a gateway hides under its many peers' connections.
-    static = DETECTORS[1].name
-    assert small_run.scenarios[Scenario.TELNET_BRUTEFORCE][static].rate < 1.0
+    assert small_run.scenarios[Scenario.TELNET_BRUTEFORCE][STATIC].rate < 1.0
     assert small_run.scenarios[Scenario.TELNET_BRUTEFORCE][RULES].rate == 1.0
 
 
@@ -144,6 +148,6 @@ def test_the_json_document_says_what_each_target_needed_and_measured(
     document = small_run.to_document()
     assert document["passed"] == small_run.passed
     targets = document["targets"]
-    assert isinstance(targets, list) and {t["detector"] for t in targets} == {RULES}
+    assert isinstance(targets, list) and {t["detector"] for t in targets} == {RULES, LEARNED}
     scenarios = document["scenarios"]
     assert isinstance(scenarios, list) and len(scenarios) == len(Scenario)

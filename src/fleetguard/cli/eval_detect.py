@@ -21,11 +21,11 @@ eval_app = typer.Typer(help="Measure fleetguard against its targets and its peer
 @handles_errors
 def eval_detect_command(
     seeds: Annotated[int, typer.Option(min=1, max=1000,
-                                       help="Seeds per scenario, profile and start time.")] = 3,
+                                       help="Attack cohorts per profile and start time.")] = 2,
     devices: Annotated[int, typer.Option(
         min=1, max=1000, help="Benign devices per variation and profile.")] = 2,
     hours: Annotated[float, typer.Option(
-        min=1, max=24 * 365, help="Hours each benign device reports.")] = 24,
+        min=1, max=24 * 365, help="Hours each benign device reports.")] = 12,
     as_json: JsonOption = False,
     fail_on_miss: Annotated[bool, typer.Option(
         "--fail-on-miss", help="Exit 1 when a target is missed.")] = False,
@@ -54,6 +54,11 @@ def _print(result: EvaluationResult) -> None:
     names = [d.name for d in result.detectors]
     s = result.settings
     trials = len(s.attack_at_min) * s.seeds * 3
+    print(f"{len(result.scenarios)} attacks, each on one device of a cohort of "
+          f"{len(result.scenarios) + s.cohort_peers} (one per attack and {s.cohort_peers} "
+          f"normal); {len(result.benign)} benign variations x {s.benign_devices} devices in a "
+          f"cohort per profile for {s.benign_hours:g} h; a report every {s.interval_s:g} s; "
+          f"first-seen rules learn for {s.learning_min:g} min\n")
     print_table(
         [Column("attack"), Column("trials"), *(Column(n) for n in names)],
         [[scenario.value, str(next(iter(by.values())).trials),

@@ -1,28 +1,23 @@
 """Measured detection quality: the simulator's attacks and benign variation through the
 detection core, beside a plain static-threshold baseline, in the same run.
 
-Attack trials: a device of each profile reports every ``interval_s``; at one of several
-start times (after the first-seen rules' learning window) a scenario starts at a random
-moment between two reports and goes on. *Time to detect* is the number of the first report
-with an alarm, counting the first report that carries any of the attack as 1 (so an attack
-that starts a second before a report may take 2); none within ``horizon_reports`` is a miss.
-Percentiles are nearest-rank over every trial, a miss counting as never.
+Devices run in cohorts of one profile that report together (what peer comparison and a
+cohort's model need). An *attack cohort* (per profile, seed and start time) is one device
+per scenario plus ``cohort_peers`` normal ones; at the start time (after the first-seen
+rules' learning window) each attacked device's scenario starts at its own random moment
+between two reports, and goes on. *Time to detect* is the number of the first report with
+an alarm, counting the first report that carries any of the attack as 1 (so an attack that
+starts a second before a report may take 2); none within ``horizon_reports`` is a miss.
+Percentiles are nearest-rank over every trial, a miss counting as never. Alarms on an
+attacked device before its attack are counted (``early_alarms``), not as detections.
 
-Benign devices (see :mod:`fleetguard.sim.variation`) report for ``benign_hours``; a *false
-alarm* is an alarm on one: one per device and cause (rule id) while the cause holds on
-consecutive reports, as an alarm queue deduplicates them. Alarms on attack trials before
-their attack starts are counted too (``early_alarms``), not as detections.
+A *benign cohort* (per profile) is ``benign_devices`` devices of each variation (see
+:mod:`fleetguard.sim.variation`) reporting for ``benign_hours``; a *false alarm* is an
+alarm on one: one per device and cause (rule id) while the cause holds on consecutive
+reports, as an alarm queue deduplicates them.
 
-Detectors are per-device objects that see the same feature vectors (``extract_features``
-once per report): the shipped rules (``detect.default_ruleset()``), and the baseline. A
-new detector is one entry in :data:`DETECTORS`.
-
-The baseline is what a cloud IoT service's rule-based detection offers (AWS IoT Device
-Defender's device-side metrics: bytes and packets in and out, established connections,
-listening ports, plus CPU): one fixed threshold per metric and device group (profile),
-alarming on one datapoint, set at the group's highest value over a calibration day of
-normal operation with diurnal load on other devices (other seeds), plus 50 % for rates and
-CPU and exactly for counts: an operator setting thresholds from a day of charts.
+The detectors (:mod:`fleetguard.sim.evaluation_detectors`) see the same feature vectors
+(``extract_features`` once per report).
 """
 
 from __future__ import annotations
@@ -30,28 +25,23 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
 
-from fleetguard.detect import (
-    DeviceFeatureState,
-    EvaluationContext,
-    Family,
-    Feature,
-    FeatureVector,
-    RuleSet,
-    RuleState,
-    default_ruleset,
-    evaluate,
-    extract_features,
-)
+from fleetguard.detect import DeviceFeatureState, Family, extract_features
 from fleetguard.protocol import TelemetryReport
+from fleetguard.sim.evaluation_detectors import (
+    DETECTORS,
+    MINUTE_MS,
+    T0,
+    DetectorFactory,
+    DetectorSpec,
+    EvalSettings,
+    Fired,
+)
 from fleetguard.sim.profiles import ActiveScenario, DeviceModel, Profile, Scenario, scenario_target
 from fleetguard.sim.variation import DAY_MS, BenignDevice, Variation
 
-T0 = 1_800_000_000_000  # a fixed clock: a seed replays the same run
-MINUTE_MS = 60_000
 FAMILY = {
     Scenario.PORT_SCAN: Family.SCANNING,
     Scenario.TELNET_BRUTEFORCE: Family.BRUTE_FORCE,
@@ -63,121 +53,6 @@ FAMILY = {
 }
 TARGET_MEDIAN_REPORTS = 2
 TARGET_FALSE_ALARMS_PER_DEVICE_DAY = 0.01
-CALIBRATION_SEED = 1_000_003
-
-
-@dataclass(frozen=True, slots=True)
-class EvalSettings:
-    seeds: int = 3
-    attack_at_min: tuple[int, ...] = (40, 100)  # after the device's first report
-    horizon_reports: int = 10
-    benign_devices: int = 2  # per variation and profile
-    benign_hours: float = 24.0
-    interval_s: float = 60.0
-    learning_min: float = 30.0  # first-seen rules learn for this long after the first report
-
-    @property
-    def interval_ms(self) -> int:
-        return int(self.interval_s * 1000)
-
-
-class DeviceDetector(Protocol):
-    """One device's detector: the causes (rule ids) that fire on each report, and families."""
-
-    def observe(self, features: FeatureVector) -> list[tuple[str, Family]]: ...
-
-
-# (profile, the device's first report's time) -> a fresh detector for one device
-DetectorFactory = Callable[[Profile, int], DeviceDetector]
-
-
-@dataclass(slots=True)
-class RulesDetector:
-    ruleset: RuleSet
-    context: EvaluationContext
-    state: RuleState | None = None
-
-    def observe(self, features: FeatureVector) -> list[tuple[str, Family]]:
-        verdicts, self.state = evaluate(self.ruleset, self.state, features, self.context)
-        return [(v.rule_id, v.family) for v in verdicts]
-
-
-# The baseline's metrics: Device Defender's device-side ones on the same features, and CPU.
-_METRICS: dict[str, Callable[[FeatureVector], float | None]] = {
-    "bytes_out_per_s": lambda f: f.get(Feature.BYTES_OUT_PER_S),
-    "bytes_in_per_s": lambda f: f.get(Feature.BYTES_IN_PER_S),
-    "packets_out_per_s": lambda f: f.get(Feature.PACKETS_OUT_PER_S),
-    "packets_in_per_s": lambda f: f.get(Feature.PACKETS_IN_PER_S),
-    "cpu_percent": lambda f: f.get(Feature.CPU_PERCENT),
-    "connections": lambda f: f.get(Feature.CONNECTIONS),
-    "listening_ports": lambda f: float(len(f.listeners)),
-}
-_COUNTS = frozenset({"connections", "listening_ports"})
-
-
-@dataclass(slots=True)
-class StaticThresholdDetector:
-    thresholds: dict[str, float]  # metric -> alarm above this
-
-    def observe(self, features: FeatureVector) -> list[tuple[str, Family]]:
-        fired = []
-        for metric, limit in self.thresholds.items():
-            value = _METRICS[metric](features)
-            if value is not None and value > limit:
-                fired.append((f"static.{metric}", Family.POLICY))
-        return fired
-
-
-def calibrate_static_thresholds(settings: EvalSettings) -> dict[Profile, dict[str, float]]:
-    """Per profile: each metric's highest value in a day of diurnal normal, plus the margin."""
-    highest: dict[Profile, dict[str, float]] = {p: dict.fromkeys(_METRICS, 0.0) for p in Profile}
-    for profile in Profile:
-        for n in range(2):
-            device = BenignDevice.create(Variation.DIURNAL, profile, index=100 + n,
-                                         seed=CALIBRATION_SEED + n, start_ms=T0,
-                                         until_ms=T0 + DAY_MS)
-            for features in _features(device.report, T0, T0 + DAY_MS, settings.interval_ms):
-                for metric, read in _METRICS.items():
-                    value = read(features)
-                    if value is not None:
-                        highest[profile][metric] = max(highest[profile][metric], value)
-    return {p: {m: v if m in _COUNTS else v * 1.5 for m, v in by_metric.items()}
-            for p, by_metric in highest.items()}
-
-
-@dataclass(frozen=True, slots=True)
-class DetectorSpec:
-    name: str
-    factory: Callable[[EvalSettings], DetectorFactory]  # given the run's settings
-    baseline: bool = False  # a peer to compare with, not judged against the targets
-
-
-def _rules_factory(settings: EvalSettings) -> DetectorFactory:
-    ruleset = default_ruleset()
-    learning_ms = int(settings.learning_min * MINUTE_MS)
-    return lambda _profile, first_ms: RulesDetector(
-        ruleset, EvaluationContext(learning_until_ms=first_ms + learning_ms))
-
-
-def _static_factory(settings: EvalSettings) -> DetectorFactory:
-    thresholds = calibrate_static_thresholds(settings)
-    return lambda profile, _first_ms: StaticThresholdDetector(thresholds[profile])
-
-
-# The detectors of a run, in their column order. Add one here (a learned model, peer
-# comparison) and it is measured and judged beside the others.
-DETECTORS: tuple[DetectorSpec, ...] = (
-    DetectorSpec("fleetguard (rules)", _rules_factory),
-    DetectorSpec("static thresholds", _static_factory, baseline=True),
-)
-
-
-def _features(report: Callable[[int], TelemetryReport], first_ms: int, until_ms: int,
-              interval_ms: int) -> Iterator[FeatureVector]:
-    state: DeviceFeatureState | None = None
-    for now_ms in range(first_ms, until_ms, interval_ms):
-        features, state = extract_features(state, report(now_ms))
-        yield features
 
 
 def percentile(values: Sequence[float], share: float) -> float:
@@ -335,50 +210,87 @@ class _Alarms:
         return fresh
 
 
-def _trial(scenario: Scenario, profile: Profile, seed: int, attack_at_min: int,
-           settings: EvalSettings, factories: dict[str, DetectorFactory],
-           results: dict[str, DetectionStats]) -> None:
-    interval = settings.interval_ms
-    model = DeviceModel(index=3 + seed, profile=profile,
-                        rng=random.Random(seed * 7_919 + attack_at_min), now_ms=T0)  # noqa: S311
-    first_ms = T0 + interval
-    start_ms = T0 + attack_at_min * MINUTE_MS + model.rng.randrange(1, interval)
-    target, port = scenario_target(scenario, model)
-    model.add_scenario(ActiveScenario(scenario, start_ms, 2**62, target, port))
-    detectors = {name: make(profile, first_ms) for name, make in factories.items()}
-    alarms = {name: _Alarms() for name in factories}
-    found: dict[str, float] = {}
-    families: dict[str, set[Family]] = {name: set() for name in factories}
-    last_ms = start_ms + settings.horizon_reports * interval
-    for n, features in enumerate(_features(model.report, first_ms, last_ms, interval)):
-        at_ms = first_ms + n * interval
-        attacked = (at_ms - start_ms) // interval + 1 if at_ms > start_ms else 0
-        for name, detector in detectors.items():
-            fresh = alarms[name].new(detector.observe(features))
-            if fresh and not attacked:
-                results[name].early_alarms += len(fresh)
-            elif fresh:
-                found.setdefault(name, attacked)
-                families[name] |= {family for _, family in fresh}
-    for name in factories:
-        results[name].reports.append(found.get(name, math.inf))
-        results[name].named_family += FAMILY[scenario] in families[name]
+def _seed(name: str) -> int:
+    """A device's seed, from what it is in the run: the same name, the same device."""
+    return random.Random(name).getrandbits(64)  # noqa: S311 - a simulation
 
 
-def _benign_device(device: BenignDevice, settings: EvalSettings,
-                   factories: dict[str, DetectorFactory],
-                   results: dict[str, AlarmStats]) -> None:
+def _run_cohort(devices: Sequence[Callable[[int], TelemetryReport]], profile: Profile,
+                until_ms: int, settings: EvalSettings, factories: dict[str, DetectorFactory],
+                on_alarms: Callable[[str, int, int, Fired], None]) -> None:
+    """Every device reports every interval until ``until_ms``; ``on_alarms(detector,
+    device, report time, the alarms raised anew)`` for each device with new alarms."""
     first_ms = T0 + settings.interval_ms
-    until_ms = device.until_ms
-    detectors = {name: make(device.model.profile, first_ms) for name, make in factories.items()}
-    alarms = {name: _Alarms() for name in factories}
-    for features in _features(device.report, first_ms, until_ms, settings.interval_ms):
+    detectors = {name: make(profile, first_ms) for name, make in factories.items()}
+    alarms = {name: [_Alarms() for _ in devices] for name in factories}
+    states: list[DeviceFeatureState | None] = [None] * len(devices)
+    for at_ms in range(first_ms, until_ms, settings.interval_ms):
+        vectors = []
+        for i, report in enumerate(devices):
+            features, states[i] = extract_features(states[i], report(at_ms))
+            vectors.append(features)
         for name, detector in detectors.items():
-            for cause, _family in alarms[name].new(detector.observe(features)):
-                results[name].alarms += 1
-                results[name].causes[cause] += 1
-    for name in factories:
-        results[name].device_days += (until_ms - first_ms) / DAY_MS
+            for i, fired in enumerate(detector.observe(vectors)):
+                fresh = alarms[name][i].new(fired)
+                if fresh:
+                    on_alarms(name, i, at_ms, fresh)
+
+
+def _attack_cohort(profile: Profile, seed: int, at_min: int, settings: EvalSettings,
+                   factories: dict[str, DetectorFactory],
+                   results: dict[Scenario, dict[str, DetectionStats]]) -> None:
+    interval = settings.interval_ms
+    cohort = f"attack/{profile.value}/{seed}/{at_min}"
+    models = [DeviceModel(index=3 + i, profile=profile, now_ms=T0,
+                          rng=random.Random(_seed(f"{cohort}/{i}")))  # noqa: S311
+              for i in range(len(Scenario) + settings.cohort_peers)]
+    starts: list[int] = []
+    for scenario, model in zip(Scenario, models, strict=False):
+        starts.append(T0 + at_min * MINUTE_MS + model.rng.randrange(1, interval))
+        target, port = scenario_target(scenario, model)
+        model.add_scenario(ActiveScenario(scenario, starts[-1], 2**62, target, port))
+    found: dict[tuple[str, int], float] = {}
+    families: dict[tuple[str, int], set[Family]] = {}
+
+    def on_alarms(name: str, device: int, at_ms: int, fresh: Fired) -> None:
+        if device >= len(starts):
+            return  # a normal peer
+        attacked = (at_ms - starts[device]) // interval + 1 if at_ms > starts[device] else 0
+        if not attacked:
+            results[list(Scenario)[device]][name].early_alarms += len(fresh)
+        elif attacked <= settings.horizon_reports:
+            found.setdefault((name, device), attacked)
+            families.setdefault((name, device), set()).update(f for _, f in fresh)
+
+    until_ms = max(starts) + settings.horizon_reports * interval + 1
+    _run_cohort([m.report for m in models], profile, until_ms, settings, factories, on_alarms)
+    for device, scenario in enumerate(Scenario):
+        for name in factories:
+            stats = results[scenario][name]
+            stats.reports.append(found.get((name, device), math.inf))
+            stats.named_family += FAMILY[scenario] in families.get((name, device), set())
+
+
+def _benign_cohort(profile: Profile, settings: EvalSettings,
+                   factories: dict[str, DetectorFactory],
+                   results: dict[Variation, dict[str, AlarmStats]]) -> None:
+    until_ms = T0 + settings.interval_ms + int(settings.benign_hours * 3_600_000)
+    devices = [
+        BenignDevice.create(variation, profile, index=10 + len(Variation) * n + number,
+                            seed=_seed(f"benign/{profile.value}/{variation.value}/{n}"),
+                            start_ms=T0, until_ms=until_ms)
+        for number, variation in enumerate(Variation) for n in range(settings.benign_devices)]
+
+    def on_alarms(name: str, device: int, _at_ms: int, fresh: Fired) -> None:
+        stats = results[devices[device].variation][name]
+        stats.alarms += len(fresh)
+        stats.causes.update(cause for cause, _ in fresh)
+
+    _run_cohort([d.report for d in devices], profile, until_ms, settings, factories, on_alarms)
+    for device in devices:
+        for name in factories:
+            results[device.variation][name].device_days += (
+                until_ms - T0 - settings.interval_ms) / DAY_MS
 
 
 def run_evaluation(settings: EvalSettings | None = None,
@@ -389,39 +301,30 @@ def run_evaluation(settings: EvalSettings | None = None,
     factories = {spec.name: spec.factory(settings) for spec in detectors}
     result = EvaluationResult(settings, list(detectors), {}, {})
     for scenario in Scenario:
+        result.scenarios[scenario] = {name: DetectionStats() for name in factories}
+    for variation in Variation:
+        result.benign[variation] = {name: AlarmStats() for name in factories}
+    for profile in Profile:
         if progress is not None:
-            progress(scenario.value)
-        stats = result.scenarios[scenario] = {name: DetectionStats() for name in factories}
-        for profile in Profile:
-            for seed in range(settings.seeds):
-                for at_min in settings.attack_at_min:
-                    _trial(scenario, profile, seed, at_min, settings, factories, stats)
-    until_ms = T0 + settings.interval_ms + int(settings.benign_hours * 3_600_000)
-    for number, variation in enumerate(Variation):
+            progress(f"attacks on {profile.value}s")
+        for seed in range(settings.seeds):
+            for at_min in settings.attack_at_min:
+                _attack_cohort(profile, seed, at_min, settings, factories, result.scenarios)
         if progress is not None:
-            progress(variation.value)
-        alarms = result.benign[variation] = {name: AlarmStats() for name in factories}
-        for profile in Profile:
-            for n in range(settings.benign_devices):
-                device = BenignDevice.create(
-                    variation, profile, index=10 + n, seed=number * 1_000 + n * 31 + 1,
-                    start_ms=T0, until_ms=until_ms)
-                _benign_device(device, settings, factories, alarms)
+            progress(f"benign {profile.value}s")
+        _benign_cohort(profile, settings, factories, result.benign)
     return result
 
 
 __all__ = [
     "DETECTORS",
+    "FAMILY",
     "AlarmStats",
     "DetectionStats",
     "DetectorSpec",
-    "DeviceDetector",
     "EvalSettings",
     "EvaluationResult",
-    "RulesDetector",
-    "StaticThresholdDetector",
     "Target",
-    "calibrate_static_thresholds",
     "percentile",
     "run_evaluation",
 ]
