@@ -8,21 +8,46 @@
 - :class:`HstDetector`: Half-Space Trees per cohort (:mod:`.hst`), held by the detector,
   at most ``max_cohorts`` models (the least recently used dropped first).
 
-A detector here judges one report at a time: the service runs reports one by one in
-arrival order (the vectorised batch paths of those modules are for the benchmark).
+Each also judges a batch at once (``detect_many``, the modules' vectorised paths): the
+service hands each detector the reports of a batch, one per device per call.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
-from fleetguard.detect.baselines import BaselineSettings, BaselineState, update_baseline
+import numpy as np
+
+from fleetguard.detect.baselines import (
+    BaselineSettings,
+    BaselineState,
+    feature_matrix,
+    new_table,
+    update_baseline,
+    update_baseline_rows,
+)
 from fleetguard.detect.features import FeatureVector
-from fleetguard.detect.hst import HalfSpaceTrees, HstSettings, update_hst
-from fleetguard.detect.peers import PeerSettings, PeerWindow, observe_peer, peer_verdicts
-from fleetguard.detect.pipeline import DetectionContext
+from fleetguard.detect.hst import HalfSpaceTrees, HstSettings, update_hst, update_hst_rows
+from fleetguard.detect.peers import (
+    PeerSettings,
+    PeerWindow,
+    observe_peer,
+    peer_verdicts,
+    peer_verdicts_rows,
+)
+from fleetguard.detect.pipeline import DetectionContext, DetectorInput
 from fleetguard.detect.rules import Verdict
+
+Found = list[tuple[list[Verdict], Any]]
+
+
+def _by_cohort(items: Sequence[DetectorInput]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for i, (_, _, context) in enumerate(items):
+        groups.setdefault(cohort_of(context), []).append(i)
+    return groups
 
 
 def cohort_of(context: DetectionContext) -> str:
@@ -40,6 +65,23 @@ class BaselineDetector:
                ) -> tuple[list[Verdict], Any]:
         previous = state if isinstance(state, BaselineState) else None
         return update_baseline(previous, features, self.settings)
+
+    def detect_many(self, items: Sequence[DetectorInput]) -> Found:
+        before = [s if isinstance(s, BaselineState) else None for s, _, _ in items]
+        tables = np.stack([s.table if s is not None else new_table(1)[0] for s in before])
+        reports = np.array([s.reports if s is not None else 0 for s in before], np.int64)
+        x = feature_matrix([f for _, f, _ in items])
+        at = np.array([f.collected_at_ms for _, f, _ in items], np.int64)
+        flagged = update_baseline_rows(tables, reports, np.arange(len(items)), x, at,
+                                       self.settings)
+        out: Found = []
+        for i in range(len(items)):
+            table = tables[i].copy()
+            table.flags.writeable = False
+            out.append(([], BaselineState(int(reports[i]), table)))
+        for i, verdict in flagged:
+            out[i][0].append(verdict)
+        return out
 
     def encode_state(self, state: Any) -> Any:
         return state.to_bytes() if isinstance(state, BaselineState) else None
@@ -59,6 +101,18 @@ class PeerDetector:
         cohort = cohort_of(context)
         observe_peer(self.window, cohort, context.device_id, features)
         return peer_verdicts(self.window, cohort, context.device_id, features), None
+
+    def detect_many(self, items: Sequence[DetectorInput]) -> Found:
+        out: Found = [([], None) for _ in items]
+        for cohort, rows in _by_cohort(items).items():
+            x = feature_matrix([items[i][1] for i in rows])
+            ids = [items[i][2].device_id for i in rows]
+            for j, i in enumerate(rows):
+                self.window.observe(cohort, ids[j], x[j], items[i][1].collected_at_ms)
+            at = max(items[i][1].collected_at_ms for i in rows)
+            for j, verdict in peer_verdicts_rows(self.window, cohort, ids, x, at):
+                out[rows[j]][0].append(verdict)
+        return out
 
     def encode_state(self, state: Any) -> Any:
         return None
@@ -88,6 +142,15 @@ class HstDetector:
                ) -> tuple[list[Verdict], Any]:
         [verdicts] = update_hst(self._model(cohort_of(context)), [features])
         return verdicts, None
+
+    def detect_many(self, items: Sequence[DetectorInput]) -> Found:
+        out: Found = [([], None) for _ in items]
+        for cohort, rows in _by_cohort(items).items():
+            x = feature_matrix([items[i][1] for i in rows])
+            at = [items[i][1].collected_at_ms for i in rows]
+            for j, verdict in update_hst_rows(self._model(cohort), x, at):
+                out[rows[j]][0].append(verdict)
+        return out
 
     def encode_state(self, state: Any) -> Any:
         return None

@@ -9,8 +9,9 @@ in memory and persists through :meth:`Detector.encode_state` / :meth:`Detector.d
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from fleetguard.detect.features import FeatureVector
 from fleetguard.detect.rules import EvaluationContext, RuleSet, Verdict
@@ -43,4 +44,17 @@ class Detector(Protocol):
     def decode_state(self, data: Any) -> Any: ...
 
 
-__all__ = ["DetectionContext", "Detector"]
+#: One report for a detector: the device's state, the report's features, the context.
+DetectorInput = tuple[Any, FeatureVector, DetectionContext]
+
+
+@runtime_checkable
+class BatchDetector(Protocol):
+    """A detector that also judges many reports at once (each of another device), as the
+    service hands them over per batch: ``detect_many`` returns, per input, what ``detect``
+    would (the vectorised paths of the learned modules)."""
+
+    def detect_many(self, items: Sequence[DetectorInput]) -> list[tuple[list[Verdict], Any]]: ...
+
+
+__all__ = ["BatchDetector", "DetectionContext", "Detector", "DetectorInput"]

@@ -60,8 +60,8 @@ from fleetguard.detect.alarms import (
     plan_alarms,
 )
 from fleetguard.detect.features import FeatureVector, extract_features
-from fleetguard.detect.pipeline import DetectionContext, Detector
-from fleetguard.detect.rules import EvaluationContext, RuleSet, Verdict, evaluate
+from fleetguard.detect.pipeline import BatchDetector, DetectionContext, Detector
+from fleetguard.detect.rules import EvaluationContext, Verdict, evaluate
 from fleetguard.protocol import TelemetryReport
 from fleetguard.store import Database
 
@@ -107,6 +107,18 @@ class _Device:
     causes: dict[str, OpenAlarm]
     recent_openings_ms: list[int]
     dirty: bool = False
+
+
+@dataclass(slots=True)
+class _Judged:
+    """One report on its way through a batch."""
+
+    device_id: str
+    device: _Device
+    report: TelemetryReport
+    features: FeatureVector
+    context: DetectionContext
+    verdicts: list[Verdict]
 
 
 @dataclass(slots=True)
@@ -274,15 +286,13 @@ class DetectionService:
             with self.db.session() as session:
                 self._refresh(session)
                 self._admit(session, {device_id for device_id, _ in items})
-                for device_id, report in items:
-                    device = self._devices.get(device_id)
-                    if device is None:
-                        with self._lock:
-                            self._counts.skipped += 1
-                        continue
-                    more, held_back = self._one(session, device_id, device, report)
-                    changes.extend(more)
-                    suppressed += held_back
+                judged = [self._judge(device_id, report) for device_id, report in items]
+                self._learned([j for j in judged if j is not None])
+                for report in judged:
+                    if report is not None:
+                        more, held_back = self._alarm(session, report)
+                        changes.extend(more)
+                        suppressed += held_back
         except Exception:
             log.exception("detection failed on a batch of %d reports", len(items))
             with self._lock:
@@ -354,8 +364,13 @@ class DetectionService:
         leaving = [self._devices.popitem(last=False) for _ in range(excess)]
         self._write(session, {d: dev for d, dev in leaving if dev.dirty})
 
-    def _one(self, session: Session, device_id: str, device: _Device,
-             report: TelemetryReport) -> tuple[list[AlarmChange], int]:
+    def _judge(self, device_id: str, report: TelemetryReport) -> _Judged | None:
+        """Features and the rule set's verdicts of one report (None: unknown device)."""
+        device = self._devices.get(device_id)
+        if device is None:
+            with self._lock:
+                self._counts.skipped += 1
+            return None
         state = device.state
         if state.first_report_ms is None:
             state.first_report_ms = report.collected_at_ms
@@ -366,34 +381,50 @@ class DetectionService:
                           + int(self.config.learning_window_s * 1000))
         evaluation = EvaluationContext(learning_until_ms=learning_until)
         verdicts, state.rules = evaluate(ruleset, state.rules, features, evaluation)
-        verdicts.extend(self._detect(device_id, device, features, ruleset, evaluation))
-        verdicts = apply_feedback(verdicts, self._feedback.get(device_id, NO_FEEDBACK))
-        plan = plan_alarms(device.causes, verdicts, now_ms=now_ms(),
-                           recent_openings_ms=device.recent_openings_ms,
-                           policy=self.config.policy)
-        device.recent_openings_ms = list(plan.recent_openings_ms)
         device.dirty = True
-        if not plan.changed and not plan.quiet:
-            return [], 0
-        changes = apply_plan(session, device_id, report, plan, device.causes,
-                             self.config.policy)
-        return changes, plan.suppressed
-
-    def _detect(self, device_id: str, device: _Device, features: FeatureVector,
-                ruleset: RuleSet, evaluation: EvaluationContext) -> list[Verdict]:
-        """The learned detectors' verdicts, each on its own state of the device."""
-        if not self._detectors:
-            return []
         context = DetectionContext(
             device_id=device_id, groups=device.facts.groups,
             hardware_model=device.facts.hardware_model, ruleset=ruleset,
             evaluation=evaluation, now_ms=now_ms())
-        verdicts: list[Verdict] = []
-        for name, detector in self._detectors.items():
-            found, device.state.detectors[name] = detector.detect(
-                device.state.detectors.get(name), features, context)
-            verdicts.extend(found)
-        return verdicts
+        return _Judged(device_id, device, report, features, context, verdicts)
+
+    def _learned(self, judged: list[_Judged]) -> None:
+        """The learned detectors' verdicts, added to each report's: a batch at a time, in
+        rounds that hold at most one report per device (its state moves report by report)."""
+        if not self._detectors:
+            return
+        rounds: list[list[_Judged]] = []
+        seen: dict[str, int] = {}
+        for report in judged:
+            index = seen.get(report.device_id, 0)
+            seen[report.device_id] = index + 1
+            if index == len(rounds):
+                rounds.append([])
+            rounds[index].append(report)
+        for batch in rounds:
+            for name, detector in self._detectors.items():
+                inputs = [(j.device.state.detectors.get(name), j.features, j.context)
+                          for j in batch]
+                results = (detector.detect_many(inputs) if isinstance(detector, BatchDetector)
+                           else [detector.detect(*item) for item in inputs])
+                for j, (found, state) in zip(batch, results, strict=True):
+                    j.device.state.detectors[name] = state
+                    j.verdicts.extend(found)
+
+    def _alarm(self, session: Session, judged: _Judged) -> tuple[list[AlarmChange], int]:
+        """What a report's verdicts, once feedback is applied, do to the device's alarms."""
+        device = judged.device
+        verdicts = apply_feedback(judged.verdicts,
+                                  self._feedback.get(judged.device_id, NO_FEEDBACK))
+        plan = plan_alarms(device.causes, verdicts, now_ms=now_ms(),
+                           recent_openings_ms=device.recent_openings_ms,
+                           policy=self.config.policy)
+        device.recent_openings_ms = list(plan.recent_openings_ms)
+        if not plan.changed and not plan.quiet:
+            return [], 0
+        changes = apply_plan(session, judged.device_id, judged.report, plan, device.causes,
+                             self.config.policy)
+        return changes, plan.suppressed
 
     def _persist(self) -> None:
         """Write the states changed since the last persist (and the quiet counts)."""

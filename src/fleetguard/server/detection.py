@@ -5,8 +5,11 @@ Settings (environment, read once at start):
 
 - ``FLEETGUARD_DETECTION_LEARNING_WINDOW_S``: first-seen rules are quiet this long after a
   device's registration or first report, whichever is later (default 3600);
-- ``FLEETGUARD_DETECTION_LEARNED``: ``0`` runs the rule sets only, without the learned
-  detectors (baselines, peers, Half-Space Trees); default ``1``.
+- ``FLEETGUARD_DETECTION_LEARNED``: ``1`` adds the learned detectors (baselines, peers,
+  Half-Space Trees) after the rule sets; default ``0``: measured through this service on
+  a simulated benign fleet, Half-Space Trees flagged every device (a cohort's first
+  reports, which have no rates, became its normal: bytes_out "normal 0..0.28"), see
+  docs/alarms.md.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ def detection_config_from_env(environ: dict[str, str] | None = None) -> Detectio
 
 def _detectors(environ: dict[str, str] | None = None) -> list[Detector]:
     env = os.environ if environ is None else environ
-    if env.get(LEARNED_ENV, "1").strip() == "0":
+    if env.get(LEARNED_ENV, "0").strip() != "1":
         return []
     return list(learned_detectors())
 
