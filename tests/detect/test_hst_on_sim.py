@@ -82,3 +82,13 @@ def test_nothing_is_judged_before_the_first_window_is_learned() -> None:
     assert _model_summaries(cohort, WINDOW // 4 - 1) == []
     assert not cohort.hst.ready
     assert cohort.hst.warm_up().reports_seen == WINDOW - 4
+
+
+def test_a_new_fleet_whose_first_window_has_no_rates_raises_nothing_after() -> None:
+    # 20 devices' first reports (no rates: nothing to diff against) fill a window of 16.
+    cohort = Cohort.of(Profile.CAMERA, 20, seed=4, hst_settings=HstSettings(window=16))
+    cohort.step()
+    assert cohort.hst.ready
+    assert hst_band(cohort.hst, Feature.BYTES_OUT_PER_S) is None  # not judged yet
+    assert _model_summaries(cohort, 30) == []
+    assert hst_band(cohort.hst, Feature.BYTES_OUT_PER_S) is not None

@@ -39,6 +39,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Self
 
 import numpy as np
 import numpy.typing as npt
@@ -148,6 +149,9 @@ class BaselineSettings:
     for_reports: int = 1  # consecutive reports outside before a verdict
     flag_below: bool = True  # also flag a value far below normal
     floors: Mapping[Feature, float] = field(default_factory=lambda: DEFAULT_FLOORS)
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Self:
+        return self  # immutable (its floors a read-only mapping): a copy may share it
 
     def __post_init__(self) -> None:
         if self.warm_up_reports < 1 or self.for_reports < 1:

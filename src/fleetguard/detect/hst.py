@@ -24,7 +24,9 @@ together is the normal learned), differs from River's in three ways that matter 
   the box makes it certain, and the trees catch combinations that each stay in range.
 - **Splits on what varies**: the trees are built when the first window is full, splitting
   only features that varied in it (on devices, most counters sit at 0: a split of one is
-  a level wasted); a feature that starts to vary later is judged by its box.
+  a level wasted), and rebuilt when a window shows a new one varying. A feature present in
+  less than an eighth of the window has no box and is not judged: the first reports of a
+  new fleet carry no rates, and must not make every later report's rates look odd.
 - **Flagged points are not learned** (they do not become the next window's normal), and
   points the operator accepted (feedback, :meth:`HalfSpaceTrees.accepting`) are normal.
 
@@ -142,7 +144,8 @@ class HalfSpaceTrees:
         self.accept_low = np.full(F, np.inf)
         self.accept_high = np.full(F, -np.inf)
         self.accepted = np.zeros((0, F))
-        self.varying = np.arange(F)  # the features the trees split
+        self.varying = np.zeros(0, np.intp)  # the features the trees split
+        self.known = np.zeros(F, bool)  # features present enough in the reference to judge
 
     @property
     def ready(self) -> bool:
@@ -155,27 +158,46 @@ class HalfSpaceTrees:
     def copy(self) -> HalfSpaceTrees:
         return copy.deepcopy(self)
 
+    def _unit(self, t: FloatArray) -> npt.NDArray[np.float32]:
+        width = np.maximum(self.box_high - self.box_low, 1e-9)
+        return np.asarray((t - self.box_low) / width, np.float32)
+
     def _raw_scores(self, t: FloatArray) -> FloatArray:
         """Mean over trees of mass x 2^depth where each point's walk ends: (B,). At a
         split on a feature the point does not have (NaN), it goes where more of the
-        reference went: the most likely place for a point like it."""
+        reference went: the most likely place for a point like it.
+
+        Every array is indexed flat (``take`` on tree offset + node), the fastest gather
+        numpy has; a level where every walk has ended is not computed."""
         s = self.settings
-        unit = (t - self.box_low) / np.maximum(self.box_high - self.box_low, 1e-9)
+        unit = self._unit(t)
         absent = np.isnan(unit)
+        any_absent = bool(absent.any())
+        unit_flat, absent_flat = unit.ravel(), absent.ravel()
+        mass, dims, splits = self.mass.ravel(), self.dims.ravel(), self.splits.ravel()
         limit = s.size_limit * s.window
-        trees = np.arange(s.trees)[:, None]
-        points = np.arange(t.shape[0])[None, :]
+        points = (np.arange(t.shape[0]) * F)[None, :]
+        at_node = (np.arange(s.trees) * self.mass.shape[1])[:, None]
+        at_inner = (np.arange(s.trees) * self.dims.shape[1])[:, None]
         node = np.zeros((s.trees, t.shape[0]), np.intp)
-        score = np.full(node.shape, np.nan)
+        score = np.zeros(node.shape, np.float64)
+        done = np.zeros(node.shape, bool)
         for depth in range(s.height):
-            here = self.mass[trees, node]
-            score = np.where(np.isnan(score) & (here < limit), here * 2.0 ** depth, score)
-            q = self.dims[trees, node]
-            right = unit[points, q] >= self.splits[trees, node]
-            likelier = self.mass[trees, 2 * node + 2] > self.mass[trees, 2 * node + 1]
-            node = 2 * node + 1 + np.where(absent[points, q], likelier, right)
-        leaf = self.mass[trees, node] * 2.0 ** s.height
-        return np.asarray(np.where(np.isnan(score), leaf, score).mean(axis=0), np.float64)
+            here = mass.take(at_node + node)
+            ends = ~done & (here < limit)
+            score = np.where(ends, here * 2.0 ** depth, score)
+            done |= ends
+            if done.all():
+                return np.asarray(score.mean(axis=0), np.float64)
+            inner = at_inner + node
+            cell = points + dims.take(inner)
+            right = unit_flat.take(cell) >= splits.take(inner)
+            if any_absent:
+                likelier = mass.take(at_node + 2 * node + 2) > mass.take(at_node + 2 * node + 1)
+                right = np.where(absent_flat.take(cell), likelier, right)
+            node = 2 * node + 1 + right
+        leaf = mass.take(at_node + node) * 2.0 ** s.height
+        return np.asarray(np.where(done, score, leaf).mean(axis=0), np.float64)
 
     def _impute(self, x: FloatArray) -> FloatArray:
         t = _transform(x)
@@ -187,7 +209,7 @@ class HalfSpaceTrees:
         t = np.where(np.isnan(raw), self.center[None, :], raw)
         low = np.minimum(self.box_low, self.accept_low)
         high = np.maximum(self.box_high, self.accept_high)
-        outside = ((t < low) | (t > high)) & self.ready
+        outside = ((t < low) | (t > high)) & self.known[None, :]
         if not self.ready:
             zeros = np.zeros(t.shape[0])
             return HstScores(zeros, outside, np.zeros(t.shape[0], bool), t, raw)
@@ -196,7 +218,7 @@ class HalfSpaceTrees:
         flagged = score < self.settings.threshold
         if self.accepted.shape[0] and flagged.any():
             # Near on what the trees split: the rest is judged by the (widened) box.
-            v = self.varying
+            v = self.varying if self.varying.size else np.arange(F)
             near = np.abs(t[:, None, v] - self.accepted[None, :, v]).max(axis=2)
             covered = (near <= self.settings.accept_radius).any(axis=1)
             flagged &= ~(covered & ~outside.any(axis=1))
@@ -220,31 +242,49 @@ class HalfSpaceTrees:
         s, points = self.settings, self.buffer
         low = np.nan_to_num(np.fmin.reduce(points, axis=0))  # a feature never present: 0
         high = np.nan_to_num(np.fmax.reduce(points, axis=0))
-        if self.windows == 0:
-            # Split only what varied: a feature that never moved is all in its box's pad,
-            # and a split of it would be a level of every tree wasted.
-            varying = np.flatnonzero(high > low)
-            self.varying = varying if varying.size else np.arange(F)
-            self.dims, self.splits = _build(s, self.varying)
+        # A feature judged needs a range: present in an eighth of the window at least (the
+        # first reports of a fleet have no rates; their window must not make rates odd).
+        present = np.count_nonzero(~np.isnan(points), axis=0)
+        self.known = present >= max(4, s.window // 8)
+        # Split only what varied: a feature that never moved is all in its box's pad, and
+        # a split of it would be a level of every tree wasted. Rebuilt when that grows.
+        varying = np.union1d(self.varying, np.flatnonzero(self.known & (high > low)))
+        if self.windows == 0 or varying.size != self.varying.size:
+            self.varying = varying.astype(np.intp)
+            self.dims, self.splits = _build(s, self.varying if varying.size else np.arange(F))
         pad = np.maximum(s.pad * (high - low), s.min_pad)
         self.box_low, self.box_high = low - pad, high + pad
         self.center = np.nan_to_num(column_median(points)[0])
-        unit = (points - self.box_low) / (self.box_high - self.box_low)
-        self.mass[:] = 0
-        trees = np.arange(s.trees)[:, None]
-        node = np.zeros((s.trees, points.shape[0]), np.intp)
-        every = np.arange(points.shape[0])[None, :]
-        alive = np.ones(node.shape, bool)  # a point counts down to its first absent split
-        for _ in range(s.height):
-            np.add.at(self.mass, (trees, node), alive.astype(np.uint16))
-            q = self.dims[trees, node]
-            value = unit[every, q]
-            alive &= ~np.isnan(value)
-            node = 2 * node + 1 + (value >= self.splits[trees, node])
-        np.add.at(self.mass, (trees, node), alive.astype(np.uint16))
-        self.level = max(float(np.median(self._raw_scores(points))), 1e-9)
+        self.mass[:] = self._masses(points)
+        # The median score of the window's own points (64 of them, evenly taken, are
+        # enough for a median, and cost a third of a window's scoring).
+        sample = points[:: max(1, points.shape[0] // 64)]
+        self.level = max(float(np.median(self._raw_scores(sample))), 1e-9)
         self.windows += 1
         self.filled = 0
+
+    def _masses(self, points: FloatArray) -> npt.NDArray[np.uint16]:
+        """How many of ``points`` reach each node of each tree (a point counts down to its
+        first split on a feature it does not have)."""
+        s = self.settings
+        unit = self._unit(points)
+        unit_flat = unit.ravel()
+        dims, splits = self.dims.ravel(), self.splits.ravel()
+        size = self.mass.size
+        at_node = (np.arange(s.trees) * self.mass.shape[1])[:, None]
+        at_inner = (np.arange(s.trees) * self.dims.shape[1])[:, None]
+        rows = (np.arange(points.shape[0]) * F)[None, :]
+        node = np.zeros((s.trees, points.shape[0]), np.intp)
+        alive = np.ones(node.shape, bool)
+        counts = np.zeros(size, np.int64)
+        for _ in range(s.height):
+            counts += np.bincount((at_node + node)[alive], minlength=size)
+            inner = at_inner + node
+            value = unit_flat.take(rows + dims.take(inner))
+            alive &= ~np.isnan(value)
+            node = 2 * node + 1 + (value >= splits.take(inner))
+        counts += np.bincount((at_node + node)[alive], minlength=size)
+        return counts.reshape(self.mass.shape).astype(np.uint16)
 
     def accepting(self, x: FloatArray) -> HalfSpaceTrees:
         """A copy that takes the raw point ``x`` (F,) as normal: what feedback teaches."""
@@ -265,7 +305,7 @@ class HalfSpaceTrees:
                  counts=np.array([self.filled, self.windows]), box_low=self.box_low,
                  box_high=self.box_high, center=self.center, level=np.array([self.level]),
                  accept_low=self.accept_low, accept_high=self.accept_high,
-                 accepted=self.accepted, varying=self.varying)
+                 accepted=self.accepted, varying=self.varying, known=self.known)
         return out.getvalue()
 
     @classmethod
@@ -281,6 +321,7 @@ class HalfSpaceTrees:
             model.center, model.level = saved["center"], float(saved["level"][0])
             model.accept_low, model.accept_high = saved["accept_low"], saved["accept_high"]
             model.accepted, model.varying = saved["accepted"], saved["varying"]
+            model.known = saved["known"]
         return model
 
 
@@ -358,9 +399,9 @@ def update_hst(model: HalfSpaceTrees, vectors: Sequence[FeatureVector]) -> list[
 
 def hst_band(model: HalfSpaceTrees, feature: Feature) -> tuple[float, float] | None:
     """The cohort's normal box of one feature (in its own unit), or None before warm-up."""
-    if not model.ready:
-        return None
     c = FEATURES.index(feature)
+    if not model.ready or not model.known[c]:
+        return None
     return (max(float(np.expm1(model.box_low[c])), 0.0), float(np.expm1(model.box_high[c])))
 
 

@@ -32,6 +32,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Self
 
 import numpy as np
 import numpy.typing as npt
@@ -65,6 +66,9 @@ class PeerSettings:
     max_devices: int = 100_000  # per cohort
     flag_below: bool = True
     floors: Mapping[Feature, float] = field(default_factory=lambda: DEFAULT_FLOORS)
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Self:
+        return self  # immutable (its floors a read-only mapping): a copy may share it
 
     def __post_init__(self) -> None:
         if self.min_cohort < 3:
@@ -169,14 +173,20 @@ class PeerWindow:
 
     def observe(self, cohort: str, device_id: str, x: FloatArray, at_ms: int) -> None:
         """Record one device's values (NaN: absent, the older value stands)."""
+        self.observe_rows(cohort, [device_id], x[None, :], at_ms)
+
+    def observe_rows(self, cohort: str, device_ids: Sequence[str], x: FloatArray,
+                     at_ms: int) -> None:
+        """Record many devices' values at once (each device at most once)."""
         group = self._cohorts.get(cohort)
         if group is None:
             group = self._cohorts[cohort] = _Cohort.empty(8)
-        row = group.row_of(device_id, self.settings.max_devices)
-        present = ~np.isnan(x)
-        newer = present & (at_ms >= group.at_ms[row])  # a late report does not win
-        group.values[row] = np.where(newer, x, group.values[row])
-        group.at_ms[row] = np.where(newer, float(at_ms), group.at_ms[row])
+        rows = np.fromiter((group.row_of(d, self.settings.max_devices) for d in device_ids),
+                           np.intp, len(device_ids))
+        before_values, before_at = group.values[rows], group.at_ms[rows]
+        newer = ~np.isnan(x) & (at_ms >= before_at)  # a late report does not win
+        group.values[rows] = np.where(newer, x, before_values)
+        group.at_ms[rows] = np.where(newer, float(at_ms), before_at)
 
     def stats(self, cohort: str, now_ms: int) -> CohortStats | None:
         """The cohort's statistics as of ``now_ms`` (recomputed when stale)."""
@@ -189,6 +199,13 @@ class PeerWindow:
                 or now_ms < cached.computed_at_ms):
             cached = group.compute(now_ms, self.settings, self._floors)
         return cached
+
+
+def observe_peer_rows(window: PeerWindow, cohort: str, device_ids: Sequence[str],
+                      x: FloatArray, at_ms: int) -> None:
+    """The vectorised path: many devices of one cohort, one row of ``x`` each, reported
+    at ``at_ms`` (a late row does not replace a newer value)."""
+    window.observe_rows(cohort, device_ids, x, at_ms)
 
 
 def _grew(before: int, now: int) -> bool:
@@ -282,6 +299,7 @@ __all__ = [
     "PeerSettings",
     "PeerWindow",
     "observe_peer",
+    "observe_peer_rows",
     "peer_band",
     "peer_verdicts",
     "peer_verdicts_rows",
