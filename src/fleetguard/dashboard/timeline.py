@@ -30,6 +30,7 @@ from fleetguard.detect.alarm_records import (
 from fleetguard.detect.alarms import OPEN_STATES
 from fleetguard.findings import FindingFilter
 from fleetguard.telemetry import Aggregation, Metric, SeriesQuery, aggregate_series
+from fleetguard.telemetry import queries as telemetry
 
 TIMELINE_LIMIT = 100  # events shown
 ALARMS_READ = 50  # the device's latest alarms the timeline and the Alarms section read
@@ -38,6 +39,7 @@ AUDIT_SCAN = 1000  # the latest audit entries searched for the device's own
 REPORT_WINDOW = timedelta(hours=24)  # reports received, counted per hour
 REPORT_STEP = timedelta(hours=1)
 SHOWN_OPEN_ALARMS = 20
+OPERATOR_ACTORS = ("operator:", "cli:")  # actors that are people (a session, a token, the CLI)
 
 
 class EventKind(StrEnum):
@@ -45,6 +47,7 @@ class EventKind(StrEnum):
     ALARM = "alarm"
     FINDING = "finding"
     OPERATOR = "operator"
+    EVENT = "event"  # audited, by the device itself or the system
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +68,8 @@ class DeviceAlarms:
     risk: AlarmRisk
     events: list[TimelineEvent]
     audit_scanned: int | None  # None: the viewer may not read the audit log
+    limit: int  # events shown at most
     reports_window_h: int = field(default=int(REPORT_WINDOW.total_seconds() // 3600))
-    limit: int = TIMELINE_LIMIT
 
 
 def _alarm_events(alarm: Alarm) -> list[TimelineEvent]:
@@ -107,10 +110,13 @@ def _finding_events(finding: findings.Finding) -> list[TimelineEvent]:
 def _report_events(session: Session, device_id: str, now: datetime) -> list[TimelineEvent]:
     start = (now - REPORT_WINDOW).replace(minute=0, second=0, microsecond=0)
     query = SeriesQuery(Metric.UPTIME_S, start, now, REPORT_STEP, Aggregation.COUNT)
+    status = telemetry.device_status(session, device_id)
+    # an hour's event is at its end, or at the last report for the hour that holds it
+    last = status.last_report_at if status and status.last_report_at else now
     out = []
     for point in aggregate_series(session, device_id, query):
         n = int(point.value)
-        end = min(point.at + REPORT_STEP, now)
+        end = min(point.at + REPORT_STEP, last, now)
         out.append(TimelineEvent(end, EventKind.REPORTS,
                                  f"{n} report{'s' if n != 1 else ''} received",
                                  f"from {point.at:%H:%M} to {end:%H:%M} UTC", "#h-charts"))
@@ -126,10 +132,18 @@ def _concerns(entry: AuditEntry, device_id: str) -> bool:
     return device_id in (entry.details.get("device"), entry.details.get("device_id"))
 
 
+def _kind_of(actor: str) -> EventKind:
+    return EventKind.OPERATOR if actor.startswith(OPERATOR_ACTORS) else EventKind.EVENT
+
+
+def _reason(entry: AuditEntry) -> str:
+    reason = entry.details.get("reason")
+    return reason if isinstance(reason, str) else ""
+
+
 def _audit_events(session: Session, device_id: str) -> tuple[list[TimelineEvent], int]:
     entries = auditlog.list_audit_entries(session, limit=AUDIT_SCAN, newest_first=True)
-    out = [TimelineEvent(e.at, EventKind.OPERATOR, e.action, e.details.get("reason", "")
-                         if isinstance(e.details.get("reason"), str) else "",
+    out = [TimelineEvent(e.at, _kind_of(e.actor), e.action, _reason(e),
                          f"/audit?action={e.action}", e.actor)
            for e in entries if _concerns(e, device_id)]
     return out, len(entries)
@@ -154,4 +168,4 @@ def device_alarms_and_timeline(
     open_alarms = list_alarms(session, AlarmFilter(states=OPEN_STATES, device_id=device_id),
                               sort=AlarmSort.SEVERITY, limit=SHOWN_OPEN_ALARMS).alarms
     return DeviceAlarms(open_alarms, alarm_risk(session, devices=1, device_id=device_id),
-                        events[:TIMELINE_LIMIT], scanned)
+                        events[:TIMELINE_LIMIT], scanned, TIMELINE_LIMIT)
