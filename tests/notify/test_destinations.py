@@ -112,6 +112,7 @@ def test_malformed_or_credential_bearing_urls_are_refused(
 def test_an_ipv4_address_inside_ipv6_is_judged_as_itself() -> None:
     assert never_reason(ipaddress.ip_address("::ffff:169.254.169.254")) is not None
     assert never_reason(ipaddress.ip_address("2002:a9fe:a9fe::1")) is not None  # 6to4
+    assert never_reason(ipaddress.ip_address("64:ff9b::a9fe:a9fe")) is not None  # NAT64
     with pytest.raises(AddressRefusedError):
         check_address(ipaddress.ip_address("::ffff:127.0.0.1"), allow_private=False,
                       field="url")

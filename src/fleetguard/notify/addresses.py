@@ -29,15 +29,18 @@ _METADATA = frozenset(
 )
 UNRESOLVABLE = "destination_unresolvable"
 _SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT: private in effect
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # the well-known NAT64 prefix (RFC 6052)
 
 
 def _unwrapped(address: IPAddress) -> IPAddress:
-    """The IPv4 address inside an IPv4-mapped or NAT64-style IPv6 one, else itself."""
+    """The IPv4 address inside an IPv4-mapped, 6to4 or NAT64 IPv6 one, else itself."""
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return address.ipv4_mapped
         if address.sixtofour is not None:
             return address.sixtofour
+        if address in _NAT64:
+            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return address
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Result, delete, func, select, update
+from sqlalchemy import CursorResult, Result, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from fleetguard.auditlog import append_audit_entry
@@ -28,6 +28,7 @@ from fleetguard.notify.models import (
     Destination,
     NotificationEvent,
 )
+from fleetguard.store.db import flushed_connection
 from fleetguard.store.paging import decode_cursor, encode_cursor, page_of, refused_cursor
 from fleetguard.store.tables.notify import (
     NotificationDestinationRow,
@@ -71,26 +72,39 @@ def enqueue_events(
     """Store each event with a pending delivery per destination that wants it; returns
     (events stored, duplicates skipped). An event no destination wants is not stored."""
     now = utcnow()
-    stored = duplicates = 0
-    for event in events:
-        if session.get(NotificationEventRow, event.id) is not None:
+    batch = list(events)
+    seen = set(session.execute(
+        select(NotificationEventRow.id)
+        .where(NotificationEventRow.id.in_({e.id for e in batch}))
+    ).scalars())
+    event_rows: list[dict[str, Any]] = []
+    outbox_rows: list[dict[str, Any]] = []
+    duplicates = 0
+    for event in batch:
+        if event.id in seen:
             duplicates += 1
             continue
+        seen.add(event.id)
         wanted = [d for d in destinations if d.wants(event)]
         if not wanted:
             continue
-        session.add(NotificationEventRow(
-            id=event.id, kind=event.kind, severity_rank=event.severity.rank,
-            occurred_at=event.occurred_at, payload=json.dumps(event.to_json()), created_at=now,
-        ))  # fmt: skip
-        session.flush()
-        session.add_all(OutboxRow(
-            destination_id=d.id, event_id=event.id, occurred_at=event.occurred_at,
-            state=_PENDING, attempts=0, next_attempt_at=now, test=False, created_at=now,
-        ) for d in wanted)  # fmt: skip
-        stored += 1
-    session.flush()
-    return stored, duplicates
+        event_rows.append({
+            "id": event.id, "kind": event.kind, "severity_rank": event.severity.rank,
+            "occurred_at": event.occurred_at, "payload": json.dumps(event.to_json()),
+            "created_at": now,
+        })  # fmt: skip
+        outbox_rows.extend({
+            "destination_id": d.id, "event_id": event.id, "occurred_at": event.occurred_at,
+            "state": _PENDING, "attempts": 0, "next_attempt_at": now, "test": False,
+            "created_at": now,
+        } for d in wanted)  # fmt: skip
+    if event_rows:
+        # Plain inserts, many rows per statement: the ORM's per-object work is most of the
+        # cost of a batch otherwise.
+        connection = flushed_connection(session)
+        connection.execute(insert(NotificationEventRow), event_rows)
+        connection.execute(insert(OutboxRow), outbox_rows)
+    return len(event_rows), duplicates
 
 
 def queue_heads(session: Session) -> list[tuple[str, int, datetime]]:
