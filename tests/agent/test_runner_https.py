@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -183,3 +184,35 @@ def test_cli_run_stops_cleanly_on_sigterm(endpoint: Endpoint, tmp_path: Path) ->
             process.wait()
     assert process.returncode == 0, err
     assert "stopped:" in err and " 0 delivered" not in err
+
+
+def test_the_agent_samples_between_reports_and_delivers_what_it_saw(
+    endpoint: Endpoint, tmp_path: Path,
+) -> None:
+    state = tmp_path / "dev"
+    _enroll(endpoint.server, state, "https-4")
+    config = replace(_config(state), interval_s=2.0, sample_interval_s=0.25)
+    runner = AgentRunner(config, lambda i: HttpsTransport(i, base_url=endpoint.stub.url),
+                         backoff=Backoff(base_s=0.2, cap_s=1.0))
+
+    with socket.create_server(("127.0.0.1", 0)) as c2:
+        port = c2.getsockname()[1]
+
+        async def scenario() -> None:
+            task = asyncio.create_task(runner.run())
+            await _until(lambda: runner.stats.delivered >= 1, 30, "a first report")
+            with socket.create_connection(c2.getsockname()):  # a 200 ms beacon
+                accepted, _ = c2.accept()
+                await asyncio.sleep(0.2)
+            accepted.close()
+            delivered = runner.stats.delivered
+            await _until(lambda: runner.stats.delivered >= delivered + 2, 30, "two more reports")
+            runner.stop()
+            await task
+
+        asyncio.run(scenario())
+    beaconed = [r for r in endpoint.stub.received["telemetry"] if isinstance(r, TelemetryReport)
+                and any(d.port == port for d in r.destinations_seen or ())]
+    assert beaconed, "no delivered report shows the beacon"
+    assert beaconed[0].samples is not None and beaconed[0].samples >= 4  # 2 s at 0.25 s
+    assert runner.stats.samples >= 4 and runner.stats.errors == []

@@ -18,9 +18,9 @@ import os
 import socket
 import struct
 import sys
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 from fleetguard.protocol import TransportProto
 
@@ -43,8 +43,7 @@ _NLMSG_HEADER = struct.Struct("=IHHII")
 _ALL_STATES = 0xFFFFFFFF
 
 
-@dataclass(frozen=True, slots=True)
-class SocketRow:
+class SocketRow(NamedTuple):  # a tuple: made thousands of times a second
     proto: TransportProto
     local_address: str
     local_port: int
@@ -64,8 +63,7 @@ class SocketRow:
         return self.remote_port != 0 and self.state != TCP_LISTEN
 
 
-@dataclass(frozen=True, slots=True)
-class ProcessRow:
+class ProcessRow(NamedTuple):
     pid: int
     name: str
     start_ticks: int  # clock ticks after boot
@@ -90,6 +88,7 @@ def _endpoint(text: bytes) -> tuple[str, int]:
     return decode_address(address), int(port, 16)
 
 
+@lru_cache(maxsize=4096)  # a device talks to few addresses, sampled again and again
 def _diag_address(family: int, raw: bytes) -> str:
     if family == socket.AF_INET:
         return socket.inet_ntop(socket.AF_INET, raw[:4])

@@ -11,6 +11,7 @@ from fleetguard.protocol import MAX_MESSAGE_BYTES, MAX_NEW_EXECUTABLES, ContentT
 DEFAULT_INTERVAL_S = 300.0
 MIN_INTERVAL_S = 1.0
 DEFAULT_SAMPLE_INTERVAL_S = 1.0
+DEFAULT_SAMPLE_CPU_BUDGET = 0.02  # of one core (benchmarks/bench_agent_sampling.py)
 MIN_SAMPLE_INTERVAL_S = 0.1
 DEFAULT_AUTH_LOGS = (Path("/var/log/auth.log"), Path("/var/log/secure"))
 
@@ -24,7 +25,9 @@ class AgentConfig:
         interval_s: seconds between telemetry reports (at least 1; 300 by default).
         sample_interval_s: seconds between samples of sockets and processes within a
             report period (1 by default; 0: only at each report). Costs about 1% of a core
-            at 1 s (benchmarks/bench_agent_sampling.py).
+            at 1 s with 120 processes and 30 sockets (benchmarks/bench_agent_sampling.py).
+        sample_cpu_budget: the share of the time between samples that sampling may take;
+            a slower sample (thousands of sockets) spaces out the next one.
         content_type: how reports are encoded on the wire.
         buffer_max_items / buffer_max_bytes: the offline buffer's bounds; past either,
             the oldest reports are dropped and counted.
@@ -36,6 +39,7 @@ class AgentConfig:
     state_dir: Path
     interval_s: float = DEFAULT_INTERVAL_S
     sample_interval_s: float = DEFAULT_SAMPLE_INTERVAL_S
+    sample_cpu_budget: float = DEFAULT_SAMPLE_CPU_BUDGET
     # JSON by default: about 20% larger than CBOR, but the server validates it straight
     # from the bytes, twice as fast (benchmarks/bench_protocol.py).
     content_type: ContentType = ContentType.JSON
@@ -53,6 +57,8 @@ class AgentConfig:
             raise ConfigurationError(
                 f"sample_interval_s must be 0 (off) or {MIN_SAMPLE_INTERVAL_S:g} s up to "
                 "interval_s")
+        if not 0 < self.sample_cpu_budget <= 1:
+            raise ConfigurationError("sample_cpu_budget must be above 0 and at most 1")
         if self.buffer_max_items < 1:
             raise ConfigurationError("buffer_max_items must be at least 1")
         if self.buffer_max_bytes < MAX_MESSAGE_BYTES:

@@ -5,6 +5,8 @@ Five tasks share one asyncio loop:
 - **sample**: every ``sample_interval_s`` (when the source samples, as
   :class:`TelemetryCollector` does), sockets and processes are sampled in a worker thread
   and accumulated into the next report, so that what lives between two reports is seen.
+  A sample's time is held to ``sample_cpu_budget`` of the time between samples (2%): when
+  one takes longer, the next waits longer (wall time, so a busy device is sampled less).
 - **collect**: every ``interval_s`` (and on ``report_now``) a report is collected (in a
   worker thread), encoded and pushed into the on-disk :class:`ReportBuffer`. Nothing
   else is needed for it to survive: from here on a crash or a dead network loses nothing.
@@ -221,9 +223,14 @@ class AgentRunner:
             await self._sleep(next_at - loop.time())
             if self._stop.is_set():
                 return
+            started = loop.time()
             await asyncio.to_thread(source.sample)
+            spent = loop.time() - started
             self.stats.samples += 1
-            next_at = max(next_at + interval, loop.time())  # late: skip, never catch up
+            # Late: skip, never catch up. Within budget: a sample that took longer than the
+            # budget's share of the interval (thousands of sockets) spaces out the next.
+            next_at = max(next_at + interval, loop.time(),
+                          started + spent / self._config.sample_cpu_budget)
 
     # -- collect ------------------------------------------------------------------------
 
