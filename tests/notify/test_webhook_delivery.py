@@ -273,3 +273,22 @@ def test_a_receiver_that_does_not_answer_does_not_hold_up_another(
         assert got[-1].at - started < 3.0  # not behind the silent one's timeout
     finally:
         silent.close()
+
+
+def test_two_notifiers_on_one_database_deliver_each_event_once_in_order(
+    db: Database, master_key: MasterKey, receiver: HttpsReceiver, receiver_ca: TestCA,
+    make_notifier: Callable[..., Notifier],
+) -> None:
+    _webhook(db, master_key, receiver, receiver_ca)
+    writer = make_notifier()
+    for n in range(1, 13):
+        writer.publish(_event(n))
+    writer.stop()
+    first, second = make_notifier(), make_notifier()  # two servers, as it were
+    first.start()
+    second.start()
+    got = receiver.wait_for(12)
+    time.sleep(0.5)
+    assert [r.event["id"] for r in receiver.requests] == [f"evt-{n}" for n in range(1, 13)]
+    assert len(got) == 12
+    assert first.stats().delivered + second.stats().delivered == 12
