@@ -42,13 +42,14 @@ def _rates(reports: list[TelemetryReport], feature: Feature) -> list[float | Non
     return rates
 
 
-def test_diurnal_traffic_peaks_in_the_afternoon_and_falls_at_night() -> None:
-    diurnal = _rates(_reports(_device(Variation.DIURNAL), 24 * 60), Feature.BYTES_OUT_PER_S)
+@pytest.mark.parametrize("feature", [Feature.BYTES_OUT_PER_S, Feature.PACKETS_IN_PER_S,
+                                     Feature.CPU_PERCENT, Feature.TOP_PROCESS_CPU_PERCENT])
+def test_diurnal_load_peaks_in_the_afternoon_and_falls_at_night(feature: Feature) -> None:
+    diurnal = _rates(_reports(_device(Variation.DIURNAL), 24 * 60), feature)
     plain = _rates(_reports(DeviceModel(index=9, profile=Profile.CAMERA,
-                                        rng=random.Random(4), now_ms=T0), 24 * 60),
-                   Feature.BYTES_OUT_PER_S)
+                                        rng=random.Random(4), now_ms=T0), 24 * 60), feature)
     at = {hour: hour * 60 - 1 for hour in (2, 14)}  # the report at that hour
-    night, afternoon = (diurnal[at[h]] / plain[at[h]] for h in (2, 14))  # type: ignore[operator]
+    night, afternoon = ((diurnal[at[h]] or 0) / (plain[at[h]] or 1) for h in (2, 14))
     assert night == pytest.approx(0.4, abs=0.05)
     assert afternoon == pytest.approx(1.6, abs=0.05)
 

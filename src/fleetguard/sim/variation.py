@@ -135,7 +135,7 @@ class BenignDevice:
                 connections.append(self._update_connection())
             elif download.end_ms <= now_ms < download.end_ms + INSTALL_MS:
                 cpu = max(cpu, self.model.rng.uniform(55.0, 75.0))
-        return _adjusted(raw, self.extra, cpu, connections)
+        return _adjusted(raw, self.extra, cpu, connections, factor)
 
     def _download(self, seconds: float) -> None:
         received = UPDATE_RATE * seconds
@@ -182,15 +182,21 @@ def _interface_deltas(previous: TelemetryReport | None,
 
 
 def _adjusted(raw: TelemetryReport, extra: list[float], cpu: float,
-              connections: list[Connection]) -> TelemetryReport:
+              connections: list[Connection], load: float) -> TelemetryReport:
+    """``raw`` with the variation's counters, CPU (machine, and each process's by ``load``)
+    and connections."""
     eth = raw.interfaces[0]
     interface = InterfaceCounters(
         name=eth.name, bytes_in=eth.bytes_in + int(extra[0]),
         bytes_out=eth.bytes_out + int(extra[1]), packets_in=eth.packets_in + int(extra[2]),
         packets_out=eth.packets_out + int(extra[3]))
+    processes = raw.processes
+    if processes is not None and load != 1.0:
+        processes = [p.model_copy(update={"cpu_seconds": p.cpu_seconds * load})
+                     for p in processes]
     return raw.model_copy(update={
         "interfaces": [interface, *raw.interfaces[1:]], "cpu_percent": cpu,
-        "connections": connections})
+        "connections": connections, "processes": processes})
 
 
 __all__ = ["BenignDevice", "Variation", "diurnal_factor"]
