@@ -1,8 +1,9 @@
 """A two-host lab in network namespaces: a device running the real agent, and the outside.
 
 The device is a network namespace (``eth0`` at 10.77.0.1/24) with its own PID and mount
-namespaces: ``/proc`` shows only its processes, ``/var/log`` and ``/run`` are its own
-(empty tmpfs), and Python is seen at ``/opt/python`` as a device's firmware would ship it.
+namespaces: ``/proc`` shows only its processes, ``/tmp``, ``/var/log`` and ``/run`` are its
+own (empty tmpfs), the test's directory is seen at ``/run/lab`` (:meth:`Lab.in_device`), and
+Python at ``/opt/python``, as a device's firmware would ship it.
 Its PID 1 is the agent (:mod:`tests.detect.realtools.device_agent`), which writes a
 report every interval. The outside is another network namespace (``eth0`` at 10.77.0.2/24)
 at the other end of a veth pair: the attacker, the C2 server, the drop site.
@@ -49,6 +50,7 @@ from fleetguard.protocol import ContentType, MessageKind, TelemetryReport, decod
 DEVICE = "10.77.0.1"
 OUTSIDE = "10.77.0.2"
 PREFIX = "fgrt"
+DEVICE_LAB = Path("/run/lab")  # the test's directory, as the device sees it
 REPO = Path(__file__).resolve().parents[3]
 HOST_CPU_RULE = "miner.cpu-pinned"
 _SEQUENCE = count()
@@ -93,22 +95,28 @@ def remove_stale_namespaces() -> None:
             subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
 
 
-def sshd(tmp: Path, log: str = "/var/log/auth.log") -> list[str]:
-    """A boot command for OpenSSH's sshd on port 22 of the device, logging to ``log``.
+def sshd(files: Path, log: str = "/var/log/auth.log", *, seen_as: Path | None = None,
+         ) -> list[str]:
+    """A command for OpenSSH's sshd on port 22, logging to ``log``.
 
-    Password logins allowed (the brute force needs something to guess at), no PAM (the
-    device has no PAM stack of its own); a host key made here, none from this machine.
+    Its files are made in ``files``, which the host that runs it sees at ``seen_as`` (the
+    device: :data:`DEVICE_LAB`). Password logins allowed (the brute force needs something
+    to guess at), no PAM (a device has no PAM stack); a host key made here, none of this
+    machine's.
     """
-    key = tmp / "ssh_host_ed25519_key"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
+    files.mkdir(exist_ok=True)
+    seen = seen_as or files
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+                    str(files / "ssh_host_ed25519_key")],
                    check=True, capture_output=True, timeout=30)
-    config = tmp / "sshd_config"
-    config.write_text("\n".join([
-        f"HostKey {key}", "ListenAddress 0.0.0.0:22", "PidFile /run/sshd.pid", "UsePAM no",
+    (files / "sshd_config").write_text("\n".join([
+        f"HostKey {seen / 'ssh_host_ed25519_key'}", "ListenAddress 0.0.0.0:22",
+        "PidFile /run/sshd.pid", "UsePAM no",
         "PasswordAuthentication yes", "KbdInteractiveAuthentication no",
         "PermitRootLogin yes", "MaxStartups 100:30:200", "LogLevel INFO", "StrictModes no",
         ""]))
-    return [shutil.which("sshd") or "/usr/sbin/sshd", "-f", str(config), "-E", log]
+    return [shutil.which("sshd") or "/usr/sbin/sshd", "-f", str(seen / "sshd_config"),
+            "-E", log]
 
 
 class Detection:
@@ -194,14 +202,16 @@ class Lab:
             "set -e",
             "mount -t tmpfs -o mode=0755 tmpfs /var/log",
             "mount -t tmpfs -o mode=0755 tmpfs /run",
-            "mkdir -p /run/sshd",
+            f"mkdir -p /run/sshd {DEVICE_LAB}",
+            f"mount --bind {shlex.quote(str(self.tmp))} {DEVICE_LAB}",
+            "mount -t tmpfs -o mode=1777 tmpfs /tmp",
             "mount -t tmpfs -o mode=0755 tmpfs /opt",
             "mkdir /opt/python",
             f"mount --bind {shlex.quote(sys.base_prefix)} /opt/python",
             *(shlex.join(command) for command in boot),
             f"export PYTHONPATH={shlex.quote(':'.join(paths))}",
             f"exec /opt/python/bin/{python} -m tests.detect.realtools.device_agent "
-            f"{shlex.quote(str(self.tmp / 'agent'))} {shlex.quote(str(self.reports_path))} "
+            f"{self.in_device(self.tmp / 'agent')} {self.in_device(self.reports_path)} "
             f"{self.interval_s} {'' if self.sample_interval_s is None else self.sample_interval_s}",
         ])
         with open(self.log_path, "ab") as log:
@@ -232,6 +242,14 @@ class Lab:
                 process.wait(timeout=10)
         for ns in (self.device_ns, self.outside_ns):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+
+    def device_file(self, path: str) -> Path:
+        """A file of the device (its own /tmp, /var/log, ...), as this machine reaches it."""
+        return Path(f"/proc/{self._init_pid}/root") / path.lstrip("/")
+
+    def in_device(self, path: Path) -> str:
+        """Where the device sees ``path``, a file in the test's directory."""
+        return str(DEVICE_LAB / path.relative_to(self.tmp))
 
     def device_log(self) -> str:
         try:

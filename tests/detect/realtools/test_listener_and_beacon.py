@@ -69,7 +69,7 @@ def test_a_beacon_connecting_for_200_ms_every_5_s_is_flagged_with_its_c2(lab: La
 def test_a_beacon_whose_server_hangs_up_after_200_ms_is_flagged_with_its_c2(lab: Lab) -> None:
     require("ncat", "socat")
     lab.start(interval_s=BETWEEN_INTERVAL_S)
-    lab.outside("socat", f"TCP-LISTEN:{C2_PORT},fork,reuseaddr", "SYSTEM:sleep 0.2",
+    lab.outside("socat", f"TCP-LISTEN:{C2_PORT},fork,reuseaddr", "SYSTEM:head -n 1 >&2; sleep 0.2",
                 log="c2.log")
     lab.wait_listening(lab.outside_ns, C2_PORT)
     assert lab.benign(BETWEEN_BENIGN_REPORTS) == [], lab.timeline()
@@ -77,4 +77,7 @@ def test_a_beacon_whose_server_hangs_up_after_200_ms_is_flagged_with_its_c2(lab:
     lab.on_device("sh", "-c", "while :; do sleep 0.3; "
                   f"(echo checkin; sleep 3) | socat -t 0 - TCP:{OUTSIDE}:{C2_PORT}; "
                   "sleep 4.5; done")
-    assert lab.reports_to_detect(Family.BEACON) is not None, lab.timeline()
+    detected = lab.reports_to_detect(Family.BEACON)
+    if "checkin" not in (lab.tmp / "c2.log").read_text():
+        pytest.fail("the beacon never reached its C2 server")
+    assert detected is not None, lab.timeline()

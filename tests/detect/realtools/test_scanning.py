@@ -6,7 +6,7 @@ import pytest
 
 from fleetguard.detect import Family
 
-from .lab import DEVICE, OUTSIDE, Lab, require, sshd
+from .lab import DEVICE, DEVICE_LAB, OUTSIDE, Lab, require, sshd
 
 pytestmark = pytest.mark.process
 
@@ -31,7 +31,12 @@ def test_an_outbound_nmap_connect_scan_is_flagged_as_scanning(lab: Lab) -> None:
     "attempts: the scanning rules are about scans the device makes"))
 def test_an_inbound_nmap_connect_scan_of_the_device_is_flagged_as_scanning(lab: Lab) -> None:
     require("nmap", "sshd", "ssh-keygen")
-    lab.start(boot=[sshd(lab.tmp)])
+    lab.start(boot=[sshd(lab.tmp / "sshd", seen_as=DEVICE_LAB / "sshd")])
     assert lab.benign(BENIGN_REPORTS) == [], lab.timeline()
+    before = lab.scored[-1].report.net
     lab.outside(*CONNECT_SCAN, DEVICE)
-    assert lab.reports_to_detect(Family.SCANNING) is not None, lab.timeline()
+    detected = lab.reports_to_detect(Family.SCANNING)
+    after = lab.scored[-1].report.net
+    if before is None or after is None or after.tcp_out_resets - before.tcp_out_resets < 900:
+        pytest.fail(f"the agent did not see the scan's resets: {before} -> {after}")
+    assert detected is not None, lab.timeline()
