@@ -10,13 +10,16 @@ from fleetguard.protocol import (
     CommandResult,
     CommandStatus,
     Connection,
+    DestinationSeen,
     DiskUsage,
     Heartbeat,
     InterfaceCounters,
+    ListenerOpened,
     ListeningSocket,
     Message,
     NetworkCounters,
     NewExecutable,
+    ProcessUsage,
     TelemetryReport,
     TransportProto,
 )
@@ -103,4 +106,32 @@ def command_result() -> CommandResult:
 
 
 def all_messages() -> list[Message]:
-    return [telemetry(), heartbeat(), command(), command_result()]
+    return [telemetry(), telemetry_with_activity(), heartbeat(), command(), command_result()]
+
+
+def telemetry_with_activity(**overrides: object) -> TelemetryReport:
+    """A report from an agent that samples between reports: what it saw over the period."""
+    fields: dict[str, object] = {
+        "samples": 300,
+        "destinations_seen": [
+            DestinationSeen(proto=TransportProto.TCP, address="203.0.113.9", port=8883,
+                            samples=300, connections=1),
+            DestinationSeen(proto=TransportProto.TCP, address="198.51.100.66", port=6667,
+                            samples=60, connections=60),
+        ],
+        "destinations_omitted": 2,
+        "listeners_opened": [
+            ListenerOpened(proto=TransportProto.TCP, address="0.0.0.0", port=4444,
+                           opened_at_ms=T0 + 12_000, closed=True),
+        ],
+        "processes": [
+            ProcessUsage(pid=4242, name="kdevtmpfsi", exe="/tmp/kdevtmpfsi", cpu_seconds=297.5,
+                         started_at_ms=T0 + 1_000),
+            ProcessUsage(pid=900, name="fleetguard-agent", cpu_seconds=0.75),
+            ProcessUsage(pid=5000, name="sh", exe="/bin/busybox", cpu_seconds=0.01,
+                         started_at_ms=T0 + 20_000, exited=True),
+        ],
+        "processes_omitted": 40,
+    }
+    fields.update(overrides)
+    return telemetry(**fields)

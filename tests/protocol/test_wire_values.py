@@ -49,6 +49,8 @@ def test_limits_of_version_1():
     assert protocol.MAX_MESSAGE_BYTES == 256 * 1024
     assert (protocol.MAX_LISTENING, protocol.MAX_CONNECTIONS) == (512, 1024)
     assert (protocol.MAX_INTERFACES, protocol.MAX_DISKS, protocol.MAX_NEW_EXECUTABLES) == (64, 32, 64)
+    assert (protocol.MAX_DESTINATIONS_SEEN, protocol.MAX_LISTENERS_OPENED,
+            protocol.MAX_PROCESSES) == (256, 64, 64)
 
 
 def test_errors_derive_from_the_project_root():
