@@ -52,7 +52,8 @@ def test_a_new_webhook_shows_its_secret_once_and_never_again(admin: LoggedIn) ->
     one = admin.client.get(f"{BASE}/destinations/{created['id']}")
     for text in (listed.text, one.text):
         assert created["secret"] not in text and "t0ps3cret" not in text
-    assert one.json()["deliveries"] == {"pending": 0, "delivered": 0, "failed": 0}
+    assert one.json()["deliveries"] == {"pending": 0, "retrying": 0, "delivered": 0,
+                                        "failed": 0}
 
 
 def test_a_syslog_destination_is_made_and_listed(admin: LoggedIn) -> None:

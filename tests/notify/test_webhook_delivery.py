@@ -12,6 +12,7 @@ from fleetguard.core.severity import Severity
 from fleetguard.keys import MasterKey
 from fleetguard.notify import (
     CreatedDestination,
+    DeliveryCounts,
     DeliveryState,
     DestinationChanges,
     NotificationEvent,
@@ -19,6 +20,7 @@ from fleetguard.notify import (
     RetryPolicy,
     WebhookSettings,
     create_destination,
+    delivery_counts,
     list_deliveries,
     update_destination,
 )
@@ -194,7 +196,7 @@ def test_a_restarted_notifier_delivers_what_was_pending(
     db: Database, master_key: MasterKey, receiver: HttpsReceiver, receiver_ca: TestCA,
     make_notifier: Callable[..., Notifier],
 ) -> None:
-    _webhook(db, master_key, receiver, receiver_ca)
+    created = _webhook(db, master_key, receiver, receiver_ca)
     receiver.script.answers = [(503, {})]
     # A long backoff: the first notifier stops while the delivery waits to be retried.
     first = make_notifier(retry=RetryPolicy(base_delay_s=1.0))
@@ -203,6 +205,9 @@ def test_a_restarted_notifier_delivers_what_was_pending(
     receiver.wait_for(1)
     first.stop()
     assert _states(db) == {"evt-1": DeliveryState.PENDING}
+    with db.read_session() as session:
+        assert delivery_counts(session)[created.destination.id] == \
+            DeliveryCounts(pending=1, retrying=1)
     second = make_notifier()
     second.start()
     _wait_states(db, {"evt-1": DeliveryState.DELIVERED})

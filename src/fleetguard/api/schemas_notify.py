@@ -12,6 +12,7 @@ from fleetguard.api.schemas import JsonInt, StrictModel
 from fleetguard.core.severity import Severity
 from fleetguard.notify import (
     Delivery,
+    DeliveryCounts,
     DeliveryState,
     Destination,
     DestinationChanges,
@@ -95,10 +96,11 @@ class DestinationUpdate(StrictModel):
         )  # fmt: skip
 
 
-class DeliveryCounts(BaseModel):
-    pending: int = 0
-    delivered: int = 0
-    failed: int = 0
+class DeliveryCountsOut(BaseModel):
+    pending: int = Field(description="not delivered yet (retrying included)")
+    retrying: int = Field(description="pending after at least one failed attempt")
+    delivered: int
+    failed: int = Field(description="failed for good")
 
 
 class DestinationOut(BaseModel):
@@ -122,12 +124,11 @@ class DestinationOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     secret_rotated_at: datetime | None
-    deliveries: DeliveryCounts
+    deliveries: DeliveryCountsOut
 
     @classmethod
-    def of(cls, d: Destination, counts: dict[DeliveryState, int] | None = None
-           ) -> DestinationOut:
-        counts = counts or {}
+    def of(cls, d: Destination, counts: DeliveryCounts | None = None) -> DestinationOut:
+        counts = counts or DeliveryCounts()
         extra: dict[str, object] = {}
         if d.webhook is not None:
             extra = {"url": shown_url(d.webhook.url), "allow_http": d.webhook.allow_http,
@@ -142,7 +143,8 @@ class DestinationOut(BaseModel):
             id=d.id, name=d.name, kind=d.kind.value, enabled=d.enabled,
             min_severity=d.min_severity, created_by=d.created_by, created_at=d.created_at,
             updated_at=d.updated_at, secret_rotated_at=d.secret_rotated_at,
-            deliveries=DeliveryCounts(**{s.value: n for s, n in counts.items()}),
+            deliveries=DeliveryCountsOut(pending=counts.pending, retrying=counts.retrying,
+                                         delivered=counts.delivered, failed=counts.failed),
             **extra,
         )  # fmt: skip
 

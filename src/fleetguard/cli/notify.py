@@ -22,7 +22,7 @@ from fleetguard.core.severity import Severity
 
 if TYPE_CHECKING:
     from fleetguard.keys import MasterKey
-    from fleetguard.notify import Destination
+    from fleetguard.notify import DeliveryCounts, Destination
     from fleetguard.store import Database
 
 notify_app = typer.Typer(
@@ -74,6 +74,12 @@ def _where(destination: Destination) -> str:
     return f"{s.transport.value}://{s.host}:{s.port} ({s.facility})"
 
 
+def _counts(counts: DeliveryCounts | None) -> tuple[int, int, int]:
+    if counts is None:
+        return 0, 0, 0
+    return counts.delivered, counts.failed, counts.pending
+
+
 @notify_app.command("list")
 @handles_errors
 def notify_list(as_json: JsonOption = False, data_dir: DataDirOption = None) -> None:
@@ -95,10 +101,7 @@ def notify_list(as_json: JsonOption = False, data_dir: DataDirOption = None) -> 
          Column("failed"), Column("pending"), Column("name", free=True),
          Column("where", free=True)],
         lambda d: [d.id, d.kind.value, "yes" if d.enabled else "no", d.min_severity.value,
-                   *(str(counts.get(d.id, {}).get(state, 0)) for state in (
-                       notify.DeliveryState.DELIVERED, notify.DeliveryState.FAILED,
-                       notify.DeliveryState.PENDING)),
-                   d.name, _where(d)],
+                   *(str(n) for n in _counts(counts.get(d.id))), d.name, _where(d)],
         as_json=False,
     )
 

@@ -216,6 +216,17 @@ class DeliveryPage:
     next_cursor: str | None
 
 
+@dataclass(slots=True)
+class DeliveryCounts:
+    """A destination's deliveries by state; ``retrying`` are the pending ones that failed
+    at least once."""
+
+    pending: int = 0
+    retrying: int = 0
+    delivered: int = 0
+    failed: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """How one try went: delivered, worth retrying (after ``retry_after`` if the receiver
@@ -249,6 +260,7 @@ __all__ = [
     "Attempt",
     "CreatedDestination",
     "Delivery",
+    "DeliveryCounts",
     "DeliveryPage",
     "DeliveryState",
     "Destination",

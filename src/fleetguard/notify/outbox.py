@@ -23,6 +23,7 @@ from fleetguard.core.clock import utcnow
 from fleetguard.notify.models import (
     Attempt,
     Delivery,
+    DeliveryCounts,
     DeliveryPage,
     DeliveryState,
     Destination,
@@ -249,14 +250,18 @@ def list_deliveries(
     return DeliveryPage(deliveries, encode_cursor([rows[-1].id]) if more and rows else None)
 
 
-def delivery_counts(session: Session) -> dict[str, dict[DeliveryState, int]]:
-    """Deliveries by destination and state (tests included)."""
-    counts: dict[str, dict[DeliveryState, int]] = {}
-    for destination_id, state, count in session.execute(
-        select(OutboxRow.destination_id, OutboxRow.state, func.count())
-        .group_by(OutboxRow.destination_id, OutboxRow.state)
+def delivery_counts(session: Session) -> dict[str, DeliveryCounts]:
+    """Deliveries by destination and state (test sends included)."""
+    counts: dict[str, DeliveryCounts] = {}
+    tried = OutboxRow.attempts > 0
+    for destination_id, state, failed_once, count in session.execute(
+        select(OutboxRow.destination_id, OutboxRow.state, tried, func.count())
+        .group_by(OutboxRow.destination_id, OutboxRow.state, tried)
     ):
-        counts.setdefault(destination_id, {})[DeliveryState(state)] = count
+        into = counts.setdefault(destination_id, DeliveryCounts())
+        setattr(into, state, getattr(into, state) + count)
+        if state == _PENDING and failed_once:
+            into.retrying += count
     return counts
 
 
