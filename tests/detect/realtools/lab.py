@@ -281,11 +281,6 @@ class Lab:
         self._processes.append(process)
         return process
 
-    def stop(self, process: subprocess.Popen[bytes]) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
     def wait_listening(self, ns: str, port: int, timeout: float = 10.0) -> None:
         """Return once something in ``ns`` listens on TCP ``port``."""
         deadline = time.monotonic() + timeout
