@@ -406,3 +406,11 @@ def test_the_overview_shows_open_alarms_by_severity_and_they_raise_the_risk(
     assert re.search(r'id="risk-alarms">36\.0<', html)
     assert re.search(r'id="risk-score">36\.0<', html)
     assert "high 30" in html  # the weights are stated on the page
+
+
+def test_the_done_notice_names_only_a_triage_action(
+    fleet: Fleet, browser_as: Callable[[Role], Browser]
+) -> None:
+    client = browser_as(Role.AUDITOR).client
+    assert "Done:" not in client.get(f"/alarms/{fleet.scan_alarm}?done=%3Cb%3Ehi").text
+    assert "Done: resolve" in client.get(f"/alarms/{fleet.scan_alarm}?done=resolve").text

@@ -37,6 +37,7 @@ from fleetguard.detect.alarm_records import (
 )
 from fleetguard.detect.alarms import NAMING_KINDS, OPEN_STATES, AlarmState, AlarmVerdict
 from fleetguard.operators import Permission, Principal
+from fleetguard.registry import DeviceFilter, listing
 from fleetguard.registry import service as registry
 from fleetguard.telemetry import Metric
 from fleetguard.telemetry import queries as telemetry
@@ -209,13 +210,12 @@ def _sort_links(params: dict[str, str], sort: AlarmSort) -> dict[str, tuple[str,
 
 
 def _device_names(session: Session, alarms: list[Alarm]) -> dict[str, str]:
-    names: dict[str, str] = {}
-    for device_id in {a.device_id for a in alarms}:
-        try:
-            names[device_id] = registry.get_device(session, device_id).name
-        except NotFoundError:
-            names[device_id] = device_id[:8] + "…"
-    return names
+    """The page's devices' names, in one query (a device gone shows its id)."""
+    ids = frozenset(a.device_id for a in alarms)
+    if not ids:
+        return {}
+    found = listing.browse_devices(session, DeviceFilter(device_ids=ids), limit=len(ids))
+    return {d.id: d.name for d in found.devices}
 
 
 @router.get("/alarms")
@@ -367,7 +367,8 @@ def alarm_page(request: Request, alarm_id: str, ctx: Ctx, principal: AlarmReader
         except NotFoundError as exc:
             return not_found(request, principal, exc.message)
         context = _alarm_context(session, alarm, principal)
-    return page(request, "alarm.html", {**context, "done": request.query_params.get("done")},
+    done = _action(request.query_params.get("done", ""))
+    return page(request, "alarm.html", {**context, "done": done.value if done else None},
                 principal=principal)
 
 
