@@ -238,3 +238,24 @@ def test_a_deleted_destination_gets_nothing_more(
 def _probe() -> NotificationEvent:
     return NotificationEvent(kind="alarm.opened", severity=Severity.HIGH, title="probe",
                              signature_id="probe", occurred_at=utcnow())
+
+
+def test_a_redirect_is_not_followed(
+    receiver: HttpsReceiver, receiver_ca: TestCA,
+) -> None:
+    receiver.script.answers = [(302, {"Location": "https://169.254.169.254/latest/"})]
+    settings = WebhookSettings(receiver.url, allow_private_network=True,
+                               ca_pem=receiver_ca.pem.decode())
+    attempt = send_webhook(settings, "whsec_x", _probe())
+    assert (attempt.delivered, attempt.retry, attempt.status) == (False, False, 302)
+    assert len(receiver.requests) == 1
+
+
+def test_a_receiver_with_an_untrusted_certificate_is_not_delivered_to(
+    receiver: HttpsReceiver,
+) -> None:
+    settings = WebhookSettings(receiver.url, allow_private_network=True,
+                               ca_pem=TestCA.create("not the receiver's").pem.decode())
+    attempt = send_webhook(settings, "whsec_x", _probe())
+    assert not attempt.delivered and attempt.retry and "TLS" in (attempt.error or "")
+    assert receiver.requests == []
