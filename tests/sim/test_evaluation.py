@@ -132,8 +132,9 @@ def test_a_gateway_moved_to_another_network_trips_the_first_seen_destination_rul
 ) -> None:
     # Measured as it is: its field devices have new addresses, so its Modbus polls go to
     # destinations it never reached. (Known: see docs/evaluation.md.)
-    assert small_run.benign[Variation.MOVED_NETWORK][RULES].causes == {
-        "beacon.new-destination": 1}
+    moved = small_run.benign[Variation.MOVED_NETWORK][RULES]
+    assert moved.causes == {"beacon.new-destination": 1}
+    assert moved.profiles == {"gateway": 1}
 
 
 def test_percentiles_are_nearest_rank_with_a_miss_as_never() -> None:

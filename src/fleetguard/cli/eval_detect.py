@@ -78,10 +78,12 @@ def _print(result: EvaluationResult) -> None:
                 rows, title="False alarms on benign devices (per device-day)")
     for name in names:
         for variation, by in result.benign.items():
-            if by[name].causes:
+            stats = by[name]
+            if stats.causes:
                 fired = ", ".join(f"{cause} x{count}"
-                                  for cause, count in sorted(by[name].causes.items()))
-                console.print(f"  {name} on {variation.value}: {fired}")
+                                  for cause, count in sorted(stats.causes.items()))
+                where = ", ".join(f"{p} x{n}" for p, n in sorted(stats.profiles.items()))
+                console.print(f"  {name} on {variation.value}: {fired} ({where})")
     console.print()
     for target in result.targets():
         mark = "[green]PASS[/]" if target.passed else "[red]FAIL[/]"

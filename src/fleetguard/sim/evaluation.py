@@ -93,6 +93,7 @@ class AlarmStats:
     device_days: float = 0.0
     alarms: int = 0
     causes: Counter[str] = field(default_factory=Counter)
+    profiles: Counter[str] = field(default_factory=Counter)  # alarms by device profile
 
     @property
     def per_device_day(self) -> float:
@@ -128,6 +129,7 @@ class EvaluationResult:
             total.device_days += stats.device_days
             total.alarms += stats.alarms
             total.causes.update(stats.causes)
+            total.profiles.update(stats.profiles)
         return total
 
     def targets(self) -> list[Target]:
@@ -172,7 +174,8 @@ class EvaluationResult:
                 {"variation": variation.value, "detectors": {
                     name: {"device_days": a.device_days, "false_alarms": a.alarms,
                            "per_device_day": a.per_device_day,
-                           "per_device_day_upper_95": a.upper_95, "causes": dict(a.causes)}
+                           "per_device_day_upper_95": a.upper_95, "causes": dict(a.causes),
+                           "profiles": dict(a.profiles)}
                     for name, a in by_detector.items()}}
                 for variation, by_detector in self.benign.items()],
             "targets": [asdict(t) for t in self.targets()],
@@ -285,6 +288,7 @@ def _benign_cohort(profile: Profile, settings: EvalSettings,
         stats = results[devices[device].variation][name]
         stats.alarms += len(fresh)
         stats.causes.update(cause for cause, _ in fresh)
+        stats.profiles[profile.value] += len(fresh)
 
     _run_cohort([d.report for d in devices], profile, until_ms, settings, factories, on_alarms)
     for device in devices:
