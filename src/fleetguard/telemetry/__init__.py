@@ -8,7 +8,8 @@ device to its own topics); nothing in a message body names the device.
               results), and the registry's last-seen (note_device_seen), one writer
     upkeep    offline sweep, rollups and expiry (run by the writer when due)
     queries   reads: raw series, rollups, status, snapshot, refusal counts
-    series    for the API: a device's metrics, and a metric stepped and aggregated
+    series    for the API: a device's metrics, and a metric stepped and aggregated; for
+              charts, every metric's maximum per step
     commands  queueing commands and handing them to devices
 
 >>> service = IngestService(db)                                    # doctest: +SKIP
@@ -70,6 +71,7 @@ from fleetguard.telemetry.series import (
     default_series_start,
     metric_named,
     metric_summaries,
+    step_maxima,
 )
 from fleetguard.telemetry.upkeep import SYSTEM_ACTOR, compact_telemetry, sweep_offline
 
@@ -124,5 +126,6 @@ __all__ = [
     "record_command_result",
     "rejection_counts",
     "reporting_device_ids",
+    "step_maxima",
     "sweep_offline",
 ]

@@ -251,10 +251,53 @@ def _rollup_steps(
     return out
 
 
+def step_maxima(
+    session: Session, device_id: str, *, start: datetime, end: datetime, step: timedelta,
+) -> dict[Metric, list[Sample]]:
+    """Every metric of a device over ``[start, end)``: the maximum of each step that holds
+    samples (hourly rollups counting in the step of their hour's start), at the step's
+    start, oldest first; a step without samples (nothing reported, or only new baselines of
+    a rate) has no point. Metrics without any sample in the range are left out. One query
+    over the raw reports for all metrics, one over the rollups. Raises as
+    :func:`aggregate_series`."""
+    check_series_query(SeriesQuery(Metric.CPU_PERCENT, start, end, step))
+    key = _device_key(session, device_id)
+    if key is None:
+        return {}
+    start_ms, end_ms = to_millis(start), to_millis(end)
+    step_ms = int(step.total_seconds() * 1000)
+    r = TelemetryReportRow
+    index = ((r.ts - start_ms) // step_ms).label("step")
+    metrics = list(Metric)
+    rows = session.execute(
+        select(index, *(func.max(METRIC_COLUMNS[m]) for m in metrics))
+        .where(r.device_key == key, r.ts >= start_ms, r.ts < end_ms).group_by(index)
+    )
+    peaks: dict[Metric, dict[int, float]] = {m: {} for m in metrics}
+    for i, *values in rows:
+        for metric, value in zip(metrics, values, strict=True):
+            if value is not None:
+                peaks[metric][int(i)] = float(value)
+    u = TelemetryRollupRow
+    for metric_id, hour_ms, high in session.execute(
+        select(u.metric, u.hour_ms, u.max_value)
+        .where(u.device_key == key, u.hour_ms >= start_ms, u.hour_ms < end_ms)
+    ):
+        rolled = _METRIC_OF_ID.get(metric_id)
+        if rolled is not None:
+            i = (hour_ms - start_ms) // step_ms
+            peaks[rolled][i] = max(peaks[rolled].get(i, high), high)
+    return {
+        metric: [Sample(from_millis(start_ms + i * step_ms), found[i]) for i in sorted(found)]
+        for metric, found in peaks.items() if found
+    }
+
+
 __all__ = [
     "MAX_SERIES_POINTS",
     "aggregate_series",
     "check_series_query",
     "metric_named",
     "metric_summaries",
+    "step_maxima",
 ]
