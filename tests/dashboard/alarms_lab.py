@@ -4,11 +4,13 @@ rules open the alarm."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from fleetguard.core.clock import now_ms
+from fleetguard.detect.learned import learned_detectors
 from fleetguard.detect.service import DetectionConfig, DetectionService
 from fleetguard.protocol import TelemetryReport, encode_message
 from fleetguard.store import Database
@@ -75,10 +77,24 @@ class Pipeline:
         device.cpu = 10.0
 
 
+    def learn_then_spike(self, device: ReportingDevice, normal: int = 30) -> None:
+        """``normal`` reports with the CPU near 10 %, then three at 70 %: the device's own
+        learned baseline flags it (the miner rule waits for 90 %)."""
+        jitter = random.Random(7)
+        for _ in range(normal):
+            device.cpu = 10 + jitter.uniform(-2, 2)
+            self.send(device)
+        device.cpu = 70.0
+        self.send(device, 3)
+        device.cpu = 10.0
+
+
 @contextmanager
-def detection_pipeline(db: Database) -> Iterator[Pipeline]:
+def detection_pipeline(db: Database, *, learned: bool = False) -> Iterator[Pipeline]:
+    """Ingestion feeding detection (the shipped rules; and the learned detectors if asked)."""
     detection = DetectionService(db, config=DetectionConfig(learning_window_s=0,
-                                                            persist_every_s=3600))
+                                                            persist_every_s=3600),
+                                 detectors=list(learned_detectors()) if learned else [])
     detection.start()
     ingest = IngestService(db, sweep_every_s=None, compact_every_s=None, linger_s=0.01,
                            on_report=detection.observe)
