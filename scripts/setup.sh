@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(python3-venv openssl ca-certificates mosquitto softhsm2 opensc busybox-static openssh-server lighttpd lighttpd-mod-openssl vsftpd snmpd)
+DEBIAN_PACKAGES=(python3-venv openssl ca-certificates mosquitto softhsm2 opensc busybox-static openssh-server lighttpd lighttpd-mod-openssl vsftpd snmpd
+  nmap ncat hydra hping3 iperf3 socat stress-ng iproute2 rsyslog)
 
 missing=()
 if command -v dpkg >/dev/null 2>&1; then
@@ -17,7 +18,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     # The test lab starts its own daemons; keep apt from starting system ones
-    # (sshd, lighttpd, vsftpd, snmpd) on standard ports while installing them.
+    # (sshd, lighttpd, vsftpd, snmpd, rsyslog, iperf3) on standard ports while installing them.
     guard=""
     if [ ! -e /usr/sbin/policy-rc.d ]; then
       guard=/usr/sbin/policy-rc.d
