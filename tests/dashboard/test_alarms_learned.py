@@ -66,5 +66,5 @@ def test_the_page_of_a_learned_alarm_shows_the_band_it_fell_outside_of(
     assert "baseline.cpu_percent" in html and "(baseline)" in html
     assert "medium confidence" in html
     assert '<dd id="alarm-observed">70</dd>' in html
-    assert re.search(r"\(band 0 to \d+(\.\d+)?\)", html)
+    assert re.search(r"\(normal band 0 to \d+(\.\d+)?\)", html)
     assert "cpu percent" in html and "<polyline" in html  # the series behind it, charted
