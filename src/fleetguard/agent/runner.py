@@ -5,8 +5,8 @@ Five tasks share one asyncio loop:
 - **sample**: every ``sample_interval_s`` (when the source samples, as
   :class:`TelemetryCollector` does), sockets and processes are sampled in a worker thread
   and accumulated into the next report, so that what lives between two reports is seen.
-  A sample's time is held to ``sample_cpu_budget`` of the time between samples (2%): when
-  one takes longer, the next waits longer (wall time, so a busy device is sampled less).
+  A sample's CPU time is held to ``sample_cpu_budget`` of the time between samples (2%):
+  when one costs more, the next waits longer.
 - **collect**: every ``interval_s`` (and on ``report_now``) a report is collected (in a
   worker thread), encoded and pushed into the on-disk :class:`ReportBuffer`. Nothing
   else is needed for it to survive: from here on a crash or a dead network loses nothing.
@@ -48,6 +48,7 @@ from fleetguard.agent.commands import CommandDispatcher, CommandHandlers
 from fleetguard.agent.config import AgentConfig
 from fleetguard.agent.enroll import DeviceIdentity, load_identity, renew_device_certificate
 from fleetguard.agent.errors import OutboxError
+from fleetguard.agent.sampler import cpu_seconds_of
 from fleetguard.agent.transport import (
     InboundCommand,
     Outgoing,
@@ -224,10 +225,9 @@ class AgentRunner:
             if self._stop.is_set():
                 return
             started = loop.time()
-            await asyncio.to_thread(source.sample)
-            spent = loop.time() - started
+            spent = await asyncio.to_thread(cpu_seconds_of, source.sample)
             self.stats.samples += 1
-            # Late: skip, never catch up. Within budget: a sample that took longer than the
+            # Late: skip, never catch up. Within budget: a sample that used more CPU than the
             # budget's share of the interval (thousands of sockets) spaces out the next.
             next_at = max(next_at + interval, loop.time(),
                           started + spent / self._config.sample_cpu_budget)

@@ -31,6 +31,7 @@ Not thread-safe: the collector serialises :meth:`ActivitySampler.sample` and
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,3 +267,11 @@ class ActivitySampler:
 def _exe(pid: int, proc: Path) -> str | None:
     path = _proctables.read_exe(pid, proc)
     return path[:MAX_PATH_CHARS] if path else None
+
+
+def cpu_seconds_of(work: Callable[[], object]) -> float:
+    """Run ``work``; the CPU seconds this thread spent on it. CPU, not wall time, is what a
+    budget holds: a busy device (an attacker's load included) must not slow sampling down."""
+    start = time.thread_time()
+    work()
+    return time.thread_time() - start
