@@ -24,8 +24,9 @@ class AgentConfig:
         state_dir: holds the report buffer and what the agent has already seen.
         interval_s: seconds between telemetry reports (at least 1; 300 by default).
         sample_interval_s: seconds between samples of sockets and processes within a
-            report period (1 by default; 0: only at each report). Costs about 1% of a core
-            at 1 s with 120 processes and 30 sockets (benchmarks/bench_agent_sampling.py).
+            report period (1 by default; 0: only at each report). Measured at 1 s: 0.8% of
+            a core with 147 processes and 102 sockets, 1.2% with 244 and 602
+            (benchmarks/bench_agent_sampling.py).
         sample_cpu_budget: the share of the time between samples that sampling may take;
             a slower sample (thousands of sockets) spaces out the next one.
         content_type: how reports are encoded on the wire.
