@@ -89,15 +89,17 @@ class Rsyslog:
                 time.sleep(0.1)
         raise RuntimeError("rsyslogd did not listen within 15 s")
 
-    def lines(self, path: Path, count: int, timeout: float = 15) -> list[str]:
+    def lines(self, path: Path, containing: str, count: int = 1, timeout: float = 15
+              ) -> list[str]:
+        """The lines of ``path`` that contain ``containing``, once there are ``count`` of
+        them (or the timeout passed)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if path.exists():
-                lines = path.read_text().splitlines()
-                if len(lines) >= count:
-                    return lines
+        while True:
+            found = [line for line in (path.read_text().splitlines() if path.exists() else [])
+                     if containing in line]
+            if len(found) >= count or time.monotonic() >= deadline:
+                return found
             time.sleep(0.05)
-        return path.read_text().splitlines() if path.exists() else []
 
     def stop(self) -> None:
         self.process.terminate()

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from fleetguard.core.clock import utcnow
-from fleetguard.core.errors import FleetError
 from fleetguard.keys import MasterKey
 from fleetguard.notify.destinations import get_destination, list_destinations, webhook_secret
 from fleetguard.notify.errors import DestinationNotFoundError
@@ -66,9 +65,19 @@ def deliver_once(
     *, timeout: float = 5.0, attempt: int = 1,
 ) -> Attempt:
     """One attempt to deliver ``event`` to ``destination`` (no retry, no outbox)."""
+    secret = None
     if destination.webhook is not None:
         with db.read_session() as session:
             secret = webhook_secret(session, master, destination.id)
+    return send_to(destination, secret, event, timeout=timeout, attempt=attempt)
+
+
+def send_to(
+    destination: Destination, secret: str | None, event: NotificationEvent, *,
+    timeout: float = 5.0, attempt: int = 1,
+) -> Attempt:
+    """One attempt, with the webhook's secret already read."""
+    if destination.webhook is not None:
         if secret is None:
             return Attempt(delivered=False, retry=False, error="the webhook has no secret")
         return send_webhook(destination.webhook, secret, event, timeout=timeout,
@@ -216,6 +225,8 @@ class Notifier:
         for _ in range(self.settings.per_round):
             if self._stopping.is_set():
                 return False
+            # One transaction reads the destination and its secret as they are now (a
+            # rotated secret signs the very next attempt) and claims the head.
             with self._db.session() as session:
                 try:
                     destination = get_destination(session, destination_id)
@@ -225,19 +236,20 @@ class Notifier:
                 if not destination.enabled:
                     return False
                 claimed = claim_head(session, destination_id, self.settings.retry)
+                secret = None
+                if claimed is not None and destination.webhook is not None:
+                    secret = webhook_secret(session, self._master, destination_id)
             if claimed is None:
                 return False
-            state = self._attempt(destination, claimed)
+            state = self._attempt(destination, secret, claimed)
             if state is DeliveryState.PENDING:  # the head waits: so does the lane
                 return False
         return True
 
-    def _attempt(self, destination: Destination, claimed: Claimed) -> DeliveryState:
-        try:
-            attempt = deliver_once(self._db, self._master, destination, claimed.event,
-                                   timeout=self.settings.timeout_s, attempt=claimed.attempt)
-        except FleetError as exc:  # the secret could not be read: the database, say
-            attempt = Attempt(delivered=False, retry=True, error=exc.message)
+    def _attempt(self, destination: Destination, secret: str | None, claimed: Claimed
+                 ) -> DeliveryState:
+        attempt = send_to(destination, secret, claimed.event, timeout=self.settings.timeout_s,
+                          attempt=claimed.attempt)
         with self._db.session() as session:
             state = record_attempt(session, claimed, attempt, self.settings.retry)
         if state is DeliveryState.DELIVERED:
@@ -262,4 +274,4 @@ class Notifier:
             prune_finished(session, older_than=now - self.settings.retention)
 
 
-__all__ = ["Notifier", "NotifierSettings", "deliver_once"]
+__all__ = ["Notifier", "NotifierSettings", "deliver_once", "send_to"]

@@ -135,13 +135,14 @@ def claim_head(
 ) -> Claimed | None:
     """Lease the destination's head if it is due and nobody holds it."""
     now = now or utcnow()
-    head = session.execute(
-        select(OutboxRow.id).where(OutboxRow.destination_id == destination_id,
-                                   OutboxRow.state == _PENDING)
+    head_row = session.execute(
+        select(OutboxRow.id, OutboxRow.event_id, OutboxRow.attempts)
+        .where(OutboxRow.destination_id == destination_id, OutboxRow.state == _PENDING)
         .order_by(OutboxRow.occurred_at, OutboxRow.id).limit(1)
-    ).scalar_one_or_none()
-    if head is None:
+    ).first()
+    if head_row is None:
         return None
+    head = head_row.id
     claimed = _rowcount(session.execute(
         update(OutboxRow)
         .where(OutboxRow.id == head, OutboxRow.state == _PENDING,
@@ -152,13 +153,12 @@ def claim_head(
     ))
     if claimed != 1:
         return None
-    row = session.get(OutboxRow, head)
-    assert row is not None
-    session.refresh(row)
-    event_row = session.get(NotificationEventRow, row.event_id)
-    assert event_row is not None
-    event = NotificationEvent.from_json(json.loads(event_row.payload))
-    return Claimed(row.id, destination_id, event, row.attempts + 1)
+    payload = session.execute(
+        select(NotificationEventRow.payload).where(NotificationEventRow.id == head_row.event_id)
+    ).scalar_one()
+    event = NotificationEvent.from_json(json.loads(payload))
+    # The row was unchanged since it was read: the update above matched it as pending.
+    return Claimed(head, destination_id, event, head_row.attempts + 1)
 
 
 def record_attempt(
