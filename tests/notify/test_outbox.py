@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import text
 
 from fleetguard.core.clock import utcnow
+from fleetguard.core.errors import ValidationFailedError
 from fleetguard.core.severity import Severity
 from fleetguard.keys import MasterKey
 from fleetguard.notify import (
@@ -125,3 +126,28 @@ def test_old_finished_deliveries_are_pruned_and_pending_ones_kept(
     with db.read_session() as session:
         left = list_deliveries(session).deliveries
     assert [(d.event_id, d.state) for d in left] == [("evt-2", DeliveryState.PENDING)]
+
+
+def test_an_event_whose_body_is_not_json_is_refused_when_made() -> None:
+    with pytest.raises(ValidationFailedError) as refused:
+        NotificationEvent(kind="alarm.opened", severity=Severity.HIGH, title="t",
+                          signature_id="s", occurred_at=utcnow(), body={"when": utcnow()})
+    assert (refused.value.code, refused.value.field) == ("invalid_notification_event", "body")
+
+
+def test_one_bad_event_does_not_hold_up_the_others(
+    db: Database, master_key: MasterKey, make_notifier: Callable[..., Notifier],
+) -> None:
+    with db.session() as session:
+        create_destination(session, master_key, actor="t", name="h", min_severity=Severity.LOW,
+                           webhook=WebhookSettings("https://soc.example.com/x"))
+    bad = _event(2)
+    bad.body["set"] = {1, 2}  # made JSON-unfit after the event was checked
+    notifier = make_notifier()
+    for event in (_event(1), bad, _event(3)):
+        notifier.publish(event)
+    notifier.stop()
+    with db.read_session() as session:
+        stored = sorted(d.event_id for d in list_deliveries(session).deliveries)
+    assert stored == ["evt-1", "evt-3"]
+    assert notifier.stats().rejected == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -79,6 +80,10 @@ class NotificationEvent:
         _check(self.occurred_at.tzinfo is not None, "occurred_at", "occurred_at needs a zone")
         _check(self.cef_severity is None or 0 <= self.cef_severity <= 10, "cef_severity",
                "cef_severity must be 0-10")
+        try:
+            json.dumps(self.body)
+        except (TypeError, ValueError):
+            _check(False, "body", "body must be JSON: objects, arrays, text, numbers")
         for key, value in self.extensions.items():
             _check(bool(_CEF_KEY.fullmatch(key)) and key not in RESERVED_CEF_KEYS,
                    "extensions", f"extension key {key[:64]!r} is not a free CEF key")
@@ -246,6 +251,7 @@ class NotifierStats:
     published: int = 0
     overflowed: int = 0  # refused at publish: the handoff queue was full
     duplicates: int = 0  # an event id already in the outbox
+    rejected: int = 0  # events whose body could not be JSON (logged, never stored)
     delivered: int = 0
     retried: int = 0  # attempts that failed and were scheduled again
     failed: int = 0  # deliveries that failed permanently

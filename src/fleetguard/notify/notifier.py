@@ -175,7 +175,7 @@ class Notifier:
             try:
                 with self._db.session() as session:
                     destinations = list_destinations(session)
-                    _, duplicates = enqueue_events(session, batch, destinations)
+                    enqueued = enqueue_events(session, batch, destinations)
             except Exception:
                 # Put them back (what no longer fits is counted as overflow) and let the
                 # next round try again.
@@ -187,7 +187,9 @@ class Notifier:
                         log.warning("notification event %s lost: the database failed and "
                                     "the queue is full", event.id)
                 raise
-            self._count(duplicates=duplicates)
+            self._count(duplicates=enqueued.duplicates, rejected=len(enqueued.rejected))
+            for event_id in enqueued.rejected:
+                log.error("notification event %s rejected: its body is not JSON", event_id)
 
     def _deliver_due(self) -> float:
         """Start a lane for each destination whose head is due (and has none running);

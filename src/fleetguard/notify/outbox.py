@@ -67,11 +67,19 @@ class Claimed:
     attempt: int  # the number of this attempt, from 1
 
 
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    stored: int
+    duplicates: int
+    rejected: list[str]  # ids of events whose body is not JSON: never stored
+
+
 def enqueue_events(
     session: Session, events: Iterable[NotificationEvent], destinations: Sequence[Destination]
-) -> tuple[int, int]:
-    """Store each event with a pending delivery per destination that wants it; returns
-    (events stored, duplicates skipped). An event no destination wants is not stored."""
+) -> Enqueued:
+    """Store each event with a pending delivery per destination that wants it. An event no
+    destination wants is not stored; one whose body cannot be JSON is rejected (one bad
+    event never holds up the others)."""
     now = utcnow()
     batch = list(events)
     seen = set(session.execute(
@@ -80,6 +88,7 @@ def enqueue_events(
     ).scalars())
     event_rows: list[dict[str, Any]] = []
     outbox_rows: list[dict[str, Any]] = []
+    rejected: list[str] = []
     duplicates = 0
     for event in batch:
         if event.id in seen:
@@ -89,10 +98,14 @@ def enqueue_events(
         wanted = [d for d in destinations if d.wants(event)]
         if not wanted:
             continue
+        try:
+            payload = json.dumps(event.to_json())
+        except (TypeError, ValueError):
+            rejected.append(event.id)
+            continue
         event_rows.append({
             "id": event.id, "kind": event.kind, "severity_rank": event.severity.rank,
-            "occurred_at": event.occurred_at, "payload": json.dumps(event.to_json()),
-            "created_at": now,
+            "occurred_at": event.occurred_at, "payload": payload, "created_at": now,
         })  # fmt: skip
         outbox_rows.extend({
             "destination_id": d.id, "event_id": event.id, "occurred_at": event.occurred_at,
@@ -105,7 +118,7 @@ def enqueue_events(
         connection = flushed_connection(session)
         connection.execute(insert(NotificationEventRow), event_rows)
         connection.execute(insert(OutboxRow), outbox_rows)
-    return len(event_rows), duplicates
+    return Enqueued(len(event_rows), duplicates, rejected)
 
 
 def queue_heads(session: Session) -> list[tuple[str, int, datetime]]:
@@ -287,6 +300,7 @@ def _rowcount(result: Result[Any]) -> int:
 __all__ = [
     "AUTOMATION_ACTOR",
     "Claimed",
+    "Enqueued",
     "RetryPolicy",
     "claim_head",
     "delivery_counts",
