@@ -6,9 +6,11 @@ built by :class:`fleetguard.agent.collectors.TelemetryCollector`, encoded as the
 sends it (``encode_within_limit``, JSON) and appended to the output file, one message a
 line; the test decodes and scores them. Nothing but the transport differs from the agent.
 
-Between reports it samples every ``sample_interval_s`` (the agent's default unless given)
-on the same schedule as the agent's runner (``AgentRunner._sample_loop``): the first sample
-one sample interval after start, a late one skipped, never caught up.
+Reports and samples follow the agent runner's schedules (``AgentRunner._collect_loop`` and
+``_sample_loop``): a report at start and every ``interval_s``; a sample every
+``sample_interval_s`` (the agent's default unless given) from one interval after start, a
+late one skipped, never caught up, and one that took longer than ``sample_cpu_budget`` of
+the interval spacing out the next.
 
 Usage: python -m tests.detect.realtools.device_agent STATE_DIR OUT_FILE INTERVAL_S
 [SAMPLE_INTERVAL_S]
@@ -51,19 +53,22 @@ def run(state_dir: Path, out: Path, interval_s: float, sample_interval_s: float 
     sampling = config.sample_interval_s > 0
     seq = 0
     start = time.monotonic()
-    next_report = start + interval_s
+    next_report = start
     next_sample = start + config.sample_interval_s if sampling else float("inf")
     with open(out, "ab", buffering=0) as sink:
         while True:
             time.sleep(max(min(next_report, next_sample) - time.monotonic(), 0.0))
             if time.monotonic() >= next_sample:
+                started = time.monotonic()
                 collector.sample()
-                next_sample = max(next_sample + config.sample_interval_s, time.monotonic())
+                spent = time.monotonic() - started
+                next_sample = max(next_sample + config.sample_interval_s, time.monotonic(),
+                                  started + spent / config.sample_cpu_budget)
             if time.monotonic() >= next_report:
                 report = collector.collect(seq=seq)
                 sink.write(encode_within_limit(report, ContentType.JSON) + b"\n")
                 seq += 1
-                next_report += interval_s
+                next_report = max(next_report + interval_s, time.monotonic())
 
 
 if __name__ == "__main__":
