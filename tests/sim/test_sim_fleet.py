@@ -155,3 +155,7 @@ def test_cli_sim_runs_end_to_end(server: RunningServer, api_token: str, tmp_path
     assert result.returncode == 0, result.stderr
     assert "5/5 devices connected" in result.stderr
     assert len(json.loads(truth.read_text())["scenarios"]) == 2
+    # Each device is registered with its profile as its model: detection's peers are its model's.
+    listed = json.loads(server.cli("device", "list", "--json").stdout)
+    models = {d["hardware_model"] for d in listed if d["name"].startswith("sim-https-")}
+    assert models and models <= {"sim-camera", "sim-sensor", "sim-gateway"}

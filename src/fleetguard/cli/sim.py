@@ -97,14 +97,19 @@ def sim_command(
 async def _run(settings: SimSettings, count: int, server: str, device_endpoint: str,
                token: str, ca_pem: bytes, ground_truth: Path | None) -> SimStats:
     import asyncio
+    import random
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from fleetguard.sim import ContextFactory, FleetSimulator, provision_fleet
+    from fleetguard.sim import ContextFactory, FleetSimulator, pick_profile, provision_fleet
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     names = [f"sim-{settings.transport.value}-{i:05d}" for i in range(count)]
+    # Each device registers with its profile as its hardware model: detection's peers are the
+    # devices of the same model, and a camera among gateways would be odd by design.
+    rng = random.Random(settings.seed)  # noqa: S311 - simulation, not secrets
+    profiles = [pick_profile(i, rng) for i in range(count)]
     contexts = ContextFactory(ca_pem)
     try:
         with Progress(*columns, console=err, transient=True) as progress:
@@ -112,8 +117,10 @@ async def _run(settings: SimSettings, count: int, server: str, device_endpoint: 
             identities = await provision_fleet(
                 server=server, device_endpoint=device_endpoint, api_token=token, ca_pem=ca_pem,
                 names=names, progress=lambda n: progress.update(enroll, completed=n),
+                hardware_models=lambda i: f"sim-{profiles[i].value}",
             )
-            sim = FleetSimulator(identities, settings, contexts, ground_truth=ground_truth)
+            sim = FleetSimulator(identities, settings, contexts, profiles=profiles,
+                                 ground_truth=ground_truth)
             connect = progress.add_task("connecting", total=count)
             await sim.connect_all(lambda n: progress.update(connect, completed=n))
         loop = asyncio.get_running_loop()

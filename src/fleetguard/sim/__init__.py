@@ -12,7 +12,13 @@ from fleetguard.core.lazy import lazy_exports as _lazy_exports
 
 if _typing.TYPE_CHECKING:
     from fleetguard.sim.evaluation import EvalSettings, EvaluationResult, run_evaluation
-    from fleetguard.sim.fleet import FleetSimulator, GroundTruth, SimSettings, SimStats
+    from fleetguard.sim.fleet import (
+        FleetSimulator,
+        GroundTruth,
+        SimSettings,
+        SimStats,
+        pick_profile,
+    )
     from fleetguard.sim.identity import (
         ContextFactory,
         ProvisioningError,
@@ -31,6 +37,7 @@ __getattr__, __dir__ = _lazy_exports(
         "GroundTruth": "fleetguard.sim.fleet",
         "SimSettings": "fleetguard.sim.fleet",
         "SimStats": "fleetguard.sim.fleet",
+        "pick_profile": "fleetguard.sim.fleet",
         "SimTransport": "fleetguard.sim.transports",
         "ContextFactory": "fleetguard.sim.identity",
         "ProvisioningError": "fleetguard.sim.identity",
@@ -65,6 +72,7 @@ __all__ = [
     "SimStats",
     "SimTransport",
     "Variation",
+    "pick_profile",
     "provision_fleet",
     "run_evaluation",
 ]

@@ -93,10 +93,15 @@ async def provision_fleet(
     ca_pem: bytes,
     names: list[str],
     labels: Callable[[int], dict[str, str]] | None = None,
+    hardware_models: Callable[[int], str | None] | None = None,
     concurrency: int = 16,
     progress: Callable[[int], None] | None = None,
 ) -> list[SimIdentity]:
-    """Register, get a token for, and enroll each named device; returns identities in order."""
+    """Register, get a token for, and enroll each named device; returns identities in order.
+
+    ``hardware_models`` names each device's model: detection compares a device with the
+    others of its model, so a simulated camera is judged among cameras, not gateways.
+    """
     tls = client_context(ca_pem=ca_pem)
     limit = asyncio.Semaphore(concurrency)
     headers = {"Authorization": f"Bearer {api_token}"}
@@ -109,10 +114,14 @@ async def provision_fleet(
         async def one(index: int, name: str) -> SimIdentity:
             nonlocal done
             async with limit:
-                device = await _call(api, "/api/v1/devices", {
+                body: dict[str, object] = {
                     "name": name, "serial": name, "vendor": "fleetguard-sim",
                     "labels": labels(index) if labels else {"sim": "true"},
-                })
+                }
+                model = hardware_models(index) if hardware_models else None
+                if model is not None:
+                    body["hardware_model"] = model
+                device = await _call(api, "/api/v1/devices", body)
                 token = await _call(api, f"/api/v1/devices/{device['id']}/enrollment-token",
                                     {"ttl_hours": 1})
                 key_pem, csr = await asyncio.to_thread(new_key_and_csr)
