@@ -25,15 +25,18 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return port
 
 
+_TLS_INPUT = """\
+input(type="imtcp" address="127.0.0.1" port="{tls}" streamDriver.name="ossl"
+      streamDriver.mode="1" streamDriver.authMode="anon"
+      streamDriver.CAFile="{ca}" streamDriver.CertFile="{cert}" streamDriver.KeyFile="{key}")"""
+
 _CONFIG = """\
 global(workDirectory="{work}" maxMessageSize="64k")
 module(load="imudp")
 module(load="imtcp" maxSessions="50")
 input(type="imudp" address="127.0.0.1" port="{udp}")
 input(type="imtcp" address="127.0.0.1" port="{tcp}")
-input(type="imtcp" address="127.0.0.1" port="{tls}" streamDriver.name="ossl"
-      streamDriver.mode="1" streamDriver.authMode="anon"
-      streamDriver.CAFile="{ca}" streamDriver.CertFile="{cert}" streamDriver.KeyFile="{key}")
+{tls_input}
 template(name="raw" type="string" string="%rawmsg%\\n")
 template(name="fields" type="string"
          string="%syslogfacility%\\t%syslogseverity%\\t%app-name%\\t%procid%\\t%msgid%\\t%structured-data%\\n")
@@ -64,9 +67,12 @@ class Rsyslog:
         ports = {"udp": free_port(socket.SOCK_DGRAM), "tcp": free_port(), "tls": free_port()}
         raw, fields = directory / "received.log", directory / "fields.log"
         config = directory / "rsyslog.conf"
-        config.write_text(_CONFIG.format(
-            work=directory / "work", ca=directory / "ca.pem", cert=directory / "cert.pem",
-            key=directory / "key.pem", raw=raw, fields=fields, **ports))
+        files = {"ca": directory / "ca.pem", "cert": directory / "cert.pem",
+                 "key": directory / "key.pem"}
+        # TLS needs the OpenSSL network driver (Debian: rsyslog-openssl).
+        tls_input = _TLS_INPUT.format(tls=ports["tls"], **files) if OSSL_DRIVER.exists() else ""
+        config.write_text(_CONFIG.format(work=directory / "work", raw=raw, fields=fields,
+                                         tls_input=tls_input, **ports))
         process = subprocess.Popen(
             [RSYSLOGD, "-n", "-f", str(config), "-i", str(directory / "rsyslogd.pid")],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -82,7 +88,7 @@ class Rsyslog:
                 out = self.process.stdout.read().decode() if self.process.stdout else ""
                 raise RuntimeError(f"rsyslogd exited: {out}")
             try:
-                for port in (self.tcp, self.tls):
+                for port in (self.tcp, self.tls) if OSSL_DRIVER.exists() else (self.tcp,):
                     socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 return
             except OSError:
