@@ -51,6 +51,16 @@ class AlarmChange:
     alarm: Alarm
 
 
+#: What a plan did to a row: (opened | updated | resolved, the row), described (to_alarm)
+#: only when someone listens.
+Touched = tuple[str, AlarmRow]
+
+
+def describe(touched: Touched) -> AlarmChange:
+    """Before the transaction ends: the row is not read after commit."""
+    return AlarmChange(touched[0], to_alarm(touched[1]))
+
+
 # --- reading ---------------------------------------------------------------------------
 
 
@@ -175,8 +185,12 @@ def _refresh(row: AlarmRow, report: TelemetryReport, verdict: Verdict, now: date
     if CONFIDENCE_RANK[verdict.confidence] > row.confidence_rank:
         row.confidence = verdict.confidence.value
         row.confidence_rank = CONFIDENCE_RANK[verdict.confidence]
-    row.subjects = json.dumps(merge_subjects(json.loads(row.subjects), subjects_of(verdict),
-                                             policy.max_subjects))
+    named = subjects_of(verdict)
+    if named:
+        before = json.loads(row.subjects)
+        merged = merge_subjects(before, named, policy.max_subjects)
+        if merged != before:
+            row.subjects = json.dumps(merged)
     row.last_seq = max(row.last_seq, report.seq)
     row.last_collected_ms = max(row.last_collected_ms, report.collected_at_ms)
     row.reports += 1
@@ -185,55 +199,68 @@ def _refresh(row: AlarmRow, report: TelemetryReport, verdict: Verdict, now: date
 
 
 def _open(session: Session, device_id: str, report: TelemetryReport, verdict: Verdict,
-          now: datetime, causes: dict[str, OpenAlarm]) -> AlarmChange:
+          now: datetime, causes: dict[str, OpenAlarm], rows: dict[int, AlarmRow]) -> Touched:
     row = _new_row(device_id, report, verdict, now)
     session.add(row)
     session.flush()
+    rows[row.id] = row
     causes[row.cause] = OpenAlarm(row.id, row.cause)
     append_audit_entry(session, actor=DETECTION_ACTOR, action="alarm.open",
                        target=f"alarm:{row.id}",
                        details={"device_id": device_id, "rule_id": row.rule_id,
                                 "severity": row.severity, "summary": row.summary[:300]})
-    return AlarmChange("opened", to_alarm(row))
+    return "opened", row
 
 
-def _still_open(session: Session, alarm_id: int) -> AlarmRow | None:
-    return session.execute(select(AlarmRow).where(
-        and_(AlarmRow.id == alarm_id, AlarmRow.state.in_(_OPEN)))).scalar_one_or_none()
+def open_rows(session: Session, alarm_ids: Iterable[int]) -> dict[int, AlarmRow]:
+    """The rows of these alarms still open, read once for a batch's updates."""
+    ids = sorted(set(alarm_ids))
+    rows: dict[int, AlarmRow] = {}
+    for start in range(0, len(ids), 500):
+        rows.update((row.id, row) for row in session.execute(select(AlarmRow).where(
+            and_(AlarmRow.id.in_(ids[start:start + 500]), AlarmRow.state.in_(_OPEN))
+        )).scalars())
+    return rows
+
+
+def _still_open(rows: Mapping[int, AlarmRow], alarm_id: int) -> AlarmRow | None:
+    row = rows.get(alarm_id)
+    return row if row is not None and row.state in _OPEN else None
 
 
 def apply_plan(
     session: Session, device_id: str, report: TelemetryReport, plan: AlarmPlan,
-    causes: dict[str, OpenAlarm], policy: AlarmPolicy,
-) -> list[AlarmChange]:
-    """Write what ``plan`` decided; ``causes`` (the device's open alarms) kept in step."""
+    causes: dict[str, OpenAlarm], policy: AlarmPolicy, rows: dict[int, AlarmRow],
+) -> list[Touched]:
+    """Write what ``plan`` decided; ``causes`` (the device's open alarms) kept in step.
+    ``rows``: the open alarms' rows (:func:`open_rows`), new ones added."""
     now = utcnow()
-    changes: list[AlarmChange] = []
+    changes: list[Touched] = []
     for alarm_id, verdict in plan.updated:
-        row = _still_open(session, alarm_id)
+        row = _still_open(rows, alarm_id)
         if row is None:  # an operator resolved it meanwhile: the cause opens a new alarm
             causes.pop(cause_of(verdict), None)
-            changes.append(_open(session, device_id, report, verdict, now, causes))
+            changes.append(_open(session, device_id, report, verdict, now, causes, rows))
             continue
         _refresh(row, report, verdict, now, policy)
         causes[row.cause] = OpenAlarm(row.id, row.cause)
-        changes.append(AlarmChange("updated", to_alarm(row)))
+        changes.append(("updated", row))
     for verdict in plan.opened:
-        changes.append(_open(session, device_id, report, verdict, now, causes))
+        changes.append(_open(session, device_id, report, verdict, now, causes, rows))
     for cause, alarm in list(causes.items()):
         if alarm.id in plan.quiet:
             causes[cause] = OpenAlarm(alarm.id, cause, plan.quiet[alarm.id])
         elif alarm.id in plan.resolved:
             del causes[cause]
-            changes.extend(_resolve_quiet(session, alarm.id, now, policy))
+            changes.extend(_resolve_quiet(session, rows, alarm.id, now, policy))
     if plan.suppressed:
         _count_suppressed(session, device_id, plan.suppressed)
     return changes
 
 
-def _resolve_quiet(session: Session, alarm_id: int, now: datetime,
-                   policy: AlarmPolicy) -> list[AlarmChange]:
-    row = _still_open(session, alarm_id)
+def _resolve_quiet(session: Session, rows: Mapping[int, AlarmRow], alarm_id: int,
+                   now: datetime, policy: AlarmPolicy) -> list[Touched]:
+    row = _still_open(rows, alarm_id)
     if row is None:
         return []
     row.state = AlarmState.RESOLVED.value
@@ -243,7 +270,7 @@ def _resolve_quiet(session: Session, alarm_id: int, now: datetime,
                        target=f"alarm:{row.id}",
                        details={"device_id": row.device_id, "rule_id": row.rule_id,
                                 "reason": f"{row.quiet_reports} reports without its cause"})
-    return [AlarmChange("resolved", to_alarm(row))]
+    return [("resolved", row)]
 
 
 def _count_suppressed(session: Session, device_id: str, count: int) -> None:
@@ -263,11 +290,14 @@ def persist_quiet(session: Session, quiet: Mapping[int, int]) -> None:
 
 __all__ = [
     "AlarmChange",
+    "Touched",
     "apply_plan",
+    "describe",
     "feedback_in_force",
     "feedback_stamp",
     "load_states",
     "open_alarms",
+    "open_rows",
     "persist_quiet",
     "save_states",
 ]

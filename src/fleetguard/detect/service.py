@@ -31,7 +31,7 @@ import logging
 import queue
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -42,11 +42,14 @@ from fleetguard.detect._devices import DeviceFacts, device_facts
 from fleetguard.detect._ruleset_cache import RuleSetCache
 from fleetguard.detect._service_store import (
     AlarmChange,
+    Touched,
     apply_plan,
+    describe,
     feedback_in_force,
     feedback_stamp,
     load_states,
     open_alarms,
+    open_rows,
     persist_quiet,
     save_states,
 )
@@ -64,6 +67,7 @@ from fleetguard.detect.pipeline import BatchDetector, DetectionContext, Detector
 from fleetguard.detect.rules import EvaluationContext, Verdict, evaluate
 from fleetguard.protocol import TelemetryReport
 from fleetguard.store import Database
+from fleetguard.store.tables.detect import AlarmRow
 
 log = logging.getLogger("fleetguard.detect")
 
@@ -281,34 +285,44 @@ class DetectionService:
 
     def _batch(self, items: list[tuple[str, TelemetryReport]]) -> None:
         changes: list[AlarmChange] = []
+        kinds: Counter[str] = Counter()
         suppressed = 0
         try:
+            # Reading, judging and writing apart: on SQLite the write lock is shared with
+            # ingestion's writer, so it is taken only for the alarms' few statements.
             with self.db.session() as session:
                 self._refresh(session)
                 self._admit(session, {device_id for device_id, _ in items})
-                judged = [self._judge(device_id, report) for device_id, report in items]
-                self._learned([j for j in judged if j is not None])
-                for report in judged:
-                    if report is not None:
-                        more, held_back = self._alarm(session, report)
-                        changes.extend(more)
+            judged = [j for j in (self._judge(d, report) for d, report in items) if j]
+            self._learned(judged)
+            if any(j.verdicts or j.device.causes for j in judged):
+                with self.db.session() as session, session.no_autoflush:
+                    rows = open_rows(session, (a.id for j in judged
+                                               for a in j.device.causes.values()))
+                    touched: list[Touched] = []
+                    for report in judged:
+                        more, held_back = self._alarm(session, report, rows)
+                        touched.extend(more)
                         suppressed += held_back
+                    kinds.update(change for change, _ in touched)
+                    if self._listeners:
+                        changes = [describe(t) for t in touched]
         except Exception:
             log.exception("detection failed on a batch of %d reports", len(items))
             with self._lock:
                 self._counts.failed += len(items)
             self._forget([device_id for device_id, _ in items])
-            changes, suppressed = [], 0
-        self._settle(items, changes, suppressed)
+            changes, kinds, suppressed = [], Counter(), 0
+        self._settle(items, changes, kinds, suppressed)
 
     def _settle(self, items: list[tuple[str, TelemetryReport]], changes: list[AlarmChange],
-                suppressed: int) -> None:
+                kinds: Counter[str], suppressed: int) -> None:
         with self._progress:
             c = self._counts
             c.processed += len(items)
-            c.opened += sum(1 for x in changes if x.change == "opened")
-            c.updated += sum(1 for x in changes if x.change == "updated")
-            c.resolved += sum(1 for x in changes if x.change == "resolved")
+            c.opened += kinds["opened"]
+            c.updated += kinds["updated"]
+            c.resolved += kinds["resolved"]
             c.suppressed += suppressed
             self._finished += len(items)
             self._progress.notify_all()
@@ -411,7 +425,8 @@ class DetectionService:
                     j.device.state.detectors[name] = state
                     j.verdicts.extend(found)
 
-    def _alarm(self, session: Session, judged: _Judged) -> tuple[list[AlarmChange], int]:
+    def _alarm(self, session: Session, judged: _Judged,
+               rows: dict[int, AlarmRow]) -> tuple[list[Touched], int]:
         """What a report's verdicts, once feedback is applied, do to the device's alarms."""
         device = judged.device
         verdicts = apply_feedback(judged.verdicts,
@@ -423,7 +438,7 @@ class DetectionService:
         if not plan.changed and not plan.quiet:
             return [], 0
         changes = apply_plan(session, judged.device_id, judged.report, plan, device.causes,
-                             self.config.policy)
+                             self.config.policy, rows)
         return changes, plan.suppressed
 
     def _persist(self) -> None:
