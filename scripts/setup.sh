@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBIAN_PACKAGES=(python3-venv openssl ca-certificates mosquitto softhsm2 opensc busybox-static openssh-server lighttpd lighttpd-mod-openssl vsftpd snmpd
-  nmap ncat hydra hping3 iperf3 socat stress-ng iproute2 rsyslog)
+  nmap ncat hydra hping3 iperf3 socat stress-ng iproute2 rsyslog rsyslog-openssl)
 
 missing=()
 if command -v dpkg >/dev/null 2>&1; then
