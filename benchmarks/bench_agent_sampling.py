@@ -64,7 +64,7 @@ def _psutil_sample() -> None:
 class _ProcTcpSampler(ActivitySampler):
     def sample(self) -> None:  # as ActivitySampler.sample, TCP read from /proc/net
         now_ms = self._clock_ms()
-        self._sample_sockets(_proctables.read_sockets(self._proc, netlink=False), now_ms)
+        self._sample_sockets(_proctables.read_sockets(self._proc, netlink=False), [], now_ms)
         uptime = _proctables.uptime_ticks(self._proc)
         self._sample_processes(_proctables.read_processes(self._proc), uptime, now_ms)
         self._period.samples += 1
@@ -97,7 +97,8 @@ def main() -> None:
         n_sockets = len(_proctables.read_sockets())
         clock = lambda: int(time.time() * 1000)  # noqa: E731
         ours = _cost_per_sample(ActivitySampler(clock).sample, args.samples)
-        proc_tcp = _cost_per_sample(_ProcTcpSampler(clock).sample, args.samples)
+        proc_tcp = _cost_per_sample(_ProcTcpSampler(clock, watch_closed=False).sample,
+                                    args.samples)
         peer = _cost_per_sample(_psutil_sample, args.samples)
 
     print(f"machine: {os.cpu_count()} cores, {n_processes} processes, {n_sockets} sockets; "

@@ -292,3 +292,41 @@ def test_a_sample_interval_outside_its_range_is_refused(tmp_path: Path, value: f
 
 def test_sampling_can_be_left_to_the_reports_alone(tmp_path: Path) -> None:
     assert AgentConfig(state_dir=tmp_path, sample_interval_s=0).sample_interval_s == 0
+
+
+def _ended_by_the_peer(server: socket.socket) -> int:
+    """A 200 ms connection the server ends: this side leaves no TIME_WAIT. Its local port."""
+    with socket.create_connection(server.getsockname()) as client:
+        accepted, _ = server.accept()
+        time.sleep(0.2)
+        accepted.close()
+        client.recv(1)  # the peer's FIN
+        local_port = int(client.getsockname()[1])
+    return local_port
+
+
+def test_a_connection_its_peer_ended_between_two_samples_is_told_by_the_kernel(
+    server: socket.socket,
+) -> None:
+    sampler = ActivitySampler(_now_ms)
+    if not sampler.sees_closed_sockets:
+        pytest.skip("joining sock_diag's destroy groups needs root (CAP_NET_ADMIN)")
+    try:
+        sampler.sample()
+        _ended_by_the_peer(server)
+        assert all(r.remote_port != _port(server) for r in read_sockets())  # gone from the table
+        activity = sampler.harvest()
+    finally:
+        sampler.close()
+    assert [(d.address, d.connections) for d in activity.destinations_seen
+            if d.port == _port(server)] == [("127.0.0.1", 1)]
+
+
+def test_without_the_kernels_announcements_such_a_connection_is_missed(
+    server: socket.socket,
+) -> None:
+    sampler = ActivitySampler(_now_ms, watch_closed=False)
+    sampler.sample()
+    _ended_by_the_peer(server)
+    activity = sampler.harvest()
+    assert all(d.port != _port(server) for d in activity.destinations_seen)

@@ -9,8 +9,11 @@ a listener opened for a few seconds or a short session falls between two reports
   how many samples and over how many distinct connections. A socket counts from
   ESTABLISHED through its closing states and TIME_WAIT, in which the kernel keeps a
   connection the device closed for about a minute: a 200 ms connection that the device
-  ends is in the next sample even at a 1 s interval. A connection whose local port is
-  listening came in, and is not a destination.
+  ends is in the next sample even at a 1 s interval. One that its peer ended leaves no
+  TIME_WAIT; the kernel's announcements of the sockets it frees
+  (:class:`~fleetguard.agent._proctables.ClosedSockets`, where the agent may join them:
+  root, or CAP_NET_ADMIN) tell the sampler of it at its next sample. A connection whose
+  local port is listening came in, and is not a destination.
 - **listeners opened**: sockets that began listening during the period, also those
   closed again before the report. An unconnected UDP socket on a port of the kernel's
   ephemeral range is a client's (a resolver, an NTP query), not a service, and is left out.
@@ -37,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fleetguard.agent import _proctables
-from fleetguard.agent._proctables import ProcessRow, SocketRow, is_loopback
+from fleetguard.agent._proctables import ClosedSockets, ProcessRow, SocketRow, is_loopback
 from fleetguard.protocol import (
     MAX_DESTINATIONS_SEEN,
     MAX_LISTENERS_OPENED,
@@ -112,6 +115,7 @@ class ActivitySampler:
         proc: Path = _proctables.PROC,
         on_new_process: Callable[[int], None] | None = None,
         tracked_cap: int = TRACKED_CAP,
+        watch_closed: bool = True,
     ) -> None:
         self._clock_ms = clock_ms
         self._proc = proc
@@ -124,11 +128,31 @@ class ActivitySampler:
         self._connections: set[_ConnectionKey] = set()  # at the last sample
         self._processes: dict[tuple[int, int], _Process] = {}  # (pid, start ticks)
         self._last_uptime_ticks: int | None = None
+        self._closed: ClosedSockets | None = None
+        if watch_closed and proc == _proctables.PROC:
+            try:
+                self._closed = ClosedSockets()
+            except OSError:  # not root, or an old kernel: the samples alone
+                self._closed = None
+
+    @property
+    def sees_closed_sockets(self) -> bool:
+        """Whether sockets closed between two samples are told (see the module doc)."""
+        return self._closed is not None
+
+    def close(self) -> None:
+        if self._closed is not None:
+            self._closed.close()
+            self._closed = None
 
     def sample(self) -> None:
         """Read the socket and process tables once and add them to the period."""
         now_ms = self._clock_ms()
-        self._sample_sockets(_proctables.read_sockets(self._proc), now_ms)
+        closed: list[SocketRow] = []
+        if self._closed is not None:  # before the table: a socket is in one or the other
+            closed, lost = self._closed.drain()
+            self._period.destinations_overflow += lost
+        self._sample_sockets(_proctables.read_sockets(self._proc), closed, now_ms)
         # Uptime before the table: a process missing from it started after this reading.
         uptime = _proctables.uptime_ticks(self._proc)
         self._sample_processes(_proctables.read_processes(self._proc), uptime, now_ms)
@@ -159,7 +183,8 @@ class ActivitySampler:
 
     # -- sockets ------------------------------------------------------------------------
 
-    def _sample_sockets(self, rows: list[SocketRow], now_ms: int) -> None:
+    def _sample_sockets(self, rows: list[SocketRow], closed: list[SocketRow],
+                        now_ms: int) -> None:
         listeners = {(r.proto, r.local_address, r.local_port) for r in rows
                      if r.listening and self._is_service(r)}
         listening_ports = {(r.proto, r.local_port) for r in rows if r.listening}
@@ -170,7 +195,7 @@ class ActivitySampler:
         connections: set[_ConnectionKey] = set()
         seen: set[_Key] = set()
         period = self._period
-        for row in rows:
+        for row in rows + [r for r in closed if r.remote_port != 0]:
             if not row.has_peer or (row.proto, row.local_port) in listening_ports:
                 continue  # no peer, or it came in to a service of this device
             if row.proto is TransportProto.TCP and row.state == _proctables.TCP_SYN_RECV:
@@ -178,6 +203,8 @@ class ActivitySampler:
             key = (row.proto, row.remote_address, row.remote_port)
             connection = (row.proto, row.local_address, row.local_port, row.remote_address,
                           row.remote_port)
+            if connection in connections:
+                continue  # told closed, and in TIME_WAIT in the table: one connection
             connections.add(connection)
             destination = period.destinations.get(key)
             if destination is None:
