@@ -330,3 +330,28 @@ def test_without_the_kernels_announcements_such_a_connection_is_missed(
     _ended_by_the_peer(server)
     activity = sampler.harvest()
     assert all(d.port != _port(server) for d in activity.destinations_seen)
+
+
+def test_a_shell_that_execs_another_program_is_reported_as_that_program(
+    collector: TelemetryCollector, tmp_path: Path,
+) -> None:
+    miner = tmp_path / "kworkerd"
+    shutil.copy("/bin/sleep", miner)
+    collector.collect(seq=0)
+    # The shell is sampled first, then replaces itself with the program (same pid).
+    shell = subprocess.Popen(["/bin/sh", "-c", f"read line; exec {miner} 5"],
+                             stdin=subprocess.PIPE)
+    try:
+        collector.sample()
+        assert shell.stdin is not None
+        shell.stdin.write(b"go\n")
+        shell.stdin.flush()
+        while psutil.Process(shell.pid).name() != "kworkerd":
+            time.sleep(0.02)
+        report = collector.collect(seq=1)
+    finally:
+        shell.kill()
+        shell.wait()
+    usage = _process(report, shell.pid)
+    assert (usage.name, usage.exe) == ("kworkerd", str(miner))
+    assert str(miner) in {e.path for e in report.new_executables}

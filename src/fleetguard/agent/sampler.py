@@ -20,7 +20,9 @@ a listener opened for a few seconds or a short session falls between two reports
 - **processes**: every process that used CPU or started during the period, with its own
   CPU time over it (user + system of all its threads, from ``/proc/<pid>/stat``): on a
   container or a namespaced device the machine-wide counters include the neighbours'.
-  A process that starts and exits between two samples is not seen.
+  A process that execs another program (a shell into a miner) is reported under the
+  program it runs at the last sample that saw it, which is handed to the executable
+  tracker; a process that starts and exits between two samples is not seen.
 
 Bounds: at most :data:`TRACKED_CAP` destinations, listeners and processes each are held
 between reports (past it, what is new is only counted), and a report carries the
@@ -259,6 +261,8 @@ class ActivitySampler:
             known = self._processes.get(key)
             if known is not None:
                 known.last_ticks = row.cpu_ticks
+                if row.name[:MAX_NAME_CHARS] != known.name:  # it exec'd another program
+                    self._exec(known, row)
                 continue
             if len(self._processes) >= self._cap:
                 self._period.processes_overflow += 1
@@ -277,6 +281,13 @@ class ActivitySampler:
         for key, process in self._processes.items():
             if key not in running:
                 process.running = False
+
+    def _exec(self, process: _Process, row: ProcessRow) -> None:
+        """The process now runs another binary: reported under it, and the binary looked at."""
+        process.name = row.name[:MAX_NAME_CHARS]
+        process.exe = _exe(row.pid, self._proc)
+        if self._on_new_process is not None:
+            self._on_new_process(row.pid)
 
     def _process_usage(self, period: _Period) -> tuple[list[ProcessUsage], int]:
         ran = [p for p in self._processes.values()
