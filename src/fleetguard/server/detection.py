@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 
 from fleetguard.core.errors import ConfigurationError
 from fleetguard.detect.learned import learned_detectors
 from fleetguard.detect.pipeline import Detector
-from fleetguard.detect.service import DetectionConfig, DetectionService
+from fleetguard.detect.service import AlarmListener, DetectionConfig, DetectionService
 from fleetguard.store import Database
 
 log = logging.getLogger("fleetguard.server")
@@ -50,10 +51,16 @@ def _detectors(environ: dict[str, str] | None = None) -> list[Detector]:
     return list(learned_detectors())
 
 
-def start_detection(db: Database, config: DetectionConfig | None = None) -> DetectionService:
-    """The detection service over ``db``, running (stop it with ``stop()``)."""
+def start_detection(
+    db: Database, config: DetectionConfig | None = None, *,
+    on_alarm: Sequence[AlarmListener] = (),
+) -> DetectionService:
+    """The detection service over ``db``, running (stop it with ``stop()``); each of
+    ``on_alarm`` hears every alarm opened, updated or resolved (notifications)."""
     service = DetectionService(db, config=config or detection_config_from_env(),
                                detectors=_detectors())
+    for listener in on_alarm:
+        service.add_listener(listener)
     service.start()
     log.info("detection running: learning window %.0f s, %d learned detector(s)",
              service.config.learning_window_s, len(service.detectors))
