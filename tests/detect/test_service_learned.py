@@ -8,7 +8,7 @@ import random
 import numpy as np
 
 from fleetguard.detect import EvaluationContext, FeatureVector, default_ruleset, extract_features
-from fleetguard.detect.learned import BaselineDetector, PeerDetector
+from fleetguard.detect.learned import BaselineDetector, PeerDetector, cohort_of
 from fleetguard.detect.pipeline import DetectionContext
 from fleetguard.sim import DeviceModel, Profile
 from tests.detect.support import MINUTE_MS, T0
@@ -74,3 +74,15 @@ def test_a_batch_of_peers_flags_the_device_unlike_its_cohort_as_one_at_a_time_do
             flagged_many = sorted((i, v.rule_id) for i, f in enumerate(batched) for v in f)
     assert (0, "peer.bytes_out_per_s") in flagged_many
     assert flagged_many == flagged_one
+
+
+def test_a_device_with_no_hardware_model_is_compared_with_no_peers() -> None:
+    rounds = fleet_features()
+    detector = PeerDetector()
+    unmodelled = [DetectionContext(device_id=f"d{i}", groups=(), hardware_model=None,
+                                   ruleset=default_ruleset(), evaluation=EvaluationContext(),
+                                   now_ms=T0) for i in range(DEVICES)]
+    for row in rounds:
+        results = detector.detect_many([(None, v, unmodelled[i]) for i, v in enumerate(row)])
+    assert all(found == [] for found, _ in results)  # device 0's 50x traffic included
+    assert detector.window.cohort_size(cohort_of(unmodelled[0])) == 0

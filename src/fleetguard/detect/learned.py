@@ -5,6 +5,8 @@
 - :class:`PeerDetector`: each device against its cohort (same hardware model and same
   groups) in the same window (:mod:`.peers`); the window is shared by the cohort and
   held by the detector (in memory only: it refills within one window after a restart).
+  A device with no hardware model registered has no peers: cameras, sensors and gateways
+  in one cohort flagged a third of 1,000 benign simulated devices.
 - :class:`HstDetector`: Half-Space Trees per cohort (:mod:`.hst`), held by the detector,
   at most ``max_cohorts`` models (the least recently used dropped first).
 
@@ -43,10 +45,12 @@ from fleetguard.detect.rules import Verdict
 Found = list[tuple[list[Verdict], Any]]
 
 
-def _by_cohort(items: Sequence[DetectorInput]) -> dict[str, list[int]]:
+def _by_cohort(items: Sequence[DetectorInput], *,
+               modelled_only: bool = False) -> dict[str, list[int]]:
     groups: dict[str, list[int]] = {}
     for i, (_, _, context) in enumerate(items):
-        groups.setdefault(cohort_of(context), []).append(i)
+        if not (modelled_only and context.hardware_model is None):
+            groups.setdefault(cohort_of(context), []).append(i)
     return groups
 
 
@@ -98,13 +102,15 @@ class PeerDetector:
 
     def detect(self, state: Any, features: FeatureVector, context: DetectionContext
                ) -> tuple[list[Verdict], Any]:
+        if context.hardware_model is None:
+            return [], None
         cohort = cohort_of(context)
         observe_peer(self.window, cohort, context.device_id, features)
         return peer_verdicts(self.window, cohort, context.device_id, features), None
 
     def detect_many(self, items: Sequence[DetectorInput]) -> Found:
         out: Found = [([], None) for _ in items]
-        for cohort, rows in _by_cohort(items).items():
+        for cohort, rows in _by_cohort(items, modelled_only=True).items():
             x = feature_matrix([items[i][1] for i in rows])
             ids = [items[i][2].device_id for i in rows]
             for j, i in enumerate(rows):
