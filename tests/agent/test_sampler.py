@@ -355,3 +355,19 @@ def test_a_shell_that_execs_another_program_is_reported_as_that_program(
     usage = _process(report, shell.pid)
     assert (usage.name, usage.exe) == ("kworkerd", str(miner))
     assert str(miner) in {e.path for e in report.new_executables}
+
+
+def test_past_its_tracking_cap_new_processes_are_counted_once_each() -> None:
+    sampler = ActivitySampler(_now_ms, tracked_cap=8, watch_closed=False)
+    sampler.sample()  # tracks 8 of the machine's processes, the rest ran before: not news
+    children = [subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                                 stdin=subprocess.PIPE) for _ in range(3)]
+    try:
+        sampler.sample()
+        sampler.sample()
+    finally:
+        for child in children:
+            child.communicate(b"", timeout=10)
+    activity = sampler.harvest()
+    assert len(activity.processes) <= 8
+    assert 3 <= activity.processes_omitted <= 3 + 8  # the 3 children once, not per sample

@@ -264,12 +264,14 @@ class ActivitySampler:
                 if row.name[:MAX_NAME_CHARS] != known.name:  # it exec'd another program
                     self._exec(known, row)
                 continue
-            if len(self._processes) >= self._cap:
-                self._period.processes_overflow += 1
-                continue
             # Started since the last sample: all its CPU is this period's. Running before
             # the first sample: only what it uses from now on.
-            started = previous_uptime is not None and row.start_ticks > previous_uptime
+            # ">=": a tick is 10 ms; one that started in the tick of the last reading did so
+            # after it (the table is read after the uptime), or it would be known
+            started = previous_uptime is not None and row.start_ticks >= previous_uptime
+            if len(self._processes) >= self._cap:
+                self._period.processes_overflow += started  # counted once, as it appears
+                continue
             started_ms = None
             if started and boot_ms is not None:
                 started_ms = max(boot_ms + row.start_ticks * 1000 // _proctables.CLOCK_TICKS, 0)
