@@ -23,6 +23,7 @@ from fleetguard.core.clock import utcnow
 from fleetguard.core.errors import ConfigurationError
 from fleetguard.protocol import (
     MAX_LISTENERS_OPENED,
+    MAX_NEW_EXECUTABLES,
     ProcessUsage,
     TelemetryReport,
     TransportProto,
@@ -39,7 +40,9 @@ def _now_ms() -> int:
 @pytest.fixture
 def collector(tmp_path: Path) -> TelemetryCollector:
     (tmp_path / "auth.log").write_text("")
+    # Every binary running now is new to a fresh agent: hash them all in its first report.
     return TelemetryCollector(AgentConfig(state_dir=tmp_path / "state", interval_s=60,
+                                          hash_max_files=MAX_NEW_EXECUTABLES,
                                           auth_logs=(tmp_path / "auth.log",)))
 
 
@@ -371,3 +374,18 @@ def test_past_its_tracking_cap_new_processes_are_counted_once_each() -> None:
     activity = sampler.harvest()
     assert len(activity.processes) <= 8
     assert 3 <= activity.processes_omitted <= 3 + 8  # the 3 children once, not per sample
+
+
+def test_a_program_that_ran_200_ms_between_two_samples_and_deleted_itself_is_reported(
+    collector: TelemetryCollector, tmp_path: Path,
+) -> None:
+    if not collector.watches_executions:
+        pytest.skip("watching executions (fanotify) needs root")
+    dropper = tmp_path / "dropper"
+    shutil.copy("/bin/sleep", dropper)
+    collector.collect(seq=0)
+    collector.sample()
+    subprocess.run([str(dropper), "0.2"], check=True, timeout=10)  # between two samples
+    dropper.unlink()
+    report = collector.collect(seq=1)
+    assert str(dropper) in {e.path for e in report.new_executables}

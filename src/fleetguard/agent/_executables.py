@@ -57,6 +57,12 @@ class ExecutableTracker:
                 len(self._pending) < _MAX_PENDING):
             self._pending[key] = (pid, path, size)
 
+    def notice_file(self, pid: int, path: str, key: str, size: int) -> None:
+        """A file the kernel executed (told by the exec watch): queued if new."""
+        if key not in self._known and key not in self._pending and (
+                len(self._pending) < _MAX_PENDING):
+            self._pending[key] = (pid, path, size)
+
     def observe(self, pids: Iterable[int]) -> tuple[list[NewExecutable], int]:
         """Look at the running processes; return new executables and how many still wait."""
         for pid in pids:

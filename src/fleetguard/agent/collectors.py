@@ -13,7 +13,8 @@ metrics, osquery's process/socket tables) and what IoT anomaly detectors learn f
 - CPU, load, memory, swap, disk per mount, uptime and boot id;
 - what the :class:`~fleetguard.agent.sampler.ActivitySampler` accumulated between reports
   (:meth:`TelemetryCollector.sample`, every ``sample_interval_s``): outbound destinations,
-  listeners opened, and the processes that ran with their own CPU time.
+  listeners opened, and the processes that ran with their own CPU time; programs executed
+  in between are told by the kernel (:mod:`fleetguard.agent._exec_watch`, as root).
 
 A metric that cannot be read is left out, never fatal: the report still goes out.
 Lists are bounded by the protocol's limits; what does not fit is counted in the
@@ -40,6 +41,7 @@ import psutil
 
 import fleetguard
 from fleetguard.agent import _procfs
+from fleetguard.agent._exec_watch import ExecWatch
 from fleetguard.agent._executables import ExecutableTracker
 from fleetguard.agent._proctables import is_loopback
 from fleetguard.agent.config import AgentConfig
@@ -276,11 +278,29 @@ class TelemetryCollector:
         self._sampler = ActivitySampler(lambda: to_millis(self._clock()),
                                         on_new_process=self._executables.notice)
         self._sampler.sample()  # what runs now is the first period's starting point
+        try:  # programs that start and exit between two samples (root only)
+            self._exec_watch: ExecWatch | None = ExecWatch()
+        except (OSError, AttributeError):
+            self._exec_watch = None
+
+    @property
+    def watches_executions(self) -> bool:
+        """Whether programs that run between two samples are told (root, Linux 5.0+)."""
+        return self._exec_watch is not None
 
     def sample(self) -> None:
         """Add what runs now to the period's activity (between reports)."""
         with self._lock:
             self._sampler.sample()
+            self._note_executed()
+
+    def _note_executed(self) -> None:
+        if self._exec_watch is None:
+            return
+        executed, _ = self._exec_watch.drain()
+        for program in executed:
+            self._executables.notice_file(program.pid, program.path, program.key,
+                                          program.size)
 
     def collect(self, *, seq: int, reports_dropped: int = 0) -> TelemetryReport:
         with self._lock:
@@ -289,6 +309,7 @@ class TelemetryCollector:
     def _collect(self, *, seq: int, reports_dropped: int) -> TelemetryReport:
         now_ms = to_millis(self._clock())
         activity = self._sampler.harvest()
+        self._note_executed()
         sockets = collect_sockets()
         pids = psutil.pids()
         new_executables, pending = self._executables.observe(pids)
