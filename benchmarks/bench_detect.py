@@ -8,7 +8,7 @@ same numeric features: every value of our ``FeatureVector`` (rates, gauges and n
 counts; 23 in all), an absent one as 0. The peer is measured twice: one model per device
 (as a per-device baseline would be kept) and one model shared by the whole fleet.
 
-    PYTHONPATH=src python benchmarks/bench_detect.py [--devices 500] [--reports 20]
+    PYTHONPATH=src python benchmarks/bench_detect.py [--devices 200] [--reports 20]
 
 The stream is the simulator's fleet mix (``sim.fleet.PROFILE_MIX``: cameras, sensors,
 gateways), every device reporting once a minute, a few devices attacked from the first
@@ -244,8 +244,10 @@ def _allocated(build: Callable[[], object]) -> tuple[int, object]:
         tracemalloc.stop()
 
 
-def _memory(args: argparse.Namespace, ruleset: RuleSet) -> tuple[float, float]:
-    """Bytes per device: our two states, and one River pipeline, after the same stream."""
+def _memory(args: argparse.Namespace, ruleset: RuleSet
+            ) -> tuple[float, float, list[list[FeatureVector]]]:
+    """Bytes per device: our two states, and one River pipeline, after the same stream;
+    and the devices' feature vectors (for the learned models' memory)."""
     reports = args.window + args.reports
 
     def simulated() -> list[Ours]:
@@ -264,7 +266,8 @@ def _memory(args: argparse.Namespace, ruleset: RuleSet) -> tuple[float, float]:
     ours_bytes, _ = _allocated(ours)
     ours_bytes -= simulation_bytes
     fleet = _attacked_fleet(args)
-    features = [[_numeric(v) for v in vectors] for vectors in _vectors(fleet, args, ruleset)]
+    vectors = _vectors(fleet, args, ruleset)
+    features = [[_numeric(v) for v in device] for device in vectors]
 
     def river() -> list[compose.Pipeline]:
         models = [_river_model() for _ in fleet]
@@ -274,7 +277,7 @@ def _memory(args: argparse.Namespace, ruleset: RuleSet) -> tuple[float, float]:
         return models
 
     river_bytes, _ = _allocated(river)
-    return ours_bytes / len(fleet), river_bytes / len(fleet)
+    return ours_bytes / len(fleet), river_bytes / len(fleet), vectors
 
 
 def _attacked_fleet(args: argparse.Namespace) -> list[DeviceModel]:
@@ -344,12 +347,12 @@ def _learned_single(learned: Learned) -> Callable[[list[tuple[int, TelemetryRepo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--devices", type=int, default=500)
+    parser.add_argument("--devices", type=int, default=200)
     parser.add_argument("--reports", type=int, default=20, help="timed reports per device")
     parser.add_argument("--window", type=int, default=250,
                         help="untimed warm-up reports per device (River's window size)")
     parser.add_argument("--attacked", type=int, default=7, help="devices attacked")
-    parser.add_argument("--memory-devices", type=int, default=20)
+    parser.add_argument("--memory-devices", type=int, default=10)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     print(f"bench_detect: {_pin_to_one_cpu()}; {args.devices} devices, {args.window} warm-up "
@@ -432,10 +435,8 @@ def main() -> None:
           f"{sorted(set(attacked) & learned_flagged)}; others flagged "
           f"{sorted(learned_flagged - set(attacked))}")
 
-    ours_bytes, river_bytes = _memory(args, ruleset)
-    memory_fleet = _attacked_fleet(args)
-    state_b, bank_b, window_b, hst_b = _learned_memory(
-        learned, _vectors(memory_fleet, args, ruleset))
+    ours_bytes, river_bytes, memory_vectors = _memory(args, ruleset)
+    state_b, bank_b, window_b, hst_b = _learned_memory(learned, memory_vectors)
     print(f"{'per report, one core':72} {'reports/s':>10} {'us/report':>10}")
     rows = [("ours: extract_features + evaluate, default rules", ours_rate),
             ("ours, all together: features + rules + baselines + peers + HST, batched",

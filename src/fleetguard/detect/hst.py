@@ -365,7 +365,7 @@ def _model_verdict(model: HalfSpaceTrees, scores: HstScores, row: int, x: FloatA
         description="outside what devices of its model and group do together",
         features=tuple(FEATURES[c] for c in columns), observed=observed,
         comparison=Comparison.ABOVE if above else Comparison.BELOW,
-        threshold=model.settings.threshold, confidence=confidence,
+        threshold=high if above else low, confidence=confidence,
         expected_low=low, expected_high=high)
 
 
