@@ -13,7 +13,9 @@ MIN_INTERVAL_S = 1.0
 DEFAULT_SAMPLE_INTERVAL_S = 1.0
 DEFAULT_SAMPLE_CPU_BUDGET = 0.02  # of one core (benchmarks/bench_agent_sampling.py)
 MIN_SAMPLE_INTERVAL_S = 0.1
-DEFAULT_AUTH_LOGS = (Path("/var/log/auth.log"), Path("/var/log/secure"))
+# BusyBox syslogd, the usual logger on IoT firmware, writes every facility to
+# /var/log/messages: the last resort, where neither auth log exists.
+DEFAULT_AUTH_LOGS = (Path("/var/log/auth.log"), Path("/var/log/secure"), Path("/var/log/messages"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,11 @@ DEFAULT_RULESET_DOCUMENT: dict[str, Any] = {
          "severity": "medium", "feature": "new_remote_addresses", "comparison": ">=",
          "value": 16, "for_reports": 1,
          "description": "connected to many hosts it never talked to, at once"},
+        {"kind": "threshold", "id": "scan.probed", "family": "scanning",
+         "severity": "low", "feature": "tcp_resets_per_s", "comparison": ">",
+         "value": 2, "for_reports": 1,
+         "description": ("answered many connection attempts on closed ports with resets: "
+                         "something on its network is scanning it")},
         {"kind": "threshold", "id": "bruteforce.connection-attempts", "family": "brute_force",
          "severity": "high", "feature": "tcp_attempts_per_s", "comparison": ">",
          "value": 0.5, "for_reports": 1,

@@ -51,10 +51,6 @@ def test_a_hydra_ssh_brute_force_on_the_device_is_flagged_as_brute_force(lab: La
     assert lab.scored[-1].report.auth_source == "/var/log/auth.log"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "the agent reads only /var/log/auth.log and /var/log/secure (AgentConfig.auth_logs); "
-    "BusyBox syslogd, the usual logger on IoT firmware, writes every facility to "
-    "/var/log/messages, so the failures are never counted (auth_failures is None)"))
 def test_a_brute_force_is_flagged_on_a_device_that_logs_to_var_log_messages(lab: Lab) -> None:
     require("hydra", "sshd", "ssh-keygen")
     lab.start(boot=[sshd(lab.tmp / "sshd", "/var/log/messages", seen_as=DEVICE_LAB / "sshd")])

@@ -25,10 +25,6 @@ def test_an_outbound_nmap_connect_scan_is_flagged_as_scanning(lab: Lab) -> None:
     assert "scan.refused-connections" in flagged
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "the collector sees the scan (Tcp.OutRsts: about 1,000 resets sent in one report, "
-    "tcp_resets_per_s ~1000), but no default rule looks at resets sent or inbound "
-    "attempts: the scanning rules are about scans the device makes"))
 def test_an_inbound_nmap_connect_scan_of_the_device_is_flagged_as_scanning(lab: Lab) -> None:
     require("nmap", "sshd", "ssh-keygen")
     lab.start(boot=[sshd(lab.tmp / "sshd", seen_as=DEVICE_LAB / "sshd")])
