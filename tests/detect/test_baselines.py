@@ -94,11 +94,28 @@ def test_a_value_far_below_normal_is_an_anomaly_with_no_family() -> None:
 
 def test_a_value_just_outside_the_band_is_flagged_with_low_confidence() -> None:
     state = learned(40)
-    _, high = band(state, CPU, SETTINGS) or (0, 0)
-    (verdict,) = update_baseline(state, vector(41, {OUT: 250_000, CPU: high * 1.02}),
-                                 SETTINGS)[0]
+    _, high = band(state, OUT, SETTINGS) or (0, 0)
+    (verdict,) = update_baseline(state, vector(41, {OUT: high * 1.02, CPU: 20}), SETTINGS)[0]
     assert verdict.confidence is Confidence.LOW
-    assert verdict.family is Family.MINER
+    assert verdict.family is Family.EXFILTRATION
+
+
+def test_cpu_far_above_normal_is_a_verdict_on_its_second_report_not_its_first() -> None:
+    state = learned(40)
+    first, state = update_baseline(state, vector(40, {OUT: 250_000, CPU: 70.0}), SETTINGS)
+    second, state = update_baseline(state, vector(41, {OUT: 250_000, CPU: 99.0}), SETTINGS)
+    assert first == []  # a busy minute (an install) is normal
+    assert [v.family for v in second] == [Family.MINER]
+
+
+def test_inbound_traffic_far_above_normal_is_no_verdict() -> None:
+    state = learned(40)
+    download = {OUT: 250_000, CPU: 20, Feature.BYTES_IN_PER_S: 400_000.0}
+    for n in range(40, 80):  # learned at 6 KB/s first, then a 400 KB/s download
+        download[Feature.BYTES_IN_PER_S] = 6_000.0 if n < 55 else 400_000.0
+        verdicts, state = update_baseline(state, vector(n, download), SETTINGS)
+        assert verdicts == [], n
+    assert band(state, Feature.BYTES_IN_PER_S, SETTINGS) is not None
 
 
 def test_an_absent_rate_neither_teaches_nor_counts() -> None:

@@ -54,13 +54,14 @@ def test_a_peer_false_positive_exempts_that_device_s_feature_and_no_other() -> N
     cohort.run(3)
     odd, other = cohort.members[2], cohort.members[5]
     cohort.attack(odd, Scenario.CRYPTOMINER, -30_000)  # a device meant to compute
-    verdicts = cohort.step()[2].peer
+    verdicts = cohort.step()[2].peer + cohort.step()[2].peer  # CPU: two reports in a row
     assert Feature.CPU_PERCENT in {f for v in verdicts for f in v.features}
     for verdict in verdicts:
         cohort.exemptions = exempt_peer_false_positive(cohort.exemptions, odd.device_id,
                                                        verdict)
     assert [v.summary for _ in range(10) for v in cohort.step()[2].peer] == []
     cohort.attack(other, Scenario.CRYPTOMINER, 1_000)
+    cohort.step()
     cohort.step()
     assert Family.MINER in {v.family for v in cohort.step()[5].peer}
 
@@ -69,6 +70,7 @@ def test_a_peer_exemption_ends_after_its_time() -> None:
     cohort = Cohort.of(Profile.SENSOR, 8, seed=6)
     cohort.run(3)
     cohort.attack(cohort.members[2], Scenario.CRYPTOMINER, -30_000)
+    cohort.step()
     (verdict,) = [v for v in cohort.step()[2].peer if v.features == (Feature.CPU_PERCENT,)]
     cohort.exemptions = exempt_peer_false_positive(
         cohort.exemptions, cohort.members[2].device_id, verdict, duration_ms=5 * MINUTE_MS)

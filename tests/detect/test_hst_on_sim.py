@@ -19,7 +19,7 @@ CAUGHT = [Scenario.EXFILTRATION, Scenario.FLOOD, Scenario.CRYPTOMINER, Scenario.
 NAMED = {
     Scenario.EXFILTRATION: Feature.BYTES_OUT_PER_S,
     Scenario.FLOOD: Feature.UDP_OUT_PER_S,
-    Scenario.CRYPTOMINER: Feature.CPU_PERCENT,
+    Scenario.CRYPTOMINER: Feature.NEW_EXECUTABLES,  # its CPU is the baseline's and peers'
     Scenario.PORT_SCAN: Feature.TCP_FAILURES_PER_S,
     Scenario.TELNET_BRUTEFORCE: Feature.TCP_ATTEMPTS_PER_S,
     Scenario.NEW_LISTENER: Feature.LISTENERS_ADDED,

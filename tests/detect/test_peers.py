@@ -4,6 +4,7 @@ devices, a late report, exemptions, and the batch path agreeing with one at a ti
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
 
 import numpy as np
 import pytest
@@ -32,8 +33,11 @@ def row(**values: float) -> np.ndarray:
     return x
 
 
+ONE_REPORT = PeerSettings(refresh_ms=0, for_reports_by_feature=MappingProxyType({}))
+
+
 def filled(devices: int, at_ms: int = T0, settings: PeerSettings | None = None) -> PeerWindow:
-    window = PeerWindow(settings or PeerSettings(refresh_ms=0))
+    window = PeerWindow(settings or ONE_REPORT)
     for d in range(devices):
         window.observe(COHORT, f"d{d}", row(cpu_percent=10.0 + d % 3), at_ms)
     return window
@@ -71,7 +75,8 @@ def test_a_value_older_than_the_window_no_longer_counts() -> None:
 
 
 def test_a_cohort_keeps_at_most_its_bound_of_devices_dropping_the_quietest() -> None:
-    window = filled(12, settings=PeerSettings(refresh_ms=0, max_devices=8))
+    window = filled(12, settings=PeerSettings(refresh_ms=0, max_devices=8,
+                                                   for_reports_by_feature={}))
     assert window.cohort_size(COHORT) == 8
     stats = window.stats(COHORT, T0)
     assert stats is not None and stats.count[FEATURE_INDEX[CPU]] == 8
@@ -121,3 +126,11 @@ def test_the_batch_path_judges_as_one_device_at_a_time() -> None:
 def test_settings_that_cannot_work_are_refused() -> None:
     with pytest.raises(ValueError, match="3 devices"):
         PeerSettings(min_cohort=2)
+
+
+def test_by_default_cpu_beyond_its_peers_is_a_verdict_on_the_second_report_in_a_row() -> None:
+    window = filled(6, settings=PeerSettings(refresh_ms=0))
+    assert judge(window, "d1", 95.0) == []  # an install's busy minute
+    assert judge(window, "d1", 12.0) == []
+    assert judge(window, "d1", 95.0) == []
+    assert judge(window, "d1", 97.0) == [Family.MINER]

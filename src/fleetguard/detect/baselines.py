@@ -58,7 +58,8 @@ ROWS = 7
 _RATE = 0.1  # connections per second: one every ten seconds
 DEFAULT_FLOORS: Mapping[Feature, float] = MappingProxyType({
     Feature.BYTES_IN_PER_S: 2_000.0, Feature.BYTES_OUT_PER_S: 2_000.0,
-    Feature.PACKETS_IN_PER_S: 20.0, Feature.PACKETS_OUT_PER_S: 20.0,
+    # A download's acknowledgements are a few hundred packets a second; a flood, thousands.
+    Feature.PACKETS_IN_PER_S: 100.0, Feature.PACKETS_OUT_PER_S: 100.0,
     Feature.TCP_ATTEMPTS_PER_S: _RATE, Feature.TCP_FAILURES_PER_S: _RATE,
     Feature.TCP_INBOUND_PER_S: _RATE, Feature.TCP_RESETS_PER_S: _RATE,
     Feature.TCP_RETRANSMITS_PER_S: 1.0,
@@ -87,6 +88,15 @@ FEATURE_FAMILY: Mapping[Feature, Family] = MappingProxyType({
     Feature.LISTENERS_ADDED: Family.BACKDOOR_LISTENER,
     Feature.NEW_EXECUTABLES: Family.UNEXPECTED_EXECUTABLE,
 })
+
+
+# Inbound traffic above normal is what a download (a firmware update) looks like, and no
+# attack family on the device: judged below normal only (a device gone quiet).
+NOT_FLAGGED_ABOVE: frozenset[Feature] = frozenset({Feature.BYTES_IN_PER_S,
+                                                   Feature.PACKETS_IN_PER_S})
+# A busy minute (a firmware install) is normal; a CPU pinned for two reports is not.
+DEFAULT_FOR_REPORTS: Mapping[Feature, int] = MappingProxyType({
+    Feature.CPU_PERCENT: 2, Feature.TOP_PROCESS_CPU_PERCENT: 2})
 
 
 def feature_row(features: FeatureVector) -> FloatArray:
@@ -149,6 +159,9 @@ class BaselineSettings:
     for_reports: int = 1  # consecutive reports outside before a verdict
     flag_below: bool = True  # also flag a value far below normal
     floors: Mapping[Feature, float] = field(default_factory=lambda: DEFAULT_FLOORS)
+    for_reports_by_feature: Mapping[Feature, int] = field(
+        default_factory=lambda: DEFAULT_FOR_REPORTS)
+    not_flagged_above: frozenset[Feature] = NOT_FLAGGED_ABOVE
 
     def __deepcopy__(self, memo: dict[int, object]) -> Self:
         return self  # immutable (its floors a read-only mapping): a copy may share it
@@ -221,23 +234,40 @@ class _Step:
     margin: FloatArray  # distance beyond the mean, in band half-widths
 
 
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """Per-feature settings as arrays in :data:`FEATURES` order."""
+
+    floors: FloatArray
+    for_reports: FloatArray
+    above: npt.NDArray[np.bool_]  # flagged when above the band
+
+
+def columns(floors: Mapping[Feature, float], for_reports: int,
+            by_feature: Mapping[Feature, int], not_above: frozenset[Feature]) -> Columns:
+    return Columns(
+        floors_array(floors),
+        np.array([max(for_reports, by_feature.get(f, 1)) for f in FEATURES], np.float64),
+        np.array([f not in not_above for f in FEATURES]))
+
+
 def _advance(tables: FloatArray, x: FloatArray, at_ms: FloatArray,
-             settings: BaselineSettings, floors: FloatArray) -> _Step:
+             settings: BaselineSettings, cols: Columns) -> _Step:
     """Judge ``x`` (B, F; NaN absent) against ``tables`` (B, ROWS, F), then learn it."""
     mean, scale, count = tables[:, MEAN], tables[:, SCALE], tables[:, COUNT]
     streak, since = tables[:, STREAK], tables[:, SINCE]
     present = ~np.isnan(x)
     xs = np.where(present, x, mean)
-    width = np.maximum(np.maximum(scale, settings.rel_floor * np.abs(mean)), floors)
+    width = np.maximum(np.maximum(scale, settings.rel_floor * np.abs(mean)), cols.floors)
     half = settings.k * width
     low, high = mean - half, mean + half
     accepted = (xs >= tables[:, ACCEPT_LOW]) & (xs <= tables[:, ACCEPT_HIGH])
     ready = count >= settings.warm_up_reports
-    above = xs > high
+    above = (xs > high) & cols.above
     outside = present & ready & ~accepted & (above | ((xs < low) & settings.flag_below))
     new_streak = np.where(present, np.where(outside, streak + 1, 0.0), streak)
     new_since = np.where(outside & (streak == 0), at_ms[:, None], since)
-    flagged = outside & (new_streak >= settings.for_reports)
+    flagged = outside & (new_streak >= cols.for_reports)
 
     n = count + present
     alpha = np.where(n <= settings.warm_up_reports, 1.0 / np.maximum(n, 1.0), settings.alpha)
@@ -293,15 +323,18 @@ def _verdicts_of(step: _Step, row: int, before: FloatArray, x: FloatArray, at_ms
     ]
 
 
-_FLOOR_CACHE: dict[int, tuple[Mapping[Feature, float], FloatArray]] = {}
+_COLUMNS: dict[int, tuple[BaselineSettings, Columns]] = {}
 
 
-def _floors(settings: BaselineSettings) -> FloatArray:
-    key = id(settings.floors)
-    cached = _FLOOR_CACHE.get(key)
-    if cached is None or cached[0] is not settings.floors:
-        cached = (settings.floors, floors_array(settings.floors))
-        _FLOOR_CACHE[key] = cached
+def _columns(settings: BaselineSettings) -> Columns:
+    """The settings' per-feature arrays, made once per settings object."""
+    cached = _COLUMNS.get(id(settings))
+    if cached is None or cached[0] is not settings:
+        cached = (settings, columns(settings.floors, settings.for_reports,
+                                    settings.for_reports_by_feature, settings.not_flagged_above))
+        if len(_COLUMNS) >= 64:
+            _COLUMNS.clear()  # settings are few in a process; tests make many
+        _COLUMNS[id(settings)] = cached
     return cached[1]
 
 
@@ -311,7 +344,7 @@ def update_baseline(state: BaselineState | None, features: FeatureVector,
     before = state if state is not None else BaselineState.empty()
     x = feature_row(features)[None, :]
     at = np.array([float(features.collected_at_ms)])
-    step = _advance(before.table[None, :, :], x, at, settings, _floors(settings))
+    step = _advance(before.table[None, :, :], x, at, settings, _columns(settings))
     verdicts = _verdicts_of(step, 0, before.table, x[0], features.collected_at_ms, settings)
     return verdicts, BaselineState(before.reports + 1, _frozen(step.tables[0]))
 
@@ -327,7 +360,7 @@ def update_baseline_rows(
     if np.unique(rows).size != rows.size:
         raise ValueError("a device appears at most once in one vectorised update")
     before = tables[rows]
-    step = _advance(before, x, collected_at_ms.astype(np.float64), settings, _floors(settings))
+    step = _advance(before, x, collected_at_ms.astype(np.float64), settings, _columns(settings))
     tables[rows] = step.tables
     reports[rows] += 1
     found: list[tuple[int, Verdict]] = []
@@ -381,9 +414,11 @@ def accept_value(state: BaselineState, feature: Feature, observed: float,
 
 __all__ = [
     "DEFAULT_FLOORS",
+    "DEFAULT_FOR_REPORTS",
     "FEATURES",
     "FEATURE_FAMILY",
     "FEATURE_INDEX",
+    "NOT_FLAGGED_ABOVE",
     "BaselineSettings",
     "BaselineState",
     "WarmUp",

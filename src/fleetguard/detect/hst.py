@@ -53,12 +53,15 @@ import numpy as np
 import numpy.typing as npt
 
 from fleetguard.detect.baselines import (
+    DEFAULT_FLOORS,
     FEATURES,
+    NOT_FLAGGED_ABOVE,
     FloatArray,
     WarmUp,
     column_median,
     family_of,
     feature_matrix,
+    floors_array,
     learned_severity,
 )
 from fleetguard.detect.features import Feature, FeatureVector
@@ -67,6 +70,9 @@ from fleetguard.detect.rules import Comparison, Confidence, RuleKind, Verdict
 F = len(FEATURES)
 MAX_ACCEPTED = 64  # points an operator marked normal, kept per model
 MAX_NAMED = 8  # features named in a verdict
+_FLOORS = floors_array(DEFAULT_FLOORS)  # the baselines' least widths, in each feature's unit
+NOT_JUDGED_ABOVE = NOT_FLAGGED_ABOVE | {
+    Feature.PACKETS_OUT_PER_S, Feature.CPU_PERCENT, Feature.TOP_PROCESS_CPU_PERCENT}
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +83,9 @@ class HstSettings:
     size_limit: float = 0.1  # share of the window: a node with less mass ends a walk
     threshold: float = 0.025  # flagged below this share of the reference's median score
     pad: float = 0.5  # the normal box: the window's range padded by this share of it
-    min_pad: float = 0.25  # ... and by at least this (log1p units: +28 %)
+    min_pad: float = 0.5  # ... and by at least this (log1p units: +65 %; 1 -> 2 is in)
     accept_radius: float = 0.25  # an accepted point covers this much around it (log1p)
+    floor_widths: float = 6.0  # the box holds at least this many baseline floors of slack
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -137,8 +144,10 @@ class HalfSpaceTrees:
         self.buffer = np.full((s.window, F), np.nan)  # the window being learned, log1p
         self.filled = 0
         self.windows = 0  # reference windows made so far
-        self.box_low = np.zeros(F)
+        self.box_low = np.zeros(F)  # judged: outside it is not normal
         self.box_high = np.ones(F)
+        self.unit_low = np.zeros(F)  # the trees' unit cube (the box without the slack)
+        self.unit_high = np.ones(F)
         self.center = np.zeros(F)  # the reference's median: stands in for an absent value
         self.level = 1.0  # the reference's median score
         self.accept_low = np.full(F, np.inf)
@@ -146,6 +155,10 @@ class HalfSpaceTrees:
         self.accepted = np.zeros((0, F))
         self.varying = np.zeros(0, np.intp)  # the features the trees split
         self.known = np.zeros(F, bool)  # features present enough in the reference to judge
+        # Above the box, not judged: inbound traffic and its acknowledgements (a download),
+        # and CPU (an install's busy minute): baselines and peers judge CPU over two
+        # reports; the trees still weigh them in combination.
+        self.judged_above = np.array([f not in NOT_JUDGED_ABOVE for f in FEATURES])
 
     @property
     def ready(self) -> bool:
@@ -159,8 +172,8 @@ class HalfSpaceTrees:
         return copy.deepcopy(self)
 
     def _unit(self, t: FloatArray) -> npt.NDArray[np.float32]:
-        width = np.maximum(self.box_high - self.box_low, 1e-9)
-        return np.asarray((t - self.box_low) / width, np.float32)
+        width = np.maximum(self.unit_high - self.unit_low, 1e-9)
+        return np.asarray((t - self.unit_low) / width, np.float32)
 
     def _raw_scores(self, t: FloatArray) -> FloatArray:
         """Mean over trees of mass x 2^depth where each point's walk ends: (B,). At a
@@ -209,7 +222,7 @@ class HalfSpaceTrees:
         t = np.where(np.isnan(raw), self.center[None, :], raw)
         low = np.minimum(self.box_low, self.accept_low)
         high = np.maximum(self.box_high, self.accept_high)
-        outside = ((t < low) | (t > high)) & self.known[None, :]
+        outside = ((t < low) | ((t > high) & self.judged_above)) & self.known[None, :]
         if not self.ready:
             zeros = np.zeros(t.shape[0])
             return HstScores(zeros, outside, np.zeros(t.shape[0], bool), t, raw)
@@ -253,7 +266,12 @@ class HalfSpaceTrees:
             self.varying = varying.astype(np.intp)
             self.dims, self.splits = _build(s, self.varying if varying.size else np.arange(F))
         pad = np.maximum(s.pad * (high - low), s.min_pad)
-        self.box_low, self.box_high = low - pad, high + pad
+        # In its own unit too a box has slack: a sensor's 40 B/s going to 8 KB/s (a
+        # download's acknowledgements) is far in log1p, and nothing in bytes.
+        slack = s.floor_widths * _FLOORS
+        self.unit_low, self.unit_high = low - pad, high + pad
+        self.box_low = np.minimum(low - pad, np.log1p(np.maximum(np.expm1(low) - slack, 0.0)))
+        self.box_high = np.maximum(high + pad, np.log1p(np.expm1(high) + slack))
         self.center = np.nan_to_num(column_median(points)[0])
         self.mass[:] = self._masses(points)
         # The median score of the window's own points (64 of them, evenly taken, are
@@ -303,7 +321,8 @@ class HalfSpaceTrees:
         out = io.BytesIO()
         np.savez(out, dims=self.dims, splits=self.splits, mass=self.mass, buffer=self.buffer,
                  counts=np.array([self.filled, self.windows]), box_low=self.box_low,
-                 box_high=self.box_high, center=self.center, level=np.array([self.level]),
+                 box_high=self.box_high, unit_low=self.unit_low, unit_high=self.unit_high,
+                 center=self.center, level=np.array([self.level]),
                  accept_low=self.accept_low, accept_high=self.accept_high,
                  accepted=self.accepted, varying=self.varying, known=self.known)
         return out.getvalue()
@@ -318,6 +337,7 @@ class HalfSpaceTrees:
             model.buffer = saved["buffer"]
             model.filled, model.windows = (int(n) for n in saved["counts"])
             model.box_low, model.box_high = saved["box_low"], saved["box_high"]
+            model.unit_low, model.unit_high = saved["unit_low"], saved["unit_high"]
             model.center, model.level = saved["center"], float(saved["level"][0])
             model.accept_low, model.accept_high = saved["accept_low"], saved["accept_high"]
             model.accepted, model.varying = saved["accepted"], saved["varying"]
@@ -329,7 +349,7 @@ def _explained(model: HalfSpaceTrees, t: FloatArray, outside: npt.NDArray[np.boo
                ) -> list[int]:
     """The features behind a flagged point, most telling first: those beyond the box
     (by how far, in box widths), else the three farthest from the reference's median."""
-    width = np.maximum(model.box_high - model.box_low, 1e-9)
+    width = np.maximum(model.unit_high - model.unit_low, 1e-9)
     if outside.any():
         beyond = np.maximum(t - model.box_high, model.box_low - t) / width
         order = np.argsort(-np.where(outside, beyond, -np.inf))

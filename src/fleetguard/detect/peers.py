@@ -39,13 +39,16 @@ import numpy.typing as npt
 
 from fleetguard.detect.baselines import (
     DEFAULT_FLOORS,
+    DEFAULT_FOR_REPORTS,
     FEATURE_INDEX,
     FEATURES,
+    NOT_FLAGGED_ABOVE,
+    Columns,
     FloatArray,
     column_median,
+    columns,
     family_of,
     feature_row,
-    floors_array,
     learned_confidence,
     learned_severity,
 )
@@ -66,6 +69,10 @@ class PeerSettings:
     max_devices: int = 100_000  # per cohort
     flag_below: bool = True
     floors: Mapping[Feature, float] = field(default_factory=lambda: DEFAULT_FLOORS)
+    # Consecutive reports of a device beyond its peers before a verdict (CPU: two).
+    for_reports_by_feature: Mapping[Feature, int] = field(
+        default_factory=lambda: DEFAULT_FOR_REPORTS)
+    not_flagged_above: frozenset[Feature] = NOT_FLAGGED_ABOVE  # inbound: downloads
 
     def __deepcopy__(self, memo: dict[int, object]) -> Self:
         return self  # immutable (its floors a read-only mapping): a copy may share it
@@ -111,13 +118,14 @@ class CohortStats:
 class _Cohort:
     values: FloatArray  # (capacity, F)
     at_ms: FloatArray  # (capacity, F): when each value was reported
+    streak: FloatArray  # (capacity, F): consecutive reports judged beyond the peers
     rows: dict[str, int] = field(default_factory=dict)  # device id -> row, oldest first
     stats: CohortStats | None = None
 
     @classmethod
     def empty(cls, capacity: int) -> _Cohort:
         shape = (capacity, len(FEATURES))
-        return cls(np.full(shape, np.nan), np.full(shape, -np.inf))
+        return cls(np.full(shape, np.nan), np.full(shape, -np.inf), np.zeros(shape))
 
     def row_of(self, device_id: str, max_devices: int) -> int:
         row = self.rows.pop(device_id, None)
@@ -132,12 +140,14 @@ class _Cohort:
             row = self.rows.pop(oldest)
             self.values[row] = np.nan
             self.at_ms[row] = -np.inf
+            self.streak[row] = 0.0
             return row
         if len(self.rows) >= self.values.shape[0]:
             grown = min(max(2 * self.values.shape[0], 8), max_devices)
             extra = grown - self.values.shape[0]
             self.values = np.vstack([self.values, np.full((extra, len(FEATURES)), np.nan)])
             self.at_ms = np.vstack([self.at_ms, np.full((extra, len(FEATURES)), -np.inf)])
+            self.streak = np.vstack([self.streak, np.zeros((extra, len(FEATURES)))])
         return len(self.rows)
 
     def compute(self, now_ms: int, settings: PeerSettings, floors: FloatArray) -> CohortStats:
@@ -157,8 +167,9 @@ class PeerWindow:
     """The latest value of each feature of each device within the window, per cohort."""
 
     def __init__(self, settings: PeerSettings | None = None) -> None:
-        self.settings = settings or PeerSettings()
-        self._floors = floors_array(self.settings.floors)
+        self.settings = s = settings or PeerSettings()
+        self.columns: Columns = columns(s.floors, 1, s.for_reports_by_feature,
+                                        s.not_flagged_above)
         self._cohorts: dict[str, _Cohort] = {}
 
     def cohort_size(self, cohort: str) -> int:
@@ -197,7 +208,7 @@ class PeerWindow:
         if (cached is None or _grew(cached.devices, len(group.rows))
                 or now_ms - cached.computed_at_ms >= self.settings.refresh_ms
                 or now_ms < cached.computed_at_ms):
-            cached = group.compute(now_ms, self.settings, self._floors)
+            cached = group.compute(now_ms, self.settings, self.columns.floors)
         return cached
 
 
@@ -241,13 +252,28 @@ def _peer_verdict(feature: Feature, observed: float, median: float, width: float
         expected_low=low, expected_high=high)
 
 
-def _flagged(stats: CohortStats, x: FloatArray, settings: PeerSettings
-             ) -> npt.NDArray[np.bool_]:
+def _beyond(stats: CohortStats, x: FloatArray, settings: PeerSettings, cols: Columns
+            ) -> npt.NDArray[np.bool_]:
     """(B, F): which values lie beyond ``k`` robust widths of the cohort's median."""
     z = (x - stats.median[None, :]) / stats.width[None, :]
     with np.errstate(invalid="ignore"):
-        beyond = (z > settings.k) | ((z < -settings.k) & settings.flag_below)
+        beyond = ((z > settings.k) & cols.above) | ((z < -settings.k) & settings.flag_below)
     return beyond & (stats.count >= settings.min_cohort)[None, :] & ~np.isnan(x)
+
+
+def _streaks(window: PeerWindow, cohort: str, device_ids: Sequence[str], x: FloatArray,
+             beyond: npt.NDArray[np.bool_]) -> FloatArray:
+    """Each device's run of reports beyond its peers, this one counted (kept for devices
+    in the window; an absent value neither extends nor breaks a run)."""
+    group = window._cohorts.get(cohort)
+    rows = [group.rows.get(d) if group is not None else None for d in device_ids]
+    known = np.array([r is not None for r in rows])
+    index = np.array([r if r is not None else 0 for r in rows], np.intp)
+    before = np.where(known[:, None], group.streak[index], 0.0) if group else np.zeros(x.shape)
+    after = np.where(np.isnan(x), before, np.where(beyond, before + 1, 0.0))
+    if group is not None and known.any():
+        group.streak[index[known]] = after[known]
+    return after
 
 
 def peer_verdicts_rows(window: PeerWindow, cohort: str, device_ids: Sequence[str],
@@ -259,7 +285,9 @@ def peer_verdicts_rows(window: PeerWindow, cohort: str, device_ids: Sequence[str
     stats = window.stats(cohort, at_ms)
     if stats is None:
         return []
-    flagged = _flagged(stats, x, settings)
+    beyond = _beyond(stats, x, settings, window.columns)
+    flagged = beyond & (_streaks(window, cohort, device_ids, x, beyond)
+                        >= window.columns.for_reports[None, :])
     found: list[tuple[int, Verdict]] = []
     for i, c in zip(*np.nonzero(flagged), strict=True):
         feature = FEATURES[c]
