@@ -16,8 +16,10 @@ import pytest
 from fleetguard.core.clock import utcnow
 from fleetguard.protocol import TelemetryReport, encode_message, to_millis
 from fleetguard.sim import ContextFactory, SimIdentity, provision_fleet
+from tests.agent.pki import TestCA
 from tests.detect.support import listening, net, report
 from tests.integration.server import RunningServer, start_server
+from tests.notify.receivers import HttpsReceiver, verify_signature
 
 pytestmark = pytest.mark.process
 SCAN_FAILURES_PER_S = 155  # Mirai-style scanning: most SYNs refused
@@ -92,3 +94,34 @@ def test_a_port_scan_through_the_real_ingest_path_is_an_alarm_within_two_reports
     status = server.client().get("/api/v1/detection/status",
                                  headers={"Authorization": f"Bearer {token}"}).json()
     assert status["running"] and status["stats"]["processed"] >= 2
+
+
+def _scan(server: RunningServer, identity: SimIdentity) -> None:
+    now = to_millis(utcnow())
+    minute = int(timedelta(minutes=1).total_seconds() * 1000)
+    _send(server, identity, report(now - minute, seq=1, counters=net(tcp_attempt_fails=3)))
+    scanned = 3 + SCAN_FAILURES_PER_S * 60
+    _send(server, identity, report(now, seq=2, counters=net(tcp_attempt_fails=scanned)))
+
+
+def test_an_alarm_reaches_a_soc_webhook_signed(server: RunningServer, tmp_path: Path) -> None:
+    token = _token(server)
+    ca = TestCA.create("soc root")
+    receiver = HttpsReceiver(ca, tmp_path / "soc")
+    try:
+        created = server.client().post(
+            "/api/v1/notifications/destinations", headers={"Authorization": f"Bearer {token}"},
+            json={"kind": "webhook", "name": "soc", "url": receiver.url,
+                  "allow_private_network": True, "ca_pem": ca.pem.decode()})
+        assert created.status_code == 201, created.text
+        secret = created.json()["secret"]
+        identity = _enroll(server, token)
+        _scan(server, identity)
+        [delivered] = receiver.wait_for(1, timeout=30)
+    finally:
+        receiver.close()
+    assert verify_signature(secret, delivered.headers, delivered.body)
+    event = delivered.event
+    assert (event["kind"], event["device_id"], event["cef"]["signature_id"]) == (
+        "alarm.opened", identity.device_id, "scan.refused-connections")
+    assert event["body"]["family"] == "scanning"

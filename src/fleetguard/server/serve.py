@@ -25,7 +25,9 @@ from fleetguard.identity import service as identity
 from fleetguard.identity.ca import open_installation_ca
 from fleetguard.install import open_installation_database
 from fleetguard.keys import MasterKey, load_master_key
+from fleetguard.notify import Notifier
 from fleetguard.pki import FleetCA
+from fleetguard.server.alarm_notifications import notify_alarms
 from fleetguard.server.background import run_periodically
 from fleetguard.server.ca_reload import CaReloader, keep_ca_current
 from fleetguard.server.connections.limits import (
@@ -127,6 +129,9 @@ def run_servers(
     # store theirs without: see run_device_worker).
     detection = start_detection(db)
     api.state.ctx.detection = detection
+    notifier = Notifier(db, master)  # alarms to webhooks and syslog, from an outbox
+    notifier.start()
+    notify_alarms(detection, notifier)
     # Telemetry is stored by one writer thread per process, in batches.
     # With several device processes, a device's reports may reach any of them.
     ingest = IngestService(db, exclusive_writer=device_workers <= 1,
@@ -160,6 +165,7 @@ def run_servers(
             consumer.stop()
         ingest.stop()  # everything accepted is stored before we exit
         detection.stop()  # then through detection, and every device's state written
+        notifier.stop()  # after its publisher: what is still queued goes to the outbox
         ca.close()
         db.dispose()
 
