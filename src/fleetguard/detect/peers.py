@@ -10,14 +10,15 @@ against the cohort's median and MAD over that window::
 flagged when ``|z| > k`` and at least ``min_cohort`` devices have a value of the feature
 in the window. Median and MAD ignore a minority of odd devices (up to half), so the
 attacked device does not hide itself by moving the norm. This needs no history of the
-device: a device that joins a cohort is judged from its first report (rates from its
+device: a device that joins a cohort is judged from its first report (rates and CPU from its
 second), which is what makes a small or new fleet useful from its first hour.
 
 The window is a mutable, in-memory structure shared by the cohort's devices (not a
 pure value: copying a cohort of 10,000 devices per report would be the cost); it is
 deterministic (time comes from the reports, never a clock) and bounded: at most
 ``max_devices`` per cohort (the least recently reporting device is dropped first), one
-value and one timestamp per feature each, ``24 * 16 = 384`` bytes per device plus its id.
+value, a timestamp and a run length per feature each, ``24 * 24 = 576`` bytes per device plus
+its id (884 bytes per device measured by ``benchmarks/bench_detect.py``).
 The cohort's median and MAD are recomputed at most once per ``refresh_ms`` of report
 time (and when the cohort's size changes), not per report: per report, judging is one
 vectorised comparison (:func:`peer_verdicts_rows` for a batch).
