@@ -65,7 +65,10 @@ class PeerSettings:
     window_ms: int = 15 * MINUTE_MS
     min_cohort: int = 5  # devices with a value of the feature in the window
     k: float = 6.0  # robust z beyond which a value is flagged
-    rel_floor: float = 0.1
+    # Devices of one model differ in load (a camera on a busy street, one in a quiet yard;
+    # one in a diurnal place beside one that is not): a peer is odd at several times the
+    # cohort's median, not at +60 %.
+    rel_floor: float = 0.5
     refresh_ms: int = MINUTE_MS
     max_devices: int = 100_000  # per cohort
     flag_below: bool = True
