@@ -37,7 +37,7 @@ IMPORT_NAMES = {
     "psycopg": ("psycopg",), "argon2-cffi": ("argon2",), "zxcvbn": ("zxcvbn",),
     "python-pkcs11": ("pkcs11",), "asyncssh": ("asyncssh",), "jinja2": ("jinja2",),
     "python-multipart": ("multipart", "python_multipart"), "segno": ("segno",),
-    "prometheus-client": ("prometheus_client",), "msgspec": ("msgspec",),
+    "prometheus-client": ("prometheus_client",), "msgspec": ("msgspec",), "numpy": ("numpy",),
 }
 
 

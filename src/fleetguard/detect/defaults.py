@@ -67,9 +67,9 @@ DEFAULT_RULESET_DOCUMENT: dict[str, Any] = {
          "value": 90, "for_reports": 2,
          "description": "one process kept a CPU core busy for two reports in a row"},
         {"kind": "first_seen", "id": "beacon.new-destination", "family": "beacon",
-         "severity": "medium", "subject": "destination",
-         "description": "connected to an address it never talked to: command and control, "
-                        "a mining pool or a drop site"},
+         "severity": "medium", "subject": "destination", "scope": "external",
+         "description": "connected to an address outside its own networks it never talked "
+                        "to: command and control, a mining pool or a drop site"},
         {"kind": "threshold", "id": "exfiltration.bytes-out", "family": "exfiltration",
          "severity": "high", "feature": "bytes_out_per_s", "comparison": ">",
          "value": 1_000_000, "for_reports": 1,

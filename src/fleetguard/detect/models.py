@@ -34,6 +34,7 @@ from fleetguard.detect.rules import (
     AllowedDestination,
     AllowListRule,
     Comparison,
+    DestinationScope,
     Family,
     FirstSeenRule,
     Rule,
@@ -127,10 +128,18 @@ class AllowListRuleDocument(_RuleDocument):
 class FirstSeenRuleDocument(_RuleDocument):
     kind: Literal["first_seen"]
     subject: Subject = Field(strict=False)
+    scope: DestinationScope = Field(default=DestinationScope.ANY, strict=False)
+
+    @_model_validator(mode="after")
+    def _scope_fits_the_subject(self) -> FirstSeenRuleDocument:
+        if self.scope is not DestinationScope.ANY and self.subject is not Subject.DESTINATION:
+            raise ValueError(f"'scope' does not apply to subject '{self.subject.value}'")
+        return self
 
     def to_rule(self) -> FirstSeenRule:
         return FirstSeenRule(id=self.id, severity=self.severity, family=self.family,
-                             subject=self.subject, description=self.description)
+                             subject=self.subject, description=self.description,
+                             scope=self.scope)
 
 
 RuleDocument = Annotated[

@@ -64,6 +64,33 @@ class Subject(StrEnum):
     EXECUTABLE = "executable"
 
 
+class DestinationScope(StrEnum):
+    """Which destinations a first-seen destination rule judges."""
+
+    ANY = "any"
+    # Outside the device's own networks: not private (RFC 1918), shared (RFC 6598), unique
+    # local, link-local or loopback. A beacon, a pool, a drop site are out there; a device
+    # carried to another site meets a new router and new neighbours, which are not.
+    EXTERNAL = "external"
+
+
+LOCAL_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8",
+    "169.254.0.0/16", "fc00::/7", "fe80::/10", "::1/128",
+))
+
+
+def is_external(address: str) -> bool:
+    """Whether ``address`` lies outside every local network (an unparsable one counts)."""
+    try:
+        parsed = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return True
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        parsed = parsed.ipv4_mapped
+    return not any(parsed.version == n.version and parsed in n for n in LOCAL_NETWORKS)
+
+
 class Comparison(StrEnum):
     ABOVE = ">"
     AT_LEAST = ">="
@@ -147,6 +174,7 @@ class FirstSeenRule:
     family: Family
     subject: Subject
     description: str = ""
+    scope: DestinationScope = DestinationScope.ANY  # destinations only
     kind: RuleKind = field(default=RuleKind.FIRST_SEEN, init=False)
 
 
@@ -313,15 +341,26 @@ def _first_seen(
     if context.learning(features.collected_at_ms):
         return None
     subject = rule.subject
+    destinations = features.new_destinations if subject is Subject.DESTINATION else ()
+    if rule.scope is DestinationScope.EXTERNAL:
+        destinations = tuple(d for d in destinations if is_external(d.address))
     named = _Named(
-        destinations=features.new_destinations if subject is Subject.DESTINATION else (),
+        destinations=destinations,
         listeners=features.first_listeners if subject is Subject.LISTENER else (),
         executables=features.first_executables if subject is Subject.EXECUTABLE else (),
     )
     return _naming_verdict(
         rule, features, named, what=f"first {subject.value} ever seen",
         involved=_FIRST_SEEN_FEATURES[subject], expected="seen before on this device",
-        remote_ports=features.new_remote_ports if named.destinations else ())
+        remote_ports=_new_ports_of(features, named.destinations))
+
+
+def _new_ports_of(
+    features: FeatureVector, destinations: tuple[Destination, ...]
+) -> tuple[int, ...]:
+    """The report's new remote ports that the named destinations were reached on."""
+    ports = {d.port for d in destinations}
+    return tuple(p for p in features.new_remote_ports if p in ports)
 
 
 def evaluate(
@@ -354,6 +393,7 @@ __all__ = [
     "AllowedDestination",
     "Comparison",
     "Confidence",
+    "DestinationScope",
     "EvaluationContext",
     "Family",
     "FirstSeenRule",

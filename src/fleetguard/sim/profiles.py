@@ -20,7 +20,8 @@ Profiles:
 - ``camera``: steady upstream video, about 2 Mbit/s, to one destination; RTSP and HTTP
   listening.
 - ``sensor``: a few small messages; one connection to the platform.
-- ``gateway``: many local peers (MQTT in from 20-40 field devices, Modbus out).
+- ``gateway``: many local peers (MQTT in from 20-40 field devices, Modbus out), and a
+  bridge upstream.
 
 Scenarios (what the compromised device does):
 
@@ -276,6 +277,11 @@ class DeviceModel:
                            remote_port=502, process="modbusd")
                 for peer in self.peers[:4]
             ]
+            # What it collects goes upstream over its broker's bridge, like any gateway's.
+            conns.append(Connection(proto=TCP, local_address=self.address,
+                                    local_port=41000 + self.index % 20000,
+                                    remote_address=self.upstream[0],
+                                    remote_port=self.upstream[1], process="mosquitto"))
             return conns
         process = "streamer" if self.profile is Profile.CAMERA else "sensord"
         return [Connection(proto=TCP, local_address=self.address, local_port=41000 + self.index

@@ -1,11 +1,11 @@
 """A two-host lab in network namespaces: a device running the real agent, and the outside.
 
-The device is a network namespace (``eth0`` at 10.77.0.1/24) with its own PID and mount
+The device is a network namespace (``eth0`` at 192.0.2.1/24) with its own PID and mount
 namespaces: ``/proc`` shows only its processes, ``/tmp``, ``/var/log`` and ``/run`` are its
 own (empty tmpfs), the test's directory is seen at ``/run/lab`` (:meth:`Lab.in_device`), and
 Python at ``/opt/python``, as a device's firmware would ship it.
 Its PID 1 is the agent (:mod:`tests.detect.realtools.device_agent`), which writes a
-report every interval. The outside is another network namespace (``eth0`` at 10.77.0.2/24)
+report every interval. The outside is another network namespace (``eth0`` at 192.0.2.2/24)
 at the other end of a veth pair: the attacker, the C2 server, the drop site.
 
 Tools run *on* the device (``Lab.on_device``) enter all three of its namespaces; tools
@@ -47,8 +47,10 @@ from fleetguard.detect import (
 )
 from fleetguard.protocol import ContentType, MessageKind, TelemetryReport, decode_message
 
-DEVICE = "10.77.0.1"
-OUTSIDE = "10.77.0.2"
+# Addresses from a documentation range (RFC 5737), outside every private network: to the
+# device, the outside host is the internet, where a C2 server or a mining pool would be.
+DEVICE = "192.0.2.1"
+OUTSIDE = "192.0.2.2"
 PREFIX = "fgrt"
 DEVICE_LAB = Path("/run/lab")  # the test's directory, as the device sees it
 REPO = Path(__file__).resolve().parents[3]
