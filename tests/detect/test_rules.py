@@ -188,6 +188,33 @@ def test_first_seen_destination_names_the_new_destination() -> None:
     assert verdict.summary == "first destination ever seen: 198.51.100.66:6667"
 
 
+EXTERNAL_DESTINATION = _rules({"kind": "first_seen", "id": "new-destination",
+                               "severity": "medium", "family": "beacon",
+                               "subject": "destination", "scope": "external"})
+
+
+def test_an_external_scope_ignores_new_destinations_in_the_devices_own_networks() -> None:
+    fired = _run(EXTERNAL_DESTINATION, features_of([
+        report(T0, connections=[outbound("203.0.113.5", 443)]),
+        report(T0 + MINUTE_MS, connections=[
+            outbound("203.0.113.5", 443), outbound("10.1.7.20", 502),
+            outbound("192.168.4.1", 53), outbound("fd00::7", 8883),
+            outbound("::ffff:172.20.0.9", 80), outbound("198.51.100.66", 6667)]),
+    ]), EvaluationContext(learning_until_ms=T0 + 1))
+    (verdict,) = fired[-1]
+    assert verdict.destinations == (Destination("198.51.100.66", 6667),)
+    assert verdict.remote_ports == (6667,)
+
+
+def test_an_external_scope_on_only_local_new_destinations_is_quiet() -> None:
+    fired = _run(EXTERNAL_DESTINATION, features_of([
+        report(T0, connections=[outbound("203.0.113.5", 443)]),
+        report(T0 + MINUTE_MS, connections=[outbound("10.9.0.3", 502),
+                                            outbound("100.64.1.1", 443)]),
+    ]), EvaluationContext(learning_until_ms=T0 + 1))
+    assert fired[-1] == []
+
+
 def test_evaluation_does_not_change_the_state_it_was_given() -> None:
     vectors = _cpu_reports(95, 96)
     _, state = evaluate(CPU_HOT_FOR_3, None, vectors[0], NO_LEARNING)

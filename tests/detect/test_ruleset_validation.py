@@ -103,6 +103,14 @@ def test_an_allow_list_field_that_does_not_fit_its_subject_is_refused() -> None:
     assert "'paths' does not apply to subject 'listener'" in error.message
 
 
+def test_a_scope_on_a_first_seen_rule_not_about_destinations_is_refused() -> None:
+    error = _refusal(_document({
+        "kind": "first_seen", "id": "listeners", "severity": "high", "subject": "listener",
+        "scope": "external"}))
+    assert error.rule_id == "listeners"
+    assert "'scope' does not apply to subject 'listener'" in error.message
+
+
 def test_a_misspelt_field_is_an_error_not_a_silent_default() -> None:
     error = _refusal(_document(_threshold(for_report=2)))
     assert (error.rule_id, error.field) == ("scan.fails", "for_report")
