@@ -29,11 +29,13 @@ def _reading(seq: int, at_ms: int, *, boot: str = BOOT, x: int = 0,
 
 
 def test_rates_are_differences_over_the_gap_between_the_two_readings() -> None:
-    before = _reading(1, 10_000, x=100, interfaces={"eth0": (1_000, 10)})
-    after = _reading(2, 30_000, x=300, interfaces={"eth0": (5_000, 50)})
-    assert interface_rates(before.interfaces, after.interfaces, 20.0, width=2) == [200.0, 2.0]
+    before = _reading(1, 10_000, x=100, interfaces={"eth0": (1_000, 10, 0, 0, 0, 0, 0, 0)})
+    after = _reading(2, 30_000, x=300, interfaces={"eth0": (5_000, 50, 0, 0, 0, 0, 0, 4)})
+    assert interface_rates(before.interfaces, after.interfaces, 20.0) == [
+        200.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.2]
     baseline, found = rates(before, after)
     assert baseline is None and found["x"] == 10.0
+    assert found["bytes_in"] == 200.0 and found["drops_out"] == 0.2
 
 
 def test_each_new_baseline_gives_no_rate_and_says_why() -> None:

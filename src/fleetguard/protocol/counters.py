@@ -31,9 +31,9 @@ the sum has no rate for that counter (:func:`interface_rates`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol, TypeVar
+from operator import add, sub
+from typing import NamedTuple, Protocol, TypeVar
 
 LOOPBACK = "lo"
 
@@ -79,11 +79,12 @@ INTERFACE_COUNTERS: tuple[Counter, ...] = (
     Counter.ERRORS_IN, Counter.ERRORS_OUT, Counter.DROPS_IN, Counter.DROPS_OUT,
 )
 NET_COUNTERS: tuple[Counter, ...] = tuple(c for c in Counter if c not in INTERFACE_COUNTERS)
+_INTERFACE_KEYS: tuple[str, ...] = tuple(c.value for c in INTERFACE_COUNTERS)
 
 
-@dataclass(frozen=True, slots=True)
-class CounterReading:
-    """One report's since-boot counters, and which report they come from.
+class CounterReading(NamedTuple):
+    """One report's since-boot counters, and which report they come from (a tuple: cheap
+    to make, for one is made of every report ingested).
 
     ``counters``: machine-wide counters by any key (:class:`Counter` from
     :func:`reading_of`). ``interfaces``: per interface but loopback, a tuple of counters in
@@ -147,16 +148,21 @@ def interface_rates(
     """Per-second rate of each of the ``width`` counter positions, summed over the
     interfaces in both readings (None: it went down on one of them; 0.0 when no interface
     is in both). Loopback must already be left out."""
-    totals = [0] * width
-    went_down = [False] * width
+    sums: list[int] | None = None
+    went_down: set[int] = set()
     for name, values in current.items():
         before = previous.get(name)
         if before is None:
             continue  # appeared since the reference: it counts from the next report
-        for i, (now, then) in enumerate(zip(values, before, strict=True)):
-            went_down[i] = went_down[i] or now < then
-            totals[i] += now - then
-    return [None if went_down[i] else totals[i] / seconds for i in range(width)]
+        if len(values) != len(before):
+            raise ValueError(f"interface {name}: {len(values)} counters, {len(before)} before")
+        diffs = list(map(sub, values, before))
+        if min(diffs, default=0) < 0:
+            went_down.update(i for i, d in enumerate(diffs) if d < 0)
+        sums = diffs if sums is None else list(map(add, sums, diffs))
+    if sums is None:
+        return [0.0] * width
+    return [None if i in went_down else total / seconds for i, total in enumerate(sums)]
 
 
 def rates(
@@ -170,9 +176,9 @@ def rates(
     seconds = gap_seconds(reference, current)
     out = counter_rates(reference.counters, current.counters, seconds)
     summed = interface_rates(reference.interfaces, current.interfaces, seconds)
-    for counter, rate in zip(INTERFACE_COUNTERS, summed, strict=True):
+    for key, rate in zip(_INTERFACE_KEYS, summed, strict=True):
         if rate is not None:
-            out[counter.value] = rate
+            out[key] = rate
     return None, out
 
 
