@@ -355,11 +355,13 @@ def test_device_page_draws_stored_series_as_inline_svg(
     r = b.client.get(f"/devices/{enrolled_device.id}")
     assert r.status_code == 200
     assert "never reported telemetry" not in r.text and "online" in r.text
-    charts = re.findall(r'<polyline class="line" points="([^"]+)"', r.text)
+    # Every stored metric is a chart with its unit; CPU among them, drawn inside its frame.
+    assert 'id="chart-cpu_percent"' in r.text and ">%</text>" in r.text
+    [(width, height)] = set(re.findall(r'<svg viewBox="0 0 (\d+) (\d+)"', r.text))
+    charts = re.findall(r'<polyline class="series" points="([^"]+)"', r.text)
     assert charts, r.text
     for points in charts:
         for pair in points.split():
             x, y = (float(v) for v in pair.split(","))
-            assert 0 <= x <= 560 and 0 <= y <= 120
-    assert "12 samples" in r.text
+            assert 0 <= x <= int(width) and 0 <= y <= int(height)
     assert_safe_page(r)

@@ -19,7 +19,7 @@ from fleetguard.api.schemas import optional_choice
 from fleetguard.core.clock import utcnow
 from fleetguard.core.errors import FleetError, NotFoundError, ValidationFailedError
 from fleetguard.core.severity import Severity
-from fleetguard.dashboard.charts import Chart, line_chart
+from fleetguard.dashboard.charts import device_charts
 from fleetguard.dashboard.deps import Ctx, DeviceReader, DeviceWriter, not_found
 from fleetguard.dashboard.render import page, page_links
 from fleetguard.dashboard.security import PAGE_HEADERS
@@ -31,7 +31,6 @@ from fleetguard.pki import RevocationReason
 from fleetguard.registry import DeviceChanges, DeviceFilter, DeviceSort, DeviceState, listing
 from fleetguard.registry import service as registry
 from fleetguard.registry.models import ALLOWED_TRANSITIONS, parse_labels
-from fleetguard.telemetry import Metric
 from fleetguard.telemetry import queries as telemetry
 
 router = APIRouter(include_in_schema=False)
@@ -39,12 +38,6 @@ router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 50
 FINDINGS_SHOWN = 200
 CHART_WINDOW = timedelta(hours=24)
-CHARTS = (
-    (Metric.BYTES_IN, "Bytes in", "bytes"),
-    (Metric.BYTES_OUT, "Bytes out", "bytes"),
-    (Metric.CONNECTIONS, "Established connections", "connections"),
-    (Metric.LISTENING_PORTS, "Listening ports", "ports"),
-)
 STATE_ACTIONS = {
     "activate": DeviceState.ACTIVE,
     "suspend": DeviceState.SUSPENDED,
@@ -147,7 +140,6 @@ def _findings_of(ctx: Ctx, device_id: str, state: FindingState) -> list[findings
 
 @router.get("/devices/{device_id}")
 def device_page(request: Request, device_id: str, ctx: Ctx, principal: DeviceReader) -> Response:
-    since = utcnow() - CHART_WINDOW
     with ctx.db.read_session() as session:
         try:
             device = registry.get_device(session, device_id)
@@ -159,12 +151,8 @@ def device_page(request: Request, device_id: str, ctx: Ctx, principal: DeviceRea
         alarms = device_alarms_and_timeline(
             session, device.id, can_read_audit=principal.can(Permission.AUDIT_READ)
         ) if principal.can(Permission.ALARMS_READ) else None
-        charts: list[Chart] = []
-        for metric, title, unit in CHARTS:
-            chart = line_chart(title, unit, telemetry.read_series(
-                session, device.id, metric, since=since))
-            if chart:
-                charts.append(chart)
+        # Every stored metric, with axes and units (a learned band is not drawn yet).
+        metric_charts = device_charts(session, device.id, end=utcnow(), window=CHART_WINDOW)
     transitions = sorted(
         name for name, target in STATE_ACTIONS.items()
         if target in ALLOWED_TRANSITIONS[device.state]
@@ -173,7 +161,8 @@ def device_page(request: Request, device_id: str, ctx: Ctx, principal: DeviceRea
         transitions.append("decommission")
     return page(request, "device.html", {
         "device": device, "certs": certs, "status": status, "snapshot": snapshot,
-        "charts": charts, "transitions": transitions, "done": request.query_params.get("done"),
+        "device_charts": metric_charts, "transitions": transitions,
+        "done": request.query_params.get("done"),
         "now": utcnow(), "open_findings": _findings_of(ctx, device.id, FindingState.OPEN),
         "resolved_findings": _findings_of(ctx, device.id, FindingState.RESOLVED),
         "findings_shown": FINDINGS_SHOWN, "device_alarms": alarms,
