@@ -53,6 +53,12 @@ from types import MappingProxyType
 from typing import TypeVar
 
 from fleetguard.protocol import TelemetryReport
+from fleetguard.protocol.counters import (
+    NewBaseline,
+    counter_rates,
+    interface_rates,
+    new_baseline,
+)
 
 KNOWN_CAP = 4096  # entries per known set; beyond it the oldest is forgotten
 LOOPBACK = "lo"
@@ -88,15 +94,6 @@ class Feature(StrEnum):
 
 
 RATE_FEATURES = frozenset(f for f in Feature if f.value.endswith("_per_s"))
-
-
-class NewBaseline(StrEnum):
-    """Why a report has no rates."""
-
-    FIRST_REPORT = "first_report"
-    REBOOT = "reboot"
-    NO_PERIOD = "no_period"  # not later than the previous report (a clock set back)
-    LATE = "late"  # not after the previous report in sequence: late or a duplicate
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -199,46 +196,14 @@ def _interfaces(report: TelemetryReport) -> dict[str, tuple[int, int, int, int]]
     }
 
 
-def _baseline(state: DeviceFeatureState | None, report: TelemetryReport) -> NewBaseline | None:
-    if state is None:
-        return NewBaseline.FIRST_REPORT
-    if report.seq <= state.seq:
-        return NewBaseline.LATE
-    if state.boot_id != report.boot_id:
-        return NewBaseline.REBOOT
-    if report.collected_at_ms <= state.collected_at_ms:
-        return NewBaseline.NO_PERIOD
-    return None
-
-
-def _counter_rates(
-    previous: Mapping[Feature, int], current: Mapping[Feature, int], seconds: float
-) -> dict[Feature, float]:
-    return {
-        feature: (value - previous[feature]) / seconds
-        for feature, value in current.items()
-        if feature in previous and value >= previous[feature]
-    }
-
-
 def _interface_rates(
     previous: Mapping[str, tuple[int, int, int, int]],
     current: Mapping[str, tuple[int, int, int, int]],
     seconds: float,
 ) -> dict[Feature, float]:
-    totals = [0, 0, 0, 0]
-    went_down = [False] * 4
-    for name, values in current.items():
-        before = previous.get(name)
-        if before is None:
-            continue  # appeared since the last report: it counts from the next one
-        for i, (now, then) in enumerate(zip(values, before, strict=True)):
-            went_down[i] = went_down[i] or now < then
-            totals[i] += now - then
-    return {
-        feature: totals[i] / seconds
-        for i, feature in enumerate(_INTERFACE_FEATURES) if not went_down[i]
-    }
+    rates = interface_rates(previous, current, seconds, width=len(_INTERFACE_FEATURES))
+    return {f: rate for f, rate in zip(_INTERFACE_FEATURES, rates, strict=True)
+            if rate is not None}
 
 
 def _remember(
@@ -369,10 +334,10 @@ def extract_features(
     values = _gauges(report, sockets)
     counters = _net_counters(report)
     interfaces = _interfaces(report)
-    baseline = _baseline(state, report)
+    baseline = new_baseline(state, report)
     if state is not None and baseline is None:
         seconds = (report.collected_at_ms - state.collected_at_ms) / 1000
-        values |= _counter_rates(state.counters, counters, seconds)
+        values |= counter_rates(state.counters, counters, seconds)
         values |= _interface_rates(state.interfaces, interfaces, seconds)
 
     before = state if state is not None else _empty_state()

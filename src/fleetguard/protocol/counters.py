@@ -98,8 +98,19 @@ class CounterReading(NamedTuple):
     interfaces: Mapping[str, Sequence[int]]
 
 
+class ReportPosition(Protocol):
+    """Where a report stands in a device's sequence: what decides whether it has rates."""
+
+    @property
+    def boot_id(self) -> str: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def collected_at_ms(self) -> int: ...
+
+
 def new_baseline(
-    reference: CounterReading | None, current: CounterReading
+    reference: ReportPosition | None, current: ReportPosition
 ) -> NewBaseline | None:
     """Why ``current`` has no rates against ``reference`` (None: it has them)."""
     if reference is None:
@@ -289,6 +300,7 @@ __all__ = [
     "CounterReading",
     "CounterSource",
     "NewBaseline",
+    "ReportPosition",
     "counter_rates",
     "gap_seconds",
     "interface_counters",
