@@ -57,6 +57,10 @@ def _hook(db: Database, key: MasterKey, url: str, *, allow_http: bool = False,
     "https://100.100.100.200/x",
     "https://0.0.0.0/x",
     "https://224.0.0.1/x",
+    # The C library's numeric forms are addresses, judged as such, never looked up as names.
+    "https://0/x",
+    "https://2852039166/latest/",
+    "https://0xa9.0xfe.0xa9.0xfe/latest/",
 ])
 def test_metadata_and_link_local_addresses_are_refused_even_when_private_is_allowed(
     sqlite_db: Database, master_key: MasterKey, url: str
@@ -69,6 +73,7 @@ def test_metadata_and_link_local_addresses_are_refused_even_when_private_is_allo
 @pytest.mark.parametrize("url", [
     "https://127.0.0.1/x", "https://[::1]/x", "https://10.1.2.3/x", "https://192.168.0.10/x",
     "https://172.16.5.5/x", "https://100.64.0.1/x", "https://[fd12:3456::1]/x",
+    "https://2130706433/x", "https://127.1/x",
 ])
 def test_private_and_loopback_addresses_need_the_flag(
     sqlite_db: Database, master_key: MasterKey, url: str

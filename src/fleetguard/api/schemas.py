@@ -49,7 +49,10 @@ def _json_integer(value: object) -> object:
 
 
 #: ``integer`` in request bodies (use pydantic's StrictFloat and StrictBool for the others).
-JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+JSON_INTEGER = BeforeValidator(_json_integer)
+JsonInt = Annotated[int, JSON_INTEGER]
+# A bounded JsonInt that may also be null is ``Annotated[int, Field(ge=..), JSON_INTEGER]``:
+# ``Annotated[JsonInt, Field(ge=..)]`` in a union publishes pydantic's raw "ge", not "minimum".
 
 
 class StrictModel(BaseModel):

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
-from fleetguard.api.schemas import JsonInt, StrictModel
+from fleetguard.api.schemas import JSON_INTEGER, StrictModel
 from fleetguard.detect.alarm_records import Alarm
 from fleetguard.detect.alarms import AlarmVerdict
 from fleetguard.detect.rulesets import DryRun, RuleSetVersion
 from fleetguard.detect.service import DetectionStats
 from fleetguard.detect.triage import MAX_NOTE, Feedback
+
+SuppressFor = Annotated[int, Field(ge=1, le=90 * 86_400), JSON_INTEGER]  # seconds
 
 
 def _at(ms: int) -> datetime:
@@ -125,8 +127,8 @@ class ResolveRequest(StrictModel):
 class VerdictRequest(StrictModel):
     verdict: AlarmVerdict
     note: str = Field(default="", max_length=MAX_NOTE, description="why: for the audit log")
-    suppress_for_s: JsonInt | None = Field(
-        default=None, ge=1, le=90 * 86_400,
+    suppress_for_s: SuppressFor | None = Field(
+        default=None,
         description="a false positive on a threshold or learned rule: how long the rule "
                     "stays suppressed on the device (default 24 hours)")
 

@@ -8,9 +8,10 @@ from typing import Annotated, Literal
 from fastapi import Body
 from pydantic import BaseModel, Field, StrictBool
 
-from fleetguard.api.schemas import JsonInt, StrictModel
+from fleetguard.api.schemas import JSON_INTEGER, StrictModel
 from fleetguard.core.severity import Severity
 from fleetguard.notify import (
+    SYSLOG_FACILITIES,
     Delivery,
     DeliveryCounts,
     DeliveryState,
@@ -26,9 +27,10 @@ Name = Annotated[str, Field(min_length=1, max_length=100)]
 CaPem = Annotated[str, Field(min_length=1, max_length=65536,
                              description="PEM certificates of the CA to trust (the content, "
                                          "never a path on the server)")]
-Facility = Annotated[str, Field(min_length=1, max_length=16, description="e.g. local0")]
+Facility = Annotated[str, Field(min_length=1, max_length=16, description="e.g. local0",
+                                 json_schema_extra={"enum": list(SYSLOG_FACILITIES)})]
 AppName = Annotated[str, Field(min_length=1, max_length=48)]
-Port = Annotated[JsonInt, Field(ge=1, le=65535)]
+Port = Annotated[int, Field(ge=1, le=65535), JSON_INTEGER]
 
 
 class WebhookCreate(StrictModel):

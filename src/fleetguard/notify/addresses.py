@@ -80,10 +80,18 @@ def check_address(address: IPAddress, *, allow_private: bool, field: str) -> Non
 
 
 def literal_address(host: str) -> IPAddress | None:
+    """``host`` as an address when it is one, in the C library's forms too ("0", "127.1",
+    "0x7f.1", "2130706433"), which a resolver would take as addresses, never as names."""
     try:
         return ipaddress.ip_address(host.strip("[]"))
     except ValueError:
-        return None
+        pass
+    if host and all(c in "0123456789abcdefxABCDEFX." for c in host):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
 
 
 def resolve_checked(

@@ -95,7 +95,7 @@ def rfc5424_message(
     data = "[" + SD_ID + "".join(f' {k}="{sd_param_value(v)}"' for k, v in params) + "]"
     head = " ".join((
         f"<{pri}>1", _timestamp(event.occurred_at),
-        _printusascii(hostname if hostname is not None else socket.getfqdn(), 255),
+        _printusascii(hostname if hostname is not None else socket.gethostname(), 255),
         _printusascii(settings.app_name, 48),
         _printusascii(str(procid if procid is not None else os.getpid()), 128),
         _printusascii(event.kind, 32), data,

@@ -200,12 +200,21 @@ class Lab:
         python = f"python{sys.version_info.major}.{sys.version_info.minor}"
         paths = [str(Path(fleetguard.__file__).resolve().parents[1]), str(REPO),
                  *site.getsitepackages()]
+        # The device gets its own /tmp: code that lives under this machine's /tmp (a checkout
+        # there, its virtual environment) is bound into /run first, where the device sees it.
+        carried: list[str] = []
+        for index, path in enumerate(paths):
+            if Path(path).resolve().is_relative_to("/tmp"):
+                carried += [f"mkdir -p /run/lab-code/{index}",
+                            f"mount --bind {shlex.quote(path)} /run/lab-code/{index}"]
+                paths[index] = f"/run/lab-code/{index}"
         script = "\n".join([
             "set -e",
             "mount -t tmpfs -o mode=0755 tmpfs /var/log",
             "mount -t tmpfs -o mode=0755 tmpfs /run",
             f"mkdir -p /run/sshd {DEVICE_LAB}",
             f"mount --bind {shlex.quote(str(self.tmp))} {DEVICE_LAB}",
+            *carried,
             "mount -t tmpfs -o mode=1777 tmpfs /tmp",
             "mount -t tmpfs -o mode=0755 tmpfs /opt",
             "mkdir /opt/python",
