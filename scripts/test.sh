@@ -16,4 +16,5 @@ echo "== ruff";         ruff check src tests $(ls -d benchmarks 2>/dev/null || t
 echo "== mypy";         mypy
 echo "== import contracts"; lint-imports
 echo "== pytest"
-python -m pytest -n 2 --dist loadfile -p no:cacheprovider "$@"
+# The slowest tests are printed at the end: the suite is kept well under 15 minutes.
+python -m pytest -n 2 --dist loadfile -p no:cacheprovider --durations=25 "$@"
