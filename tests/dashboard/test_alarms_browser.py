@@ -17,11 +17,11 @@ import pytest
 
 from fleetguard.core.clock import utcnow
 from fleetguard.protocol import to_millis
-from tests.dashboard.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from tests.dashboard.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, _log_in, _shot
 from tests.detect.support import MINUTE_MS, listening, net, report
 from tests.integration.server import RunningServer, start_server
 from tests.integration.test_detection import SCAN_FAILURES_PER_S, _enroll, _send, _token
-from tests.support import code_for, strong_password
+from tests.support import strong_password
 
 pytestmark = pytest.mark.process
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -36,24 +36,6 @@ def server(tmp_path: Path) -> Iterator[RunningServer]:
     running = start_server(tmp_path)
     yield running
     running.stop()
-
-
-def _log_in(page: Page, base: str, username: str, password: str) -> None:
-    """Password, then a TOTP code; an operator without a second factor enrolls one."""
-    page.goto(f"{base}/login")
-    page.fill("#username", username)
-    page.fill("#password", password)
-    page.click("button[type=submit]")
-    page.wait_for_selector("#code, h1:has-text('Fleet overview')")
-    if page.locator("#totp-secret").count():
-        page.fill("#code", code_for(page.inner_text("#totp-secret").strip()))
-        page.click("button[type=submit]")
-        page.click("text=Continue to the dashboard")
-    page.wait_for_url(f"{base}/")
-
-
-def _shot(page: Page, name: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def test_an_analyst_sees_a_scan_arrive_live_and_acknowledges_it(server: RunningServer) -> None:
